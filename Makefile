@@ -1,0 +1,42 @@
+# charrnn: `make demo` trains a small model on Shakespeare and samples from it;
+# `make test` runs the test suite. Both set everything up first.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The torch installed when the environment has none. This pin resolves to the CPU build on the
+# machines this project is developed on; elsewhere, install the torch you want into $(VENV)
+# first (CUDA, ROCm, ...), or run e.g. `make TORCH="torch --index-url URL"`.
+TORCH  ?= torch==2.13.0
+DEMO_SECONDS ?= 300
+
+.PHONY: setup demo test bench corpus clean help
+help:
+	@echo "make demo   set up, get the Shakespeare corpus, train ~$(DEMO_SECONDS)s, print a sample"
+	@echo "make test   set up and run the tests"
+	@echo "make setup  create $(VENV) and install charrnn into it"
+	@echo "make corpus get corpora/shakespeare.txt"
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+corpus: corpora/shakespeare.txt
+
+corpora/shakespeare.txt: | $(VENV)/.installed
+	$(BIN)/python -m charrnn.datasets shakespeare $@
+
+demo: setup corpus
+	$(BIN)/charrnn train corpora/shakespeare.txt --time-budget $(DEMO_SECONDS) --overwrite
+	@echo "----- sample -----" >&2
+	$(BIN)/charrnn sample --checkpoint checkpoints/shakespeare/best.pt --length 800 --temp 0.7 --seed 1
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .charrnn-cache

@@ -1,0 +1,134 @@
+"""Checkpoints: one versioned, self-contained format; atomic saves; loads that run no code.
+
+A checkpoint is a `torch.save` of a dict holding only tensors, numbers, strings, lists and dicts:
+the model weights, the optimizer state, RNG states, the carried hidden state, and a JSON string
+`meta` (format version, vocabulary, model and training config, step, data position, losses).
+It is read back with `torch.load(weights_only=True)`, whose unpickler refuses every class and
+function that is not a plain container or tensor, so a crafted file cannot execute code.
+
+A save writes a temporary file in the same folder, fsyncs it and renames it over the old file,
+so a crash at any moment leaves either the old or the new checkpoint, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from charrnn.errors import CharRNNError
+
+FORMAT = "charrnn-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    meta: dict[str, Any]  # JSON-able: format, vocab, model, config, progress
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any] | None = None
+    rng: dict[str, torch.Tensor] | None = None
+    hidden: list[torch.Tensor] | None = None
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "meta": json.dumps(self.meta),
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "rng": self.rng,
+            "hidden": self.hidden or [],
+        }
+
+
+def save(ckpt: Checkpoint, path: str | Path) -> None:
+    """Write atomically: temp file in the same folder, fsync, rename, fsync the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(ckpt.to_dict(), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise CharRNNError(f"{path}: could not write checkpoint: {exc.strerror or exc}") from None
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load(path: str | Path) -> Checkpoint:
+    """Read a checkpoint safely; every way a file can be wrong is a CharRNNError."""
+    path = Path(path)
+    if not path.exists():
+        raise CharRNNError(f"{path}: no such checkpoint")
+    if path.is_dir():
+        raise CharRNNError(f"{path}: is a directory; give a .pt file (e.g. {path}/best.pt)")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, garbage, or a pickle asking for forbidden globals
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            reason = "it asks to load Python objects, which charrnn never does (refused, nothing run)"
+        raise CharRNNError(f"{path}: not a readable charrnn checkpoint: {reason[:300]}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CharRNNError(f"{path}: not a charrnn checkpoint")
+    version = data.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CharRNNError(
+            f"{path}: checkpoint format version {version} is newer than this charrnn reads "
+            f"({FORMAT_VERSION}); upgrade charrnn"
+        )
+    try:
+        meta = json.loads(data["meta"])
+        model = data["model"]
+        assert isinstance(meta, dict) and isinstance(model, dict)
+        assert all(isinstance(v, torch.Tensor) for v in model.values())
+    except Exception:
+        raise CharRNNError(f"{path}: damaged charrnn checkpoint (bad metadata)") from None
+    return Checkpoint(
+        meta=meta,
+        model=model,
+        optimizer=data.get("optimizer"),
+        rng=data.get("rng"),
+        hidden=data.get("hidden") or [],
+        format_version=version,
+    )
+
+
+def newest(root: str | Path = "checkpoints", filename: str = "best.pt") -> Path:
+    """The most recently written `filename` anywhere under `root`."""
+    root = Path(root)
+    found = [p for p in root.rglob(filename) if p.is_file()] if root.is_dir() else []
+    if not found:
+        raise CharRNNError(
+            f"no {filename} under {root}/: train a model first (charrnn train FILE) "
+            f"or pass --checkpoint"
+        )
+    return max(found, key=lambda p: p.stat().st_mtime_ns)

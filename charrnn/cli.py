@@ -1,0 +1,324 @@
+"""The command line: flags, help, progress on stderr, data on stdout, exit codes. No ML here.
+
+Every flag of `train` defaults to "not given" (None) and shows the real default from
+`TrainConfig`, so that a `--config FILE.toml` can fill what the command line leaves out.
+torch is imported only inside the commands that need it, so `charrnn --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from charrnn import __version__
+from charrnn.config import SampleConfig, TrainConfig, build, defaults, read_toml
+from charrnn.errors import CharRNNError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Train character-level LSTM / GRU / RNN language models on any text, and sample from them.\n\n"
+    "  charrnn train corpora/shakespeare.txt --time-budget 300\n\n"
+    "  charrnn sample --temp 0.8 --length 500",
+)
+
+_state = {"debug": False}
+
+MODEL, DATA, OPTIM, LENGTH, OUTPUT, RUN = "Model", "Data", "Optimisation", "Length of training", "Evaluation and checkpoints", "Run"
+TRAIN_DEFAULTS = defaults(TrainConfig)
+SAMPLE_DEFAULTS = defaults(SampleConfig)
+
+
+def _opt(name: str, help: str, panel: str, table: dict = TRAIN_DEFAULTS, **kw) -> Any:
+    default = table.get(name)
+    if default is not None:
+        help += f" [dim]\\[default: {default}][/]"
+    return typer.Option(help=help, show_default=False, rich_help_panel=panel, **kw)
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _fail(exc: CharRNNError) -> None:
+    if _state["debug"]:
+        raise exc
+    _stderr().print(f"[bold red]charrnn: error:[/] {exc}", markup=True, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"charrnn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+# ---------------------------------------------------------------------------------- train
+@app.command()
+def train(
+    corpus: Annotated[Path, typer.Argument(help="A UTF-8 text file to learn from.", show_default=False)],
+    cell: Annotated[Optional[str], _opt("cell", "Recurrent cell: lstm, gru or rnn.", MODEL)] = None,
+    layers: Annotated[Optional[int], _opt("layers", "Number of stacked recurrent layers.", MODEL)] = None,
+    hidden: Annotated[Optional[int], _opt("hidden", "Hidden units per layer.", MODEL)] = None,
+    embed: Annotated[Optional[int], _opt("embed", "Size of the character embedding.", MODEL)] = None,
+    dropout: Annotated[Optional[float], _opt("dropout", "Dropout between layers and before the output.", MODEL)] = None,
+    seq_len: Annotated[Optional[int], _opt("seq_len", "Characters per truncated-BPTT chunk (the gradient is cut between chunks; the hidden state is carried).", DATA)] = None,
+    batch_size: Annotated[Optional[int], _opt("batch_size", "Parallel streams of the corpus per step.", DATA)] = None,
+    val_frac: Annotated[Optional[float], _opt("val_frac", "Fraction of the corpus (its contiguous tail) held out for validation.", DATA)] = None,
+    carry_state: Annotated[Optional[bool], _opt("carry_state", "Carry the hidden state from chunk to chunk (stateful truncated BPTT); --no-carry-state resets it every chunk, for comparison.", DATA)] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the corpus.", rich_help_panel=DATA)] = "utf-8",
+    errors: Annotated[str, typer.Option(help="On undecodable bytes: strict (error) or replace (U+FFFD).", rich_help_panel=DATA)] = "strict",
+    keep_newlines: Annotated[bool, typer.Option(help="Keep \\r\\n and \\r line endings instead of turning them into \\n.", rich_help_panel=DATA)] = False,
+    lr: Annotated[Optional[float], _opt("lr", "Peak learning rate (AdamW).", OPTIM)] = None,
+    lr_schedule: Annotated[Optional[str], _opt("lr_schedule", "constant or cosine (decays to lr × min-lr-frac).", OPTIM)] = None,
+    warmup: Annotated[Optional[int], _opt("warmup", "Steps of linear learning-rate warm-up.", OPTIM)] = None,
+    min_lr_frac: Annotated[Optional[float], _opt("min_lr_frac", "Final learning rate of the cosine schedule, as a fraction of --lr.", OPTIM)] = None,
+    grad_clip: Annotated[Optional[float], _opt("grad_clip", "Clip the global gradient norm to this; 0 = off.", OPTIM)] = None,
+    weight_decay: Annotated[Optional[float], _opt("weight_decay", "AdamW weight decay.", OPTIM)] = None,
+    max_steps: Annotated[Optional[int], _opt("max_steps", "Stop after this many steps.", LENGTH)] = None,
+    max_epochs: Annotated[Optional[float], _opt("max_epochs", "Stop after this many passes over the corpus.", LENGTH)] = None,
+    time_budget: Annotated[Optional[float], _opt("time_budget", "Stop after this many seconds (the LR schedule follows the clock).", LENGTH)] = None,
+    eval_every: Annotated[Optional[int], _opt("eval_every", "Evaluate on the validation split every N steps.", OUTPUT)] = None,
+    eval_chars: Annotated[Optional[int], _opt("eval_chars", "Validation characters per evaluation (0 = all).", OUTPUT)] = None,
+    save_every: Annotated[Optional[int], _opt("save_every", "Write last.pt every N steps.", OUTPUT)] = None,
+    name: Annotated[Optional[str], typer.Option(help="Run name: the folder under --out. \\[default: the corpus file's name]", rich_help_panel=OUTPUT)] = None,
+    out: Annotated[Optional[str], _opt("out", "Folder that holds the runs.", OUTPUT)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out/--name exactly where last.pt left it.", rich_help_panel=OUTPUT)] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run of the same name.", rich_help_panel=OUTPUT)] = False,
+    init_from: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from this checkpoint's weights (the corpus must fit its vocabulary).", rich_help_panel=OUTPUT, show_default=False)] = None,
+    seed: Annotated[Optional[int], _opt("seed", "Random seed (weights, dropout).", RUN)] = None,
+    device: Annotated[Optional[str], _opt("device", "auto, cpu, cuda or mps.", RUN)] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads. \\[default: all cores]", rich_help_panel=RUN, show_default=False)] = None,
+    config: Annotated[Optional[Path], typer.Option(help="A TOML file of options (keys as the flags, e.g. hidden = 512); flags given here win.", rich_help_panel=RUN, show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the final summary.", rich_help_panel=RUN)] = False,
+) -> None:
+    """Train a model on CORPUS and write checkpoints to --out/--name/{last,best}.pt."""
+    given = {k: v for k, v in locals().items() if k in TRAIN_DEFAULTS and v is not None}
+    try:
+        _train(corpus, given, config, resume, overwrite, init_from, quiet, dict(encoding=encoding, errors=errors, keep_newlines=keep_newlines))
+    except CharRNNError as exc:
+        _fail(exc)
+
+
+# Options that may change when a run is resumed: they do not change the model or the data.
+RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "eval_chars", "save_every", "device", "threads", "name", "out"}
+
+
+def _train(corpus: Path, given: dict, config: Path | None, resume: bool, overwrite: bool, init_from: Path | None, quiet: bool, read_options: dict) -> None:
+    from charrnn import checkpoint
+    from charrnn.corpus import load_corpus
+    from charrnn.display import TrainDisplay
+
+    if resume and overwrite:
+        raise CharRNNError("--resume and --overwrite contradict each other: choose one")
+    if resume and init_from:
+        raise CharRNNError("--resume continues a run; --init-from starts a new one from weights: choose one")
+    file_values = read_toml(config, TrainConfig) if config else {}
+    cfg = build(TrainConfig, file_values, given)
+    run_dir = Path(cfg.out) / (cfg.name or corpus.stem)
+    resume_ckpt = init_ckpt = vocab = None
+    if resume:
+        last = run_dir / "last.pt"
+        if not last.exists():
+            raise CharRNNError(f"--resume: there is no {last} to continue (train without --resume first)")
+        resume_ckpt = checkpoint.load(last)
+        saved = TrainConfig(**resume_ckpt.meta["config"])
+        changed = sorted(k for k, v in {**file_values, **given}.items() if k not in RESUMABLE and getattr(saved, k) != v)
+        if changed:
+            raise CharRNNError(f"--resume continues the run as it was: cannot change {', '.join('--' + k.replace('_', '-') for k in changed)}")
+        cfg = build(TrainConfig, {**resume_ckpt.meta["config"], **file_values}, given)
+        from charrnn.vocab import Vocab
+
+        vocab = Vocab.from_json(resume_ckpt.meta["vocab"])
+    else:
+        existing = [f for f in ("last.pt", "best.pt", "metrics.jsonl") if (run_dir / f).exists()]
+        if existing and not overwrite:
+            raise CharRNNError(
+                f"{run_dir} already holds a run ({', '.join(existing)}): use --resume to continue it, "
+                f"--overwrite to replace it, or --name to start another"
+            )
+        if init_from:
+            init_ckpt = checkpoint.load(init_from)
+            from charrnn.vocab import Vocab
+
+            vocab = Vocab.from_json(init_ckpt.meta["vocab"])
+            shape = {k: init_ckpt.meta["model"][k] for k in ("cell", "layers", "hidden", "embed")}
+            clash = sorted(k for k, v in shape.items() if k in given and given[k] != v)
+            if clash:
+                raise CharRNNError(f"--init-from {init_from}: the model's shape is fixed by the checkpoint; drop {', '.join('--' + k for k in clash)}")
+            cfg = build(TrainConfig, {**file_values, **shape}, given)
+    display = TrainDisplay(_stderr(), quiet=quiet)
+    display.message(f"reading {corpus}")
+    data = load_corpus(corpus, vocab=vocab, **read_options)
+    if init_ckpt is not None and len(data.vocab) != init_ckpt.meta["model"]["vocab_size"]:
+        raise CharRNNError(f"--init-from {init_from}: damaged checkpoint (vocabulary and model disagree)")
+    train_ids, val_ids = data.split(cfg.val_frac)
+    display.message(f"{len(data.ids):,} characters, {len(data.vocab):,} distinct; {len(train_ids):,} to train on, {len(val_ids):,} for validation")
+    if not resume and overwrite:
+        for f in ("last.pt", "best.pt", "metrics.jsonl"):
+            (run_dir / f).unlink(missing_ok=True)
+
+    from charrnn.train import Trainer
+
+    trainer = Trainer(cfg, data.vocab, train_ids, val_ids, run_dir, events=display, resume_from=resume_ckpt, init_from=init_ckpt, corpus_path=str(corpus))
+    received: list[int] = []
+
+    def on_signal(signum, frame):
+        received.append(signum)
+        trainer.stop(signal.Signals(signum).name)
+        signal.signal(signum, signal.SIG_DFL)  # a second one ends at once
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with display:
+            summary = trainer.fit()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    display.summary(summary)
+    if received:
+        argv = " ".join(a for a in sys.argv[1:] if a not in ("--overwrite", "--resume"))
+        display.console.print(f"stopped by {signal.Signals(received[0]).name}; progress saved in {summary['last']}\nresume with: charrnn {argv} --resume", soft_wrap=True)
+        raise typer.Exit(128 + received[0])
+
+
+# ---------------------------------------------------------------------------------- sample
+@app.command()
+def sample(
+    checkpoint_path: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint to sample from. \\[default: the newest best.pt under checkpoints/]", show_default=False)] = None,
+    length: Annotated[int, _opt("length", "Characters to generate (after the prime).", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["length"],
+    temp: Annotated[float, _opt("temp", "Temperature: lower is safer, higher is wilder, 0 always takes the most likely character.", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["temp"],
+    top_k: Annotated[int, _opt("top_k", "Sample only among the k most likely characters (0 = off).", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["top_k"],
+    top_p: Annotated[float, _opt("top_p", "Sample only among the most likely characters whose mass reaches p (1 = off).", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["top_p"],
+    prime: Annotated[Optional[str], typer.Option(help="Text to start from (echoed, then continued).", rich_help_panel="Text", show_default=False)] = None,
+    prime_file: Annotated[Optional[Path], typer.Option(help="Read the prime text from this UTF-8 file.", rich_help_panel="Text", show_default=False)] = None,
+    unknown: Annotated[str, typer.Option(help="Prime characters the model never saw: error, or skip them with a warning.", rich_help_panel="Text")] = "error",
+    stop: Annotated[Optional[list[str]], typer.Option(help="End a sample right after this string appears (repeatable).", rich_help_panel="Text", show_default=False)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed: the same seed gives the same text. \\[default: random]", rich_help_panel="Text", show_default=False)] = None,
+    num_samples: Annotated[int, _opt("num_samples", "Generate this many samples together.", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["num_samples"],
+    separator: Annotated[str, typer.Option(help="Printed between samples when --num-samples > 1.", rich_help_panel="Text")] = "\n\n",
+    echo_prime: Annotated[bool, typer.Option(help="Print the prime before its continuation.", rich_help_panel="Text")] = True,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel="Run")] = "cpu",
+) -> None:
+    """Generate text from a trained model and stream it to stdout."""
+    try:
+        _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop or [], seed, num_samples, separator, echo_prime, device)
+    except CharRNNError as exc:
+        _fail(exc)
+
+
+def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop, seed, num_samples, separator, echo_prime, device) -> None:
+    if prime is not None and prime_file is not None:
+        raise CharRNNError("give --prime or --prime-file, not both")
+    if unknown not in ("error", "skip"):
+        raise CharRNNError(f"--unknown {unknown!r} is not one of: error, skip")
+    if prime_file is not None:
+        from charrnn.corpus import read_text
+
+        prime = read_text(prime_file)
+    cfg = SampleConfig(length=length, temp=temp, top_k=top_k, top_p=top_p, prime=prime or "", seed=seed, num_samples=num_samples, stop=stop).validate()
+
+    from charrnn import checkpoint
+    from charrnn.device import pick_device
+    from charrnn.sample import generate, prime_ids
+    from charrnn.stepper import TorchStepper
+    from charrnn.train import model_from_checkpoint
+
+    path = checkpoint_path or checkpoint.newest("checkpoints")
+    torch_device = pick_device(device)
+    model, vocab = model_from_checkpoint(checkpoint.load(path), torch_device)
+    _, _, dropped = prime_ids(vocab, cfg.prime, unknown)
+    if dropped:
+        from charrnn.vocab import describe_chars
+
+        _stderr().print(f"warning: dropped prime characters the model never saw: {describe_chars(dropped)}")
+    pieces = generate(TorchStepper(model, torch_device), vocab, cfg, unknown, echo_prime)
+    out = _Stdout()
+    if num_samples == 1:
+        for _, piece in pieces:
+            out.write(piece)
+    else:
+        texts = [""] * num_samples
+        for b, piece in pieces:
+            texts[b] += piece
+        out.write(separator.join(texts))
+    out.close()
+
+
+class _Stdout:
+    """UTF-8 text to stdout whatever the locale; flushed per character on a terminal; a closed
+    pipe (`| head`) ends the program quietly."""
+
+    def __init__(self):
+        self.stream = sys.stdout.buffer
+        self.tty = sys.stdout.isatty()
+
+    def write(self, text: str) -> None:
+        try:
+            self.stream.write(text.encode("utf-8", "surrogatepass"))
+            if self.tty or "\n" in text:
+                self.stream.flush()
+        except BrokenPipeError:
+            self._closed_pipe()
+
+    def close(self) -> None:
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            self._closed_pipe()
+
+    @staticmethod
+    def _closed_pipe() -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so Python's exit-time flush does not complain
+        raise typer.Exit(0)
+
+
+# ---------------------------------------------------------------------------------- info
+@app.command()
+def info(
+    checkpoint_path: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A .pt checkpoint (or a run folder: its best.pt).", show_default=False)],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the checkpoint's metadata as JSON on stdout.")] = False,
+) -> None:
+    """Describe a checkpoint: model, vocabulary, training config and progress."""
+    try:
+        from charrnn import checkpoint
+        from charrnn.display import checkpoint_table
+
+        path = checkpoint_path / "best.pt" if checkpoint_path.is_dir() else checkpoint_path
+        ckpt = checkpoint.load(path)
+        if json_out:
+            import json
+
+            typer.echo(json.dumps({"path": str(path), "format_version": checkpoint.FORMAT_VERSION, **ckpt.meta}, indent=2))
+            return
+        from rich.console import Console
+
+        Console(highlight=False).print(checkpoint_table(path, ckpt))
+    except CharRNNError as exc:
+        _fail(exc)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

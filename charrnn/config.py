@@ -1,0 +1,206 @@
+"""Configuration: the defaults of every option in one place, their validation, TOML files.
+
+`TrainConfig` and `SampleConfig` are plain dataclasses. The command line declares its flags with
+these defaults (so `--help` shows them), merges `--config FILE.toml` under the flags given on the
+command line, and calls `validate()` before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from charrnn.errors import CharRNNError
+
+CELLS = ("lstm", "gru", "rnn")
+SCHEDULES = ("constant", "cosine")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class ModelConfig:
+    """The shape of a CharRNN: everything needed to rebuild it from a checkpoint."""
+
+    vocab_size: int
+    cell: str = "lstm"
+    layers: int = 2
+    hidden: int = 256
+    embed: int = 64
+    dropout: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """Every option of `charrnn train`. Field comments are the help texts' source of truth."""
+
+    # Model
+    cell: str = "lstm"  # lstm | gru | rnn
+    layers: int = 2
+    hidden: int = 256
+    embed: int = 64
+    dropout: float = 0.0
+    # Data
+    seq_len: int = 128  # truncated-BPTT chunk length T
+    batch_size: int = 32  # number of parallel streams B
+    val_frac: float = 0.1  # contiguous tail of the corpus held out
+    carry_state: bool = True  # carry the hidden state across chunks (False: reset every chunk)
+    # Optimisation
+    lr: float = 3e-3
+    lr_schedule: str = "cosine"
+    warmup: int = 50  # steps of linear warm-up
+    min_lr_frac: float = 0.1  # cosine decays to lr * min_lr_frac
+    grad_clip: float = 1.0  # global gradient-norm clip; 0 disables
+    weight_decay: float = 0.0
+    # Length of training: the first limit reached ends it
+    max_steps: int | None = None
+    max_epochs: float | None = 10.0
+    time_budget: float | None = None  # seconds of training (evaluation included)
+    # Evaluation and checkpoints
+    eval_every: int = 200
+    eval_chars: int = 200_000  # characters of the validation split per evaluation; 0 = all
+    save_every: int = 200
+    # Run
+    seed: int = 1337
+    device: str = "auto"
+    threads: int | None = None
+    name: str | None = None
+    out: str = "checkpoints"
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        return ModelConfig(
+            vocab_size=vocab_size,
+            cell=self.cell,
+            layers=self.layers,
+            hidden=self.hidden,
+            embed=self.embed,
+            dropout=self.dropout,
+        )
+
+    def validate(self) -> "TrainConfig":
+        _check_choice("cell", self.cell, CELLS)
+        _check_choice("lr-schedule", self.lr_schedule, SCHEDULES)
+        _check_choice("device", self.device, DEVICES)
+        for name in ("layers", "hidden", "embed", "seq_len", "batch_size", "eval_every", "save_every"):
+            _check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
+        _check(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
+        _check(0 <= self.val_frac < 0.5, "val_frac", self.val_frac, "must be in [0, 0.5)")
+        _check(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr, "must be a positive number")
+        _check(self.warmup >= 0, "warmup", self.warmup, "must be 0 or more")
+        _check(0 <= self.min_lr_frac <= 1, "min_lr_frac", self.min_lr_frac, "must be in [0, 1]")
+        _check(self.grad_clip >= 0, "grad_clip", self.grad_clip, "must be 0 (off) or more")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be 0 or more")
+        _check(self.eval_chars >= 0, "eval_chars", self.eval_chars, "must be 0 (all) or more")
+        for name in ("max_steps", "max_epochs", "time_budget"):
+            value = getattr(self, name)
+            _check(value is None or value > 0, name, value, "must be positive")
+        _check(self.threads is None or self.threads >= 1, "threads", self.threads, "must be at least 1")
+        if self.name is not None:
+            _check(
+                self.name.strip() != "" and "/" not in self.name and self.name not in (".", ".."),
+                "name", self.name, "must be a plain folder name",
+            )
+        return self
+
+
+@dataclass
+class SampleConfig:
+    """Every option of `charrnn sample` that shapes the text."""
+
+    length: int = 1000
+    temp: float = 0.8  # 0 = greedy (always the most likely character)
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    prime: str = ""
+    seed: int | None = None
+    num_samples: int = 1
+    stop: list[str] = field(default_factory=list)
+
+    def validate(self) -> "SampleConfig":
+        _check(self.length >= 0, "length", self.length, "must be 0 or more")
+        _check(self.temp >= 0 and math.isfinite(self.temp), "temp", self.temp, "must be 0 (greedy) or more")
+        _check(self.top_k >= 0, "top_k", self.top_k, "must be 0 (off) or more")
+        _check(0 < self.top_p <= 1, "top_p", self.top_p, "must be in (0, 1]")
+        _check(self.num_samples >= 1, "num_samples", self.num_samples, "must be at least 1")
+        _check(all(s != "" for s in self.stop), "stop", "''", "must not be empty")
+        return self
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check(ok: bool, name: str, value: Any, why: str) -> None:
+    if not ok:
+        raise CharRNNError(f"{_flag(name)} {value!r} {why}")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise CharRNNError(f"{_flag(name)} {value!r} is not one of: {', '.join(choices)}")
+
+
+def defaults(cls) -> dict[str, Any]:
+    """The default value of each field of a config dataclass."""
+    out = {}
+    for f in fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            out[f.name] = f.default_factory()  # type: ignore[misc]
+    return out
+
+
+def read_toml(path: str | Path, cls) -> dict[str, Any]:
+    """Read option values for `cls` from a TOML file; keys may use '-' or '_'. Unknown keys fail."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise CharRNNError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise CharRNNError(f"{path}: is a directory, not a config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CharRNNError(f"{path}: not valid TOML: {exc}") from None
+    known = {f.name for f in fields(cls)}
+    values = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise CharRNNError(f"{path}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        values[name] = value
+    return values
+
+
+def build(cls, file_values: dict[str, Any], cli_values: dict[str, Any]):
+    """Defaults < config file < command line; `None` on the command line means 'not given'."""
+    merged = {**file_values, **{k: v for k, v in cli_values.items() if v is not None}}
+    try:
+        cfg = cls(**merged)
+    except TypeError as exc:
+        raise CharRNNError(f"bad configuration: {exc}") from None
+    for f in fields(cfg):
+        setattr(cfg, f.name, _typed(f, getattr(cfg, f.name)))
+    return cfg.validate()
+
+
+def _typed(f: dataclasses.Field, value: Any) -> Any:
+    """Check a value against a field's annotation (a string here); TOML ints stand for floats."""
+    kind = str(f.type).replace(" ", "").split("|")
+    if value is None and "None" in kind:
+        return value
+    if "float" in kind and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    for name, types in (("int", int), ("str", str), ("bool", bool)):
+        if name in kind and isinstance(value, types) and not (name == "int" and isinstance(value, bool)):
+            return value
+    if kind[0].startswith("list[") and isinstance(value, list):
+        return value
+    raise CharRNNError(f"{_flag(f.name)} {value!r} should be of type {f.type}")

@@ -1,0 +1,145 @@
+"""What people see on stderr: a live progress display on a terminal, plain log lines elsewhere.
+
+`TrainDisplay` is the trainer's event callback. On a terminal it shows a rich progress bar with
+step, epoch, losses (nats and bits/char), chars/s and ETA; when stderr is a file or a pipe
+(Makefiles, CI) it prints one plain line per evaluation instead.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+LN2 = math.log(2)
+
+
+def _fmt_loss(nats: float | None) -> str:
+    if nats is None or not math.isfinite(nats):
+        return "-"
+    return f"{nats:.3f} ({nats / LN2:.3f} bpc)"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+class TrainDisplay:
+    def __init__(self, console: Console, quiet: bool = False):
+        self.console = console
+        self.quiet = quiet
+        self.live = console.is_terminal and not quiet
+        self.progress: Progress | None = None
+        self.task = None
+        self.val = None
+        self.chars_per_sec = None
+        self.epoch = 0.0
+
+    # a context manager, so the live display is always closed
+    def __enter__(self):
+        if self.live:
+            self.progress = Progress(
+                TextColumn("[bold]step {task.fields[step]:>6}"),
+                BarColumn(),
+                TextColumn("epoch {task.fields[epoch]:.2f}"),
+                TextColumn("train {task.fields[train]}"),
+                TextColumn("val {task.fields[val]}"),
+                TextColumn("{task.fields[speed]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+            )
+            self.task = self.progress.add_task("train", total=1000, step=0, epoch=0.0, train="-", val="-", speed="")
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()
+        return False
+
+    def message(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(text, soft_wrap=True)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event["event"]
+        if kind == "warning":
+            self.console.print(f"[yellow]warning:[/] {event['message']}", soft_wrap=True)
+        elif kind == "start":
+            self.message(
+                f"training {event['parameters']:,} parameters on {event['device']} ({event['threads']} threads), "
+                f"batch {event['batch_size']}, {event['chunks_per_epoch']:,} steps per epoch"
+                + (f", resuming at step {event['step']:,}" if event["step"] else "")
+                + f"; run folder {event['run_dir']}"
+            )
+        elif kind == "step" and self.progress is not None:
+            self.epoch = event["epoch"]
+            self.progress.update(
+                self.task,
+                completed=1000 * event["fraction"],
+                step=event["step"],
+                epoch=event["epoch"],
+                train=f"{event['loss']:.3f}",
+            )
+        elif kind == "eval":
+            self.val = event["val_loss"]
+            if self.progress is not None:
+                self.progress.update(
+                    self.task,
+                    val=_fmt_loss(self.val),
+                    speed=f"{event['chars_per_sec']:,.0f} chars/s",
+                )
+            elif not self.quiet:
+                self.console.print(
+                    f"step {event['step']:>6} | epoch {event['epoch']:.2f} | train {_fmt_loss(event['train_loss'])} | "
+                    f"val {_fmt_loss(event['val_loss'])}{' *' if event['best'] else ''} | "
+                    f"{event['chars_per_sec']:,.0f} chars/s | lr {event['lr']:.2e} | {_clock(event['elapsed_s'])}",
+                    soft_wrap=True,
+                    highlight=False,
+                )
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        self.console.print(
+            f"done: {summary['step']:,} steps, {summary['chars_seen']:,} characters in {_clock(summary['elapsed_s'])}; "
+            f"best loss {_fmt_loss(summary['best_loss'])}"
+            + (f"; {summary['skipped_steps']} non-finite steps skipped" if summary["skipped_steps"] else "")
+            + f"\nlast: {summary['last']}\nbest: {summary['best']}",
+            soft_wrap=True,
+            highlight=False,
+        )
+
+
+def checkpoint_table(path, ckpt) -> Table:
+    """`charrnn info` as a two-column table."""
+    meta = ckpt.meta
+    model, cfg, prog = meta["model"], meta["config"], meta["progress"]
+    n_params = sum(t.numel() for t in ckpt.model.values())
+    table = Table(title=str(path), show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    vocab = meta["vocab"]["chars"]
+    rows = [
+        ("model", f"{model['cell'].upper()} {model['layers']}×{model['hidden']}, embedding {model['embed']}, dropout {model['dropout']}"),
+        ("parameters", f"{n_params:,}"),
+        ("vocabulary", f"{len(vocab):,} characters: {''.join(c if c.isprintable() else '·' for c in vocab[:80])}{'…' if len(vocab) > 80 else ''}"),
+        ("steps", f"{prog['step']:,} (epoch {prog['epoch']}, chunk {prog['chunk']})"),
+        ("characters seen", f"{prog['chars_seen']:,}"),
+        ("best loss", _fmt_loss(prog["best_loss"])),
+        ("training time", _clock(prog["train_seconds"])),
+        ("corpus", f"{meta['corpus']['path']} ({meta['corpus']['train_chars']:,} training characters)"),
+        ("training config", ", ".join(f"{k}={v}" for k, v in cfg.items() if v is not None)),
+        ("saved", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(meta["saved_at"]))),
+        ("format", f"version {ckpt.format_version}, charrnn {meta['charrnn_version']}"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
+

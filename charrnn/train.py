@@ -1,0 +1,373 @@
+"""The training loop: truncated BPTT, clipping, LR schedule, evaluation, checkpoints, resume.
+
+`Trainer` takes encoded train/validation ids and a config, and runs until the first of
+`max_steps`, `max_epochs` or `time_budget` is reached (or `stop()` is called, e.g. by a signal
+handler). It reports progress through a callback of plain dicts, so the command line decides how
+to show it. Everything needed to continue exactly (weights, optimizer, RNG, data position,
+carried hidden state, loss accumulators) goes into `last.pt`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from charrnn import __version__, checkpoint
+from charrnn.batches import batchify, fit_batch_size, get_chunk, num_chunks
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.device import pick_device, set_threads
+from charrnn.errors import CharRNNError
+from charrnn.model import CharRNN, count_parameters, detach_hidden, hidden_from_list, hidden_to_list
+from charrnn.vocab import Vocab
+
+LN2 = math.log(2)
+MAX_BAD_STEPS = 10  # consecutive non-finite losses/gradients before giving up
+
+Events = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    chunk: int = 0  # next chunk index within the epoch
+    chars_seen: int = 0
+    train_seconds: float = 0.0
+    best_loss: float = math.inf
+    loss_sum: float = 0.0  # train loss accumulated since the last evaluation
+    loss_count: int = 0
+    skipped_steps: int = 0
+
+
+def ids_digest(ids: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(ids).tobytes()).hexdigest()
+
+
+def evaluate(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device, carry_state: bool = True) -> float:
+    """Mean cross-entropy (nats/char) over `ids`, streaming with carried state (unless told not to)."""
+    seq_len = min(seq_len, len(ids) - 1)
+    batch_size = max(1, fit_batch_size(len(ids), seq_len, batch_size))
+    streams = batchify(ids, batch_size)
+    was_training = model.training
+    model.eval()
+    total, count, hidden = 0.0, 0, None
+    with torch.no_grad():
+        for index in range(num_chunks(streams, seq_len)):
+            x, y = (t.to(device) for t in get_chunk(streams, index, seq_len))
+            logits, hidden = model(x, hidden if carry_state else None)
+            total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
+            count += y.numel()
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        vocab: Vocab,
+        train_ids: np.ndarray,
+        val_ids: np.ndarray,
+        run_dir: str | Path,
+        events: Events | None = None,
+        resume_from: checkpoint.Checkpoint | None = None,
+        init_from: checkpoint.Checkpoint | None = None,
+        corpus_path: str = "",
+    ):
+        self.cfg, self.vocab, self.run_dir = cfg, vocab, Path(run_dir)
+        self.events = events or (lambda event: None)
+        self.corpus_path = corpus_path
+        self.threads = set_threads(cfg.threads)
+        self.device = pick_device(cfg.device)
+        self.batch_size = fit_batch_size(len(train_ids), cfg.seq_len, cfg.batch_size)
+        if self.batch_size < 1:
+            raise CharRNNError(
+                f"corpus too short: the training split has {len(train_ids)} characters, "
+                f"at least {cfg.seq_len + 1} are needed for one chunk of --seq-len {cfg.seq_len}"
+            )
+        if self.batch_size < cfg.batch_size:
+            self._warn(
+                f"the corpus is short: using --batch-size {self.batch_size} instead of {cfg.batch_size} "
+                f"so that every stream holds a chunk of {cfg.seq_len}"
+            )
+        self.streams = batchify(train_ids, self.batch_size)
+        self.chunks_per_epoch = num_chunks(self.streams, cfg.seq_len)
+        self.val_ids = val_ids if len(val_ids) >= 2 else val_ids[:0]
+        if cfg.eval_chars:
+            self.val_ids = self.val_ids[: cfg.eval_chars]
+        self.data_digest = ids_digest(train_ids)
+
+        torch.manual_seed(cfg.seed)
+        self.model_cfg = cfg.model_config(len(vocab))
+        self.model = CharRNN(self.model_cfg).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
+        )
+        self.progress = Progress()
+        self.hidden = None
+        self._stop_reason: str | None = None
+        if init_from is not None:
+            self.model.load_state_dict(init_from.model)
+        if resume_from is not None:
+            self._restore(resume_from)
+
+    # ----------------------------------------------------------------- schedule and limits
+    def fraction_done(self) -> float:
+        """How far through training we are, by the first limit that will be reached."""
+        p, cfg = self.progress, self.cfg
+        fracs = []
+        if cfg.max_steps:
+            fracs.append(p.step / cfg.max_steps)
+        if cfg.max_epochs:
+            fracs.append(p.step / (cfg.max_epochs * self.chunks_per_epoch))
+        if cfg.time_budget:
+            fracs.append(p.train_seconds / cfg.time_budget)
+        return min(1.0, max(fracs)) if fracs else 0.0
+
+    def lr_at(self, step: int, fraction: float) -> float:
+        cfg = self.cfg
+        warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
+        if cfg.lr_schedule == "constant":
+            return cfg.lr * warm
+        floor = cfg.min_lr_frac
+        return cfg.lr * warm * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * fraction)))
+
+    def stop(self, reason: str = "interrupted") -> None:
+        """Ask the loop to end after the current step (safe to call from a signal handler)."""
+        self._stop_reason = reason
+
+    # ----------------------------------------------------------------- the loop
+    def fit(self, until_step: int | None = None) -> dict[str, Any]:
+        cfg, p, model = self.cfg, self.progress, self.model
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.events(
+            {
+                "event": "start",
+                "parameters": count_parameters(model),
+                "device": str(self.device),
+                "threads": self.threads,
+                "batch_size": self.batch_size,
+                "chunks_per_epoch": self.chunks_per_epoch,
+                "train_chars": self.streams.size,
+                "val_chars": len(self.val_ids),
+                "step": p.step,
+                "run_dir": str(self.run_dir),
+            }
+        )
+        model.train()
+        bad_in_a_row = 0
+        window_start, window_chars = time.perf_counter(), 0
+        tick = time.perf_counter()
+        reason = None
+        while True:
+            if self.fraction_done() >= 1.0:
+                reason = "done"
+                break
+            if until_step is not None and p.step >= until_step:
+                reason = "until_step"
+                break
+            if self._stop_reason:
+                reason = self._stop_reason
+                break
+            if p.chunk == 0 or not cfg.carry_state:
+                self.hidden = None  # a new epoch (or, without carried state, every chunk) starts from zero
+            lr = self.lr_at(p.step, self.fraction_done())
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            x, y = (t.to(self.device, non_blocking=True) for t in get_chunk(self.streams, p.chunk, cfg.seq_len))
+            logits, hidden = model(x, self.hidden)
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            loss_value = loss.item()
+            if math.isfinite(loss_value) and math.isfinite(grad_norm.item()):
+                self.optimizer.step()
+                self.hidden = detach_hidden(hidden)
+                p.loss_sum += loss_value
+                p.loss_count += 1
+                bad_in_a_row = 0
+            else:
+                p.skipped_steps += 1
+                bad_in_a_row += 1
+                self.hidden = None  # the carried state may be poisoned too
+                self._warn(f"step {p.step + 1}: non-finite loss or gradient, update skipped")
+                if bad_in_a_row >= MAX_BAD_STEPS:
+                    raise CharRNNError(
+                        f"training diverged: {MAX_BAD_STEPS} steps in a row had a non-finite loss "
+                        f"or gradient; the last good checkpoint is in {self.run_dir} "
+                        f"(try a lower --lr or --grad-clip)",
+                        exit_code=1,
+                    )
+            p.step += 1
+            p.chunk += 1
+            p.chars_seen += x.numel()
+            window_chars += x.numel()
+            if p.chunk >= self.chunks_per_epoch:
+                p.chunk, p.epoch = 0, p.epoch + 1
+            now = time.perf_counter()
+            p.train_seconds += now - tick
+            tick = now
+            self.events(
+                {
+                    "event": "step",
+                    "step": p.step,
+                    "epoch": p.epoch + p.chunk / self.chunks_per_epoch,
+                    "loss": loss_value,
+                    "lr": lr,
+                    "fraction": self.fraction_done(),
+                    "chars_seen": p.chars_seen,
+                    "elapsed_s": p.train_seconds,
+                }
+            )
+            finished = self.fraction_done() >= 1.0  # (an interruption evaluates nothing extra)
+            if p.step % cfg.eval_every == 0 or (finished and p.loss_count):
+                chars_per_sec = window_chars / max(now - window_start, 1e-9)
+                self._evaluate(lr, chars_per_sec)
+                window_chars = 0
+                window_start = time.perf_counter()
+            if p.step % cfg.save_every == 0:
+                self.save("last.pt")
+            after = time.perf_counter()
+            p.train_seconds += after - tick  # evaluation and saving count against the budget
+            tick = after
+        last_path = self.save("last.pt")
+        summary = {
+            "event": "end",
+            "reason": reason,
+            "step": p.step,
+            "chars_seen": p.chars_seen,
+            "best_loss": p.best_loss,
+            "last": str(last_path),
+            "best": str(self.run_dir / "best.pt"),
+            "skipped_steps": p.skipped_steps,
+            "elapsed_s": p.train_seconds,
+        }
+        self.events(summary)
+        return summary
+
+    def _evaluate(self, lr: float, chars_per_sec: float) -> None:
+        p = self.progress
+        train_loss = p.loss_sum / p.loss_count if p.loss_count else math.nan
+        val_loss = (
+            evaluate(self.model, self.val_ids, self.batch_size, self.cfg.seq_len, self.device, self.cfg.carry_state)
+            if len(self.val_ids)
+            else None
+        )
+        row = {
+            "step": p.step,
+            "epoch": round(p.epoch + p.chunk / self.chunks_per_epoch, 4),
+            "chars_seen": p.chars_seen,
+            "train_loss": train_loss,
+            "train_bpc": train_loss / LN2,
+            "val_loss": val_loss,
+            "val_bpc": None if val_loss is None else val_loss / LN2,
+            "lr": lr,
+            "chars_per_sec": round(chars_per_sec, 1),
+            "elapsed_s": round(p.train_seconds, 2),
+            "skipped_steps": p.skipped_steps,
+        }
+        p.loss_sum, p.loss_count = 0.0, 0
+        score = val_loss if val_loss is not None else train_loss
+        improved = math.isfinite(score) and score < p.best_loss
+        if improved:
+            p.best_loss = score
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        if improved:
+            self.save("best.pt")
+        self.events({"event": "eval", **row, "best": improved})
+
+    # ----------------------------------------------------------------- checkpoints
+    def meta(self) -> dict[str, Any]:
+        return {
+            "charrnn_version": __version__,
+            "vocab": self.vocab.to_json(),
+            "model": asdict(self.model_cfg),
+            "config": asdict(self.cfg),
+            "progress": asdict(self.progress),
+            "batch_size": self.batch_size,
+            "corpus": {"path": self.corpus_path, "train_chars": int(self.streams.size), "digest": self.data_digest},
+            "saved_at": time.time(),
+        }
+
+    def save(self, filename: str) -> Path:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        ckpt = checkpoint.Checkpoint(
+            meta=self.meta(),
+            model={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            optimizer=self.optimizer.state_dict(),
+            rng=rng,
+            hidden=hidden_to_list(self.hidden),
+        )
+        path = self.run_dir / filename
+        checkpoint.save(ckpt, path)
+        self.events({"event": "save", "path": str(path), "step": self.progress.step})
+        return path
+
+    def _restore(self, ckpt: checkpoint.Checkpoint) -> None:
+        meta = ckpt.meta
+        if meta["corpus"]["digest"] != self.data_digest or meta.get("batch_size") != self.batch_size:
+            raise CharRNNError(
+                "cannot resume: the corpus (or the batch layout) differs from the one this run was "
+                "trained on; use --init-from to fine-tune on a new corpus instead"
+            )
+        self.model.load_state_dict(ckpt.model)
+        if ckpt.optimizer:
+            self.optimizer.load_state_dict(ckpt.optimizer)
+        self.progress = Progress(**meta["progress"])
+        if ckpt.rng and "torch" in ckpt.rng:
+            torch.set_rng_state(ckpt.rng["torch"])
+            if "cuda" in ckpt.rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state(ckpt.rng["cuda"], self.device)
+        self.hidden = hidden_from_list(ckpt.hidden or [], self.model_cfg.cell, self.device)
+        self._truncate_metrics(self.progress.step)
+        best = self.run_dir / "best.pt"
+        if best.exists():  # best.pt may be newer than last.pt: never replace it by a worse one
+            try:
+                best_loss = checkpoint.load(best).meta["progress"]["best_loss"]
+                self.progress.best_loss = min(self.progress.best_loss, best_loss)
+            except (CharRNNError, KeyError, TypeError):
+                pass
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metrics written after the checkpoint we resume from (they will be redone)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        keep = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    keep.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue
+        path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+
+    def _warn(self, message: str) -> None:
+        self.events({"event": "warning", "message": message})
+
+
+def model_from_checkpoint(ckpt: checkpoint.Checkpoint, device="cpu") -> tuple[CharRNN, Vocab]:
+    """Rebuild the model and vocabulary stored in a checkpoint."""
+    try:
+        vocab = Vocab.from_json(ckpt.meta["vocab"])
+        model = CharRNN(ModelConfig(**ckpt.meta["model"]))
+        model.load_state_dict(ckpt.model)
+    except Exception as exc:
+        raise CharRNNError(f"damaged checkpoint: cannot rebuild the model ({exc})") from None
+    return model.to(device).eval(), vocab

@@ -1,0 +1,61 @@
+"""Shared helpers: tiny corpora made by the tests themselves, and a way to run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)  # deterministic and fair on a shared 2-core machine
+
+WORDS = "the a of to and in that is was he for it with as his on be at by had not are but from".split()
+
+
+def words_text(n_chars: int, seed: int = 0) -> str:
+    """Pseudo-English: lines of random common words. Deterministic for a seed."""
+    rng = random.Random(seed)
+    lines, size = [], 0
+    while size < n_chars:
+        line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))).capitalize() + "."
+        lines.append(line)
+        size += len(line) + 1
+    return "\n".join(lines)[:n_chars]
+
+
+def repeat_text(n_chars: int, unit: str = "abcdefgh\n") -> str:
+    """A perfectly predictable text: one unit repeated."""
+    return (unit * (n_chars // len(unit) + 1))[:n_chars]
+
+
+@pytest.fixture
+def write_corpus(tmp_path):
+    def write(text: str, name: str = "corpus.txt") -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+def run_cli(*args: str, cwd: Path | None = None, env_extra: dict | None = None, input: str | None = None, check: bool = False):
+    """Run `python -m charrnn ARGS` as a user would, in a real subprocess."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    result = subprocess.run(
+        [sys.executable, "-m", "charrnn", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        input=input.encode() if input is not None else None,
+        timeout=300,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"charrnn {' '.join(args)} failed ({result.returncode}):\n{result.stderr.decode()}")
+    return result
+
+
+TINY = ["--layers", "1", "--hidden", "32", "--embed", "16", "--seq-len", "16", "--batch-size", "8", "--threads", "1"]

@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+
+from charrnn.errors import CharRNNError
+from charrnn.vocab import Vocab, codepoints, id_dtype
+
+
+def test_round_trip_unicode_and_sorted_ids():
+    text = "héllo wörld 你好 😀\n"
+    vocab = Vocab.from_text(text)
+    assert list(vocab.chars) == sorted(set(text))
+    ids = vocab.encode(text)
+    assert vocab.decode(ids) == text
+    assert Vocab.from_json(vocab.to_json()) == vocab
+
+
+def test_smallest_dtype():
+    assert id_dtype(256) == np.uint8
+    assert id_dtype(257) == np.uint16
+    assert id_dtype(70_000) == np.uint32
+    many = "".join(chr(0x4E00 + i) for i in range(3000))
+    assert Vocab.from_text(many).encode(many).dtype == np.uint16
+
+
+def test_unknown_characters_are_named():
+    vocab = Vocab.from_text("abc")
+    assert vocab.unknown("abxcz") == ["x", "z"]
+    assert "a" in vocab and "q" not in vocab
+    with pytest.raises(CharRNNError, match="'x'"):
+        vocab.encode("abx")
+
+
+def test_codepoints_match_ord():
+    text = "a\u00e9\U0001F600"
+    assert codepoints(text).tolist() == [ord(c) for c in text]
