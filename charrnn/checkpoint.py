@@ -64,10 +64,24 @@ def save(ckpt: Checkpoint, path: str | Path) -> None:
             os.unlink(tmp)
         except OSError:
             pass
-        if isinstance(exc, OSError):
-            raise CharRNNError(f"{path}: could not write checkpoint: {exc.strerror or exc}") from None
+        if isinstance(exc, (OSError, RuntimeError)):  # torch reports a failed write as RuntimeError
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+            raise CharRNNError(
+                f"{path}: could not write checkpoint ({reason}); is the disk full? "
+                f"The previous {path.name} is untouched",
+                exit_code=1,
+            ) from None
         raise
     _fsync_dir(path.parent)
+
+
+def remove_stale_temporaries(folder: str | Path) -> None:
+    """Delete temporary files left by a save that was killed before its rename."""
+    for tmp in Path(folder).glob(".*.pt.*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -317,7 +317,16 @@ def info(
 
 
 def main() -> None:
+    if hasattr(signal, "SIGXFSZ"):  # a file-size limit becomes a write error we can report, not a crash
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # training installs its own, gentler handlers
+        signal.signal(sig, _interrupted)
     app()
+
+
+def _interrupted(signum, frame) -> None:
+    print(f"charrnn: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -151,6 +151,7 @@ class Trainer:
     def fit(self, until_step: int | None = None) -> dict[str, Any]:
         cfg, p, model = self.cfg, self.progress, self.model
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.remove_stale_temporaries(self.run_dir)
         self.events(
             {
                 "event": "start",
@@ -284,8 +285,11 @@ class Trainer:
         improved = math.isfinite(score) and score < p.best_loss
         if improved:
             p.best_loss = score
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
+        try:
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+        except OSError as exc:
+            raise CharRNNError(f"{self.run_dir / 'metrics.jsonl'}: cannot write ({exc.strerror or exc})", exit_code=1) from None
         if improved:
             self.save("best.pt")
         self.events({"event": "eval", **row, "best": improved})

@@ -1,0 +1,104 @@
+"""End to end through real subprocesses, as a user runs charrnn."""
+
+import json
+import re
+
+import pytest
+
+from conftest import TINY, run_cli, words_text
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny model trained through the CLI, shared by the tests of this module."""
+    root = tmp_path_factory.mktemp("cli")
+    corpus = root / "corpus.txt"
+    corpus.write_text(words_text(20_000), encoding="utf-8")
+    result = run_cli("train", str(corpus), *TINY, "--max-steps", "40", "--eval-every", "20", cwd=root, check=True)
+    return root, corpus, result
+
+
+def test_train_writes_the_run_folder_and_logs_to_stderr(trained):
+    root, corpus, result = trained
+    run = root / "checkpoints" / "corpus"
+    assert {p.name for p in run.iterdir()} >= {"last.pt", "best.pt", "metrics.jsonl"}
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [20, 40]
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"]
+    assert result.stdout == b""  # training writes nothing to stdout
+    log = result.stderr.decode()
+    assert re.search(r"step +20 \| epoch .* val \d\.\d+", log) and "best:" in log
+
+
+def test_sample_stdout_holds_only_the_sample(trained):
+    root, _, _ = trained
+    result = run_cli("sample", "--length", "200", "--prime", "The ", "--seed", "3", cwd=root, check=True)
+    text = result.stdout.decode("utf-8")
+    assert text.startswith("The ") and len(text) == 204
+    again = run_cli("sample", "--length", "200", "--prime", "The ", "--seed", "3", cwd=root, check=True)
+    assert again.stdout == result.stdout
+    assert set(text) <= set(words_text(20_000))
+
+
+def test_sample_options_through_the_cli(trained):
+    root, _, _ = trained
+    ckpt = str(root / "checkpoints" / "corpus" / "best.pt")
+    many = run_cli("sample", "-c", ckpt, "--length", "30", "--num-samples", "3", "--separator", "|", "--seed", "1", "--no-echo-prime", "--prime", "a", cwd=root, check=True)
+    parts = many.stdout.decode().split("|")
+    assert len(parts) == 3 and all(len(p) == 30 for p in parts)
+    stop = run_cli("sample", "-c", ckpt, "--length", "500", "--stop", ".", "--seed", "2", "--temp", "1", cwd=root, check=True)
+    assert stop.stdout.decode().endswith(".") and stop.stdout.decode().count(".") == 1
+    bad = run_cli("sample", "-c", ckpt, "--prime", "Zq€", cwd=root)
+    assert bad.returncode == 2 and "'€'" in bad.stderr.decode() and bad.stdout == b""
+    skipped = run_cli("sample", "-c", ckpt, "--prime", "th€", "--unknown", "skip", "--length", "5", cwd=root, check=True)
+    assert skipped.stdout.decode().startswith("th") and "€" in skipped.stderr.decode()
+
+
+def test_info_and_help(trained):
+    root, _, _ = trained
+    info = run_cli("info", str(root / "checkpoints" / "corpus" / "best.pt"), "--json", cwd=root, check=True)
+    meta = json.loads(info.stdout)
+    assert meta["model"]["cell"] == "lstm" and meta["model"]["hidden"] == 32 and meta["progress"]["step"] in (20, 40)
+    table = run_cli("info", str(root / "checkpoints" / "corpus"), cwd=root, check=True).stdout.decode()
+    assert "LSTM 1×32" in table and "best loss" in table
+    for command in ([], ["train"], ["sample"], ["info"]):
+        out = run_cli(*command, "--help", check=True).stdout.decode()
+        assert "Usage" in out
+    assert "--seq-len" in run_cli("train", "--help").stdout.decode()
+    assert run_cli("--version").stdout.decode().startswith("charrnn ")
+
+
+def test_existing_run_is_refused_then_resumed(trained):
+    root, corpus, _ = trained
+    again = run_cli("train", str(corpus), *TINY, "--max-steps", "40", cwd=root)
+    assert again.returncode == 2 and "--resume" in again.stderr.decode()
+    longer = run_cli("train", str(corpus), "--resume", "--max-steps", "50", "--eval-every", "20", "--threads", "1", cwd=root, check=True)
+    assert "resuming at step 40" in longer.stderr.decode()
+    info = json.loads(run_cli("info", str(root / "checkpoints" / "corpus" / "last.pt"), "--json", cwd=root, check=True).stdout)
+    assert info["progress"]["step"] == 50
+    changed = run_cli("train", str(corpus), "--resume", "--hidden", "64", cwd=root)
+    assert changed.returncode == 2 and "--hidden" in changed.stderr.decode()
+
+
+def test_init_from_fine_tunes_and_names_unknown_characters(trained, tmp_path):
+    root, _, _ = trained
+    ckpt = str(root / "checkpoints" / "corpus" / "best.pt")
+    new = tmp_path / "new.txt"
+    new.write_text(words_text(5000, seed=9), encoding="utf-8")
+    ok = run_cli("train", str(new), "--init-from", ckpt, "--max-steps", "5", "--out", str(tmp_path / "ck"), "--threads", "1", check=True)
+    assert (tmp_path / "ck" / "new" / "best.pt").exists() and ok.returncode == 0
+    alien = tmp_path / "alien.txt"
+    alien.write_text(words_text(5000) + "¿Qué?", encoding="utf-8")
+    bad = run_cli("train", str(alien), "--init-from", ckpt, "--out", str(tmp_path / "ck2"))
+    assert bad.returncode == 2 and "'¿'" in bad.stderr.decode() and "'é'" in bad.stderr.decode()
+    assert not (tmp_path / "ck2").exists()
+
+
+def test_config_file_and_command_line(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(words_text(5000), encoding="utf-8")
+    toml = tmp_path / "run.toml"
+    toml.write_text('cell = "gru"\nhidden = 24\nlayers = 1\nembed = 8\nseq-len = 16\nbatch-size = 4\nmax-steps = 3\n')
+    run_cli("train", str(corpus), "--config", str(toml), "--hidden", "20", "--out", str(tmp_path / "ck"), "--threads", "1", check=True)
+    meta = json.loads(run_cli("info", str(tmp_path / "ck" / "c" / "last.pt"), "--json", check=True).stdout)
+    assert (meta["model"]["cell"], meta["model"]["hidden"], meta["progress"]["step"]) == ("gru", 20, 3)
