@@ -12,9 +12,11 @@ so a crash at any moment leaves either the old or the new checkpoint, never a to
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ class Checkpoint:
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "meta": json.dumps(self.meta),
@@ -46,6 +48,36 @@ class Checkpoint:
             "rng": self.rng,
             "hidden": self.hidden or [],
         }
+        data["sha256"] = digest(data)
+        return data
+
+
+def digest(data: Any) -> str:
+    """A SHA-256 over everything in a checkpoint dict (but the digest itself), in a fixed order.
+
+    The zip container torch writes does not check its contents when read, so a flipped bit in
+    the weights would otherwise load silently.
+    """
+    h = hashlib.sha256()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            h.update(f"T{value.dtype}{tuple(value.shape)}".encode())
+            h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str):
+                if key != "sha256":
+                    h.update(f"K{key!r}".encode())
+                    walk(value[key])
+        elif isinstance(value, (list, tuple)):
+            h.update(f"L{len(value)}".encode())
+            for item in value:
+                walk(item)
+        else:
+            h.update(f"V{value!r}".encode())
+
+    walk(data)
+    return h.hexdigest()
 
 
 def save(ckpt: Checkpoint, path: str | Path) -> None:
@@ -105,7 +137,9 @@ def load(path: str | Path) -> Checkpoint:
     if path.is_dir():
         raise CharRNNError(f"{path}: is a directory; give a .pt file (e.g. {path}/best.pt)")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickles before refusing them
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, garbage, or a pickle asking for forbidden globals
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
@@ -119,6 +153,8 @@ def load(path: str | Path) -> Checkpoint:
             f"{path}: checkpoint format version {version} is newer than this charrnn reads "
             f"({FORMAT_VERSION}); upgrade charrnn"
         )
+    if data.get("sha256") != digest(data):
+        raise CharRNNError(f"{path}: damaged charrnn checkpoint (its contents do not match their checksum)")
     try:
         meta = json.loads(data["meta"])
         model = data["model"]

@@ -165,19 +165,18 @@ def _train(corpus: Path, given: dict, config: Path | None, resume: bool, overwri
                 raise CharRNNError(f"--init-from {init_from}: the model's shape is fixed by the checkpoint; drop {', '.join('--' + k for k in clash)}")
             cfg = build(TrainConfig, {**file_values, **shape}, given)
     display = TrainDisplay(_stderr(), quiet=quiet)
-    display.message(f"reading {corpus}")
     data = load_corpus(corpus, vocab=vocab, **read_options)
     if init_ckpt is not None and len(data.vocab) != init_ckpt.meta["model"]["vocab_size"]:
         raise CharRNNError(f"--init-from {init_from}: damaged checkpoint (vocabulary and model disagree)")
     train_ids, val_ids = data.split(cfg.val_frac)
-    display.message(f"{len(data.ids):,} characters, {len(data.vocab):,} distinct; {len(train_ids):,} to train on, {len(val_ids):,} for validation")
-    if not resume and overwrite:
-        for f in ("last.pt", "best.pt", "metrics.jsonl"):
-            (run_dir / f).unlink(missing_ok=True)
 
     from charrnn.train import Trainer
 
     trainer = Trainer(cfg, data.vocab, train_ids, val_ids, run_dir, events=display, resume_from=resume_ckpt, init_from=init_ckpt, corpus_path=str(corpus))
+    if overwrite:  # only now that everything checked out: the old run is replaced, not lost to a typo
+        for f in ("last.pt", "best.pt", "metrics.jsonl"):
+            (run_dir / f).unlink(missing_ok=True)
+    display.message(f"{corpus}: {len(data.ids):,} characters, {len(data.vocab):,} distinct; {len(train_ids):,} to train on, {len(val_ids):,} for validation")
     received: list[int] = []
 
     def on_signal(signum, frame):

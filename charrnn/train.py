@@ -239,7 +239,7 @@ class Trainer:
                 self._evaluate(lr, chars_per_sec)
                 window_chars = 0
                 window_start = time.perf_counter()
-            if p.step % cfg.save_every == 0:
+            if p.step % cfg.save_every == 0 and not bad_in_a_row:  # never save in a bad streak
                 self.save("last.pt")
             after = time.perf_counter()
             p.train_seconds += after - tick  # evaluation and saving count against the budget

@@ -59,3 +59,23 @@ def run_cli(*args: str, cwd: Path | None = None, env_extra: dict | None = None, 
 
 
 TINY = ["--layers", "1", "--hidden", "32", "--embed", "16", "--seq-len", "16", "--batch-size", "8", "--threads", "1"]
+
+
+class Result:
+    """What a CLI run left behind, with the same fields for in-process and subprocess runs."""
+
+    def __init__(self, returncode: int, stdout: bytes, stderr: bytes):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def invoke(*args: str) -> Result:
+    """Run the CLI in this process (fast: no interpreter or torch start-up). For checks of exit
+    codes and messages; signals, pipes and locales need `run_cli`'s real subprocess."""
+    from typer.testing import CliRunner
+
+    from charrnn.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    if result.exception and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Result(result.exit_code, result.stdout_bytes, result.stderr_bytes)

@@ -1,6 +1,8 @@
 """End to end through real subprocesses, as a user runs charrnn."""
 
 import json
+import subprocess
+import sys
 import re
 
 import pytest
@@ -102,3 +104,22 @@ def test_config_file_and_command_line(tmp_path):
     run_cli("train", str(corpus), "--config", str(toml), "--hidden", "20", "--out", str(tmp_path / "ck"), "--threads", "1", check=True)
     meta = json.loads(run_cli("info", str(tmp_path / "ck" / "c" / "last.pt"), "--json", check=True).stdout)
     assert (meta["model"]["cell"], meta["model"]["hidden"], meta["progress"]["step"]) == ("gru", 20, 3)
+
+
+def test_sample_into_a_closed_pipe_exits_quietly(trained):
+    root, _, _ = trained
+    cmd = f"{sys.executable} -m charrnn sample --length 100000 --temp 1 | head -c 100 > /dev/null; echo ${{PIPESTATUS[0]}}"
+    result = subprocess.run(["bash", "-c", cmd], cwd=root, capture_output=True, timeout=120)
+    assert result.stdout.decode().strip() == "0"
+    assert result.stderr == b"", result.stderr.decode()
+
+
+def test_chinese_samples_survive_a_c_locale_pipe(tmp_path):
+    poems = "".join(chr(0x4E00 + (i * 37) % 300) + ("，" if i % 5 == 4 else "") + ("。\n" if i % 20 == 19 else "") for i in range(6000))
+    corpus = tmp_path / "poems.txt"
+    corpus.write_text(poems, encoding="utf-8")
+    run_cli("train", str(corpus), *TINY, "--max-steps", "5", "--out", str(tmp_path / "ck"), check=True)
+    env = {"LC_ALL": "C", "LANG": "C", "PYTHONIOENCODING": ""}
+    result = run_cli("sample", "-c", str(tmp_path / "ck" / "poems" / "best.pt"), "--prime", "一", "--length", "50", env_extra=env, check=True)
+    text = result.stdout.decode("utf-8")  # strict: must be valid UTF-8
+    assert text.startswith("一") and len(text) == 51 and set(text) <= set(poems)

@@ -8,6 +8,7 @@ import torch
 
 from charrnn import checkpoint
 from charrnn.config import TrainConfig
+from charrnn.errors import CharRNNError
 from charrnn.train import Trainer, evaluate
 from charrnn.vocab import Vocab
 
@@ -115,3 +116,50 @@ def test_schedule_warms_up_and_decays(tmp_path):
     assert trainer.lr_at(9, 0.0) == pytest.approx(1.0)
     assert trainer.lr_at(50, 0.5) == pytest.approx(0.55)
     assert trainer.lr_at(99, 1.0) == pytest.approx(0.1)
+
+
+def poison_steps(trainer, bad_steps):
+    """Make the loss NaN on the given (1-based) steps by corrupting the read-out layer's output."""
+    calls = {"n": 0}
+
+    def hook(module, inputs, output):
+        if module.training:
+            calls["n"] += 1
+            if calls["n"] in bad_steps:
+                return output * float("nan")
+        return output
+
+    trainer.model.head.register_forward_hook(hook)
+
+
+def test_non_finite_steps_are_skipped_and_counted(tmp_path):
+    events = []
+    trainer = make_trainer(repeat_text(3000), tmp_path, events=events.append, max_steps=30, eval_every=10)
+    poison_steps(trainer, {5, 6, 7, 20})
+    summary = trainer.fit()
+    assert summary["skipped_steps"] == 4 and summary["step"] == 30
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["skipped_steps"] == 4 and math.isfinite(rows[-1]["val_loss"])
+    assert sum(e["event"] == "warning" and "non-finite" in e["message"] for e in events) == 4
+
+
+def test_a_loss_spike_does_not_abort(tmp_path):
+    trainer = make_trainer(repeat_text(3000), tmp_path, max_steps=20)
+
+    def spike(module, inputs, output):
+        return output * 1000 if module.training and trainer.progress.step == 8 else output
+
+    trainer.model.head.register_forward_hook(spike)
+    assert trainer.fit()["step"] == 20
+
+
+def test_persistent_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    trainer = make_trainer(repeat_text(3000), tmp_path, max_steps=100, save_every=5, eval_every=5)
+    poison_steps(trainer, set(range(13, 100)))
+    with pytest.raises(CharRNNError, match="diverged") as info:
+        trainer.fit()
+    assert info.value.exit_code == 1
+    kept = checkpoint.load(tmp_path / "run" / "last.pt")
+    assert kept.meta["progress"]["step"] == 10
+    assert all(torch.isfinite(t).all() for t in kept.model.values())

@@ -1,0 +1,116 @@
+"""Bad input gets one clear line on stderr, exit code 2, no traceback, nothing written;
+awkward but valid text trains."""
+
+import pytest
+
+from charrnn.corpus import decode, read_bytes
+from charrnn.errors import CharRNNError
+
+from conftest import TINY, invoke, run_cli, words_text
+
+
+def assert_one_line_error(result, *needles):
+    err = result.stderr.decode("utf-8")
+    assert result.returncode == 2, err
+    assert "Traceback" not in err and err.strip().count("\n") == 0, err
+    for needle in needles:
+        assert needle in err, err
+    assert result.stdout == b""
+
+
+def train(path, tmp_path, *extra):
+    return invoke("train", str(path), *TINY, "--max-steps", "2", "--out", str(tmp_path / "ck"), *extra)
+
+
+@pytest.mark.parametrize(
+    "content, needles",
+    [
+        (None, ["no such file"]),
+        (b"", ["the corpus is empty"]),
+        (b"ab\x00cd" * 100, ["binary", "NUL"]),
+        (bytes(range(1, 9)) * 200, ["binary", "control characters"]),
+        (b"good text \xff\xfe more", ["not valid utf-8 at byte offset 10", "--encoding"]),
+        (b"abc", ["corpus too short", "at least 17"]),
+    ],
+)
+def test_bad_corpora_are_refused_and_nothing_is_written(tmp_path, content, needles):
+    path = tmp_path / "corpus.txt"
+    if content is not None:
+        path.write_bytes(content)
+    result = train(path, tmp_path)
+    assert_one_line_error(result, str(path) if content != b"abc" else "", *needles)
+    assert not (tmp_path / "ck").exists()
+
+
+def test_directory_and_unreadable_file(tmp_path, monkeypatch):
+    assert_one_line_error(train(tmp_path, tmp_path), "is a directory")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("pathlib.Path.read_bytes", denied)
+    with pytest.raises(CharRNNError, match="permission denied"):
+        read_bytes(tmp_path / "x.txt")
+
+
+def test_encodings_bom_and_line_endings():
+    assert decode("\ufeffhello\r\nworld\rend".encode("utf-8"), "f") == "hello\nworld\nend"
+    assert decode(b"a\r\nb", "f", keep_newlines=True) == "a\r\nb"
+    assert decode("café".encode("cp1252"), "f", encoding="cp1252") == "café"
+    assert decode(b"caf\xe9", "f", errors="replace") == "caf\ufffd"
+    with pytest.raises(CharRNNError, match="byte offset 3 .byte 0xe9"):
+        decode(b"caf\xe9", "f")
+    with pytest.raises(CharRNNError, match="--encoding 'klingon'"):
+        decode(b"x", "f", encoding="klingon")
+
+
+def test_latin1_corpus_trains_with_encoding_flag(tmp_path):
+    path = tmp_path / "latin.txt"
+    path.write_bytes(words_text(3000).replace("the", "thé").encode("latin-1"))
+    assert_one_line_error(train(path, tmp_path), "byte offset")
+    ok = train(path, tmp_path, "--encoding", "latin-1")
+    assert ok.returncode == 0, ok.stderr.decode()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x" * 2_000_000,  # a single two-megabyte line
+        words_text(3000) + " 😀🎉 e\u0301 n\u0303 👩‍👩‍👧 " * 20,  # emoji, combining marks, ZWJ sequences
+        "".join(chr(0x4E00 + (i * 7919) % 4000) for i in range(12000)) + "\U00020000\n",  # thousands of CJK + astral
+    ],
+    ids=["one-long-line", "emoji-combining", "chinese-4000"],
+)
+def test_awkward_valid_text_trains(tmp_path, text):
+    path = tmp_path / "c.txt"
+    path.write_text(text, encoding="utf-8")
+    result = train(path, tmp_path)
+    assert result.returncode == 0, result.stderr.decode()
+    assert (tmp_path / "ck" / "c" / "best.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["train", "{corpus}", "--hidden", "0"], "--hidden 0 must be at least 1"),
+        (["train", "{corpus}", "--seq-len", "-5"], "--seq-len -5"),
+        (["train", "{corpus}", "--val-frac", "0.5"], "--val-frac 0.5"),
+        (["train", "{corpus}", "--cell", "lstmm"], "--cell 'lstmm' is not one of"),
+        (["train", "{corpus}", "--lr", "0"], "--lr 0.0"),
+        (["train", "{corpus}", "--config", "{bad_toml}"], "not valid TOML"),
+        (["train", "{corpus}", "--config", "{unknown_toml}"], "unknown key 'hiddenn'"),
+        (["sample", "--temp", "-1"], "--temp -1.0"),
+        (["sample", "--top-p", "1.5"], "--top-p 1.5"),
+        (["sample", "--top-p", "0"], "--top-p 0.0"),
+        (["sample", "--top-k", "-1"], "--top-k -1"),
+    ],
+)
+def test_invalid_options_are_rejected_before_any_work(tmp_path, args, needle):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(words_text(3000), encoding="utf-8")
+    (tmp_path / "bad.toml").write_text("hidden = = 3\n")
+    (tmp_path / "unknown.toml").write_text("hiddenn = 3\n")
+    args = [a.format(corpus=corpus, bad_toml=tmp_path / "bad.toml", unknown_toml=tmp_path / "unknown.toml") for a in args]
+    result = invoke(*args, "--out", str(tmp_path / "ck")) if args[0] == "train" else invoke(*args)
+    assert_one_line_error(result, needle)
+    assert not (tmp_path / "ck").exists()
