@@ -18,6 +18,7 @@ from charrnn.errors import CharRNNError
 CELLS = ("lstm", "gru", "rnn")
 SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+DEFAULT_SEPARATOR = "\n\n"  # between the files of a corpus made of several
 
 
 @dataclass
