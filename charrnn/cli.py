@@ -309,6 +309,65 @@ def _launch(nproc: int, display) -> None:
     raise typer.Exit(0)
 
 
+# ---------------------------------------------------------------------------------- prepare
+@app.command()
+def prepare(
+    corpus: Annotated[list[Path], typer.Argument(help="One or more files or directories (every file under them), joined with --separator.", show_default=False)],
+    encoding: Annotated[str, typer.Option(help="Text encoding of the corpus.")] = "utf-8",
+    errors: Annotated[str, typer.Option(help="On undecodable bytes: strict (error) or replace (U+FFFD).")] = "strict",
+    keep_newlines: Annotated[bool, typer.Option(help="Keep \\r\\n and \\r line endings instead of turning them into \\n.")] = False,
+    separator: Annotated[str, typer.Option(help="Text put between the files of a corpus of several files.")] = DEFAULT_SEPARATOR,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Where prepared corpora are kept. \\[default: $CHARRNN_CACHE or .charrnn-cache]", show_default=False)] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print what was prepared as JSON on stdout.")] = False,
+) -> None:
+    """Encode CORPUS into memory-mappable ids in the cache, as `train` does before it starts.
+
+    The corpus is read in chunks (memory does not grow with its size); a second run, or a
+    `train` on the same corpus with the same read options, finds it prepared."""
+    try:
+        _prepare(corpus, dict(encoding=encoding, errors=errors, keep_newlines=keep_newlines, separator=separator), cache_dir, json_out)
+    except CharRNNError as exc:
+        _fail(exc)
+
+
+def _prepare(corpora: list[Path], read_options: dict, cache_dir: Path | None, json_out: bool) -> None:
+    import time
+
+    from charrnn.corpus import load_corpus
+    from charrnn.display import TrainDisplay
+
+    display = TrainDisplay(_stderr())
+    started = time.perf_counter()
+    with display.preparing() as progress:
+        data = load_corpus(corpora, cache_dir=cache_dir or _default_cache(), progress=progress, **read_options)
+    seconds = time.perf_counter() - started
+    info = data.info or {}
+    mb_per_s = info.get("bytes", 0) / 1e6 / max(seconds, 1e-9)
+    files = info.get("files", 1)
+    display.console.print(
+        f"{data.path}: {len(data.ids):,} characters, {len(data.vocab):,} distinct, ids as {data.ids.dtype}"
+        + (f" ({files:,} files)" if files > 1 else ""),
+        soft_wrap=True,
+        markup=False,
+    )
+    done = "already prepared" if info.get("cached") else f"prepared in {seconds:.1f} s ({mb_per_s:.1f} MB/s)"
+    display.console.print(f"{done}: {info.get('entry')}", soft_wrap=True, markup=False)
+    if json_out:
+        result = {
+            "corpus": [str(p) for p in corpora],
+            "files": files,
+            "bytes": info.get("bytes"),
+            "chars": len(data.ids),
+            "distinct": len(data.vocab),
+            "dtype": str(data.ids.dtype),
+            "entry": info.get("entry"),
+            "cached": bool(info.get("cached")),
+            "seconds": round(seconds, 3),
+            "mb_per_s": round(mb_per_s, 2),
+        }
+        typer.echo(json.dumps(result))
+
+
 # ---------------------------------------------------------------------------------- sample
 @app.command()
 def sample(

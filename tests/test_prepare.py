@@ -17,7 +17,7 @@ from charrnn.errors import CharRNNError
 from charrnn.prepare import prepare_corpus
 from charrnn.vocab import Vocab
 
-from conftest import words_text
+from conftest import invoke, words_text
 
 AWKWARD = (
     "\ufeff"  # a byte-order mark, dropped
@@ -152,6 +152,29 @@ def test_ids_use_the_smallest_dtype(tmp_path):
     large.write_text("".join(chr(0x4E00 + i) for i in range(257)) * 2, encoding="utf-8")  # 257 distinct
     assert prepare_corpus([small], cache_dir=tmp_path / "cache").ids.dtype == np.uint8
     assert prepare_corpus([large], cache_dir=tmp_path / "cache").ids.dtype == np.uint16
+
+
+def test_prepare_command_reports_on_stderr_and_json_on_stdout(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text(words_text(4000) + "é", encoding="utf-8")
+    set_mtime(path, 60)
+    cache = tmp_path / "cache"
+    first = invoke("prepare", str(path), "--cache-dir", str(cache), "--json")
+    assert first.returncode == 0, first.stderr.decode()
+    result = json.loads(first.stdout)
+    expected_vocab, _ = in_memory(path.read_bytes())
+    assert (result["chars"], result["distinct"], result["dtype"], result["cached"]) == (4001, len(expected_vocab), "uint8", False)
+    assert result["entry"].startswith(str(cache))
+    err = first.stderr.decode()
+    assert "4,001 characters" in err and "uint8" in err and "MB/s" in err and result["entry"] in err
+    second = invoke("prepare", str(path), "--cache-dir", str(cache))
+    assert second.stdout == b"" and "already prepared" in second.stderr.decode()
+
+    missing = invoke("prepare", str(tmp_path / "nope.txt"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr.decode()
+    assert missing.stderr.decode().strip().count("\n") == 0
+    bad = invoke("prepare", str(path), "--errors", "sloppy")
+    assert bad.returncode == 2 and "--errors 'sloppy'" in bad.stderr.decode()
 
 
 MEASURE = """
