@@ -456,6 +456,8 @@ class Trainer:
 
     def _restore(self, ckpt: checkpoint.Checkpoint) -> None:
         meta, d = ckpt.meta, self.dist
+        if len(set(d.gather(meta["progress"]["step"]))) > 1:  # they would part ways at the first evaluation
+            raise CharRNNError("the processes were given different checkpoints to resume from (load it on rank 0 and share it)", exit_code=1)
         saved_total = meta.get("batch_size", 0) * meta.get("world_size", 1)
         if meta["corpus"]["digest"] != self.data_digest or saved_total != self.batch_size * d.world:
             raise self._error(

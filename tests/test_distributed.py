@@ -1,6 +1,9 @@
 """Data-parallel training in two CPU processes (gloo), started as a user would: `train --nproc 2`."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -74,3 +77,53 @@ def test_two_processes_train_in_step_and_resume_on_one(tmp_path):
     assert uneven.returncode == 2 and "do not split evenly over 3" in err and "Traceback" not in err
     assert err.strip().count("\n") == 0, err
     assert checkpoint.load(run / "last.pt").meta["progress"]["step"] == 40
+
+
+EXACT = """
+import json, sys, torch
+from charrnn import checkpoint
+from charrnn.config import TrainConfig
+from charrnn.distributed import Dist
+from charrnn.train import Trainer
+from charrnn.vocab import Vocab
+
+text = open(sys.argv[1], encoding="utf-8").read()
+vocab = Vocab.from_text(text)
+ids = vocab.encode(text)
+cfg = TrainConfig(layers=2, hidden=32, embed=16, seq_len=16, batch_size=4, threads=1, dropout=0.2,
+                  eval_every=7, save_every=5, warmup=4, max_steps=30, device="cpu").validate()
+dist = Dist.from_env()
+dist.start(torch.device("cpu"))
+
+def trainer(run, resume=None):
+    return Trainer(cfg, vocab, ids[:-2000], ids[-2000:], f"{sys.argv[2]}/{run}", resume_from=resume, dist=dist)
+
+trainer("straight").fit()
+trainer("split").fit(until_step=12)  # as if interrupted at step 12
+trainer("split", dist.from_main(lambda: checkpoint.load(f"{sys.argv[2]}/split/last.pt"))).fit()  # as the CLI does
+dist.close()
+"""
+
+
+@gloo
+def test_two_processes_resume_exactly(tmp_path):
+    """N steps in one go equal N/2 + N/2 resumed, with dropout, in 2 processes."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(words_text(12_000), encoding="utf-8")
+    script = tmp_path / "exact.py"
+    script.write_text(EXACT, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script), str(corpus), str(tmp_path)],
+        capture_output=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    straight, split = (checkpoint.load(tmp_path / run / "last.pt") for run in ("straight", "split"))
+    assert split.meta["progress"]["step"] == 30 and split.meta["world_size"] == 2
+    for key, value in straight.model.items():
+        torch.testing.assert_close(split.model[key], value, rtol=0, atol=0)
+
+    def losses(run):
+        rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["train_loss"], r["val_loss"]) for r in rows]
+
+    assert losses("straight") == losses("split") and [r[0] for r in losses("split")] == [7, 14, 21, 28, 30]
