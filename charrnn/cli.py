@@ -103,6 +103,7 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out/--name exactly where last.pt left it.", rich_help_panel=OUTPUT)] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run of the same name.", rich_help_panel=OUTPUT)] = False,
     init_from: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from this checkpoint's weights (the corpus must fit its vocabulary).", rich_help_panel=OUTPUT, show_default=False)] = None,
+    precision: Annotated[Optional[str], _opt("precision", "fp32, bf16 or fp16: the forward pass under autocast (fp16 on CUDA only; falls back to fp32 with a warning).", RUN)] = None,
     seed: Annotated[Optional[int], _opt("seed", "Random seed (weights, dropout).", RUN)] = None,
     device: Annotated[Optional[str], _opt("device", "auto, cpu, cuda or mps.", RUN)] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads. \\[default: all cores]", rich_help_panel=RUN, show_default=False)] = None,
@@ -118,7 +119,7 @@ def train(
 
 
 # Options that may change when a run is resumed: they do not change the model or the data.
-RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "eval_chars", "save_every", "device", "threads", "name", "out"}
+RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "eval_chars", "save_every", "device", "threads", "precision", "name", "out"}
 
 
 def _train(corpus: Path, given: dict, config: Path | None, resume: bool, overwrite: bool, init_from: Path | None, quiet: bool, read_options: dict) -> None:
@@ -237,7 +238,7 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
     from charrnn import checkpoint
     from charrnn.device import pick_device
     from charrnn.sample import generate, prime_ids
-    from charrnn.stepper import TorchStepper
+    from charrnn.stepper import best_stepper
     from charrnn.train import model_from_checkpoint
 
     path = checkpoint_path or checkpoint.newest("checkpoints")
@@ -248,7 +249,7 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
         from charrnn.vocab import describe_chars
 
         _stderr().print(f"warning: dropped prime characters the model never saw: {describe_chars(dropped)}")
-    pieces = generate(TorchStepper(model, torch_device), vocab, cfg, unknown, echo_prime)
+    pieces = generate(best_stepper(model, num_samples, torch_device), vocab, cfg, unknown, echo_prime)
     out = _Stdout()
     if num_samples == 1:
         for _, piece in pieces:
@@ -311,6 +312,35 @@ def info(
         from rich.console import Console
 
         Console(highlight=False).print(checkpoint_table(path, ckpt))
+    except CharRNNError as exc:
+        _fail(exc)
+
+
+# ---------------------------------------------------------------------------------- bench
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="A one-minute version: fewer steps, smaller corpus.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
+    precision: Annotated[str, typer.Option(help="Training precision to measure: fp32, bf16 or fp16.")] = "fp32",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "cpu",
+    quality: Annotated[Optional[Path], typer.Option(help="Also train the default model on this corpus for --quality-seconds and report its validation loss.", show_default=False)] = None,
+    quality_seconds: Annotated[float, typer.Option(help="Wall time of the --quality run.")] = 600.0,
+) -> None:
+    """Measure training, sampling and tokenising speed against this machine's matmul peak and a
+    textbook loop, all in one run. A table on stderr; --json on stdout."""
+    try:
+        from charrnn import bench as benchmark
+        from charrnn.display import bench_tables
+
+        console = _stderr()
+        result = benchmark.run(quick=quick, precision=precision, device=device, progress=lambda what: console.print(f"measuring {what}…"))
+        if quality is not None:
+            console.print(f"training the default model on {quality} for {quality_seconds:.0f} s…")
+            result["quality"] = benchmark.quality(quality, quality_seconds)
+        for table in bench_tables(result):
+            console.print(table)
+        if json_out:
+            typer.echo(benchmark.to_json(result))
     except CharRNNError as exc:
         _fail(exc)
 

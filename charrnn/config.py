@@ -18,6 +18,7 @@ from charrnn.errors import CharRNNError
 CELLS = ("lstm", "gru", "rnn")
 SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -63,6 +64,7 @@ class TrainConfig:
     eval_chars: int = 200_000  # characters of the validation split per evaluation; 0 = all
     save_every: int = 200
     # Run
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast for the forward pass)
     seed: int = 1337
     device: str = "auto"
     threads: int | None = None
@@ -83,6 +85,7 @@ class TrainConfig:
         _check_choice("cell", self.cell, CELLS)
         _check_choice("lr-schedule", self.lr_schedule, SCHEDULES)
         _check_choice("device", self.device, DEVICES)
+        _check_choice("precision", self.precision, PRECISIONS)
         for name in ("layers", "hidden", "embed", "seq_len", "batch_size", "eval_every", "save_every"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
         _check(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")

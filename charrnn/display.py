@@ -143,3 +143,30 @@ def checkpoint_table(path, ckpt) -> Table:
         table.add_row(key, value)
     return table
 
+
+
+def bench_tables(result: dict) -> list[Table]:
+    """`charrnn bench` as tables: one per section."""
+    machine = result["machine"]
+    title = f"{machine['cpu']} · {machine['threads']} threads · {machine['device']} · torch {machine['torch']} · peak matmul {result['peak_gflops']:.1f} GFLOP/s"
+    train = Table(title=title, title_justify="left")
+    for col in ("training", "chars/s", "GFLOP/s", "of peak", "vs reference"):
+        train.add_column(col, justify="left" if col == "training" else "right")
+    for row in result["training"]:
+        train.add_row(row["what"], f"{row['chars_per_sec']:,.0f}", f"{row['gflops']:.1f}", f"{row['of_peak']:.0%}", f"{row['vs_reference']:.2f}×" if "vs_reference" in row else "")
+    sample = Table(title_justify="left")
+    for col in ("sampling", "chars/s", "ratio"):
+        sample.add_column(col, justify="left" if col == "sampling" else "right")
+    for row in result["sampling"]:
+        ratio = f"{row['vs_naive']:.1f}× naive" if "vs_naive" in row else f"{row['vs_batch_1']:.1f}× batch 1" if "vs_batch_1" in row else ""
+        sample.add_row(row["what"], f"{row['chars_per_sec']:,.0f}", ratio)
+    other = Table(title_justify="left")
+    other.add_column("other")
+    other.add_column("result", justify="right")
+    tok = result["tokenising"]
+    other.add_row(tok["what"], f"{tok['mb_per_sec']:.1f} MB/s, peak RSS {tok['peak_rss_mb']:.0f} MB")
+    other.add_row(result["startup"]["what"], f"{result['startup']['seconds']:.2f} s")
+    if "quality" in result:
+        q = result["quality"]
+        other.add_row(f"quality: default model, {q['seconds']:.0f} s on {q['corpus']}", f"val {q['val_loss_nats']:.3f} nats ({q['val_bpc']:.3f} bpc), {q['chars_seen']:,} chars")
+    return [train, sample, other]

@@ -9,6 +9,7 @@ carried hidden state, loss accumulators) goes into `last.pt`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -72,6 +73,17 @@ def evaluate(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, dev
     return total / max(count, 1)
 
 
+def autocast_for(precision: str, device: torch.device, warn: Callable[[str], None]):
+    """A context-manager factory running the forward pass in `precision` (autocast), or fp32."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if dtype is not None and device.type == "cpu" and dtype is torch.float16:
+        warn("--precision fp16 is not supported on the CPU; training in fp32 (bf16 works on CPUs)")
+        dtype = None
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
 class Trainer:
     def __init__(
         self,
@@ -117,6 +129,8 @@ class Trainer:
         self.progress = Progress()
         self.hidden = None
         self._stop_reason: str | None = None
+        self._bad_in_a_row = 0
+        self.autocast = autocast_for(cfg.precision, self.device, self._warn)
         if init_from is not None:
             self.model.load_state_dict(init_from.model)
         if resume_from is not None:
@@ -167,7 +181,6 @@ class Trainer:
             }
         )
         model.train()
-        bad_in_a_row = 0
         window_start, window_chars = time.perf_counter(), 0
         tick = time.perf_counter()
         reason = None
@@ -181,43 +194,8 @@ class Trainer:
             if self._stop_reason:
                 reason = self._stop_reason
                 break
-            if p.chunk == 0 or not cfg.carry_state:
-                self.hidden = None  # a new epoch (or, without carried state, every chunk) starts from zero
-            lr = self.lr_at(p.step, self.fraction_done())
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            x, y = (t.to(self.device, non_blocking=True) for t in get_chunk(self.streams, p.chunk, cfg.seq_len))
-            logits, hidden = model(x, self.hidden)
-            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            loss_value = loss.item()
-            if math.isfinite(loss_value) and math.isfinite(grad_norm.item()):
-                self.optimizer.step()
-                self.hidden = detach_hidden(hidden)
-                p.loss_sum += loss_value
-                p.loss_count += 1
-                bad_in_a_row = 0
-            else:
-                p.skipped_steps += 1
-                bad_in_a_row += 1
-                self.hidden = None  # the carried state may be poisoned too
-                self._warn(f"step {p.step + 1}: non-finite loss or gradient, update skipped")
-                if bad_in_a_row >= MAX_BAD_STEPS:
-                    raise CharRNNError(
-                        f"training diverged: {MAX_BAD_STEPS} steps in a row had a non-finite loss "
-                        f"or gradient; the last good checkpoint is in {self.run_dir} "
-                        f"(try a lower --lr or --grad-clip)",
-                        exit_code=1,
-                    )
-            p.step += 1
-            p.chunk += 1
-            p.chars_seen += x.numel()
-            window_chars += x.numel()
-            if p.chunk >= self.chunks_per_epoch:
-                p.chunk, p.epoch = 0, p.epoch + 1
+            loss_value, lr = self.train_step()
+            window_chars += self.batch_size * cfg.seq_len
             now = time.perf_counter()
             p.train_seconds += now - tick
             tick = now
@@ -239,7 +217,7 @@ class Trainer:
                 self._evaluate(lr, chars_per_sec)
                 window_chars = 0
                 window_start = time.perf_counter()
-            if p.step % cfg.save_every == 0 and not bad_in_a_row:  # never save in a bad streak
+            if p.step % cfg.save_every == 0 and not self._bad_in_a_row:  # never save in a bad streak
                 self.save("last.pt")
             after = time.perf_counter()
             p.train_seconds += after - tick  # evaluation and saving count against the budget
@@ -258,6 +236,52 @@ class Trainer:
         }
         self.events(summary)
         return summary
+
+    def train_step(self) -> tuple[float, float]:
+        """One truncated-BPTT step on the next chunk; returns (loss in nats, learning rate).
+
+        A step whose loss or gradient is not finite changes no weight: it is counted and
+        skipped, and only MAX_BAD_STEPS of them in a row end training.
+        """
+        cfg, p, model = self.cfg, self.progress, self.model
+        if p.chunk == 0 or not cfg.carry_state:
+            self.hidden = None  # a new epoch (or, without carried state, every chunk) starts from zero
+        lr = self.lr_at(p.step, self.fraction_done())
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = (t.to(self.device, non_blocking=True) for t in get_chunk(self.streams, p.chunk, cfg.seq_len))
+        with self.autocast():
+            logits, hidden = model(x, self.hidden)  # (B, T, V)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        loss_value = loss.item()
+        if math.isfinite(loss_value) and math.isfinite(grad_norm.item()):
+            self.optimizer.step()
+            self.hidden = detach_hidden(hidden)
+            p.loss_sum += loss_value
+            p.loss_count += 1
+            self._bad_in_a_row = 0
+        else:
+            p.skipped_steps += 1
+            self._bad_in_a_row += 1
+            self.hidden = None  # the carried state may be poisoned too
+            self._warn(f"step {p.step + 1}: non-finite loss or gradient, update skipped")
+            if self._bad_in_a_row >= MAX_BAD_STEPS:
+                raise CharRNNError(
+                    f"training diverged: {MAX_BAD_STEPS} steps in a row had a non-finite loss "
+                    f"or gradient; the last good checkpoint is in {self.run_dir} "
+                    f"(try a lower --lr or --grad-clip)",
+                    exit_code=1,
+                )
+        p.step += 1
+        p.chunk += 1
+        p.chars_seen += x.numel()
+        if p.chunk >= self.chunks_per_epoch:
+            p.chunk, p.epoch = 0, p.epoch + 1
+        return loss_value, lr
 
     def _evaluate(self, lr: float, chars_per_sec: float) -> None:
         p = self.progress
