@@ -104,6 +104,7 @@ def train(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run of the same name.", rich_help_panel=OUTPUT)] = False,
     init_from: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from this checkpoint's weights (the corpus must fit its vocabulary).", rich_help_panel=OUTPUT, show_default=False)] = None,
     precision: Annotated[Optional[str], _opt("precision", "fp32, bf16 or fp16: the forward pass under autocast (fp16 on CUDA only; falls back to fp32 with a warning).", RUN)] = None,
+    compile: Annotated[Optional[bool], _opt("compile", "torch.compile the model (needs a C++ compiler on the CPU; falls back with a warning).", RUN)] = None,
     seed: Annotated[Optional[int], _opt("seed", "Random seed (weights, dropout).", RUN)] = None,
     device: Annotated[Optional[str], _opt("device", "auto, cpu, cuda or mps.", RUN)] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads. \\[default: all cores]", rich_help_panel=RUN, show_default=False)] = None,
@@ -119,7 +120,7 @@ def train(
 
 
 # Options that may change when a run is resumed: they do not change the model or the data.
-RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "eval_chars", "save_every", "device", "threads", "precision", "name", "out"}
+RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "eval_chars", "save_every", "device", "threads", "precision", "compile", "name", "out"}
 
 
 def _train(corpus: Path, given: dict, config: Path | None, resume: bool, overwrite: bool, init_from: Path | None, quiet: bool, read_options: dict) -> None:

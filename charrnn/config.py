@@ -65,6 +65,7 @@ class TrainConfig:
     save_every: int = 200
     # Run
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast for the forward pass)
+    compile: bool = False  # torch.compile the model (falls back to eager with a warning)
     seed: int = 1337
     device: str = "auto"
     threads: int | None = None

@@ -73,15 +73,28 @@ def evaluate(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, dev
     return total / max(count, 1)
 
 
-def autocast_for(precision: str, device: torch.device, warn: Callable[[str], None]):
-    """A context-manager factory running the forward pass in `precision` (autocast), or fp32."""
+def autocast_for(precision: str, model: CharRNN, device: torch.device, warn: Callable[[str], None]):
+    """A context-manager factory that runs the forward pass in `precision` (autocast), or in
+    fp32 with a warning where this device cannot (fp16 on a CPU; bf16 RNN kernels on CPUs
+    without bf16 support, found by a one-off probe that touches no state or RNG)."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    if dtype is not None and device.type == "cpu" and dtype is torch.float16:
-        warn("--precision fp16 is not supported on the CPU; training in fp32 (bf16 works on CPUs)")
-        dtype = None
     if dtype is None:
         return contextlib.nullcontext
-    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+    if device.type == "cpu" and dtype is torch.float16:
+        warn("--precision fp16 is not supported on the CPU; training in fp32 (try bf16)")
+        return contextlib.nullcontext
+    factory = lambda: torch.autocast(device_type=device.type, dtype=dtype)  # noqa: E731
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad(), factory():
+            model(torch.zeros(1, 2, dtype=torch.long, device=device))
+    except RuntimeError as exc:
+        warn(f"--precision {precision} is not supported here ({str(exc).splitlines()[0][:120]}); training in fp32")
+        return contextlib.nullcontext
+    finally:
+        model.train(was_training)
+    return factory
 
 
 class Trainer:
@@ -130,7 +143,8 @@ class Trainer:
         self.hidden = None
         self._stop_reason: str | None = None
         self._bad_in_a_row = 0
-        self.autocast = autocast_for(cfg.precision, self.device, self._warn)
+        self.autocast = autocast_for(cfg.precision, self.model, self.device, self._warn)
+        self._forward = self._compiled_forward if cfg.compile else self.model
         if init_from is not None:
             self.model.load_state_dict(init_from.model)
         if resume_from is not None:
@@ -237,6 +251,18 @@ class Trainer:
         self.events(summary)
         return summary
 
+    def _compiled_forward(self, x, hidden):
+        """torch.compile'd forward; if compiling fails (no compiler, unsupported device), warn
+        once and go on in eager mode."""
+        try:
+            if not hasattr(self, "_compiled"):
+                self._compiled = torch.compile(self.model)
+            return self._compiled(x, hidden)
+        except Exception as exc:  # compilation errors come in many types
+            self._warn(f"--compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); training without it")
+            self._forward = self.model
+            return self.model(x, hidden)
+
     def train_step(self) -> tuple[float, float]:
         """One truncated-BPTT step on the next chunk; returns (loss in nats, learning rate).
 
@@ -251,7 +277,7 @@ class Trainer:
             group["lr"] = lr
         x, y = (t.to(self.device, non_blocking=True) for t in get_chunk(self.streams, p.chunk, cfg.seq_len))
         with self.autocast():
-            logits, hidden = model(x, self.hidden)  # (B, T, V)
+            logits, hidden = self._forward(x, self.hidden)  # (B, T, V)
             loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
