@@ -105,6 +105,7 @@ def train(
     init_from: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from this checkpoint's weights (the corpus must fit its vocabulary).", rich_help_panel=OUTPUT, show_default=False)] = None,
     precision: Annotated[Optional[str], _opt("precision", "fp32, bf16 or fp16: the forward pass under autocast (fp16 on CUDA only; falls back to fp32 with a warning).", RUN)] = None,
     compile: Annotated[Optional[bool], _opt("compile", "torch.compile the model (needs a C++ compiler on the CPU; falls back with a warning).", RUN)] = None,
+    engine: Annotated[Optional[str], _opt("engine", "Who computes the gradients: torch (autograd), or numpy: the hand-written BPTT of charrnn/numpy_ref.py, with everything else (AdamW, schedule, checkpoints) shared. numpy: CPU, fp32, no dropout; slow, for small models.", RUN)] = None,
     seed: Annotated[Optional[int], _opt("seed", "Random seed (weights, dropout).", RUN)] = None,
     device: Annotated[Optional[str], _opt("device", "auto, cpu, cuda or mps.", RUN)] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads. \\[default: all cores]", rich_help_panel=RUN, show_default=False)] = None,
@@ -120,7 +121,7 @@ def train(
 
 
 # Options that may change when a run is resumed: they do not change the model or the data.
-RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "eval_chars", "save_every", "device", "threads", "precision", "compile", "name", "out"}
+RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "eval_chars", "save_every", "device", "threads", "precision", "compile", "engine", "name", "out"}
 
 
 def _train(corpus: Path, given: dict, config: Path | None, resume: bool, overwrite: bool, init_from: Path | None, quiet: bool, read_options: dict) -> None:
@@ -172,7 +173,12 @@ def _train(corpus: Path, given: dict, config: Path | None, resume: bool, overwri
         raise CharRNNError(f"--init-from {init_from}: damaged checkpoint (vocabulary and model disagree)")
     train_ids, val_ids = data.split(cfg.val_frac)
 
-    from charrnn.train import Trainer
+    if cfg.engine == "numpy":
+        from charrnn.numpy_train import NumpyTrainer as Trainer
+
+        display.message("engine numpy: gradients by the hand-written BPTT of charrnn/numpy_ref.py")
+    else:
+        from charrnn.train import Trainer
 
     trainer = Trainer(cfg, data.vocab, train_ids, val_ids, run_dir, events=display, resume_from=resume_ckpt, init_from=init_ckpt, corpus_path=str(corpus))
     if overwrite:  # only now that everything checked out: the old run is replaced, not lost to a typo
