@@ -98,6 +98,9 @@ def train(
     eval_every: Annotated[Optional[int], _opt("eval_every", "Evaluate on the validation split every N steps.", OUTPUT)] = None,
     eval_chars: Annotated[Optional[int], _opt("eval_chars", "Validation characters per evaluation (0 = all).", OUTPUT)] = None,
     save_every: Annotated[Optional[int], _opt("save_every", "Write last.pt every N steps.", OUTPUT)] = None,
+    sample_every: Annotated[Optional[int], typer.Option(help="Show a short sample (fixed prime and seed, temperature 0.8) every N steps; 0 = never. \\[default: at each evaluation]", rich_help_panel=OUTPUT, show_default=False)] = None,
+    sample_chars: Annotated[Optional[int], _opt("sample_chars", "Characters per live sample.", OUTPUT)] = None,
+    sample_prime: Annotated[Optional[str], typer.Option(help="Prime text of the live samples. \\[default: none: start as after a newline]", rich_help_panel=OUTPUT, show_default=False)] = None,
     name: Annotated[Optional[str], typer.Option(help="Run name: the folder under --out. \\[default: the corpus file's name]", rich_help_panel=OUTPUT)] = None,
     out: Annotated[Optional[str], _opt("out", "Folder that holds the runs.", OUTPUT)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out/--name exactly where last.pt left it.", rich_help_panel=OUTPUT)] = False,
@@ -119,6 +122,7 @@ def train(
 
 # Options that may change when a run is resumed: they do not change the model or the data.
 RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "eval_chars", "save_every", "device", "threads", "name", "out"}
+RESUMABLE |= {"sample_every", "sample_chars", "sample_prime"}
 
 
 def _train(corpus: Path, given: dict, config: Path | None, resume: bool, overwrite: bool, init_from: Path | None, quiet: bool, read_options: dict) -> None:
