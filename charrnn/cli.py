@@ -52,7 +52,9 @@ def _stderr():
 def _fail(exc: CharRNNError) -> None:
     if _state["debug"]:
         raise exc
-    _stderr().print(f"[bold red]charrnn: error:[/] {exc}", markup=True, soft_wrap=True)
+    from rich.markup import escape
+
+    _stderr().print(f"[bold red]charrnn: error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 
