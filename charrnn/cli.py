@@ -16,6 +16,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from charrnn import __version__
+from charrnn.cli_insight import register as register_insight_commands
 from charrnn.config import SampleConfig, TrainConfig, build, defaults, read_toml
 from charrnn.errors import CharRNNError
 
@@ -320,6 +321,9 @@ def info(
         Console(highlight=False).print(checkpoint_table(path, ckpt))
     except CharRNNError as exc:
         _fail(exc)
+
+
+register_insight_commands(app)  # eval, plot, neurons, runs
 
 
 def main() -> None:

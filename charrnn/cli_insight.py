@@ -1,0 +1,141 @@
+"""The commands that look inside models and runs: eval, plot, neurons, runs.
+
+They are registered on the main Typer app by `register(app)` (see `cli.py`) and follow its
+conventions: data on stdout, messages on stderr, a user's mistake is one line and exit code 2.
+Like `cli.py`, this module imports torch, numpy and the library only inside the commands, so
+`charrnn --help` stays fast; the work itself is done by `evaluate`, `plot`, `neurons` and `runs`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from charrnn.errors import CharRNNError
+
+PANEL = "Insight"
+CKPT_HELP = "A .pt checkpoint (or a run folder: its best.pt)."
+# Reading one stream (batch 1), the matrix products are small: more CPU threads gain little and,
+# on a busy machine, cost a lot (threads waiting for each other), so 1 is the default.
+THREADS_HELP = "CPU threads (batch-1 streaming gains little from more)."
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval", rich_help_panel=PANEL)(eval_command)
+
+
+def _fail(exc: CharRNNError) -> None:
+    from charrnn.cli import _fail as fail
+
+    fail(exc)
+
+
+def _stderr():
+    from charrnn.cli import _stderr as stderr
+
+    return stderr()
+
+
+def _stdout():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _load_model(path: Path, device: str = "cpu", threads: int = 1):
+    from charrnn import checkpoint
+    from charrnn.device import pick_device, set_threads
+    from charrnn.train import model_from_checkpoint
+
+    if threads < 1:
+        raise CharRNNError(f"--threads {threads} must be at least 1")
+    set_threads(threads)
+    path = path / "best.pt" if path.is_dir() else path
+    torch_device = pick_device(device)
+    model, vocab = model_from_checkpoint(checkpoint.load(path), torch_device)
+    return path, model, vocab, torch_device
+
+
+def _read(path: Path, encoding: str) -> str:
+    from charrnn.corpus import read_text
+
+    return read_text(path, encoding=encoding)
+
+
+def _unknown_note(unknown: dict[str, int]) -> str:
+    from charrnn.vocab import describe_chars
+
+    shown = describe_chars(list(unknown), limit=10)
+    counts = ", ".join(f"{n:,}" for n in list(unknown.values())[:10])
+    return f"skipped {sum(unknown.values()):,} characters the model never saw: {shown} (seen {counts} times)"
+
+
+# ---------------------------------------------------------------------------------- eval
+def eval_command(
+    checkpoint_path: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help=CKPT_HELP, show_default=False)],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A text to score.", show_default=False)],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    encoding: Annotated[str, typer.Option(help="Text encoding of FILE.")] = "utf-8",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
+    threads: Annotated[int, typer.Option(help=THREADS_HELP)] = 1,
+) -> None:
+    """Score FILE with a model: loss in nats/char, bits/char and perplexity.
+
+    The text streams through the model in chunks with the hidden state carried, so the result is
+    that of one pass over the whole text, in bounded memory. Characters the model never saw are
+    dropped, counted and reported.
+    """
+    try:
+        from charrnn.evaluate import score_text
+
+        path, model, vocab, torch_device = _load_model(checkpoint_path, device, threads)
+        text = _read(file, encoding)
+        with _EvalProgress(len(text)) as progress:
+            score = score_text(model, vocab, text, torch_device, on_progress=progress)
+        if json_out:
+            if score.unknown:
+                _stderr().print(f"warning: {_unknown_note(score.unknown)}", soft_wrap=True, markup=False)
+            typer.echo(json.dumps({"checkpoint": str(path), "file": str(file), **score.to_json()}, indent=2))
+            return
+        lines = [
+            f"checkpoint  {path}",
+            f"text        {file}: {score.chars:,} characters, {score.chars_scored:,} scored",
+            f"loss        {score.loss_nats:.4f} nats/char",
+            f"            {score.bpc:.4f} bits/char",
+            f"perplexity  {score.perplexity:.3f}",
+        ]
+        if score.unknown:
+            lines.append(f"unknown     {_unknown_note(score.unknown)}")
+        typer.echo("\n".join(lines))
+    except CharRNNError as exc:
+        _fail(exc)
+
+
+class _EvalProgress:
+    """A transient progress bar on stderr for long texts on a terminal; nothing otherwise."""
+
+    def __init__(self, n_chars: int):
+        self.progress = None
+        console = _stderr()
+        if console.is_terminal and n_chars > 200_000:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("scoring"), BarColumn(), TimeRemainingColumn(), console=console, transient=True)
+            self.task = self.progress.add_task("eval", total=n_chars)
+
+    def __enter__(self):
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()
+        return False
