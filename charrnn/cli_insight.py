@@ -25,6 +25,7 @@ THREADS_HELP = "CPU threads (batch-1 streaming gains little from more)."
 
 def register(app: typer.Typer) -> None:
     app.command("eval", rich_help_panel=PANEL)(eval_command)
+    app.command("runs", rich_help_panel=PANEL)(runs_command)
 
 
 def _fail(exc: CharRNNError) -> None:
@@ -139,3 +140,26 @@ class _EvalProgress:
         if self.progress is not None:
             self.progress.stop()
         return False
+
+
+# ---------------------------------------------------------------------------------- runs
+def runs_command(
+    root: Annotated[Path, typer.Option("--root", help="Folder that holds the runs (train's --out).")] = Path("checkpoints"),
+    json_out: Annotated[bool, typer.Option("--json", help="Print the runs as JSON on stdout.")] = False,
+) -> None:
+    """List the training runs under --root: model, steps, characters seen, best validation loss."""
+    try:
+        from charrnn.runs import list_runs, runs_table
+
+        runs = list_runs(root)
+        if json_out:
+            typer.echo(json.dumps([r.to_json() for r in runs], indent=2))
+        elif not runs:
+            _stderr().print(f"no runs under {root}/ (train one with: charrnn train FILE)", markup=False)
+        else:
+            _stdout().print(runs_table(runs, root))
+        for run in runs:
+            if run.problem:
+                _stderr().print(f"warning: {run.name}: {run.problem}", soft_wrap=True, markup=False)
+    except CharRNNError as exc:
+        _fail(exc)
