@@ -25,6 +25,7 @@ THREADS_HELP = "CPU threads (batch-1 streaming gains little from more)."
 
 def register(app: typer.Typer) -> None:
     app.command("eval", rich_help_panel=PANEL)(eval_command)
+    app.command("plot", rich_help_panel=PANEL)(plot_command)
     app.command("runs", rich_help_panel=PANEL)(runs_command)
 
 
@@ -140,6 +141,34 @@ class _EvalProgress:
         if self.progress is not None:
             self.progress.stop()
         return False
+
+
+# ---------------------------------------------------------------------------------- plot
+def plot_command(
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", help="Run folders (checkpoints/NAME) or their metrics.jsonl files.", show_default=False)],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the plot to this .png or .svg file (needs matplotlib) instead of drawing it in the terminal.", show_default=False)] = None,
+    bpc: Annotated[bool, typer.Option("--bpc", help="Loss in bits per character instead of nats.")] = False,
+    width: Annotated[Optional[int], typer.Option(help="Width of the terminal plot in characters. \\[default: the terminal's, at most 100]", show_default=False)] = None,
+    height: Annotated[int, typer.Option(help="Height of the terminal plot in lines.")] = 16,
+) -> None:
+    """Plot train and validation loss against characters seen, for one or several runs.
+
+    Validation loss is a solid line and training loss a dotted one (dashed in files), one colour
+    per run.
+    """
+    try:
+        from charrnn.plot import load_curves, save_figure, terminal_chart
+
+        unit = "bits/char" if bpc else "nats/char"
+        curves = load_curves(runs, bpc=bpc)
+        if out is not None:
+            written = save_figure(curves, out, unit)
+            _stderr().print(f"wrote {written}", markup=False)
+            return
+        console = _stdout()
+        console.print(terminal_chart(curves, width or min(console.width, 100), height, unit), end="")
+    except CharRNNError as exc:
+        _fail(exc)
 
 
 # ---------------------------------------------------------------------------------- runs
