@@ -26,6 +26,7 @@ THREADS_HELP = "CPU threads (batch-1 streaming gains little from more)."
 def register(app: typer.Typer) -> None:
     app.command("eval", rich_help_panel=PANEL)(eval_command)
     app.command("plot", rich_help_panel=PANEL)(plot_command)
+    app.command("neurons", rich_help_panel=PANEL)(neurons_command)
     app.command("runs", rich_help_panel=PANEL)(runs_command)
 
 
@@ -169,6 +170,78 @@ def plot_command(
         console.print(terminal_chart(curves, width or min(console.width, 100), height, unit), end="")
     except CharRNNError as exc:
         _fail(exc)
+
+
+# ---------------------------------------------------------------------------------- neurons
+def neurons_command(
+    checkpoint_path: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help=CKPT_HELP, show_default=False)],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="A text to read with the model.", show_default=False)],
+    layer: Annotated[Optional[int], typer.Option(help="Recurrent layer, from 0 (the lowest); -1 is the top. With --find: search only this layer. \\[default: the top layer; --find: all]", show_default=False)] = None,
+    unit: Annotated[int, typer.Option(help="Unit of the layer to show, from 0.")] = 0,
+    state: Annotated[Optional[str], typer.Option(help="LSTM: c shows tanh(cell state), h the output h = o·tanh(c). GRU and RNN have h only. \\[default: c for an LSTM, else h]", show_default=False)] = None,
+    find: Annotated[bool, typer.Option("--find", help="Rank the units whose activation best tracks simple features of the text (inside quotes or brackets, position in the line, start of a word) and show the best ones.")] = False,
+    top: Annotated[int, typer.Option(help="With --find: units listed per feature.")] = 3,
+    max_chars: Annotated[int, typer.Option(help="Read only the first N characters of FILE.")] = 2000,
+    html_out: Annotated[Optional[Path], typer.Option("--html", help="Also write the view as an HTML page to this file.", show_default=False)] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of FILE.")] = "utf-8",
+    threads: Annotated[int, typer.Option(help=THREADS_HELP)] = 1,
+) -> None:
+    """Colour each character of FILE by one unit's activation (red -1, white 0, blue +1).
+
+    The cell-activation view of Karpathy's "The Unreasonable Effectiveness of Recurrent Neural
+    Networks": the model reads the text one character at a time, and each character is coloured
+    by the chosen unit's state after reading it. --find looks for the units that follow the
+    structure of the text.
+    """
+    try:
+        _neurons(checkpoint_path, file, layer, unit, state, find, top, max_chars, html_out, encoding, threads)
+    except CharRNNError as exc:
+        _fail(exc)
+
+
+FIND_EXCERPT = 600  # characters of text shown per unit in the terminal with --find
+
+
+def _neurons(checkpoint_path, file, layer, unit, state, find, top, max_chars, html_out, encoding, threads) -> None:
+    from charrnn.evaluate import drop_unknown
+    from charrnn.neurons import activations, check_choice, rank_units, text_features
+    from charrnn.neurons_view import Section, html_page, legend, ranking_table, rich_text
+
+    if max_chars < 1 or top < 1:
+        raise CharRNNError("--max-chars and --top must be at least 1")
+    path, model, vocab, _ = _load_model(checkpoint_path, "cpu", threads)
+    layer_index, state = check_choice(model, layer, unit, state)
+    text, unknown = drop_unknown(vocab, _read(file, encoding)[:max_chars])
+    if unknown:
+        _stderr().print(f"warning: {_unknown_note(unknown)}", soft_wrap=True, markup=False)
+    acts = activations(model, vocab, text, state)  # (T, L, H)
+    what = "tanh(c)" if state == "c" else "h"
+    console = _stdout()
+    matches = None
+    if find:
+        matches, absent = rank_units(acts, text_features(text), top, None if layer is None else layer_index)
+        console.print(ranking_table(matches, absent))
+        best: dict = {}
+        for m in matches:  # best first within each feature
+            best.setdefault(m.feature, m)
+        sections = [Section(f"{m.feature}: layer {m.layer}, unit {m.unit} ({what}), correlation {m.correlation:+.3f}", text, acts[:, m.layer, m.unit]) for m in best.values()]
+        for s in sections:
+            console.print(f"\n[bold]{s.title}[/]", highlight=False)
+            console.print(rich_text(s.text[:FIND_EXCERPT], s.values), soft_wrap=True)
+    else:
+        sections = [Section(f"layer {layer_index}, unit {unit} ({what})", text, acts[:, layer_index, unit])]
+        console.print(f"[bold]{sections[0].title}[/]", highlight=False)
+        console.print(rich_text(text, sections[0].values), soft_wrap=True)
+    if console.is_terminal:
+        console.print(legend())
+    if html_out is not None:
+        cfg = model.cfg
+        note = f"{path}: {cfg.cell.upper()} {cfg.layers}×{cfg.hidden}; text: {file} ({len(text):,} characters)"
+        try:
+            html_out.write_text(html_page(f"charrnn neurons: {path}", note, sections, matches), encoding="utf-8")
+        except OSError as exc:
+            raise CharRNNError(f"--html {html_out}: cannot write: {exc.strerror or exc}") from None
+        _stderr().print(f"wrote {html_out}", markup=False)
 
 
 # ---------------------------------------------------------------------------------- runs
