@@ -31,6 +31,7 @@ app = typer.Typer(
 )
 
 _state = {"debug": False}
+register_insight_commands(app)  # eval, plot, neurons, runs (in their own help panel)
 
 MODEL, DATA, OPTIM, LENGTH, OUTPUT, RUN = "Model", "Data", "Optimisation", "Length of training", "Evaluation and checkpoints", "Run"
 TRAIN_DEFAULTS = defaults(TrainConfig)
@@ -125,7 +126,8 @@ def train(
 
 # Options that may change when a run is resumed: they do not change the model or the data.
 RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "eval_chars", "save_every", "device", "threads", "name", "out"}
-RESUMABLE |= {"sample_every", "sample_chars", "sample_prime"}
+
+RESUMABLE |= {"sample_every", "sample_chars", "sample_prime"}  # live samples change nothing of the run
 
 
 def _train(corpus: Path, given: dict, config: Path | None, resume: bool, overwrite: bool, init_from: Path | None, quiet: bool, read_options: dict) -> None:
@@ -321,9 +323,6 @@ def info(
         Console(highlight=False).print(checkpoint_table(path, ckpt))
     except CharRNNError as exc:
         _fail(exc)
-
-
-register_insight_commands(app)  # eval, plot, neurons, runs
 
 
 def main() -> None:
