@@ -69,6 +69,7 @@ def activations(model: CharRNN, vocab: Vocab, text: str, state: str = "h") -> np
             x = model.embed(ids)  # (1, T, E)
             hidden = None
             for t in range(ids.shape[1]):
+                # one step of one stream, (1, 1, E), reads the same batch-first or time-major
                 _, hidden = model.rnn(x[:, t : t + 1], hidden)  # hidden: (L, 1, H), or (h, c) of them
                 if isinstance(hidden, tuple):
                     value = torch.tanh(hidden[1]) if state == "c" else hidden[0]

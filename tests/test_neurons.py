@@ -33,10 +33,12 @@ def test_step_by_step_activations_match_the_whole_sequence(run):
     text = TEXT[:120]
     h = activations(model, vocab, text, state="h")  # (T, L, H)
     assert h.shape == (120, model.cfg.layers, model.cfg.hidden)
-    ids = torch.tensor(vocab.encode(text).astype(np.int64))[None]
+    x = model.embed(torch.tensor(vocab.encode(text).astype(np.int64)))[:, None]  # (T, 1, E)
+    batch_first = model.rnn.batch_first
     with torch.no_grad():
-        out, final = model.rnn(model.embed(ids))
-    np.testing.assert_allclose(h[:, -1], out[0].numpy(), atol=1e-5)  # the top layer, every step
+        out, final = model.rnn(x.transpose(0, 1) if batch_first else x)
+    out = out[0] if batch_first else out[:, 0]  # (T, H)
+    np.testing.assert_allclose(h[:, -1], out.numpy(), atol=1e-5)  # the top layer, every step
     if model.cfg.cell == "lstm":
         c = activations(model, vocab, text, state="c")
         np.testing.assert_allclose(c[-1], torch.tanh(final[1][:, 0]).numpy(), atol=1e-5)  # every layer, last step
