@@ -61,7 +61,7 @@ def legend() -> Text:
 
 
 def ranking_table(matches: list[Match], absent: list[str]) -> Table:
-    table = Table(title="units that track features of the text (Pearson correlation)", title_justify="left")
+    table = Table(title="units that best track each feature", title_justify="left")
     for name, justify in (("feature", "left"), ("layer", "right"), ("unit", "right"), ("correlation", "right")):
         table.add_column(name, justify=justify)
     for m in matches:
