@@ -16,6 +16,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from charrnn import __version__
+from charrnn.cli_insight import register as register_insight_commands
 from charrnn.config import SampleConfig, TrainConfig, build, defaults, read_toml
 from charrnn.errors import CharRNNError
 
@@ -30,6 +31,7 @@ app = typer.Typer(
 )
 
 _state = {"debug": False}
+register_insight_commands(app)  # eval, plot, neurons, runs (in their own help panel)
 
 MODEL, DATA, OPTIM, LENGTH, OUTPUT, RUN = "Model", "Data", "Optimisation", "Length of training", "Evaluation and checkpoints", "Run"
 TRAIN_DEFAULTS = defaults(TrainConfig)
@@ -52,7 +54,9 @@ def _stderr():
 def _fail(exc: CharRNNError) -> None:
     if _state["debug"]:
         raise exc
-    _stderr().print(f"[bold red]charrnn: error:[/] {exc}", markup=True, soft_wrap=True)
+    from rich.markup import escape
+
+    _stderr().print(f"[bold red]charrnn: error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 
@@ -98,6 +102,9 @@ def train(
     eval_every: Annotated[Optional[int], _opt("eval_every", "Evaluate on the validation split every N steps.", OUTPUT)] = None,
     eval_chars: Annotated[Optional[int], _opt("eval_chars", "Validation characters per evaluation (0 = all).", OUTPUT)] = None,
     save_every: Annotated[Optional[int], _opt("save_every", "Write last.pt every N steps.", OUTPUT)] = None,
+    sample_every: Annotated[Optional[int], typer.Option(help="Show a short sample (fixed prime and seed, temperature 0.8) every N steps; 0 = never. \\[default: at each evaluation]", rich_help_panel=OUTPUT, show_default=False)] = None,
+    sample_chars: Annotated[Optional[int], _opt("sample_chars", "Characters per live sample.", OUTPUT)] = None,
+    sample_prime: Annotated[Optional[str], typer.Option(help="Prime text of the live samples. \\[default: none: start as after a newline]", rich_help_panel=OUTPUT, show_default=False)] = None,
     name: Annotated[Optional[str], typer.Option(help="Run name: the folder under --out. \\[default: the corpus file's name]", rich_help_panel=OUTPUT)] = None,
     out: Annotated[Optional[str], _opt("out", "Folder that holds the runs.", OUTPUT)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out/--name exactly where last.pt left it.", rich_help_panel=OUTPUT)] = False,
@@ -122,6 +129,8 @@ def train(
 
 # Options that may change when a run is resumed: they do not change the model or the data.
 RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "eval_chars", "save_every", "device", "threads", "precision", "compile", "engine", "name", "out"}
+
+RESUMABLE |= {"sample_every", "sample_chars", "sample_prime"}  # live samples change nothing of the run
 
 
 def _train(corpus: Path, given: dict, config: Path | None, resume: bool, overwrite: bool, init_from: Path | None, quiet: bool, read_options: dict) -> None:

@@ -64,6 +64,10 @@ class TrainConfig:
     eval_every: int = 200
     eval_chars: int = 200_000  # characters of the validation split per evaluation; 0 = all
     save_every: int = 200
+    # Live samples: a short text at a fixed prime and seed, to watch the same sentence improve
+    sample_every: int | None = None  # steps between samples; None = at each evaluation, 0 = never
+    sample_chars: int = 200  # characters per sample (after the prime)
+    sample_prime: str = ""  # "" = start as after a newline
     # Run
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast for the forward pass)
     compile: bool = False  # torch.compile the model (falls back to eager with a warning)
@@ -100,6 +104,8 @@ class TrainConfig:
         _check(self.grad_clip >= 0, "grad_clip", self.grad_clip, "must be 0 (off) or more")
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be 0 or more")
         _check(self.eval_chars >= 0, "eval_chars", self.eval_chars, "must be 0 (all) or more")
+        _check(self.sample_every is None or self.sample_every >= 0, "sample_every", self.sample_every, "must be 0 (never) or more")
+        _check(self.sample_chars >= 1, "sample_chars", self.sample_chars, "must be at least 1")
         for name in ("max_steps", "max_epochs", "time_budget"):
             value = getattr(self, name)
             _check(value is None or value > 0, name, value, "must be positive")

@@ -3,6 +3,9 @@
 `TrainDisplay` is the trainer's event callback. On a terminal it shows a rich progress bar with
 step, epoch, losses (nats and bits/char), chars/s and ETA; when stderr is a file or a pipe
 (Makefiles, CI) it prints one plain line per evaluation instead.
+
+Live samples (the trainer's "sample" events) appear as one line under the progress bar on a
+terminal, and as one log line (`sample @ step N: ...`) otherwise; newlines are shown as ↵.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 LN2 = math.log(2)
 
@@ -27,6 +31,22 @@ def _fmt_loss(nats: float | None) -> str:
 def _clock(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def one_line(text: str) -> str:
+    """A sample on one line: newlines as ↵, other control characters as ·."""
+    return "".join("↵" if c == "\n" else c if c.isprintable() else "·" for c in text)
+
+
+class _ProgressWithSample(Progress):
+    """The progress bar with the latest live sample on the line below it."""
+
+    sample: Text | None = None
+
+    def get_renderables(self):
+        yield from super().get_renderables()
+        if self.sample is not None:
+            yield self.sample
 
 
 class TrainDisplay:
@@ -43,7 +63,7 @@ class TrainDisplay:
     # a context manager, so the live display is always closed
     def __enter__(self):
         if self.live:
-            self.progress = Progress(
+            self.progress = _ProgressWithSample(
                 TextColumn("[bold]step {task.fields[step]:>6}"),
                 BarColumn(),
                 TextColumn("epoch {task.fields[epoch]:.2f}"),
@@ -89,6 +109,8 @@ class TrainDisplay:
                 epoch=event["epoch"],
                 train=f"{event['loss']:.3f}",
             )
+        elif kind == "sample":
+            self._show_sample(event)
         elif kind == "eval":
             self.val = event["val_loss"]
             if self.progress is not None:
@@ -105,6 +127,22 @@ class TrainDisplay:
                     soft_wrap=True,
                     highlight=False,
                 )
+
+    def _show_sample(self, event: dict[str, Any]) -> None:
+        prime, text = event.get("prime", ""), event["text"]
+        if not text.startswith(prime):
+            prime = ""
+        if self.progress is not None:
+            line = Text()
+            line.append(f"sample @ {event['step']}: ", style="dim")
+            line.append(one_line(prime), style="bold")
+            line.append(one_line(text[len(prime) :]))
+            self.progress.sample = line
+            self.progress.refresh()
+        elif not self.quiet:
+            self.console.print(
+                f"sample @ step {event['step']}: {one_line(text)}", soft_wrap=True, highlight=False, markup=False
+            )
 
     def summary(self, summary: dict[str, Any]) -> None:
         self.console.print(

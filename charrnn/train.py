@@ -24,11 +24,13 @@ import torch.nn.functional as F
 
 from charrnn import __version__, checkpoint
 from charrnn.batches import batchify, fit_batch_size, get_chunk, num_chunks
-from charrnn.config import ModelConfig, TrainConfig
+from charrnn.config import ModelConfig, SampleConfig, TrainConfig
 from charrnn.device import pick_device, set_threads
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN, count_parameters, detach_hidden, hidden_from_list, hidden_to_list
-from charrnn.vocab import Vocab
+from charrnn.sample import generate_text
+from charrnn.stepper import TorchStepper
+from charrnn.vocab import Vocab, describe_chars
 
 LN2 = math.log(2)
 MAX_BAD_STEPS = 10  # consecutive non-finite losses/gradients before giving up
@@ -132,6 +134,9 @@ class Trainer:
         if cfg.eval_chars:
             self.val_ids = self.val_ids[: cfg.eval_chars]
         self.data_digest = ids_digest(train_ids)
+        unknown = vocab.unknown(cfg.sample_prime)
+        if unknown:
+            raise CharRNNError(f"--sample-prime has characters that are not in the corpus: {describe_chars(unknown)}")
 
         torch.manual_seed(cfg.seed)
         self.model_cfg = cfg.model_config(len(vocab))
@@ -226,9 +231,14 @@ class Trainer:
                 }
             )
             finished = self.fraction_done() >= 1.0  # (an interruption evaluates nothing extra)
-            if p.step % cfg.eval_every == 0 or (finished and p.loss_count):
+            evaluated = p.step % cfg.eval_every == 0 or (finished and p.loss_count > 0)
+            if evaluated:
                 chars_per_sec = window_chars / max(now - window_start, 1e-9)
                 self._evaluate(lr, chars_per_sec)
+            sampled = self._sample_due(evaluated)
+            if sampled:
+                self._sample()
+            if evaluated or sampled:  # chars/s measures training only
                 window_chars = 0
                 window_start = time.perf_counter()
             if p.step % cfg.save_every == 0 and not self._bad_in_a_row:  # never save in a bad streak
@@ -349,6 +359,24 @@ class Trainer:
         if improved:
             self.save("best.pt")
         self.events({"event": "eval", **row, "best": improved})
+
+    def _sample_due(self, evaluated: bool) -> bool:
+        every = self.cfg.sample_every
+        return evaluated if every is None else every > 0 and self.progress.step % every == 0
+
+    def _sample(self) -> None:
+        """A short text at the fixed prime and seed, so that the same sentence is seen improving.
+
+        Dropout is off (eval mode) and the draws come from their own NumPy generator, so neither
+        the torch RNG nor the model's training mode is changed: resuming stays exact.
+        """
+        cfg = self.cfg
+        sample_cfg = SampleConfig(length=cfg.sample_chars, temp=0.8, prime=cfg.sample_prime, seed=cfg.seed)
+        try:
+            text = generate_text(TorchStepper(self.model, self.device), self.vocab, sample_cfg)[0]
+        finally:
+            self.model.train()
+        self.events({"event": "sample", "step": self.progress.step, "prime": cfg.sample_prime, "text": text})
 
     # ----------------------------------------------------------------- checkpoints
     def meta(self) -> dict[str, Any]:
