@@ -112,6 +112,7 @@ def train(
     init_from: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from this checkpoint's weights (the corpus must fit its vocabulary).", rich_help_panel=OUTPUT, show_default=False)] = None,
     precision: Annotated[Optional[str], _opt("precision", "fp32, bf16 or fp16: the forward pass under autocast (fp16 on CUDA only; falls back to fp32 with a warning).", RUN)] = None,
     compile: Annotated[Optional[bool], _opt("compile", "torch.compile the model (needs a C++ compiler on the CPU; falls back with a warning).", RUN)] = None,
+    engine: Annotated[Optional[str], _opt("engine", "Who computes the gradients: torch (autograd), or numpy: the hand-written BPTT of charrnn/numpy_ref.py, with everything else (AdamW, schedule, checkpoints) shared. numpy: CPU, fp32, no dropout; slow, for small models.", RUN)] = None,
     seed: Annotated[Optional[int], _opt("seed", "Random seed (weights, dropout).", RUN)] = None,
     device: Annotated[Optional[str], _opt("device", "auto, cpu, cuda or mps.", RUN)] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads. \\[default: all cores]", rich_help_panel=RUN, show_default=False)] = None,
@@ -127,7 +128,7 @@ def train(
 
 
 # Options that may change when a run is resumed: they do not change the model or the data.
-RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "eval_chars", "save_every", "device", "threads", "precision", "compile", "name", "out"}
+RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "eval_chars", "save_every", "device", "threads", "precision", "compile", "engine", "name", "out"}
 
 RESUMABLE |= {"sample_every", "sample_chars", "sample_prime"}  # live samples change nothing of the run
 
@@ -181,7 +182,12 @@ def _train(corpus: Path, given: dict, config: Path | None, resume: bool, overwri
         raise CharRNNError(f"--init-from {init_from}: damaged checkpoint (vocabulary and model disagree)")
     train_ids, val_ids = data.split(cfg.val_frac)
 
-    from charrnn.train import Trainer
+    if cfg.engine == "numpy":
+        from charrnn.numpy_train import NumpyTrainer as Trainer
+
+        display.message("engine numpy: gradients by the hand-written BPTT of charrnn/numpy_ref.py")
+    else:
+        from charrnn.train import Trainer
 
     trainer = Trainer(cfg, data.vocab, train_ids, val_ids, run_dir, events=display, resume_from=resume_ckpt, init_from=init_ckpt, corpus_path=str(corpus))
     if overwrite:  # only now that everything checked out: the old run is replaced, not lost to a typo
@@ -212,7 +218,7 @@ def _train(corpus: Path, given: dict, config: Path | None, resume: bool, overwri
 # ---------------------------------------------------------------------------------- sample
 @app.command()
 def sample(
-    checkpoint_path: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint to sample from. \\[default: the newest best.pt under checkpoints/]", show_default=False)] = None,
+    checkpoint_path: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint (.pt) or export (.npz, see `charrnn export`) to sample from. \\[default: the newest best.pt under checkpoints/]", show_default=False)] = None,
     length: Annotated[int, _opt("length", "Characters to generate (after the prime).", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["length"],
     temp: Annotated[float, _opt("temp", "Temperature: lower is safer, higher is wilder, 0 always takes the most likely character.", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["temp"],
     top_k: Annotated[int, _opt("top_k", "Sample only among the k most likely characters (0 = off).", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["top_k"],
@@ -226,15 +232,16 @@ def sample(
     separator: Annotated[str, typer.Option(help="Printed between samples when --num-samples > 1.", rich_help_panel="Text")] = "\n\n",
     echo_prime: Annotated[bool, typer.Option(help="Print the prime before its continuation.", rich_help_panel="Text")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel="Run")] = "cpu",
+    engine: Annotated[str, typer.Option(help="What computes the logits: numpy (NumPy only, CPU; no torch needed for an .npz), torch (any device), or auto: numpy on the CPU, where it is the faster, torch on a GPU. Both give the same text for the same seed.", rich_help_panel="Run")] = "auto",
 ) -> None:
     """Generate text from a trained model and stream it to stdout."""
     try:
-        _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop or [], seed, num_samples, separator, echo_prime, device)
+        _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop or [], seed, num_samples, separator, echo_prime, device, engine)
     except CharRNNError as exc:
         _fail(exc)
 
 
-def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop, seed, num_samples, separator, echo_prime, device) -> None:
+def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop, seed, num_samples, separator, echo_prime, device, engine="auto") -> None:
     if prime is not None and prime_file is not None:
         raise CharRNNError("give --prime or --prime-file, not both")
     if unknown not in ("error", "skip"):
@@ -245,21 +252,20 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
         prime = read_text(prime_file)
     cfg = SampleConfig(length=length, temp=temp, top_k=top_k, top_p=top_p, prime=prime or "", seed=seed, num_samples=num_samples, stop=stop).validate()
 
-    from charrnn import checkpoint
-    from charrnn.device import pick_device
+    from charrnn.engines import open_stepper  # imports torch only if the engine or a .pt needs it
     from charrnn.sample import generate, prime_ids
-    from charrnn.stepper import best_stepper
-    from charrnn.train import model_from_checkpoint
 
-    path = checkpoint_path or checkpoint.newest("checkpoints")
-    torch_device = pick_device(device)
-    model, vocab = model_from_checkpoint(checkpoint.load(path), torch_device)
+    if checkpoint_path is None:
+        from charrnn import checkpoint
+
+        checkpoint_path = checkpoint.newest("checkpoints")
+    stepper, vocab, _ = open_stepper(checkpoint_path, engine, device)
     _, _, dropped = prime_ids(vocab, cfg.prime, unknown)
     if dropped:
         from charrnn.vocab import describe_chars
 
         _stderr().print(f"warning: dropped prime characters the model never saw: {describe_chars(dropped)}")
-    pieces = generate(best_stepper(model, num_samples, torch_device), vocab, cfg, unknown, echo_prime)
+    pieces = generate(stepper, vocab, cfg, unknown, echo_prime)
     out = _Stdout()
     if num_samples == 1:
         for _, piece in pieces:
@@ -322,6 +328,26 @@ def info(
         from rich.console import Console
 
         Console(highlight=False).print(checkpoint_table(path, ckpt))
+    except CharRNNError as exc:
+        _fail(exc)
+
+
+# ---------------------------------------------------------------------------------- export
+@app.command()
+def export(
+    checkpoint_path: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A .pt checkpoint (or a run folder: its best.pt).", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="npz: the weights as NumPy arrays (torch's names) and the vocabulary and model as JSON; `charrnn sample -c FILE.npz` reads it without torch.")] = "npz",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write. \\[default: CHECKPOINT with the format's suffix]", show_default=False)] = None,
+) -> None:
+    """Write a checkpoint's weights and vocabulary in a form that needs no torch to read."""
+    try:
+        if fmt != "npz":
+            raise CharRNNError(f"--format {fmt!r} is not one of: npz")
+        from charrnn.export import export_npz
+
+        path = checkpoint_path / "best.pt" if checkpoint_path.is_dir() else checkpoint_path
+        written = export_npz(path, out or path.with_suffix(".npz"))
+        _stderr().print(f"wrote {written} ({written.stat().st_size:,} bytes); sample from it with: charrnn sample -c {written}", soft_wrap=True)
     except CharRNNError as exc:
         _fail(exc)
 

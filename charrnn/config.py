@@ -19,6 +19,7 @@ CELLS = ("lstm", "gru", "rnn")
 SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
+TRAIN_ENGINES = ("torch", "numpy")
 
 
 @dataclass
@@ -70,6 +71,7 @@ class TrainConfig:
     # Run
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast for the forward pass)
     compile: bool = False  # torch.compile the model (falls back to eager with a warning)
+    engine: str = "torch"  # torch | numpy (gradients from the hand-written BPTT of numpy_ref.py)
     seed: int = 1337
     device: str = "auto"
     threads: int | None = None
@@ -91,6 +93,7 @@ class TrainConfig:
         _check_choice("lr-schedule", self.lr_schedule, SCHEDULES)
         _check_choice("device", self.device, DEVICES)
         _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("engine", self.engine, TRAIN_ENGINES)
         for name in ("layers", "hidden", "embed", "seq_len", "batch_size", "eval_every", "save_every"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
         _check(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")

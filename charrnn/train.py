@@ -279,22 +279,15 @@ class Trainer:
         A step whose loss or gradient is not finite changes no weight: it is counted and
         skipped, and only MAX_BAD_STEPS of them in a row end training.
         """
-        cfg, p, model = self.cfg, self.progress, self.model
+        cfg, p = self.cfg, self.progress
         if p.chunk == 0 or not cfg.carry_state:
             self.hidden = None  # a new epoch (or, without carried state, every chunk) starts from zero
         lr = self.lr_at(p.step, self.fraction_done())
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x, y = (t.to(self.device, non_blocking=True) for t in get_chunk(self.streams, p.chunk, cfg.seq_len))
-        with self.autocast():
-            logits, hidden = self._forward(x, self.hidden)  # (B, T, V)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        loss_value = loss.item()
-        if math.isfinite(loss_value) and math.isfinite(grad_norm.item()):
+        loss_value, grad_norm, hidden = self.gradients(x, y)
+        if math.isfinite(loss_value) and math.isfinite(grad_norm):
             self.optimizer.step()
             self.hidden = detach_hidden(hidden)
             p.loss_sum += loss_value
@@ -318,6 +311,19 @@ class Trainer:
         if p.chunk >= self.chunks_per_epoch:
             p.chunk, p.epoch = 0, p.epoch + 1
         return loss_value, lr
+
+    def gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, Any]:
+        """Forward, loss, backward and clipping on one chunk (x, y: (B, T) ids): sets every
+        parameter's .grad and returns (loss in nats, gradient norm before clipping, new hidden
+        state). `charrnn train --engine numpy` replaces this method, and only this one."""
+        with self.autocast():
+            logits, hidden = self._forward(x, self.hidden)  # (B, T, V)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        return loss.item(), grad_norm.item(), hidden
 
     def _evaluate(self, lr: float, chars_per_sec: float) -> None:
         p = self.progress
