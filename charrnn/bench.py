@@ -129,26 +129,44 @@ def textbook_train_step(case: TrainCase) -> Callable[[], None]:
     return step
 
 
+TRAIN_CASES = [
+    TrainCase("lstm", 2, 512, 100, 64),
+    TrainCase("gru", 2, 512, 100, 64),
+    TrainCase("rnn", 2, 512, 100, 64),
+    TrainCase("lstm", 1, 128, 64, 32),
+]
+
+
 def bench_training(peak: float, quick: bool, precision: str, device: str) -> list[dict[str, Any]]:
-    cases = [
-        TrainCase("lstm", 2, 512, 100, 64),
-        TrainCase("gru", 2, 512, 100, 64),
-        TrainCase("rnn", 2, 512, 100, 64),
-        TrainCase("lstm", 1, 128, 64, 32),
-    ]
-    steps = 3 if quick else 9
+    """One round: chars/s of every case, then of the textbook loop on the first case."""
+    steps = 3 if quick else 6
     rows = []
-    for case in cases:
+    for case in TRAIN_CASES:
         seconds = _timed(charrnn_train_step(case, precision, device), warmup=2, steps=steps)
-        chars_per_sec = case.batch_size * case.seq_len / seconds
-        gflops = chars_per_sec * 3 * forward_flops_per_char(case.cell, case.layers, case.hidden, case.embed, VOCAB) / 1e9
-        rows.append({"what": f"train {case.label}", "chars_per_sec": chars_per_sec, "gflops": gflops, "of_peak": gflops / peak})
-    ref_case = cases[0]
+        rows.append(_train_row(f"train {case.label}", case, case.batch_size * case.seq_len / seconds, peak))
+    ref_case = TRAIN_CASES[0]
     seconds = _timed(textbook_train_step(ref_case), warmup=1, steps=steps)
-    ref = ref_case.batch_size * ref_case.seq_len / seconds
-    ref_gflops = ref * 3 * forward_flops_per_char("lstm", 2, 512, 64, VOCAB) / 1e9
-    rows.append({"what": f"reference: LSTMCell loop {ref_case.label}", "chars_per_sec": ref, "gflops": ref_gflops, "of_peak": ref_gflops / peak})
-    rows[0]["vs_reference"] = rows[0]["chars_per_sec"] / ref
+    rows.append(_train_row(f"reference: LSTMCell loop {ref_case.label}", ref_case, ref_case.batch_size * ref_case.seq_len / seconds, peak))
+    rows[0]["vs_reference"] = rows[0]["chars_per_sec"] / rows[-1]["chars_per_sec"]
+    return rows
+
+
+def _train_row(what: str, case: TrainCase, chars_per_sec: float, peak: float) -> dict[str, Any]:
+    gflops = chars_per_sec * 3 * forward_flops_per_char(case.cell, case.layers, case.hidden, case.embed, VOCAB) / 1e9
+    return {"what": what, "chars_per_sec": chars_per_sec, "gflops": gflops, "of_peak": gflops / peak}
+
+
+def median_rows(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Rows of several rounds -> one row each: the median of every number over the rounds
+    (ratios too: each is taken within its own round, so shared-machine noise cancels in it)."""
+    rows = []
+    for same in zip(*rounds):
+        row = {"what": same[0]["what"], "rounds": len(same)}
+        for key, value in same[0].items():
+            if isinstance(value, (int, float)) and key != "rounds":
+                row[key] = statistics.median(r[key] for r in same)
+        row["chars_per_sec_runs"] = [r["chars_per_sec"] for r in same]
+        rows.append(row)
     return rows
 
 
@@ -157,7 +175,7 @@ def bench_sampling(quick: bool) -> list[dict[str, Any]]:
     from charrnn.config import ModelConfig, SampleConfig
     from charrnn.model import CharRNN
     from charrnn.sample import generate_text
-    from charrnn.stepper import best_stepper
+    from charrnn.stepper import TorchStepper, best_stepper
     from charrnn.vocab import Vocab
 
     torch.manual_seed(0)
@@ -166,8 +184,8 @@ def bench_sampling(quick: bool) -> list[dict[str, Any]]:
     length = 500 if quick else 2000
     rows = []
 
-    def rate(batch: int, n: int) -> tuple[float, str]:
-        stepper = best_stepper(model, batch)
+    def rate(batch: int, n: int, make=best_stepper) -> tuple[float, str]:
+        stepper = make(model, batch)
         cfg = SampleConfig(length=n, temp=1.0, seed=0, num_samples=batch, prime="A")
         generate_text(stepper, vocab, SampleConfig(length=20, seed=0, num_samples=batch, prime="A"))
         t = time.perf_counter()
@@ -176,9 +194,11 @@ def bench_sampling(quick: bool) -> list[dict[str, Any]]:
 
     one, engine = rate(1, length)
     many, engine_many = rate(64, length // 4)
+    via_torch, _ = rate(1, length // 4, lambda model, batch: TorchStepper(model))
     naive = _naive_lstm_sampling(model, 100 if quick else 300)
-    rows.append({"what": f"sample LSTM 2×512, batch 1 ({engine})", "chars_per_sec": one, "vs_naive": one / naive})
+    rows.append({"what": f"sample LSTM 2×512, batch 1 ({engine})", "chars_per_sec": one, "vs_naive": one / naive, "vs_torch_stepper": one / via_torch})
     rows.append({"what": f"sample LSTM 2×512, 64 at once, summed ({engine_many})", "chars_per_sec": many, "vs_batch_1": many / one})
+    rows.append({"what": "sample LSTM 2×512, batch 1 (TorchStepper: nn.LSTM, same loop)", "chars_per_sec": via_torch})
     rows.append({"what": "reference: nn.LSTM called per character, batch 1", "chars_per_sec": naive})
     return rows
 
@@ -236,21 +256,32 @@ def bench_startup() -> dict[str, Any]:
     return {"what": "start-up: charrnn --help", "seconds": min(times)}
 
 
-def run(quick: bool = False, precision: str = "fp32", device: str = "cpu", progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+def run(quick: bool = False, precision: str = "fp32", device: str = "cpu", progress: Callable[[str], None] = lambda s: None, rounds: int | None = None) -> dict[str, Any]:
+    """The whole benchmark. Peak, training, the reference and sampling are measured in
+    `rounds` interleaved rounds (default 3, 1 with `quick`), and each figure is the median over
+    them, so that a burst of load from a neighbour on a shared machine moves no figure alone."""
     from charrnn.device import pick_device, set_threads
 
     threads = set_threads(None)
     device = str(pick_device(device))
-    progress("peak matmul")
-    peak = peak_matmul_gflops(1536 if quick else 2048)
+    rounds = rounds or (1 if quick else 3)
+    peaks, training, sampling = [], [], []
+    for r in range(rounds):
+        label = f" (round {r + 1} of {rounds})" if rounds > 1 else ""
+        progress(f"peak matmul{label}")
+        peaks.append(peak_matmul_gflops(1536 if quick else 2048))
+        progress(f"training{label}")
+        training.append(bench_training(peaks[-1], quick, precision, device))
+        progress(f"sampling{label}")
+        sampling.append(bench_sampling(quick))
     result: dict[str, Any] = {
         "machine": {"threads": threads, "device": device, "torch": torch.__version__, "cpu": _cpu_name()},
-        "peak_gflops": peak,
+        "rounds": rounds,
+        "peak_gflops": statistics.median(peaks),
+        "peak_gflops_runs": peaks,
+        "training": median_rows(training),
+        "sampling": median_rows(sampling),
     }
-    progress("training")
-    result["training"] = bench_training(peak, quick, precision, device)
-    progress("sampling")
-    result["sampling"] = bench_sampling(quick)
     progress("tokenising")
     result["tokenising"] = bench_tokenising(20 if quick else 100)
     result["startup"] = bench_startup()

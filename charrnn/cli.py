@@ -359,6 +359,7 @@ def bench(
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
     precision: Annotated[str, typer.Option(help="Training precision to measure: fp32, bf16 or fp16.")] = "fp32",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "cpu",
+    rounds: Annotated[Optional[int], typer.Option(help="Measure peak, training and sampling this many times, interleaved, and report medians. \\[default: 3, 1 with --quick]", show_default=False)] = None,
     quality: Annotated[Optional[Path], typer.Option(help="Also train the default model on this corpus for --quality-seconds and report its validation loss.", show_default=False)] = None,
     quality_seconds: Annotated[float, typer.Option(help="Wall time of the --quality run.")] = 600.0,
 ) -> None:
@@ -369,7 +370,9 @@ def bench(
         from charrnn.display import bench_tables
 
         console = _stderr()
-        result = benchmark.run(quick=quick, precision=precision, device=device, progress=lambda what: console.print(f"measuring {what}…"))
+        if rounds is not None and rounds < 1:
+            raise CharRNNError(f"--rounds {rounds} must be at least 1")
+        result = benchmark.run(quick=quick, precision=precision, device=device, rounds=rounds, progress=lambda what: console.print(f"measuring {what}…"))
         if quality is not None:
             console.print(f"training the default model on {quality} for {quality_seconds:.0f} s…")
             result["quality"] = benchmark.quality(quality, quality_seconds)

@@ -186,7 +186,7 @@ def checkpoint_table(path, ckpt) -> Table:
 def bench_tables(result: dict) -> list[Table]:
     """`charrnn bench` as tables: one per section."""
     machine = result["machine"]
-    title = f"{machine['cpu']} · {machine['threads']} threads · {machine['device']} · torch {machine['torch']} · peak matmul {result['peak_gflops']:.1f} GFLOP/s"
+    title = f"{machine['cpu']} · {machine['threads']} threads · {machine['device']} · torch {machine['torch']} · peak matmul {result['peak_gflops']:.1f} GFLOP/s" + (f" · medians of {result['rounds']} rounds" if result.get("rounds", 1) > 1 else "")
     train = Table(title=title, title_justify="left")
     for col in ("training", "chars/s", "GFLOP/s", "of peak", "vs reference"):
         train.add_column(col, justify="left" if col == "training" else "right")
@@ -196,7 +196,7 @@ def bench_tables(result: dict) -> list[Table]:
     for col in ("sampling", "chars/s", "ratio"):
         sample.add_column(col, justify="left" if col == "sampling" else "right")
     for row in result["sampling"]:
-        ratio = f"{row['vs_naive']:.1f}× naive" if "vs_naive" in row else f"{row['vs_batch_1']:.1f}× batch 1" if "vs_batch_1" in row else ""
+        ratio = f"{row['vs_naive']:.1f}× naive, {row['vs_torch_stepper']:.1f}× torch" if "vs_torch_stepper" in row else f"{row['vs_naive']:.1f}× naive" if "vs_naive" in row else f"{row['vs_batch_1']:.1f}× batch 1" if "vs_batch_1" in row else ""
         sample.add_row(row["what"], f"{row['chars_per_sec']:,.0f}", ratio)
     other = Table(title_justify="left")
     other.add_column("other")
