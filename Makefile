@@ -10,19 +10,20 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 DEMO_SECONDS ?= 300
 
-.PHONY: setup demo test bench corpus clean help
+.PHONY: setup demo test bench bench-quick corpus clean help
 help:
 	@echo "make demo   set up, get the Shakespeare corpus, train ~$(DEMO_SECONDS)s, print a sample"
 	@echo "make test   set up and run the tests"
 	@echo "make setup  create $(VENV) and install charrnn into it"
 	@echo "make corpus get corpora/shakespeare.txt"
+	@echo "make bench  measure speed (charrnn bench; bench-quick for a one-minute version)"
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev,plot]"
 	touch $@
 
 corpus: corpora/shakespeare.txt
@@ -40,3 +41,9 @@ test: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .charrnn-cache
+
+bench: setup
+	$(BIN)/charrnn bench
+
+bench-quick: setup
+	$(BIN)/charrnn bench --quick

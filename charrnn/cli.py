@@ -17,6 +17,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from charrnn import __version__
+from charrnn.cli_insight import register as register_insight_commands
 from charrnn.config import DEFAULT_SEPARATOR, SampleConfig, TrainConfig, build, defaults, read_toml
 from charrnn.errors import CharRNNError
 
@@ -32,6 +33,7 @@ app = typer.Typer(
 
 _state = {"debug": False}
 LAUNCHED_AS = "CHARRNN_LAUNCHED_AS"  # set for the processes `train --nproc` starts: the user's command
+register_insight_commands(app)  # eval, plot, neurons, runs (in their own help panel)
 
 MODEL, DATA, OPTIM, LENGTH, OUTPUT, RUN = "Model", "Data", "Optimisation", "Length of training", "Evaluation and checkpoints", "Run"
 TRAIN_DEFAULTS = defaults(TrainConfig)
@@ -59,7 +61,9 @@ def _fail(exc: CharRNNError) -> None:
 
         time.sleep(1.0)  # torchrun stops all processes when one ends: give that one time to print
         raise typer.Exit(exc.exit_code)
-    _stderr().print(f"[bold red]charrnn: error:[/] {exc}", markup=True, soft_wrap=True)
+    from rich.markup import escape
+
+    _stderr().print(f"[bold red]charrnn: error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 
@@ -107,11 +111,17 @@ def train(
     eval_every: Annotated[Optional[int], _opt("eval_every", "Evaluate on the validation split every N steps.", OUTPUT)] = None,
     eval_chars: Annotated[Optional[int], _opt("eval_chars", "Validation characters per evaluation (0 = all).", OUTPUT)] = None,
     save_every: Annotated[Optional[int], _opt("save_every", "Write last.pt every N steps.", OUTPUT)] = None,
+    sample_every: Annotated[Optional[int], typer.Option(help="Show a short sample (fixed prime and seed, temperature 0.8) every N steps; 0 = never. \\[default: at each evaluation]", rich_help_panel=OUTPUT, show_default=False)] = None,
+    sample_chars: Annotated[Optional[int], _opt("sample_chars", "Characters per live sample.", OUTPUT)] = None,
+    sample_prime: Annotated[Optional[str], typer.Option(help="Prime text of the live samples. \\[default: none: start as after a newline]", rich_help_panel=OUTPUT, show_default=False)] = None,
     name: Annotated[Optional[str], typer.Option(help="Run name: the folder under --out. \\[default: the corpus file's name]", rich_help_panel=OUTPUT)] = None,
     out: Annotated[Optional[str], _opt("out", "Folder that holds the runs.", OUTPUT)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out/--name exactly where last.pt left it.", rich_help_panel=OUTPUT)] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run of the same name.", rich_help_panel=OUTPUT)] = False,
     init_from: Annotated[Optional[Path], typer.Option(help="Fine-tune: start from this checkpoint's weights (the corpus must fit its vocabulary).", rich_help_panel=OUTPUT, show_default=False)] = None,
+    precision: Annotated[Optional[str], _opt("precision", "fp32, bf16 or fp16: the forward pass under autocast (fp16 on CUDA only; falls back to fp32 with a warning).", RUN)] = None,
+    compile: Annotated[Optional[bool], _opt("compile", "torch.compile the model (needs a C++ compiler on the CPU; falls back with a warning).", RUN)] = None,
+    engine: Annotated[Optional[str], _opt("engine", "Who computes the gradients: torch (autograd), or numpy: the hand-written BPTT of charrnn/numpy_ref.py, with everything else (AdamW, schedule, checkpoints) shared. numpy: CPU, fp32, no dropout; slow, for small models.", RUN)] = None,
     seed: Annotated[Optional[int], _opt("seed", "Random seed (weights, dropout).", RUN)] = None,
     device: Annotated[Optional[str], _opt("device", "auto, cpu, cuda or mps.", RUN)] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads per process. \\[default: all cores, shared among the processes]", rich_help_panel=RUN, show_default=False)] = None,
@@ -132,7 +142,9 @@ def train(
 
 
 # Options that may change when a run is resumed: they do not change the model or the data.
-RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "eval_chars", "save_every", "device", "threads", "name", "out"}
+RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "eval_chars", "save_every", "device", "threads", "precision", "compile", "engine", "name", "out"}
+
+RESUMABLE |= {"sample_every", "sample_chars", "sample_prime"}  # live samples change nothing of the run
 
 
 def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, overwrite: bool, init_from: Path | None, quiet: bool, read_options: dict, cache_dir: Path | None, nproc: int | None) -> None:
@@ -163,9 +175,10 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
         load(vocab)  # the processes find it in the cache
         _launch(nproc, display)
 
-    from charrnn.device import pick_device
+    if dist.world > 1:  # (a single process picks its device in the Trainer, after checking the options)
+        from charrnn.device import pick_device
 
-    dist.start(pick_device(cfg.device))
+        dist.start(pick_device(cfg.device))
     try:
         cfg, resume_ckpt, init_ckpt, vocab = dist.from_main(lambda: _plan_run(run_dir, cfg, file_values, given, resume, overwrite, init_from, dist.world))
         data = dist.local_first(lambda: load(vocab))
@@ -173,7 +186,12 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
             raise CharRNNError(f"--init-from {init_from}: damaged checkpoint (vocabulary and model disagree)")
         train_ids, val_ids = data.split(cfg.val_frac)
 
-        from charrnn.train import Trainer
+        if cfg.engine == "numpy":
+            from charrnn.numpy_train import NumpyTrainer as Trainer
+
+            display.message("engine numpy: gradients by the hand-written BPTT of charrnn/numpy_ref.py")
+        else:
+            from charrnn.train import Trainer
 
         trainer = Trainer(cfg, data.vocab, train_ids, val_ids, run_dir, events=display, resume_from=resume_ckpt, init_from=init_ckpt, corpus_path=data.path, corpus_digest=data.digest, dist=dist)
         if overwrite and dist.main:  # only now that everything checked out: the old run is replaced, not lost to a typo
@@ -221,6 +239,13 @@ def _resume_hint(dist) -> str:
 def _plan_run(run_dir: Path, cfg: TrainConfig, file_values: dict, given: dict, resume: bool, overwrite: bool, init_from: Path | None, world: int):
     """Check the run folder and read the checkpoint to continue or start from (on `world`
     processes): (config, checkpoint to resume, checkpoint to initialise from, vocabulary or None)."""
+    planned = _read_run(run_dir, cfg, file_values, given, resume, overwrite, init_from, world)
+    if planned[0].engine == "numpy" and world > 1:
+        raise CharRNNError("--engine numpy trains in one process (its hand-written gradients are not averaged across processes): leave out --nproc, or use --engine torch")
+    return planned
+
+
+def _read_run(run_dir: Path, cfg: TrainConfig, file_values: dict, given: dict, resume: bool, overwrite: bool, init_from: Path | None, world: int):
     from charrnn import checkpoint
     from charrnn.train import resumed_batch_size
     from charrnn.vocab import Vocab
@@ -371,7 +396,7 @@ def _prepare(corpora: list[Path], read_options: dict, cache_dir: Path | None, js
 # ---------------------------------------------------------------------------------- sample
 @app.command()
 def sample(
-    checkpoint_path: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint to sample from. \\[default: the newest best.pt under checkpoints/]", show_default=False)] = None,
+    checkpoint_path: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint (.pt) or export (.npz, see `charrnn export`) to sample from. \\[default: the newest best.pt under checkpoints/]", show_default=False)] = None,
     length: Annotated[int, _opt("length", "Characters to generate (after the prime).", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["length"],
     temp: Annotated[float, _opt("temp", "Temperature: lower is safer, higher is wilder, 0 always takes the most likely character.", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["temp"],
     top_k: Annotated[int, _opt("top_k", "Sample only among the k most likely characters (0 = off).", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["top_k"],
@@ -385,15 +410,16 @@ def sample(
     separator: Annotated[str, typer.Option(help="Printed between samples when --num-samples > 1.", rich_help_panel="Text")] = "\n\n",
     echo_prime: Annotated[bool, typer.Option(help="Print the prime before its continuation.", rich_help_panel="Text")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel="Run")] = "cpu",
+    engine: Annotated[str, typer.Option(help="What computes the logits: numpy (NumPy only, CPU; no torch needed for an .npz), torch (any device), or auto: numpy on the CPU, where it is the faster, torch on a GPU. Both give the same text for the same seed.", rich_help_panel="Run")] = "auto",
 ) -> None:
     """Generate text from a trained model and stream it to stdout."""
     try:
-        _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop or [], seed, num_samples, separator, echo_prime, device)
+        _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop or [], seed, num_samples, separator, echo_prime, device, engine)
     except CharRNNError as exc:
         _fail(exc)
 
 
-def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop, seed, num_samples, separator, echo_prime, device) -> None:
+def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop, seed, num_samples, separator, echo_prime, device, engine="auto") -> None:
     if prime is not None and prime_file is not None:
         raise CharRNNError("give --prime or --prime-file, not both")
     if unknown not in ("error", "skip"):
@@ -404,21 +430,20 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
         prime = read_text(prime_file)
     cfg = SampleConfig(length=length, temp=temp, top_k=top_k, top_p=top_p, prime=prime or "", seed=seed, num_samples=num_samples, stop=stop).validate()
 
-    from charrnn import checkpoint
-    from charrnn.device import pick_device
+    from charrnn.engines import open_stepper  # imports torch only if the engine or a .pt needs it
     from charrnn.sample import generate, prime_ids
-    from charrnn.stepper import TorchStepper
-    from charrnn.train import model_from_checkpoint
 
-    path = checkpoint_path or checkpoint.newest("checkpoints")
-    torch_device = pick_device(device)
-    model, vocab = model_from_checkpoint(checkpoint.load(path), torch_device)
+    if checkpoint_path is None:
+        from charrnn import checkpoint
+
+        checkpoint_path = checkpoint.newest("checkpoints")
+    stepper, vocab, _ = open_stepper(checkpoint_path, engine, device)
     _, _, dropped = prime_ids(vocab, cfg.prime, unknown)
     if dropped:
         from charrnn.vocab import describe_chars
 
         _stderr().print(f"warning: dropped prime characters the model never saw: {describe_chars(dropped)}")
-    pieces = generate(TorchStepper(model, torch_device), vocab, cfg, unknown, echo_prime)
+    pieces = generate(stepper, vocab, cfg, unknown, echo_prime)
     out = _Stdout()
     if num_samples == 1:
         for _, piece in pieces:
@@ -481,6 +506,58 @@ def info(
         from rich.console import Console
 
         Console(highlight=False).print(checkpoint_table(path, ckpt))
+    except CharRNNError as exc:
+        _fail(exc)
+
+
+# ---------------------------------------------------------------------------------- export
+@app.command()
+def export(
+    checkpoint_path: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A .pt checkpoint (or a run folder: its best.pt).", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="npz: the weights as NumPy arrays (torch's names) and the vocabulary and model as JSON; `charrnn sample -c FILE.npz` reads it without torch.")] = "npz",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write. \\[default: CHECKPOINT with the format's suffix]", show_default=False)] = None,
+) -> None:
+    """Write a checkpoint's weights and vocabulary in a form that needs no torch to read."""
+    try:
+        if fmt != "npz":
+            raise CharRNNError(f"--format {fmt!r} is not one of: npz")
+        from charrnn.export import export_npz
+
+        path = checkpoint_path / "best.pt" if checkpoint_path.is_dir() else checkpoint_path
+        written = export_npz(path, out or path.with_suffix(".npz"))
+        _stderr().print(f"wrote {written} ({written.stat().st_size:,} bytes); sample from it with: charrnn sample -c {written}", soft_wrap=True)
+    except CharRNNError as exc:
+        _fail(exc)
+
+
+# ---------------------------------------------------------------------------------- bench
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="A one-minute version: fewer steps, smaller corpus.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
+    precision: Annotated[str, typer.Option(help="Training precision to measure: fp32, bf16 or fp16.")] = "fp32",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "cpu",
+    rounds: Annotated[Optional[int], typer.Option(help="Measure peak, training and sampling this many times, interleaved, and report medians. \\[default: 3, 1 with --quick]", show_default=False)] = None,
+    quality: Annotated[Optional[Path], typer.Option(help="Also train the default model on this corpus for --quality-seconds and report its validation loss.", show_default=False)] = None,
+    quality_seconds: Annotated[float, typer.Option(help="Wall time of the --quality run.")] = 600.0,
+) -> None:
+    """Measure training, sampling and tokenising speed against this machine's matmul peak and a
+    textbook loop, all in one run. A table on stderr; --json on stdout."""
+    try:
+        from charrnn import bench as benchmark
+        from charrnn.display import bench_tables
+
+        console = _stderr()
+        if rounds is not None and rounds < 1:
+            raise CharRNNError(f"--rounds {rounds} must be at least 1")
+        result = benchmark.run(quick=quick, precision=precision, device=device, rounds=rounds, progress=lambda what: console.print(f"measuring {what}…"))
+        if quality is not None:
+            console.print(f"training the default model on {quality} for {quality_seconds:.0f} s…")
+            result["quality"] = benchmark.quality(quality, quality_seconds)
+        for table in bench_tables(result):
+            console.print(table)
+        if json_out:
+            typer.echo(benchmark.to_json(result))
     except CharRNNError as exc:
         _fail(exc)
 

@@ -18,6 +18,8 @@ from charrnn.errors import CharRNNError
 CELLS = ("lstm", "gru", "rnn")
 SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("fp32", "bf16", "fp16")
+TRAIN_ENGINES = ("torch", "numpy")
 DEFAULT_SEPARATOR = "\n\n"  # between the files of a corpus made of several
 
 
@@ -63,7 +65,14 @@ class TrainConfig:
     eval_every: int = 200
     eval_chars: int = 200_000  # characters of the validation split per evaluation; 0 = all
     save_every: int = 200
+    # Live samples: a short text at a fixed prime and seed, to watch the same sentence improve
+    sample_every: int | None = None  # steps between samples; None = at each evaluation, 0 = never
+    sample_chars: int = 200  # characters per sample (after the prime)
+    sample_prime: str = ""  # "" = start as after a newline
     # Run
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast for the forward pass)
+    compile: bool = False  # torch.compile the model (falls back to eager with a warning)
+    engine: str = "torch"  # torch | numpy (gradients from the hand-written BPTT of numpy_ref.py)
     seed: int = 1337
     device: str = "auto"
     threads: int | None = None
@@ -84,6 +93,8 @@ class TrainConfig:
         _check_choice("cell", self.cell, CELLS)
         _check_choice("lr-schedule", self.lr_schedule, SCHEDULES)
         _check_choice("device", self.device, DEVICES)
+        _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("engine", self.engine, TRAIN_ENGINES)
         for name in ("layers", "hidden", "embed", "seq_len", "batch_size", "eval_every", "save_every"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
         _check(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
@@ -94,6 +105,8 @@ class TrainConfig:
         _check(self.grad_clip >= 0, "grad_clip", self.grad_clip, "must be 0 (off) or more")
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be 0 or more")
         _check(self.eval_chars >= 0, "eval_chars", self.eval_chars, "must be 0 (all) or more")
+        _check(self.sample_every is None or self.sample_every >= 0, "sample_every", self.sample_every, "must be 0 (never) or more")
+        _check(self.sample_chars >= 1, "sample_chars", self.sample_chars, "must be at least 1")
         for name in ("max_steps", "max_epochs", "time_budget"):
             value = getattr(self, name)
             _check(value is None or value > 0, name, value, "must be positive")

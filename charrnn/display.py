@@ -3,6 +3,9 @@
 `TrainDisplay` is the trainer's event callback. On a terminal it shows a rich progress bar with
 step, epoch, losses (nats and bits/char), chars/s and ETA; when stderr is a file or a pipe
 (Makefiles, CI) it prints one plain line per evaluation instead.
+
+Live samples (the trainer's "sample" events) appear as one line under the progress bar on a
+terminal, and as one log line (`sample @ step N: ...`) otherwise; newlines are shown as ↵.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 LN2 = math.log(2)
 
@@ -36,6 +40,22 @@ def _fmt_loss(nats: float | None) -> str:
 def _clock(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def one_line(text: str) -> str:
+    """A sample on one line: newlines as ↵, other control characters as ·."""
+    return "".join("↵" if c == "\n" else c if c.isprintable() else "·" for c in text)
+
+
+class _ProgressWithSample(Progress):
+    """The progress bar with the latest live sample on the line below it."""
+
+    sample: Text | None = None
+
+    def get_renderables(self):
+        yield from super().get_renderables()
+        if self.sample is not None:
+            yield self.sample
 
 
 class TrainDisplay:
@@ -52,7 +72,7 @@ class TrainDisplay:
     # a context manager, so the live display is always closed
     def __enter__(self):
         if self.live:
-            self.progress = Progress(
+            self.progress = _ProgressWithSample(
                 TextColumn("[bold]step {task.fields[step]:>6}"),
                 BarColumn(),
                 TextColumn("epoch {task.fields[epoch]:.2f}"),
@@ -126,6 +146,8 @@ class TrainDisplay:
                 epoch=event["epoch"],
                 train=f"{event['loss']:.3f}",
             )
+        elif kind == "sample":
+            self._show_sample(event)
         elif kind == "eval":
             self.val = event["val_loss"]
             if self.progress is not None:
@@ -142,6 +164,22 @@ class TrainDisplay:
                     soft_wrap=True,
                     highlight=False,
                 )
+
+    def _show_sample(self, event: dict[str, Any]) -> None:
+        prime, text = event.get("prime", ""), event["text"]
+        if not text.startswith(prime):
+            prime = ""
+        if self.progress is not None:
+            line = Text()
+            line.append(f"sample @ {event['step']}: ", style="dim")
+            line.append(one_line(prime), style="bold")
+            line.append(one_line(text[len(prime) :]))
+            self.progress.sample = line
+            self.progress.refresh()
+        elif not self.quiet:
+            self.console.print(
+                f"sample @ step {event['step']}: {one_line(text)}", soft_wrap=True, highlight=False, markup=False
+            )
 
     def summary(self, summary: dict[str, Any]) -> None:
         self.console.print(
@@ -180,3 +218,30 @@ def checkpoint_table(path, ckpt) -> Table:
         table.add_row(key, value)
     return table
 
+
+
+def bench_tables(result: dict) -> list[Table]:
+    """`charrnn bench` as tables: one per section."""
+    machine = result["machine"]
+    title = f"{machine['cpu']} · {machine['threads']} threads · {machine['device']} · torch {machine['torch']} · peak matmul {result['peak_gflops']:.1f} GFLOP/s" + (f" · medians of {result['rounds']} rounds" if result.get("rounds", 1) > 1 else "")
+    train = Table(title=title, title_justify="left")
+    for col in ("training", "chars/s", "GFLOP/s", "of peak", "vs reference"):
+        train.add_column(col, justify="left" if col == "training" else "right")
+    for row in result["training"]:
+        train.add_row(row["what"], f"{row['chars_per_sec']:,.0f}", f"{row['gflops']:.1f}", f"{row['of_peak']:.0%}", f"{row['vs_reference']:.2f}×" if "vs_reference" in row else "")
+    sample = Table(title_justify="left")
+    for col in ("sampling", "chars/s", "ratio"):
+        sample.add_column(col, justify="left" if col == "sampling" else "right")
+    for row in result["sampling"]:
+        ratio = f"{row['vs_naive']:.1f}× naive, {row['vs_torch_stepper']:.1f}× torch" if "vs_torch_stepper" in row else f"{row['vs_naive']:.1f}× naive" if "vs_naive" in row else f"{row['vs_batch_1']:.1f}× batch 1" if "vs_batch_1" in row else ""
+        sample.add_row(row["what"], f"{row['chars_per_sec']:,.0f}", ratio)
+    other = Table(title_justify="left")
+    other.add_column("other")
+    other.add_column("result", justify="right")
+    tok = result["tokenising"]
+    other.add_row(tok["what"], f"{tok['mb_per_sec']:.1f} MB/s, peak RSS {tok['peak_rss_mb']:.0f} MB")
+    other.add_row(result["startup"]["what"], f"{result['startup']['seconds']:.2f} s")
+    if "quality" in result:
+        q = result["quality"]
+        other.add_row(f"quality: default model, {q['seconds']:.0f} s on {q['corpus']}", f"val {q['val_loss_nats']:.3f} nats ({q['val_bpc']:.3f} bpc), {q['chars_seen']:,} chars")
+    return [train, sample, other]

@@ -103,21 +103,21 @@ def generate(
     if cfg.length == 0:
         return
     logits = stepper.prime(ids, batch)
-    alive = np.ones(batch, dtype=bool)
+    alive = list(range(batch))  # the samples still going
     tails = [""] * batch  # the end of each generated text, to spot stop strings
     longest_stop = max((len(s) for s in cfg.stop), default=0)
+    chars = vocab.chars
     for _ in range(cfg.length):
-        probs = probabilities(logits, cfg.temp, cfg.top_k, cfg.top_p)
-        next_ids = draw(probs, rng)
-        for b in np.flatnonzero(alive):
-            char = vocab.chars[next_ids[b]]
-            yield int(b), char
-            if longest_stop:
-                tails[b] = (tails[b] + char)[-longest_stop:]
-                if any(tails[b].endswith(s) for s in cfg.stop):
-                    alive[b] = False
-        if not alive.any():
-            return
+        next_ids = draw(probabilities(logits, cfg.temp, cfg.top_k, cfg.top_p), rng)
+        picked = next_ids.tolist()
+        for b in alive:
+            yield b, chars[picked[b]]
+        if longest_stop:
+            for b in alive:
+                tails[b] = (tails[b] + chars[picked[b]])[-longest_stop:]
+            alive = [b for b in alive if not any(tails[b].endswith(s) for s in cfg.stop)]
+            if not alive:
+                return
         logits = stepper.step(next_ids)
 
 

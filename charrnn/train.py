@@ -17,6 +17,7 @@ random states of all of them), laid out as if one process had trained all the st
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -31,12 +32,14 @@ import torch.nn.functional as F
 
 from charrnn import __version__, checkpoint
 from charrnn.batches import batchify, fit_batch_size, get_chunk, num_chunks, release_pages, resume_batch_size, shard_rows
-from charrnn.config import ModelConfig, TrainConfig
+from charrnn.config import ModelConfig, SampleConfig, TrainConfig
 from charrnn.device import pick_device, set_threads
 from charrnn.distributed import Dist, state_digest
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN, count_parameters, detach_hidden, hidden_from_list, hidden_to_list
-from charrnn.vocab import Vocab
+from charrnn.sample import generate_text
+from charrnn.stepper import TorchStepper
+from charrnn.vocab import Vocab, describe_chars
 
 LN2 = math.log(2)
 MAX_BAD_STEPS = 10  # consecutive non-finite losses/gradients before giving up
@@ -123,6 +126,30 @@ def resumed_batch_size(meta: dict[str, Any], world: int, default: int) -> tuple[
     )
 
 
+def autocast_for(precision: str, model: CharRNN, device: torch.device, warn: Callable[[str], None]):
+    """A context-manager factory that runs the forward pass in `precision` (autocast), or in
+    fp32 with a warning where this device cannot (fp16 on a CPU; bf16 RNN kernels on CPUs
+    without bf16 support, found by a one-off probe that touches no state or RNG)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if dtype is None:
+        return contextlib.nullcontext
+    if device.type == "cpu" and dtype is torch.float16:
+        warn("--precision fp16 is not supported on the CPU; training in fp32 (try bf16)")
+        return contextlib.nullcontext
+    factory = lambda: torch.autocast(device_type=device.type, dtype=dtype)  # noqa: E731
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad(), factory():
+            model(torch.zeros(1, 2, dtype=torch.long, device=device))
+    except RuntimeError as exc:
+        warn(f"--precision {precision} is not supported here ({str(exc).splitlines()[0][:120]}); training in fp32")
+        return contextlib.nullcontext
+    finally:
+        model.train(was_training)
+    return factory
+
+
 class Trainer:
     def __init__(
         self,
@@ -173,6 +200,9 @@ class Trainer:
         if cfg.eval_chars:
             self.val_ids = self.val_ids[: cfg.eval_chars]
         self.data_digest = corpus_digest or ids_digest(train_ids)
+        unknown = vocab.unknown(cfg.sample_prime)
+        if unknown:
+            raise self._error(f"--sample-prime has characters that are not in the corpus: {describe_chars(unknown)}")
 
         torch.manual_seed(cfg.seed)  # the same on every process: the same initial weights
         self.model_cfg = cfg.model_config(len(vocab))
@@ -192,6 +222,9 @@ class Trainer:
         self.hidden = None
         self._stop_reason: str | None = None  # asked for in this process (a signal)
         self._stopping: str | None = None  # agreed by all processes
+        self._bad_in_a_row = 0
+        self.autocast = autocast_for(cfg.precision, self.model, self.device, self._warn)
+        self._forward = self._compiled_forward if cfg.compile else self.train_model
         if resume_from is not None:
             self._restore(resume_from)
 
@@ -231,6 +264,11 @@ class Trainer:
         if stop:
             self._stopping = self._stop_reason or "stopped by another process"
 
+    def _any_train_loss(self) -> bool:
+        """Whether any process has accumulated a training loss since the last evaluation (after a
+        resume rank 0 holds what all of them had, so they must ask each other)."""
+        return self.progress.loss_count > 0 if self.dist.world == 1 else self.dist.sum([self.progress.loss_count])[0] > 0
+
     def _all_finite(self, finite: bool) -> bool:
         """Whether the step was finite on every process: all of them skip it, or none."""
         return finite if self.dist.world == 1 else self.dist.sum([0.0 if finite else 1.0])[0] == 0
@@ -257,7 +295,6 @@ class Trainer:
             }
         )
         model.train()
-        bad_in_a_row = 0
         window_start, window_chars = time.perf_counter(), 0
         tick = time.perf_counter()
         reason = None
@@ -272,43 +309,8 @@ class Trainer:
             if self._stopping:
                 reason = self._stopping
                 break
-            if p.chunk == 0 or not cfg.carry_state:
-                self.hidden = None  # a new epoch (or, without carried state, every chunk) starts from zero
-            lr = self.lr_at(p.step, self.fraction_done())
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            x, y = (t.to(self.device, non_blocking=True) for t in get_chunk(self.streams, p.chunk, cfg.seq_len))
-            logits, hidden = model(x, self.hidden)
-            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # (under DDP the gradients are averaged over the processes here)
-            clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            loss_value = loss.item()
-            if self._all_finite(math.isfinite(loss_value) and math.isfinite(grad_norm.item())):
-                self.optimizer.step()
-                self.hidden = detach_hidden(hidden)
-                p.loss_sum += loss_value
-                p.loss_count += 1
-                bad_in_a_row = 0
-            else:
-                p.skipped_steps += 1
-                bad_in_a_row += 1
-                self.hidden = None  # the carried state may be poisoned too
-                self._warn(f"step {p.step + 1}: non-finite loss or gradient, update skipped")
-                if bad_in_a_row >= MAX_BAD_STEPS:
-                    raise self._error(
-                        f"training diverged: {MAX_BAD_STEPS} steps in a row had a non-finite loss "
-                        f"or gradient; the last good checkpoint is in {self.run_dir} "
-                        f"(try a lower --lr or --grad-clip)",
-                        exit_code=1,
-                    )
-            p.step += 1
-            p.chunk += 1
-            p.chars_seen += x.numel() * self.dist.world
-            window_chars += x.numel() * self.dist.world
-            if p.chunk >= self.chunks_per_epoch:
-                p.chunk, p.epoch = 0, p.epoch + 1
+            loss_value, lr = self.train_step()
+            window_chars += self.batch_size * cfg.seq_len * self.dist.world
             now = time.perf_counter()
             p.train_seconds += now - tick
             tick = now
@@ -326,12 +328,17 @@ class Trainer:
             )
             # (every process computes the same `finished`: it depends on agreed values only)
             finished = self.fraction_done() >= 1.0  # (an interruption evaluates nothing extra)
-            if p.step % cfg.eval_every == 0 or (finished and p.loss_count):
+            evaluated = p.step % cfg.eval_every == 0 or (finished and self._any_train_loss())
+            if evaluated:
                 chars_per_sec = window_chars / max(now - window_start, 1e-9)
                 self._evaluate(lr, chars_per_sec)
+            sampled = self._sample_due(evaluated)
+            if sampled:
+                self._sample()
+            if evaluated or sampled:  # chars/s measures training only
                 window_chars = 0
                 window_start = time.perf_counter()
-            if p.step % cfg.save_every == 0 and not bad_in_a_row:  # never save in a bad streak
+            if p.step % cfg.save_every == 0 and not self._bad_in_a_row:  # never save in a bad streak
                 self.save("last.pt")
             after = time.perf_counter()
             p.train_seconds += after - tick  # evaluation and saving count against the budget
@@ -350,6 +357,71 @@ class Trainer:
         }
         self.events(summary)
         return summary
+
+    def _compiled_forward(self, x, hidden):
+        """torch.compile'd forward; if compiling fails (no compiler, unsupported device), warn
+        once and go on in eager mode."""
+        try:
+            if not hasattr(self, "_compiled"):
+                self._compiled = torch.compile(self.train_model)
+            return self._compiled(x, hidden)
+        except Exception as exc:  # compilation errors come in many types
+            self._warn(f"--compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); training without it")
+            self._forward = self.train_model
+            return self.train_model(x, hidden)
+
+    def train_step(self) -> tuple[float, float]:
+        """One truncated-BPTT step on the next chunk; returns (loss in nats, learning rate).
+
+        A step whose loss or gradient is not finite changes no weight: it is counted and
+        skipped, and only MAX_BAD_STEPS of them in a row end training.
+        """
+        cfg, p = self.cfg, self.progress
+        if p.chunk == 0 or not cfg.carry_state:
+            self.hidden = None  # a new epoch (or, without carried state, every chunk) starts from zero
+        lr = self.lr_at(p.step, self.fraction_done())
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = (t.to(self.device, non_blocking=True) for t in get_chunk(self.streams, p.chunk, cfg.seq_len))
+        loss_value, grad_norm, hidden = self.gradients(x, y)
+        if self._all_finite(math.isfinite(loss_value) and math.isfinite(grad_norm)):
+            self.optimizer.step()
+            self.hidden = detach_hidden(hidden)
+            p.loss_sum += loss_value
+            p.loss_count += 1
+            self._bad_in_a_row = 0
+        else:
+            p.skipped_steps += 1
+            self._bad_in_a_row += 1
+            self.hidden = None  # the carried state may be poisoned too
+            self._warn(f"step {p.step + 1}: non-finite loss or gradient, update skipped")
+            if self._bad_in_a_row >= MAX_BAD_STEPS:
+                raise self._error(
+                    f"training diverged: {MAX_BAD_STEPS} steps in a row had a non-finite loss "
+                    f"or gradient; the last good checkpoint is in {self.run_dir} "
+                    f"(try a lower --lr or --grad-clip)",
+                    exit_code=1,
+                )
+        p.step += 1
+        p.chunk += 1
+        p.chars_seen += x.numel() * self.dist.world
+        if p.chunk >= self.chunks_per_epoch:
+            p.chunk, p.epoch = 0, p.epoch + 1
+        return loss_value, lr
+
+    def gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, Any]:
+        """Forward, loss, backward and clipping on one chunk (x, y: (B, T) ids): sets every
+        parameter's .grad and returns (loss in nats, gradient norm before clipping, new hidden
+        state). `charrnn train --engine numpy` replaces this method, and only this one. Under
+        DDP, backward() also averages the gradients over the processes."""
+        with self.autocast():
+            logits, hidden = self._forward(x, self.hidden)  # (B, T, V)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        return loss.item(), grad_norm.item(), hidden
 
     def _evaluate(self, lr: float, chars_per_sec: float) -> None:
         p, d = self.progress, self.dist
@@ -390,6 +462,26 @@ class Trainer:
         if improved:
             self.save("best.pt")
         self.events({"event": "eval", **row, "best": improved})
+
+    def _sample_due(self, evaluated: bool) -> bool:
+        every = self.cfg.sample_every
+        return evaluated if every is None else every > 0 and self.progress.step % every == 0
+
+    def _sample(self) -> None:
+        """A short text at the fixed prime and seed, so that the same sentence is seen improving.
+
+        Dropout is off (eval mode) and the draws come from their own NumPy generator, so neither
+        the torch RNG nor the model's training mode is changed: resuming stays exact.
+        """
+        if not self.dist.main:  # only rank 0 shows it
+            return
+        cfg = self.cfg
+        sample_cfg = SampleConfig(length=cfg.sample_chars, temp=0.8, prime=cfg.sample_prime, seed=cfg.seed)
+        try:
+            text = generate_text(TorchStepper(self.model, self.device), self.vocab, sample_cfg)[0]
+        finally:
+            self.model.train()
+        self.events({"event": "sample", "step": self.progress.step, "prime": cfg.sample_prime, "text": text})
 
     # ----------------------------------------------------------------- checkpoints
     def _gather_state(self) -> dict[str, Any]:

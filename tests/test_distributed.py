@@ -12,7 +12,7 @@ from charrnn import checkpoint
 from charrnn.batches import resume_batch_size, shard_rows
 from charrnn.distributed import Dist, launch_command, state_digest, strip_option
 
-from conftest import TINY, run_cli, words_text
+from conftest import TINY, invoke, run_cli, words_text
 
 gloo = pytest.mark.skipif(
     not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
@@ -127,3 +127,13 @@ def test_two_processes_resume_exactly(tmp_path):
         return [(r["step"], r["train_loss"], r["val_loss"]) for r in rows]
 
     assert losses("straight") == losses("split") and [r[0] for r in losses("split")] == [7, 14, 21, 28, 30]
+
+
+def test_what_cannot_run_in_several_processes_is_refused_before_torchrun_starts(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(words_text(3000), encoding="utf-8")
+    for extra, needle in ((["--engine", "numpy"], "--engine numpy trains in one process"), (["--nproc", "0"], "--nproc 0 must be at least 1")):
+        result = invoke("train", str(corpus), *TINY, "--nproc", "2", *extra, "--out", str(tmp_path / "ck"))
+        err = result.stderr.decode()
+        assert result.returncode == 2 and needle in err and err.strip().count("\n") == 0, err
+    assert not (tmp_path / "ck").exists()

@@ -163,3 +163,26 @@ def test_persistent_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp
     kept = checkpoint.load(tmp_path / "run" / "last.pt")
     assert kept.meta["progress"]["step"] == 10
     assert all(torch.isfinite(t).all() for t in kept.model.values())
+
+
+def test_precision_options(tmp_path):
+    events = []
+    bf16 = make_trainer(repeat_text(3000), tmp_path / "bf16", events=events.append, precision="bf16", max_steps=60)
+    assert bf16.fit()["best_loss"] < 1.0  # in bf16, or in fp32 after a warning where the CPU has no bf16 RNN kernels
+    assert all("bf16" in e["message"] and "fp32" in e["message"] for e in events if e["event"] == "warning")
+    events.clear()
+    fp16 = make_trainer(repeat_text(3000), tmp_path / "fp16", events=events.append, precision="fp16", max_steps=2)
+    fp16.fit()
+    assert any(e["event"] == "warning" and "fp16 is not supported on the CPU" in e["message"] for e in events)
+
+
+def test_compile_failure_falls_back_to_eager(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    events = []
+    trainer = make_trainer(repeat_text(3000), tmp_path, events=events.append, compile=True, max_steps=5)
+    assert trainer.fit()["step"] == 5
+    warnings = [e["message"] for e in events if e["event"] == "warning"]
+    assert len(warnings) == 1 and "--compile failed" in warnings[0] and "no compiler here" in warnings[0]

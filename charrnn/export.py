@@ -1,0 +1,137 @@
+"""Exports: a model's weights and vocabulary as a NumPy `.npz` that needs no torch to read.
+
+`charrnn export CKPT --format npz` writes one; `charrnn sample --checkpoint MODEL.npz` samples
+from it with the numpy engine, on a machine where torch is not even installed.
+
+Layout of the .npz (a zip of .npy arrays; `np.load(path, allow_pickle=False)` reads it all):
+
+    meta                 0-d unicode array: a JSON object with "format": "charrnn-npz",
+                         "format_version", "charrnn_version", "vocab" ({"chars": ...}),
+                         "model" (vocab_size, cell, layers, hidden, embed, dropout) and
+                         "source" (the checkpoint, its step and best loss)
+    embed.weight, rnn.weight_ih_l0, ..., head.bias
+                         float32 arrays, named and shaped as in the checkpoint (torch's names)
+
+Every member of the zip carries a CRC-32, checked as it is read, so a damaged file fails to
+load rather than loading wrong weights. This module imports torch only to read a .pt checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from charrnn import __version__
+from charrnn.config import ModelConfig
+from charrnn.errors import CharRNNError
+from charrnn.numpy_ref import CELLS
+from charrnn.vocab import Vocab
+
+FORMAT = "charrnn-npz"
+FORMAT_VERSION = 1
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every weight of a CharRNN with this config (torch's names)."""
+    G, H, V = CELLS[cfg.cell].gates, cfg.hidden, cfg.vocab_size
+    shapes = {"embed.weight": (V, cfg.embed)}
+    for k in range(cfg.layers):
+        width = cfg.embed if k == 0 else H
+        shapes |= {
+            f"rnn.weight_ih_l{k}": (G * H, width),
+            f"rnn.weight_hh_l{k}": (G * H, H),
+            f"rnn.bias_ih_l{k}": (G * H,),
+            f"rnn.bias_hh_l{k}": (G * H,),
+        }
+    return shapes | {"head.weight": (V, H), "head.bias": (V,)}
+
+
+def check_weights(weights: dict[str, np.ndarray], cfg: ModelConfig, source: str) -> None:
+    """A CharRNNError naming the first weight that is missing, extra or of the wrong shape."""
+    if cfg.cell not in CELLS:
+        raise CharRNNError(f"{source}: damaged model: unknown cell {cfg.cell!r}")
+    expected = expected_shapes(cfg)
+    for name in sorted(set(expected) | set(weights)):
+        if name not in weights:
+            raise CharRNNError(f"{source}: damaged model: weight {name} is missing")
+        if name not in expected:
+            raise CharRNNError(f"{source}: damaged model: unexpected weight {name}")
+        if tuple(weights[name].shape) != expected[name]:
+            raise CharRNNError(f"{source}: damaged model: {name} has shape {tuple(weights[name].shape)}, expected {expected[name]}")
+
+
+def export_npz(checkpoint_path: str | Path, out_path: str | Path) -> Path:
+    """Write the weights and vocabulary of a .pt checkpoint to `out_path` (.npz), atomically."""
+    from charrnn import checkpoint  # torch: only to read the .pt
+
+    checkpoint_path, out_path = Path(checkpoint_path), Path(out_path)
+    if out_path.suffix != ".npz":
+        raise CharRNNError(f"{out_path}: an npz export's name must end in .npz")
+    ckpt = checkpoint.load(checkpoint_path)
+    try:
+        cfg = ModelConfig(**ckpt.meta["model"])
+        vocab = ckpt.meta["vocab"]
+        progress = ckpt.meta.get("progress", {})
+    except (KeyError, TypeError):
+        raise CharRNNError(f"{checkpoint_path}: damaged checkpoint (bad metadata)") from None
+    weights = {name: tensor.detach().float().cpu().numpy() for name, tensor in ckpt.model.items()}
+    check_weights(weights, cfg, str(checkpoint_path))
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "charrnn_version": __version__,
+        "vocab": vocab,
+        "model": asdict(cfg),
+        "source": {"checkpoint": str(checkpoint_path), "step": progress.get("step"), "best_loss": progress.get("best_loss")},
+    }
+    save_npz(weights, meta, out_path)
+    return out_path
+
+
+def save_npz(weights: dict[str, np.ndarray], meta: dict, path: Path) -> None:
+    """Write to a temporary file in the same folder, then rename: never a half-written export."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, meta=np.array(json.dumps(meta)), **{k: np.ascontiguousarray(v, np.float32) for k, v in weights.items()})
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise CharRNNError(f"{path}: could not write the export ({exc.strerror or exc})", exit_code=1) from None
+        raise
+
+
+def load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], Vocab, ModelConfig]:
+    """Read an export (no torch, no pickle): its weights, vocabulary and model config."""
+    path = Path(path)
+    if not path.is_file():
+        raise CharRNNError(f"{path}: no such export" if not path.exists() else f"{path}: not a file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise CharRNNError(f"{path}: not a readable .npz export ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})") from None
+    try:
+        meta = json.loads(str(arrays.pop("meta")))
+        assert meta["format"] == FORMAT
+    except Exception:
+        raise CharRNNError(f"{path}: not a charrnn export (no valid 'meta' entry)") from None
+    if not isinstance(meta.get("format_version"), int) or meta["format_version"] > FORMAT_VERSION:
+        raise CharRNNError(f"{path}: export format version {meta.get('format_version')} is newer than this charrnn reads ({FORMAT_VERSION}); upgrade charrnn")
+    try:
+        cfg = ModelConfig(**meta["model"])
+        vocab = Vocab.from_json(meta["vocab"])
+    except Exception:
+        raise CharRNNError(f"{path}: damaged export (bad model or vocabulary metadata)") from None
+    check_weights(arrays, cfg, str(path))
+    if len(vocab) != cfg.vocab_size:
+        raise CharRNNError(f"{path}: damaged export (vocabulary and model disagree)")
+    return arrays, vocab, cfg

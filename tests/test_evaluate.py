@@ -1,0 +1,101 @@
+"""`charrnn eval`: streaming loss on any text, unknown characters skipped and reported."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from charrnn import checkpoint
+from charrnn.errors import CharRNNError
+from charrnn.evaluate import drop_unknown, score_ids, score_text
+from charrnn.train import model_from_checkpoint
+from charrnn.vocab import Vocab
+
+from tiny_run import invoke, structured_text, train_tiny_run
+
+TEXT = structured_text(6000)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("eval") / "run"
+    train_tiny_run(folder, TEXT)
+    model, vocab = model_from_checkpoint(checkpoint.load(folder / "best.pt"))
+    return folder, model, vocab
+
+
+def one_pass_loss(model, ids):
+    """The obvious way: the whole text in one forward pass."""
+    x = torch.tensor(ids[:-1], dtype=torch.long)[None]
+    with torch.no_grad():
+        logits, _ = model(x)
+    return F.cross_entropy(logits[0], torch.tensor(ids[1:], dtype=torch.long)).item()
+
+
+def test_chunks_with_carried_state_equal_one_pass(run):
+    _, model, vocab = run
+    ids = vocab.encode(TEXT[:700]).astype(np.int64)
+    expected = one_pass_loss(model, ids)
+    for chunk_len in (7, 64, 10_000):
+        assert score_ids(model, ids, chunk_len=chunk_len) == pytest.approx(expected, rel=1e-5)
+    # without the carried state the loss would differ: the check above has teeth
+    reset = np.mean([one_pass_loss(model, ids[i : i + 8]) for i in range(0, 693, 7)])
+    assert abs(reset - expected) > 1e-3
+
+
+def test_unknown_characters_are_dropped_counted_and_named(run):
+    _, model, vocab = run
+    text = "é" + TEXT[:300] + "☃é" + TEXT[300:600] + "é"
+    score = score_text(model, vocab, text, chunk_len=50)
+    assert score.unknown == {"é": 3, "☃": 1} and score.unknown_chars == 4
+    assert score.chars == len(text) and score.chars_scored == 600 - 1
+    assert score.loss_nats == pytest.approx(score_text(model, vocab, TEXT[:600]).loss_nats, rel=1e-6)
+    assert score.bpc == pytest.approx(score.loss_nats / math.log(2))
+    assert score.perplexity == pytest.approx(math.exp(score.loss_nats))
+
+
+def test_drop_unknown_keeps_known_text_whole():
+    vocab = Vocab.from_text("abc")
+    assert drop_unknown(vocab, "abcab") == ("abcab", {})
+    assert drop_unknown(vocab, "xaxbyx") == ("ab", {"x": 3, "y": 1})
+
+
+def test_a_text_with_nothing_to_score_is_a_clear_error(run):
+    _, model, vocab = run
+    with pytest.raises(CharRNNError, match="at least 2"):
+        score_text(model, vocab, "é☃é")
+
+
+def test_eval_command_prints_the_three_measures(run, tmp_path):
+    folder, model, vocab = run
+    text_file = tmp_path / "held_out.txt"
+    text_file.write_text(structured_text(1500, seed=5) + "é", encoding="utf-8")
+    result = invoke("eval", folder, text_file)  # a run folder stands for its best.pt
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"checkpoint  {folder / 'best.pt'}"
+    assert "1,501 characters, 1,499 scored" in lines[1]
+    nats = float(lines[2].split()[1])
+    assert lines[2].endswith("nats/char") and lines[3].endswith("bits/char")
+    assert float(lines[3].split()[0]) == pytest.approx(nats / math.log(2), abs=1e-3)
+    assert float(lines[4].split()[1]) == pytest.approx(math.exp(nats), rel=1e-3)
+    assert "skipped 1 characters the model never saw: 'é'" in lines[5]
+
+    as_json = invoke("eval", folder / "best.pt", text_file, "--json", "--device", "cpu")
+    assert as_json.exit_code == 0
+    data = json.loads(as_json.stdout)
+    assert data["loss_nats"] == pytest.approx(nats, abs=1e-4)
+    assert data["unknown"] == {"é": 1} and data["chars_scored"] == 1499
+    assert set(data) >= {"checkpoint", "file", "chars", "bpc", "perplexity", "unknown_chars"}
+    assert "'é'" in as_json.stderr  # people are told on stderr; stdout stays pure JSON
+
+
+def test_eval_command_errors_are_one_line(run, tmp_path):
+    folder, _, _ = run
+    missing = invoke("eval", folder / "best.pt", tmp_path / "nope.txt")
+    assert missing.exit_code == 2 and missing.stderr.strip() == f"charrnn: error: {tmp_path / 'nope.txt'}: no such file"
+    bad_ckpt = invoke("eval", tmp_path / "nope.pt", folder / "metrics.jsonl")
+    assert bad_ckpt.exit_code == 2 and "no such checkpoint" in bad_ckpt.stderr
