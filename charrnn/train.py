@@ -200,6 +200,7 @@ class Trainer:
         if cfg.eval_chars:
             self.val_ids = self.val_ids[: cfg.eval_chars]
         self.data_digest = corpus_digest or ids_digest(train_ids)
+        self._train_ids = train_ids  # (a view: for the digest of checkpoints from older versions)
         unknown = vocab.unknown(cfg.sample_prime)
         if unknown:
             raise self._error(f"--sample-prime has characters that are not in the corpus: {describe_chars(unknown)}")
@@ -551,7 +552,7 @@ class Trainer:
         if len(set(d.gather(meta["progress"]["step"]))) > 1:  # they would part ways at the first evaluation
             raise CharRNNError("the processes were given different checkpoints to resume from (load it on rank 0 and share it)", exit_code=1)
         saved_total = meta.get("batch_size", 0) * meta.get("world_size", 1)
-        if meta["corpus"]["digest"] != self.data_digest or saved_total != self.batch_size * d.world:
+        if not self._same_corpus(meta["corpus"]["digest"], "world_size" in meta) or saved_total != self.batch_size * d.world:
             raise self._error(
                 "cannot resume: the corpus (or the batch layout) differs from the one this run was "
                 "trained on; use --init-from to fine-tune on a new corpus instead"
@@ -572,6 +573,13 @@ class Trainer:
         hidden = [t[:, self.rows] for t in ckpt.hidden or []]  # this process' streams of all of them
         self.hidden = hidden_from_list(hidden, self.model_cfg.cell, self.device)
         self.progress.best_loss = d.from_main(lambda: self._best_loss_so_far(self.progress.best_loss))
+
+    def _same_corpus(self, digest: str, current_format: bool) -> bool:
+        """Whether a checkpoint's corpus digest is this corpus'. Checkpoints from before prepared
+        corpora (no world_size) hashed the training ids whole: compare those the same way."""
+        if digest == self.data_digest:
+            return True
+        return not current_format and digest == hashlib.sha1(np.ascontiguousarray(self._train_ids).tobytes()).hexdigest()
 
     def _best_loss_so_far(self, best_loss: float) -> float:
         """best.pt may be newer than last.pt: never replace it by a worse one."""
