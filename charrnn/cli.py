@@ -7,6 +7,7 @@ torch is imported only inside the commands that need it, so `charrnn --help` sta
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -17,7 +18,7 @@ import typer
 
 from charrnn import __version__
 from charrnn.cli_insight import register as register_insight_commands
-from charrnn.config import SampleConfig, TrainConfig, build, defaults, read_toml
+from charrnn.config import DEFAULT_SEPARATOR, SampleConfig, TrainConfig, build, defaults, read_toml
 from charrnn.errors import CharRNNError
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app = typer.Typer(
 )
 
 _state = {"debug": False}
+LAUNCHED_AS = "CHARRNN_LAUNCHED_AS"  # set for the processes `train --nproc` starts: the user's command
 register_insight_commands(app)  # eval, plot, neurons, runs (in their own help panel)
 
 MODEL, DATA, OPTIM, LENGTH, OUTPUT, RUN = "Model", "Data", "Optimisation", "Length of training", "Evaluation and checkpoints", "Run"
@@ -54,6 +56,11 @@ def _stderr():
 def _fail(exc: CharRNNError) -> None:
     if _state["debug"]:
         raise exc
+    if exc.elsewhere:  # another process of a distributed run prints it
+        import time
+
+        time.sleep(1.0)  # torchrun stops all processes when one ends: give that one time to print
+        raise typer.Exit(exc.exit_code)
     from rich.markup import escape
 
     _stderr().print(f"[bold red]charrnn: error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
@@ -77,7 +84,7 @@ def _main(
 # ---------------------------------------------------------------------------------- train
 @app.command()
 def train(
-    corpus: Annotated[Path, typer.Argument(help="A UTF-8 text file to learn from.", show_default=False)],
+    corpus: Annotated[list[Path], typer.Argument(help="Text to learn from: one or more files or directories (every file under them), joined with --separator.", show_default=False)],
     cell: Annotated[Optional[str], _opt("cell", "Recurrent cell: lstm, gru or rnn.", MODEL)] = None,
     layers: Annotated[Optional[int], _opt("layers", "Number of stacked recurrent layers.", MODEL)] = None,
     hidden: Annotated[Optional[int], _opt("hidden", "Hidden units per layer.", MODEL)] = None,
@@ -90,6 +97,8 @@ def train(
     encoding: Annotated[str, typer.Option(help="Text encoding of the corpus.", rich_help_panel=DATA)] = "utf-8",
     errors: Annotated[str, typer.Option(help="On undecodable bytes: strict (error) or replace (U+FFFD).", rich_help_panel=DATA)] = "strict",
     keep_newlines: Annotated[bool, typer.Option(help="Keep \\r\\n and \\r line endings instead of turning them into \\n.", rich_help_panel=DATA)] = False,
+    separator: Annotated[str, typer.Option(help="Text put between the files of a corpus of several files.", rich_help_panel=DATA)] = DEFAULT_SEPARATOR,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Where prepared corpora are kept. \\[default: $CHARRNN_CACHE or .charrnn-cache]", rich_help_panel=DATA, show_default=False)] = None,
     lr: Annotated[Optional[float], _opt("lr", "Peak learning rate (AdamW).", OPTIM)] = None,
     lr_schedule: Annotated[Optional[str], _opt("lr_schedule", "constant or cosine (decays to lr × min-lr-frac).", OPTIM)] = None,
     warmup: Annotated[Optional[int], _opt("warmup", "Steps of linear learning-rate warm-up.", OPTIM)] = None,
@@ -115,14 +124,19 @@ def train(
     engine: Annotated[Optional[str], _opt("engine", "Who computes the gradients: torch (autograd), or numpy: the hand-written BPTT of charrnn/numpy_ref.py, with everything else (AdamW, schedule, checkpoints) shared. numpy: CPU, fp32, no dropout; slow, for small models.", RUN)] = None,
     seed: Annotated[Optional[int], _opt("seed", "Random seed (weights, dropout).", RUN)] = None,
     device: Annotated[Optional[str], _opt("device", "auto, cpu, cuda or mps.", RUN)] = None,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads. \\[default: all cores]", rich_help_panel=RUN, show_default=False)] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads per process. \\[default: all cores, shared among the processes]", rich_help_panel=RUN, show_default=False)] = None,
+    nproc: Annotated[Optional[int], typer.Option(help="Train data-parallel in this many processes on this machine (launches torchrun; --batch-size is per process).", rich_help_panel=RUN, show_default=False)] = None,
     config: Annotated[Optional[Path], typer.Option(help="A TOML file of options (keys as the flags, e.g. hidden = 512); flags given here win.", rich_help_panel=RUN, show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the final summary.", rich_help_panel=RUN)] = False,
 ) -> None:
-    """Train a model on CORPUS and write checkpoints to --out/--name/{last,best}.pt."""
+    """Train a model on CORPUS and write checkpoints to --out/--name/{last,best}.pt.
+
+    Under torchrun (or with --nproc) it trains data-parallel, one process per CPU share or GPU.
+    """
     given = {k: v for k, v in locals().items() if k in TRAIN_DEFAULTS and v is not None}
+    read_options = dict(encoding=encoding, errors=errors, keep_newlines=keep_newlines, separator=separator)
     try:
-        _train(corpus, given, config, resume, overwrite, init_from, quiet, dict(encoding=encoding, errors=errors, keep_newlines=keep_newlines))
+        _train(corpus, given, config, resume, overwrite, init_from, quiet, read_options, cache_dir, nproc)
     except CharRNNError as exc:
         _fail(exc)
 
@@ -133,19 +147,109 @@ RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "eval_chars
 RESUMABLE |= {"sample_every", "sample_chars", "sample_prime"}  # live samples change nothing of the run
 
 
-def _train(corpus: Path, given: dict, config: Path | None, resume: bool, overwrite: bool, init_from: Path | None, quiet: bool, read_options: dict) -> None:
-    from charrnn import checkpoint
+def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, overwrite: bool, init_from: Path | None, quiet: bool, read_options: dict, cache_dir: Path | None, nproc: int | None) -> None:
     from charrnn.corpus import load_corpus
     from charrnn.display import TrainDisplay
+    from charrnn.distributed import Dist
 
+    dist = Dist.from_env()
+    if nproc is not None and nproc < 1:
+        raise CharRNNError(f"--nproc {nproc} must be at least 1")
+    if nproc is not None and dist.world > 1:
+        raise CharRNNError("--nproc launches torchrun; this process already runs under torchrun: leave --nproc out")
     if resume and overwrite:
         raise CharRNNError("--resume and --overwrite contradict each other: choose one")
     if resume and init_from:
         raise CharRNNError("--resume continues a run; --init-from starts a new one from weights: choose one")
     file_values = read_toml(config, TrainConfig) if config else {}
     cfg = build(TrainConfig, file_values, given)
-    run_dir = Path(cfg.out) / (cfg.name or corpus.stem)
-    resume_ckpt = init_ckpt = vocab = None
+    run_dir = Path(cfg.out) / (cfg.name or _corpus_name(corpora))
+    display = TrainDisplay(_stderr(), quiet=quiet or not dist.main)
+
+    def load(vocab):
+        with display.preparing() as progress:
+            return load_corpus(corpora, vocab=vocab, cache_dir=cache_dir or _default_cache(), progress=progress, **read_options)
+
+    if nproc is not None and nproc > 1:  # check and prepare everything here, then hand over to torchrun
+        cfg, _, _, vocab = _plan_run(run_dir, cfg, file_values, given, resume, overwrite, init_from, nproc)
+        load(vocab)  # the processes find it in the cache
+        _launch(nproc, display)
+
+    if dist.world > 1:  # (a single process picks its device in the Trainer, after checking the options)
+        from charrnn.device import pick_device
+
+        dist.start(pick_device(cfg.device))
+    try:
+        cfg, resume_ckpt, init_ckpt, vocab = dist.from_main(lambda: _plan_run(run_dir, cfg, file_values, given, resume, overwrite, init_from, dist.world))
+        data = dist.local_first(lambda: load(vocab))
+        if init_ckpt is not None and len(data.vocab) != init_ckpt.meta["model"]["vocab_size"]:
+            raise CharRNNError(f"--init-from {init_from}: damaged checkpoint (vocabulary and model disagree)")
+        train_ids, val_ids = data.split(cfg.val_frac)
+
+        if cfg.engine == "numpy":
+            from charrnn.numpy_train import NumpyTrainer as Trainer
+
+            display.message("engine numpy: gradients by the hand-written BPTT of charrnn/numpy_ref.py")
+        else:
+            from charrnn.train import Trainer
+
+        trainer = Trainer(cfg, data.vocab, train_ids, val_ids, run_dir, events=display, resume_from=resume_ckpt, init_from=init_ckpt, corpus_path=data.path, corpus_digest=data.digest, dist=dist)
+        if overwrite and dist.main:  # only now that everything checked out: the old run is replaced, not lost to a typo
+            for f in ("last.pt", "best.pt", "metrics.jsonl"):
+                (run_dir / f).unlink(missing_ok=True)
+        _describe(display, data, cfg)
+        received: list[int] = []
+
+        def on_signal(signum, frame):
+            received.append(signum)
+            trainer.stop(signal.Signals(signum).name)
+            if dist.world == 1:  # a second one ends at once (torchrun repeats signals, and kills after 30 s)
+                signal.signal(signum, signal.SIG_DFL)
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            with display:
+                summary = trainer.fit()
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
+    finally:
+        dist.close()
+    if not dist.main:
+        if received:
+            raise typer.Exit(128 + received[0])
+        return
+    display.summary(summary)
+    if received or summary["reason"] == "stopped by another process":
+        why = signal.Signals(received[0]).name if received else "a signal to another process"
+        display.console.print(f"stopped by {why}; progress saved in {summary['last']}\n{_resume_hint(dist)}", soft_wrap=True)
+        if received:
+            raise typer.Exit(128 + received[0])
+
+
+def _resume_hint(dist) -> str:
+    launched = os.environ.get(LAUNCHED_AS)  # the command the user typed, when --nproc started torchrun
+    argv = json.loads(launched) if launched else sys.argv[1:]
+    argv = " ".join(a for a in argv if a not in ("--overwrite", "--resume"))
+    if dist.world > 1 and not launched:
+        return f"resume with the same torchrun command, adding --resume to: charrnn {argv}"
+    return f"resume with: charrnn {argv} --resume"
+
+
+def _plan_run(run_dir: Path, cfg: TrainConfig, file_values: dict, given: dict, resume: bool, overwrite: bool, init_from: Path | None, world: int):
+    """Check the run folder and read the checkpoint to continue or start from (on `world`
+    processes): (config, checkpoint to resume, checkpoint to initialise from, vocabulary or None)."""
+    planned = _read_run(run_dir, cfg, file_values, given, resume, overwrite, init_from, world)
+    if planned[0].engine == "numpy" and world > 1:
+        raise CharRNNError("--engine numpy trains in one process (its hand-written gradients are not averaged across processes): leave out --nproc, or use --engine torch")
+    return planned
+
+
+def _read_run(run_dir: Path, cfg: TrainConfig, file_values: dict, given: dict, resume: bool, overwrite: bool, init_from: Path | None, world: int):
+    from charrnn import checkpoint
+    from charrnn.train import resumed_batch_size
+    from charrnn.vocab import Vocab
+
     if resume:
         last = run_dir / "last.pt"
         if not last.exists():
@@ -156,63 +260,137 @@ def _train(corpus: Path, given: dict, config: Path | None, resume: bool, overwri
         if changed:
             raise CharRNNError(f"--resume continues the run as it was: cannot change {', '.join('--' + k.replace('_', '-') for k in changed)}")
         cfg = build(TrainConfig, {**resume_ckpt.meta["config"], **file_values}, given)
-        from charrnn.vocab import Vocab
+        resumed_batch_size(resume_ckpt.meta, world, cfg.batch_size)  # can the run go on with this many processes?
+        return cfg, resume_ckpt, None, Vocab.from_json(resume_ckpt.meta["vocab"])
+    existing = [f for f in ("last.pt", "best.pt", "metrics.jsonl") if (run_dir / f).exists()]
+    if existing and not overwrite:
+        raise CharRNNError(
+            f"{run_dir} already holds a run ({', '.join(existing)}): use --resume to continue it, "
+            f"--overwrite to replace it, or --name to start another"
+        )
+    if not init_from:
+        return cfg, None, None, None
+    init_ckpt = checkpoint.load(init_from)
+    shape = {k: init_ckpt.meta["model"][k] for k in ("cell", "layers", "hidden", "embed")}
+    clash = sorted(k for k, v in shape.items() if k in given and given[k] != v)
+    if clash:
+        raise CharRNNError(f"--init-from {init_from}: the model's shape is fixed by the checkpoint; drop {', '.join('--' + k for k in clash)}")
+    cfg = build(TrainConfig, {**file_values, **shape}, given)
+    return cfg, None, init_ckpt, Vocab.from_json(init_ckpt.meta["vocab"])
 
-        vocab = Vocab.from_json(resume_ckpt.meta["vocab"])
-    else:
-        existing = [f for f in ("last.pt", "best.pt", "metrics.jsonl") if (run_dir / f).exists()]
-        if existing and not overwrite:
-            raise CharRNNError(
-                f"{run_dir} already holds a run ({', '.join(existing)}): use --resume to continue it, "
-                f"--overwrite to replace it, or --name to start another"
-            )
-        if init_from:
-            init_ckpt = checkpoint.load(init_from)
-            from charrnn.vocab import Vocab
 
-            vocab = Vocab.from_json(init_ckpt.meta["vocab"])
-            shape = {k: init_ckpt.meta["model"][k] for k in ("cell", "layers", "hidden", "embed")}
-            clash = sorted(k for k, v in shape.items() if k in given and given[k] != v)
-            if clash:
-                raise CharRNNError(f"--init-from {init_from}: the model's shape is fixed by the checkpoint; drop {', '.join('--' + k for k in clash)}")
-            cfg = build(TrainConfig, {**file_values, **shape}, given)
-    display = TrainDisplay(_stderr(), quiet=quiet)
-    data = load_corpus(corpus, vocab=vocab, **read_options)
-    if init_ckpt is not None and len(data.vocab) != init_ckpt.meta["model"]["vocab_size"]:
-        raise CharRNNError(f"--init-from {init_from}: damaged checkpoint (vocabulary and model disagree)")
+def _corpus_name(corpora: list[Path]) -> str:
+    first = corpora[0]
+    return (first.resolve().name if first.is_dir() else first.stem) or "corpus"
+
+
+def _default_cache() -> Path:
+    from charrnn.prepare import default_cache_dir
+
+    return default_cache_dir()
+
+
+def _describe(display, data, cfg: TrainConfig) -> None:
     train_ids, val_ids = data.split(cfg.val_frac)
+    display.message(
+        f"{data.path}: {len(data.ids):,} characters, {len(data.vocab):,} distinct{_prepared(data.info)}; "
+        f"{len(train_ids):,} to train on, {len(val_ids):,} for validation"
+    )
 
-    if cfg.engine == "numpy":
-        from charrnn.numpy_train import NumpyTrainer as Trainer
 
-        display.message("engine numpy: gradients by the hand-written BPTT of charrnn/numpy_ref.py")
-    else:
-        from charrnn.train import Trainer
+def _prepared(info: dict | None) -> str:
+    if not info or info.get("cached"):
+        return ""
+    seconds = (info.get("counted_s") or 0) + (info.get("encoded_s") or 0)
+    return f" (prepared in {seconds:.1f} s)" if seconds >= 0.5 else ""
 
-    trainer = Trainer(cfg, data.vocab, train_ids, val_ids, run_dir, events=display, resume_from=resume_ckpt, init_from=init_ckpt, corpus_path=str(corpus))
-    if overwrite:  # only now that everything checked out: the old run is replaced, not lost to a typo
-        for f in ("last.pt", "best.pt", "metrics.jsonl"):
-            (run_dir / f).unlink(missing_ok=True)
-    display.message(f"{corpus}: {len(data.ids):,} characters, {len(data.vocab):,} distinct; {len(train_ids):,} to train on, {len(val_ids):,} for validation")
-    received: list[int] = []
 
-    def on_signal(signum, frame):
-        received.append(signum)
-        trainer.stop(signal.Signals(signum).name)
-        signal.signal(signum, signal.SIG_DFL)  # a second one ends at once
+def _launch(nproc: int, display) -> None:
+    """Run the same command in `nproc` processes under torchrun (in this process, so that its
+    failures become an exit code and the workers' one-line errors are all that is printed)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    from charrnn.device import available_cores
+    from charrnn.distributed import launch_command
+
+    args, env = launch_command(sys.argv[1:], nproc, available_cores())
+    display.message(f"launching {nproc} processes: torchrun {' '.join(args)}")
+    os.environ.update(env)
+    if not _state["debug"]:  # the workers report their own errors; torchrun's log would repeat them
+        import logging
+
+        quiet = logging.getLogger("torch.distributed.elastic")
+        quiet.addHandler(logging.NullHandler())
+        quiet.propagate = False
     try:
-        with display:
-            summary = trainer.fit()
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-    display.summary(summary)
-    if received:
-        argv = " ".join(a for a in sys.argv[1:] if a not in ("--overwrite", "--resume"))
-        display.console.print(f"stopped by {signal.Signals(received[0]).name}; progress saved in {summary['last']}\nresume with: charrnn {argv} --resume", soft_wrap=True)
-        raise typer.Exit(128 + received[0])
+        run(parse_args(args))
+    except ChildFailedError as exc:
+        codes = [f.exitcode for f in exc.failures.values()]
+        raise typer.Exit(next((c if c > 0 else 128 - c for c in codes if c), 1)) from None
+    except SignalException as exc:  # the workers were told too; they saved and stopped
+        raise typer.Exit(128 + int(exc.sigval)) from None
+    raise typer.Exit(0)
+
+
+# ---------------------------------------------------------------------------------- prepare
+@app.command()
+def prepare(
+    corpus: Annotated[list[Path], typer.Argument(help="One or more files or directories (every file under them), joined with --separator.", show_default=False)],
+    encoding: Annotated[str, typer.Option(help="Text encoding of the corpus.")] = "utf-8",
+    errors: Annotated[str, typer.Option(help="On undecodable bytes: strict (error) or replace (U+FFFD).")] = "strict",
+    keep_newlines: Annotated[bool, typer.Option(help="Keep \\r\\n and \\r line endings instead of turning them into \\n.")] = False,
+    separator: Annotated[str, typer.Option(help="Text put between the files of a corpus of several files.")] = DEFAULT_SEPARATOR,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Where prepared corpora are kept. \\[default: $CHARRNN_CACHE or .charrnn-cache]", show_default=False)] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print what was prepared as JSON on stdout.")] = False,
+) -> None:
+    """Encode CORPUS into memory-mappable ids in the cache, as `train` does before it starts.
+
+    The corpus is read in chunks (memory does not grow with its size); a second run, or a
+    `train` on the same corpus with the same read options, finds it prepared."""
+    try:
+        _prepare(corpus, dict(encoding=encoding, errors=errors, keep_newlines=keep_newlines, separator=separator), cache_dir, json_out)
+    except CharRNNError as exc:
+        _fail(exc)
+
+
+def _prepare(corpora: list[Path], read_options: dict, cache_dir: Path | None, json_out: bool) -> None:
+    import time
+
+    from charrnn.corpus import load_corpus
+    from charrnn.display import TrainDisplay
+
+    display = TrainDisplay(_stderr())
+    started = time.perf_counter()
+    with display.preparing() as progress:
+        data = load_corpus(corpora, cache_dir=cache_dir or _default_cache(), progress=progress, **read_options)
+    seconds = time.perf_counter() - started
+    info = data.info or {}
+    mb_per_s = info.get("bytes", 0) / 1e6 / max(seconds, 1e-9)
+    files = info.get("files", 1)
+    display.console.print(
+        f"{data.path}: {len(data.ids):,} characters, {len(data.vocab):,} distinct, ids as {data.ids.dtype}"
+        + (f" ({files:,} files)" if files > 1 else ""),
+        soft_wrap=True,
+        markup=False,
+    )
+    done = "already prepared" if info.get("cached") else f"prepared in {seconds:.1f} s ({mb_per_s:.1f} MB/s)"
+    display.console.print(f"{done}: {info.get('entry')}", soft_wrap=True, markup=False)
+    if json_out:
+        result = {
+            "corpus": [str(p) for p in corpora],
+            "files": files,
+            "bytes": info.get("bytes"),
+            "chars": len(data.ids),
+            "distinct": len(data.vocab),
+            "dtype": str(data.ids.dtype),
+            "entry": info.get("entry"),
+            "cached": bool(info.get("cached")),
+            "seconds": round(seconds, 3),
+            "mb_per_s": round(mb_per_s, 2),
+        }
+        typer.echo(json.dumps(result))
 
 
 # ---------------------------------------------------------------------------------- sample

@@ -20,6 +20,7 @@ SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
 TRAIN_ENGINES = ("torch", "numpy")
+DEFAULT_SEPARATOR = "\n\n"  # between the files of a corpus made of several
 
 
 @dataclass

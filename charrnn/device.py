@@ -22,12 +22,17 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def set_threads(threads: int | None) -> int:
-    """Use `threads` CPU threads, or every core this process may run on."""
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def set_threads(threads: int | None, share: int = 1) -> int:
+    """Use `threads` CPU threads, or this process' share of the cores it may run on (when
+    `share` processes train side by side on one machine)."""
     if threads is None:
-        try:
-            threads = len(os.sched_getaffinity(0))
-        except AttributeError:  # not on Linux
-            threads = os.cpu_count() or 1
+        threads = max(1, available_cores() // share)
     torch.set_num_threads(threads)
     return threads

@@ -10,12 +10,21 @@ terminal, and as one log line (`sample @ step N: ...`) otherwise; newlines are s
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -85,6 +94,32 @@ class TrainDisplay:
             self.progress.stop()
         return False
 
+    @contextlib.contextmanager
+    def preparing(self) -> Iterator[Callable[[str, int, int], None] | None]:
+        """A progress callback for preparing a corpus: bars of bytes read and MB/s, one per pass,
+        on a terminal (they vanish when done); nothing elsewhere."""
+        if not self.live:
+            yield None
+            return
+        bars = Progress(
+            TextColumn("{task.description:<20}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        tasks: dict[str, Any] = {}
+
+        def update(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bars.add_task(phase, total=total)
+            bars.update(tasks[phase], completed=done)
+
+        with bars:
+            yield update
+
     def message(self, text: str) -> None:
         if not self.quiet:
             self.console.print(text, soft_wrap=True)
@@ -95,7 +130,9 @@ class TrainDisplay:
             self.console.print(f"[yellow]warning:[/] {event['message']}", soft_wrap=True)
         elif kind == "start":
             self.message(
-                f"training {event['parameters']:,} parameters on {event['device']} ({event['threads']} threads), "
+                f"training {event['parameters']:,} parameters on {event['device']} ({event['threads']} threads"
+                + (f" in each of {event['processes']} processes" if event.get("processes", 1) > 1 else "")
+                + "), "
                 f"batch {event['batch_size']}, {event['chunks_per_epoch']:,} steps per epoch"
                 + (f", resuming at step {event['step']:,}" if event["step"] else "")
                 + f"; run folder {event['run_dir']}"

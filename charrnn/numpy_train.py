@@ -49,6 +49,8 @@ class NumpyTrainer(Trainer):
 
     def __init__(self, cfg: TrainConfig, *args, **kwargs):
         check_supported(cfg)
+        if kwargs.get("dist") is not None and kwargs["dist"].world > 1:
+            raise CharRNNError("--engine numpy trains in one process: its gradients are not averaged across processes")
         super().__init__(dataclasses.replace(cfg, device="cpu"), *args, **kwargs)
 
     def gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, Any]:

@@ -5,6 +5,14 @@
 handler). It reports progress through a callback of plain dicts, so the command line decides how
 to show it. Everything needed to continue exactly (weights, optimizer, RNG, data position,
 carried hidden state, loss accumulators) goes into `last.pt`.
+
+Under torchrun (`Dist` with several processes) the same loop trains data-parallel: the model is
+wrapped in DistributedDataParallel, which averages the gradients; each process walks its own
+block of the B x P streams of the corpus; the processes agree at every step on whether to skip a
+non-finite step and whether to stop, so they never part ways; validation losses are summed over
+the processes' shares of the validation split. Only rank 0 reports, writes metrics and
+checkpoints; a checkpoint holds what every process needs to continue (the hidden states and
+random states of all of them), laid out as if one process had trained all the streams.
 """
 
 from __future__ import annotations
@@ -23,9 +31,10 @@ import torch
 import torch.nn.functional as F
 
 from charrnn import __version__, checkpoint
-from charrnn.batches import batchify, fit_batch_size, get_chunk, num_chunks
+from charrnn.batches import batchify, fit_batch_size, get_chunk, num_chunks, release_pages, resume_batch_size, shard_rows
 from charrnn.config import ModelConfig, SampleConfig, TrainConfig
 from charrnn.device import pick_device, set_threads
+from charrnn.distributed import Dist, state_digest
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN, count_parameters, detach_hidden, hidden_from_list, hidden_to_list
 from charrnn.sample import generate_text
@@ -53,26 +62,68 @@ class Progress:
     skipped_steps: int = 0
 
 
+SAMPLED_DIGEST_POINTS = 1 << 20
+
+
 def ids_digest(ids: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(ids).tobytes()).hexdigest()
+    """A cheap fingerprint of an id array of any size: its length, dtype and about a million ids
+    spread evenly over it (a memory-mapped corpus of gigabytes is not read whole). The command
+    line uses the prepared corpus' content hash instead; this is for ids from elsewhere."""
+    h = hashlib.sha1(f"{len(ids)}:{ids.dtype}".encode())
+    step = max(1, len(ids) // SAMPLED_DIGEST_POINTS)
+    h.update(np.ascontiguousarray(ids[::step]).tobytes())
+    h.update(np.ascontiguousarray(ids[-4096:]).tobytes())
+    return h.hexdigest()
 
 
-def evaluate(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device, carry_state: bool = True) -> float:
-    """Mean cross-entropy (nats/char) over `ids`, streaming with carried state (unless told not to)."""
+def evaluate_sum(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device, carry_state: bool = True, rank: int = 0, world: int = 1) -> tuple[float, int]:
+    """Summed cross-entropy (nats) and the number of characters it covers, over this process'
+    share of `ids`: the ids are laid out as `batch_size` x `world` streams, and process `rank`
+    evaluates its block of them with carried state (unless told not to)."""
     seq_len = min(seq_len, len(ids) - 1)
-    batch_size = max(1, fit_batch_size(len(ids), seq_len, batch_size))
-    streams = batchify(ids, batch_size)
+    n_streams = max(1, fit_batch_size(len(ids), seq_len, batch_size * world))
+    streams = batchify(ids, n_streams)[shard_rows(n_streams, rank, world)]
     was_training = model.training
     model.eval()
     total, count, hidden = 0.0, 0, None
     with torch.no_grad():
-        for index in range(num_chunks(streams, seq_len)):
+        for index in range(num_chunks(streams, seq_len) if len(streams) else 0):
             x, y = (t.to(device) for t in get_chunk(streams, index, seq_len))
             logits, hidden = model(x, hidden if carry_state else None)
             total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
             count += y.numel()
     model.train(was_training)
+    return total, count
+
+
+def evaluate(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device, carry_state: bool = True) -> float:
+    """Mean cross-entropy (nats/char) over `ids`, streaming with carried state (unless told not to)."""
+    total, count = evaluate_sum(model, ids, batch_size, seq_len, device, carry_state)
     return total / max(count, 1)
+
+
+def resumed_batch_size(meta: dict[str, Any], world: int, default: int) -> tuple[int, str | None]:
+    """Streams per process that continue the run saved with `meta` on `world` processes (the same
+    streams, from the same position), and a note when that is not how it was trained. A clear
+    error when its streams cannot be split evenly over `world` processes."""
+    saved_batch, saved_world = meta.get("batch_size"), meta.get("world_size", 1)
+    if not isinstance(saved_batch, int) or not isinstance(saved_world, int):
+        return default, None
+    if saved_world == world:
+        return saved_batch, None
+    batch = resume_batch_size(saved_batch, saved_world, world)
+    total = saved_batch * saved_world
+    trained = f"{saved_world} process{'es' if saved_world > 1 else ''} x {saved_batch} streams"
+    if batch is None:
+        raise CharRNNError(
+            f"cannot resume on {world} processes: the run was trained by {trained}, and its {total} "
+            f"streams do not split evenly over {world}; resume with {saved_world} processes "
+            f"(--nproc {saved_world}), or any number that divides {total}"
+        )
+    return batch, (
+        f"the run was trained by {trained}; continuing on {world} x {batch}: the same {total} streams "
+        f"from the same position (dropout draws other random numbers)"
+    )
 
 
 def autocast_for(precision: str, model: CharRNN, device: torch.device, warn: Callable[[str], None]):
@@ -111,47 +162,70 @@ class Trainer:
         resume_from: checkpoint.Checkpoint | None = None,
         init_from: checkpoint.Checkpoint | None = None,
         corpus_path: str = "",
+        corpus_digest: str | None = None,
+        dist: Dist | None = None,
     ):
         self.cfg, self.vocab, self.run_dir = cfg, vocab, Path(run_dir)
-        self.events = events or (lambda event: None)
+        self.dist = dist or Dist()
+        self.events = (events or (lambda event: None)) if self.dist.main else (lambda event: None)
         self.corpus_path = corpus_path
-        self.threads = set_threads(cfg.threads)
-        self.device = pick_device(cfg.device)
-        self.batch_size = fit_batch_size(len(train_ids), cfg.seq_len, cfg.batch_size)
+        self.threads = set_threads(cfg.threads, share=self.dist.local_world)
+        self.device = self.dist.device if self.dist.world > 1 else pick_device(cfg.device)
+        world = self.dist.world
+        wanted = cfg.batch_size
+        if resume_from is not None:
+            try:
+                wanted, note = resumed_batch_size(resume_from.meta, world, cfg.batch_size)
+            except CharRNNError as exc:
+                raise self._error(str(exc)) from None
+            if note:
+                self._warn(note)
+        self.batch_size = fit_batch_size(len(train_ids), cfg.seq_len, wanted * world) // world  # per process
         if self.batch_size < 1:
-            raise CharRNNError(
+            raise self._error(
                 f"corpus too short: the training split has {len(train_ids)} characters, "
-                f"at least {cfg.seq_len + 1} are needed for one chunk of --seq-len {cfg.seq_len}"
+                f"at least {(cfg.seq_len + 1) * world} are needed for one chunk of --seq-len {cfg.seq_len}"
+                + (f" in each of {world} processes" if world > 1 else "")
             )
-        if self.batch_size < cfg.batch_size:
+        if self.batch_size < wanted:
             self._warn(
-                f"the corpus is short: using --batch-size {self.batch_size} instead of {cfg.batch_size} "
+                f"the corpus is short: using --batch-size {self.batch_size} instead of {wanted} "
                 f"so that every stream holds a chunk of {cfg.seq_len}"
             )
-        self.streams = batchify(train_ids, self.batch_size)
+        self.rows = shard_rows(self.batch_size * world, self.dist.rank, world)  # this process' streams
+        self.streams = batchify(train_ids, self.batch_size * world)[self.rows]  # (B, L), a view
         self.chunks_per_epoch = num_chunks(self.streams, cfg.seq_len)
+        self.train_chars = len(train_ids)
         self.val_ids = val_ids if len(val_ids) >= 2 else val_ids[:0]
         if cfg.eval_chars:
             self.val_ids = self.val_ids[: cfg.eval_chars]
-        self.data_digest = ids_digest(train_ids)
+        self.data_digest = corpus_digest or ids_digest(train_ids)
+        self._train_ids = train_ids  # (a view: for the digest of checkpoints from older versions)
         unknown = vocab.unknown(cfg.sample_prime)
         if unknown:
-            raise CharRNNError(f"--sample-prime has characters that are not in the corpus: {describe_chars(unknown)}")
+            raise self._error(f"--sample-prime has characters that are not in the corpus: {describe_chars(unknown)}")
 
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # the same on every process: the same initial weights
         self.model_cfg = cfg.model_config(len(vocab))
         self.model = CharRNN(self.model_cfg).to(self.device)
+        if init_from is not None:
+            self.model.load_state_dict(init_from.model)
+        self.train_model = self.model  # what the step calls: the model, or its DDP wrapper
+        if world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.train_model = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+            torch.manual_seed(cfg.seed + self.dist.rank)  # but each its own dropout
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
         )
         self.progress = Progress()
         self.hidden = None
-        self._stop_reason: str | None = None
+        self._stop_reason: str | None = None  # asked for in this process (a signal)
+        self._stopping: str | None = None  # agreed by all processes
         self._bad_in_a_row = 0
         self.autocast = autocast_for(cfg.precision, self.model, self.device, self._warn)
-        self._forward = self._compiled_forward if cfg.compile else self.model
-        if init_from is not None:
-            self.model.load_state_dict(init_from.model)
+        self._forward = self._compiled_forward if cfg.compile else self.train_model
         if resume_from is not None:
             self._restore(resume_from)
 
@@ -180,20 +254,42 @@ class Trainer:
         """Ask the loop to end after the current step (safe to call from a signal handler)."""
         self._stop_reason = reason
 
+    def _agree_on_stop_and_clock(self) -> None:
+        """Every process takes rank 0's clock and stops if any process was asked to, so that all
+        of them see the same limits at the same step (a single process just looks)."""
+        if self.dist.world == 1:
+            self._stopping = self._stop_reason
+            return
+        stop, seconds = self.dist.sum([1.0 if self._stop_reason else 0.0, self.progress.train_seconds if self.dist.main else 0.0])
+        self.progress.train_seconds = seconds
+        if stop:
+            self._stopping = self._stop_reason or "stopped by another process"
+
+    def _any_train_loss(self) -> bool:
+        """Whether any process has accumulated a training loss since the last evaluation (after a
+        resume rank 0 holds what all of them had, so they must ask each other)."""
+        return self.progress.loss_count > 0 if self.dist.world == 1 else self.dist.sum([self.progress.loss_count])[0] > 0
+
+    def _all_finite(self, finite: bool) -> bool:
+        """Whether the step was finite on every process: all of them skip it, or none."""
+        return finite if self.dist.world == 1 else self.dist.sum([0.0 if finite else 1.0])[0] == 0
+
     # ----------------------------------------------------------------- the loop
     def fit(self, until_step: int | None = None) -> dict[str, Any]:
-        cfg, p, model = self.cfg, self.progress, self.model
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.remove_stale_temporaries(self.run_dir)
+        cfg, p, model = self.cfg, self.progress, self.train_model
+        if self.dist.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            checkpoint.remove_stale_temporaries(self.run_dir)
         self.events(
             {
                 "event": "start",
-                "parameters": count_parameters(model),
+                "parameters": count_parameters(self.model),
                 "device": str(self.device),
                 "threads": self.threads,
                 "batch_size": self.batch_size,
+                "processes": self.dist.world,
                 "chunks_per_epoch": self.chunks_per_epoch,
-                "train_chars": self.streams.size,
+                "train_chars": self.train_chars,
                 "val_chars": len(self.val_ids),
                 "step": p.step,
                 "run_dir": str(self.run_dir),
@@ -204,17 +300,18 @@ class Trainer:
         tick = time.perf_counter()
         reason = None
         while True:
+            self._agree_on_stop_and_clock()
             if self.fraction_done() >= 1.0:
                 reason = "done"
                 break
             if until_step is not None and p.step >= until_step:
                 reason = "until_step"
                 break
-            if self._stop_reason:
-                reason = self._stop_reason
+            if self._stopping:
+                reason = self._stopping
                 break
             loss_value, lr = self.train_step()
-            window_chars += self.batch_size * cfg.seq_len
+            window_chars += self.batch_size * cfg.seq_len * self.dist.world
             now = time.perf_counter()
             p.train_seconds += now - tick
             tick = now
@@ -230,8 +327,9 @@ class Trainer:
                     "elapsed_s": p.train_seconds,
                 }
             )
+            # (every process computes the same `finished`: it depends on agreed values only)
             finished = self.fraction_done() >= 1.0  # (an interruption evaluates nothing extra)
-            evaluated = p.step % cfg.eval_every == 0 or (finished and p.loss_count > 0)
+            evaluated = p.step % cfg.eval_every == 0 or (finished and self._any_train_loss())
             if evaluated:
                 chars_per_sec = window_chars / max(now - window_start, 1e-9)
                 self._evaluate(lr, chars_per_sec)
@@ -266,12 +364,12 @@ class Trainer:
         once and go on in eager mode."""
         try:
             if not hasattr(self, "_compiled"):
-                self._compiled = torch.compile(self.model)
+                self._compiled = torch.compile(self.train_model)
             return self._compiled(x, hidden)
         except Exception as exc:  # compilation errors come in many types
             self._warn(f"--compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); training without it")
-            self._forward = self.model
-            return self.model(x, hidden)
+            self._forward = self.train_model
+            return self.train_model(x, hidden)
 
     def train_step(self) -> tuple[float, float]:
         """One truncated-BPTT step on the next chunk; returns (loss in nats, learning rate).
@@ -287,7 +385,7 @@ class Trainer:
             group["lr"] = lr
         x, y = (t.to(self.device, non_blocking=True) for t in get_chunk(self.streams, p.chunk, cfg.seq_len))
         loss_value, grad_norm, hidden = self.gradients(x, y)
-        if math.isfinite(loss_value) and math.isfinite(grad_norm):
+        if self._all_finite(math.isfinite(loss_value) and math.isfinite(grad_norm)):
             self.optimizer.step()
             self.hidden = detach_hidden(hidden)
             p.loss_sum += loss_value
@@ -299,7 +397,7 @@ class Trainer:
             self.hidden = None  # the carried state may be poisoned too
             self._warn(f"step {p.step + 1}: non-finite loss or gradient, update skipped")
             if self._bad_in_a_row >= MAX_BAD_STEPS:
-                raise CharRNNError(
+                raise self._error(
                     f"training diverged: {MAX_BAD_STEPS} steps in a row had a non-finite loss "
                     f"or gradient; the last good checkpoint is in {self.run_dir} "
                     f"(try a lower --lr or --grad-clip)",
@@ -307,7 +405,7 @@ class Trainer:
                 )
         p.step += 1
         p.chunk += 1
-        p.chars_seen += x.numel()
+        p.chars_seen += x.numel() * self.dist.world
         if p.chunk >= self.chunks_per_epoch:
             p.chunk, p.epoch = 0, p.epoch + 1
         return loss_value, lr
@@ -315,7 +413,8 @@ class Trainer:
     def gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, Any]:
         """Forward, loss, backward and clipping on one chunk (x, y: (B, T) ids): sets every
         parameter's .grad and returns (loss in nats, gradient norm before clipping, new hidden
-        state). `charrnn train --engine numpy` replaces this method, and only this one."""
+        state). `charrnn train --engine numpy` replaces this method, and only this one. Under
+        DDP, backward() also averages the gradients over the processes."""
         with self.autocast():
             logits, hidden = self._forward(x, self.hidden)  # (B, T, V)
             loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
@@ -326,13 +425,17 @@ class Trainer:
         return loss.item(), grad_norm.item(), hidden
 
     def _evaluate(self, lr: float, chars_per_sec: float) -> None:
-        p = self.progress
-        train_loss = p.loss_sum / p.loss_count if p.loss_count else math.nan
-        val_loss = (
-            evaluate(self.model, self.val_ids, self.batch_size, self.cfg.seq_len, self.device, self.cfg.carry_state)
+        p, d = self.progress, self.dist
+        total, count = (
+            evaluate_sum(self.model, self.val_ids, self.batch_size, self.cfg.seq_len, self.device, self.cfg.carry_state, d.rank, d.world)
             if len(self.val_ids)
-            else None
+            else (0.0, 0)
         )
+        loss_sum, loss_count, total, count = d.sum([p.loss_sum, p.loss_count, total, count])
+        release_pages(self.streams)  # the pages of a memory-mapped corpus read so far: let them go
+        release_pages(self.val_ids)
+        train_loss = loss_sum / loss_count if loss_count else math.nan
+        val_loss = total / count if len(self.val_ids) and count else None
         row = {
             "step": p.step,
             "epoch": round(p.epoch + p.chunk / self.chunks_per_epoch, 4),
@@ -351,11 +454,12 @@ class Trainer:
         improved = math.isfinite(score) and score < p.best_loss
         if improved:
             p.best_loss = score
-        try:
-            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(row) + "\n")
-        except OSError as exc:
-            raise CharRNNError(f"{self.run_dir / 'metrics.jsonl'}: cannot write ({exc.strerror or exc})", exit_code=1) from None
+        if d.main:
+            try:
+                with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(row) + "\n")
+            except OSError as exc:
+                raise self._error(f"{self.run_dir / 'metrics.jsonl'}: cannot write ({exc.strerror or exc})", exit_code=1) from None
         if improved:
             self.save("best.pt")
         self.events({"event": "eval", **row, "best": improved})
@@ -370,6 +474,8 @@ class Trainer:
         Dropout is off (eval mode) and the draws come from their own NumPy generator, so neither
         the torch RNG nor the model's training mode is changed: resuming stays exact.
         """
+        if not self.dist.main:  # only rank 0 shows it
+            return
         cfg = self.cfg
         sample_cfg = SampleConfig(length=cfg.sample_chars, temp=0.8, prime=cfg.sample_prime, seed=cfg.seed)
         try:
@@ -379,38 +485,75 @@ class Trainer:
         self.events({"event": "sample", "step": self.progress.step, "prime": cfg.sample_prime, "text": text})
 
     # ----------------------------------------------------------------- checkpoints
-    def meta(self) -> dict[str, Any]:
-        return {
+    def _gather_state(self) -> dict[str, Any]:
+        """What each process alone knows (hidden and random state, loss accumulators), from all
+        of them, laid out as for one process with all the streams. A collective: every process
+        calls it at the same step."""
+        mine = {
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "hidden": hidden_to_list(self.hidden),
+            "loss": (self.progress.loss_sum, self.progress.loss_count),
+            "weights": state_digest(self.model.state_dict()) if self.dist.world > 1 else None,
+        }
+        parts = self.dist.gather(mine)
+        digests = [part["weights"] for part in parts]
+        if len(set(digests)) > 1:
+            raise self._error(f"the processes' weights differ (a bug, please report it): {digests}", exit_code=1)
+        rng = {"torch": parts[0]["rng"]}
+        if parts[0]["cuda_rng"] is not None:
+            rng["cuda"] = parts[0]["cuda_rng"]
+        for rank, part in enumerate(parts[1:], start=1):
+            rng[f"torch.{rank}"] = part["rng"]
+            if part["cuda_rng"] is not None:
+                rng[f"cuda.{rank}"] = part["cuda_rng"]
+        hidden = [torch.cat(tensors, dim=1) for tensors in zip(*(part["hidden"] for part in parts))]  # (L, B x P, H)
+        loss = [sum(part["loss"][i] for part in parts) for i in (0, 1)]
+        return {"rng": rng, "hidden": hidden, "loss": loss, "digests": digests}
+
+    def meta(self, state: dict[str, Any] | None = None) -> dict[str, Any]:
+        progress = asdict(self.progress)
+        if state is not None:  # the loss accumulated by all processes
+            progress["loss_sum"], progress["loss_count"] = state["loss"]
+        meta = {
             "charrnn_version": __version__,
             "vocab": self.vocab.to_json(),
             "model": asdict(self.model_cfg),
             "config": asdict(self.cfg),
-            "progress": asdict(self.progress),
-            "batch_size": self.batch_size,
-            "corpus": {"path": self.corpus_path, "train_chars": int(self.streams.size), "digest": self.data_digest},
+            "progress": progress,
+            "batch_size": self.batch_size,  # streams per process
+            "world_size": self.dist.world,  # processes
+            "corpus": {"path": self.corpus_path, "train_chars": self.train_chars, "digest": self.data_digest},
             "saved_at": time.time(),
         }
+        if state is not None and self.dist.world > 1:
+            meta["weights_digests"] = state["digests"]
+        return meta
 
     def save(self, filename: str) -> Path:
-        rng = {"torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        """Write a checkpoint (rank 0; every process must call this at the same step)."""
+        path = self.run_dir / filename
+        state = self._gather_state()
+        if not self.dist.main:
+            return path
         ckpt = checkpoint.Checkpoint(
-            meta=self.meta(),
+            meta=self.meta(state),
             model={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             optimizer=self.optimizer.state_dict(),
-            rng=rng,
-            hidden=hidden_to_list(self.hidden),
+            rng=state["rng"],
+            hidden=state["hidden"],
         )
-        path = self.run_dir / filename
         checkpoint.save(ckpt, path)
         self.events({"event": "save", "path": str(path), "step": self.progress.step})
         return path
 
     def _restore(self, ckpt: checkpoint.Checkpoint) -> None:
-        meta = ckpt.meta
-        if meta["corpus"]["digest"] != self.data_digest or meta.get("batch_size") != self.batch_size:
-            raise CharRNNError(
+        meta, d = ckpt.meta, self.dist
+        if len(set(d.gather(meta["progress"]["step"]))) > 1:  # they would part ways at the first evaluation
+            raise CharRNNError("the processes were given different checkpoints to resume from (load it on rank 0 and share it)", exit_code=1)
+        saved_total = meta.get("batch_size", 0) * meta.get("world_size", 1)
+        if not self._same_corpus(meta["corpus"]["digest"], "world_size" in meta) or saved_total != self.batch_size * d.world:
+            raise self._error(
                 "cannot resume: the corpus (or the batch layout) differs from the one this run was "
                 "trained on; use --init-from to fine-tune on a new corpus instead"
             )
@@ -418,19 +561,36 @@ class Trainer:
         if ckpt.optimizer:
             self.optimizer.load_state_dict(ckpt.optimizer)
         self.progress = Progress(**meta["progress"])
-        if ckpt.rng and "torch" in ckpt.rng:
-            torch.set_rng_state(ckpt.rng["torch"])
-            if "cuda" in ckpt.rng and self.device.type == "cuda":
-                torch.cuda.set_rng_state(ckpt.rng["cuda"], self.device)
-        self.hidden = hidden_from_list(ckpt.hidden or [], self.model_cfg.cell, self.device)
+        if not d.main:  # rank 0 carries on with the loss all the processes had accumulated
+            self.progress.loss_sum, self.progress.loss_count = 0.0, 0
+        rng = ckpt.rng or {}
+        same_world = meta.get("world_size", 1) == d.world
+        suffix = "" if d.main else f".{d.rank}"
+        if (d.main or same_world) and "torch" + suffix in rng:
+            torch.set_rng_state(rng["torch" + suffix])
+            if "cuda" + suffix in rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda" + suffix], self.device)
+        hidden = [t[:, self.rows] for t in ckpt.hidden or []]  # this process' streams of all of them
+        self.hidden = hidden_from_list(hidden, self.model_cfg.cell, self.device)
+        self.progress.best_loss = d.from_main(lambda: self._best_loss_so_far(self.progress.best_loss))
+
+    def _same_corpus(self, digest: str, current_format: bool) -> bool:
+        """Whether a checkpoint's corpus digest is this corpus'. Checkpoints from before prepared
+        corpora (no world_size) hashed the training ids whole: compare those the same way."""
+        if digest == self.data_digest:
+            return True
+        return not current_format and digest == hashlib.sha1(np.ascontiguousarray(self._train_ids).tobytes()).hexdigest()
+
+    def _best_loss_so_far(self, best_loss: float) -> float:
+        """best.pt may be newer than last.pt: never replace it by a worse one."""
         self._truncate_metrics(self.progress.step)
         best = self.run_dir / "best.pt"
-        if best.exists():  # best.pt may be newer than last.pt: never replace it by a worse one
+        if best.exists():
             try:
-                best_loss = checkpoint.load(best).meta["progress"]["best_loss"]
-                self.progress.best_loss = min(self.progress.best_loss, best_loss)
+                return min(best_loss, checkpoint.load(best).meta["progress"]["best_loss"])
             except (CharRNNError, KeyError, TypeError):
                 pass
+        return best_loss
 
     def _truncate_metrics(self, step: int) -> None:
         """Drop metrics written after the checkpoint we resume from (they will be redone)."""
@@ -445,6 +605,10 @@ class Trainer:
             except (ValueError, KeyError, TypeError):
                 continue
         path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+
+    def _error(self, message: str, exit_code: int = 2) -> CharRNNError:
+        """An error every process meets at the same point: rank 0 reports it, the others just end."""
+        return CharRNNError(message, exit_code, elsewhere=not self.dist.main)
 
     def _warn(self, message: str) -> None:
         self.events({"event": "warning", "message": message})

@@ -13,6 +13,11 @@ import torch
 
 torch.set_num_threads(1)  # deterministic and fair on a shared 2-core machine
 
+# Subprocesses (`python -m charrnn`, torchrun's workers) import the package from this checkout,
+# whatever copy of charrnn the interpreter has installed.
+ROOT = Path(__file__).resolve().parent.parent
+os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+
 WORDS = "the a of to and in that is was he for it with as his on be at by had not are but from".split()
 
 
@@ -30,6 +35,15 @@ def words_text(n_chars: int, seed: int = 0) -> str:
 def repeat_text(n_chars: int, unit: str = "abcdefgh\n") -> str:
     """A perfectly predictable text: one unit repeated."""
     return (unit * (n_chars // len(unit) + 1))[:n_chars]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def corpus_cache(tmp_path_factory):
+    """Prepared corpora go to a temporary folder, for the CLI in this process and in subprocesses."""
+    folder = tmp_path_factory.mktemp("charrnn-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CHARRNN_CACHE", str(folder))
+        yield folder
 
 
 @pytest.fixture

@@ -186,3 +186,19 @@ def test_compile_failure_falls_back_to_eager(tmp_path, monkeypatch):
     assert trainer.fit()["step"] == 5
     warnings = [e["message"] for e in events if e["event"] == "warning"]
     assert len(warnings) == 1 and "--compile failed" in warnings[0] and "no compiler here" in warnings[0]
+
+
+def test_checkpoints_from_before_prepared_corpora_still_resume(tmp_path):
+    import hashlib
+
+    text = repeat_text(3000)
+    trainer = make_trainer(text, tmp_path, max_steps=10)
+    trainer.fit(until_step=5)
+    old = checkpoint.load(tmp_path / "run" / "last.pt")
+    del old.meta["world_size"]  # as written by the versions that hashed the training ids whole
+    ids = Vocab.from_text(text).encode(text)
+    old.meta["corpus"]["digest"] = hashlib.sha1(ids[: len(ids) - int(len(ids) * 0.1)].tobytes()).hexdigest()
+    assert make_trainer(text, tmp_path, resume_from=old, max_steps=10).progress.step == 5
+    old.meta["corpus"]["digest"] = "0" * 40  # another corpus
+    with pytest.raises(CharRNNError, match="cannot resume: the corpus"):
+        make_trainer(text, tmp_path, resume_from=old, max_steps=10)

@@ -1,0 +1,139 @@
+"""Data-parallel training in two CPU processes (gloo), started as a user would: `train --nproc 2`."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from charrnn import checkpoint
+from charrnn.batches import resume_batch_size, shard_rows
+from charrnn.distributed import Dist, launch_command, state_digest, strip_option
+
+from conftest import TINY, invoke, run_cli, words_text
+
+gloo = pytest.mark.skipif(
+    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+    reason="this torch has no torch.distributed with the gloo backend",
+)
+
+
+def test_streams_are_shared_out_in_contiguous_blocks():
+    blocks = [shard_rows(10, rank, 3) for rank in range(3)]
+    assert [(b.start, b.stop) for b in blocks] == [(0, 4), (4, 7), (7, 10)]
+    assert shard_rows(1, 1, 2) == slice(1, 1)  # fewer streams than processes: an empty share
+    assert resume_batch_size(8, 2, 1) == 16 and resume_batch_size(8, 2, 4) == 4
+    assert resume_batch_size(8, 2, 3) is None
+
+
+def test_torchrun_environment_and_launch_command():
+    assert Dist.from_env({}).world == 1
+    d = Dist.from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
+    assert (d.rank, d.world, d.local_rank, d.local_world, d.main) == (3, 4, 1, 2, False)
+    assert strip_option(["train", "c.txt", "--nproc=2", "--threads", "3"], "--nproc") == (["train", "c.txt", "--threads", "3"], "2")
+    args, env = launch_command(["train", "c.txt", "--nproc", "2"], 2, cores=8)
+    assert args[-5:] == ["charrnn", "train", "c.txt", "--threads", "4"] and env["OMP_NUM_THREADS"] == "4"
+    assert "--nproc" not in args and args[args.index("--nproc-per-node") + 1] == "2"
+
+
+@gloo
+def test_two_processes_train_in_step_and_resume_on_one(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(words_text(30_000), encoding="utf-8")
+    out = tmp_path / "ck"
+    common = [str(corpus), "--out", str(out), "--lr", "1e-2", "--warmup", "0", "--eval-every", "10"]
+    result = run_cli("train", *common, *TINY, "--nproc", "2", "--max-steps", "30", cwd=tmp_path)
+    log = result.stderr.decode()
+    assert result.returncode == 0, log
+    assert "Traceback" not in log and log.count("training ") == 1  # rank 0 alone reports
+    assert "in each of 2 processes" in log
+
+    run = out / "corpus"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [10, 20, 30]  # one writer
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 0.2, rows
+    assert rows[-1]["chars_seen"] == 30 * 2 * 8 * 16  # steps x processes x streams x seq-len
+
+    last = checkpoint.load(run / "last.pt")
+    assert (last.meta["world_size"], last.meta["batch_size"]) == (2, 8)
+    digests = last.meta["weights_digests"]  # each process hashed its own weights at the save
+    assert len(digests) == 2 and digests[0] == digests[1] == state_digest(last.model)
+    assert last.hidden[0].shape[1] == 16  # the carried state of all 2 x 8 streams
+
+    resumed = run_cli("train", *common, "--resume", "--max-steps", "40", "--threads", "1", cwd=tmp_path)
+    log = resumed.stderr.decode()
+    assert resumed.returncode == 0, log
+    assert "resuming at step 30" in log and "continuing on 1 x 16" in log
+    after = checkpoint.load(run / "last.pt")
+    assert (after.meta["progress"]["step"], after.meta["world_size"], after.meta["batch_size"]) == (40, 1, 16)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [10, 20, 30, 40]
+
+    # 16 streams do not split over 3 processes: refused before anything starts, in one line.
+    uneven = run_cli("train", *common, "--resume", "--max-steps", "50", "--nproc", "3", cwd=tmp_path)
+    err = uneven.stderr.decode()
+    assert uneven.returncode == 2 and "do not split evenly over 3" in err and "Traceback" not in err
+    assert err.strip().count("\n") == 0, err
+    assert checkpoint.load(run / "last.pt").meta["progress"]["step"] == 40
+
+
+EXACT = """
+import json, sys, torch
+from charrnn import checkpoint
+from charrnn.config import TrainConfig
+from charrnn.distributed import Dist
+from charrnn.train import Trainer
+from charrnn.vocab import Vocab
+
+text = open(sys.argv[1], encoding="utf-8").read()
+vocab = Vocab.from_text(text)
+ids = vocab.encode(text)
+cfg = TrainConfig(layers=2, hidden=32, embed=16, seq_len=16, batch_size=4, threads=1, dropout=0.2,
+                  eval_every=7, save_every=5, warmup=4, max_steps=30, device="cpu").validate()
+dist = Dist.from_env()
+dist.start(torch.device("cpu"))
+
+def trainer(run, resume=None):
+    return Trainer(cfg, vocab, ids[:-2000], ids[-2000:], f"{sys.argv[2]}/{run}", resume_from=resume, dist=dist)
+
+trainer("straight").fit()
+trainer("split").fit(until_step=12)  # as if interrupted at step 12
+trainer("split", dist.from_main(lambda: checkpoint.load(f"{sys.argv[2]}/split/last.pt"))).fit()  # as the CLI does
+dist.close()
+"""
+
+
+@gloo
+def test_two_processes_resume_exactly(tmp_path):
+    """N steps in one go equal N/2 + N/2 resumed, with dropout, in 2 processes."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(words_text(12_000), encoding="utf-8")
+    script = tmp_path / "exact.py"
+    script.write_text(EXACT, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script), str(corpus), str(tmp_path)],
+        capture_output=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    straight, split = (checkpoint.load(tmp_path / run / "last.pt") for run in ("straight", "split"))
+    assert split.meta["progress"]["step"] == 30 and split.meta["world_size"] == 2
+    for key, value in straight.model.items():
+        torch.testing.assert_close(split.model[key], value, rtol=0, atol=0)
+
+    def losses(run):
+        rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["train_loss"], r["val_loss"]) for r in rows]
+
+    assert losses("straight") == losses("split") and [r[0] for r in losses("split")] == [7, 14, 21, 28, 30]
+
+
+def test_what_cannot_run_in_several_processes_is_refused_before_torchrun_starts(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(words_text(3000), encoding="utf-8")
+    for extra, needle in ((["--engine", "numpy"], "--engine numpy trains in one process"), (["--nproc", "0"], "--nproc 0 must be at least 1")):
+        result = invoke("train", str(corpus), *TINY, "--nproc", "2", *extra, "--out", str(tmp_path / "ck"))
+        err = result.stderr.decode()
+        assert result.returncode == 2 and needle in err and err.strip().count("\n") == 0, err
+    assert not (tmp_path / "ck").exists()

@@ -1,0 +1,230 @@
+"""Preparing a corpus in chunks: the same ids as decoding it whole, a cache that is reused and
+redone when it should be, corpora of several files, the smallest dtype, and memory that does not
+grow with the corpus."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from charrnn.corpus import CHUNK_BYTES, decode
+from charrnn.errors import CharRNNError
+from charrnn.prepare import prepare_corpus
+from charrnn.vocab import Vocab
+
+from conftest import invoke, words_text
+
+AWKWARD = (
+    "\ufeff"  # a byte-order mark, dropped
+    + "héllo wörld\r\nnaïve café\r\n"  # two-byte characters and Windows line endings
+    + "世界 😀🎉 e\u0301\rold mac\r"  # three- and four-byte characters, a combining mark, bare CRs
+    + "\r\n\r\r\n" * 3  # CR and CRLF mixed
+    + words_text(300)
+    + " 👩\u200d👩\u200d👧 end\r\n"
+)
+
+
+def in_memory(data: bytes, **options):
+    text = decode(data, "x", **options)
+    vocab = Vocab.from_text(text)
+    return vocab, vocab.encode(text)
+
+
+def set_mtime(path, seconds_ago: float) -> None:
+    """Pretend the file was last written a while ago (a freshly written file is re-checked)."""
+    t = time.time_ns() - int(seconds_ago * 1e9)
+    os.utime(path, ns=(t, t))
+
+
+@pytest.mark.parametrize("keep_newlines", [False, True])
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5, 7, 64, 1 << 20])
+def test_chunked_prepare_gives_the_ids_of_a_whole_decode(tmp_path, chunk_bytes, keep_newlines):
+    data = AWKWARD.encode("utf-8")
+    path = tmp_path / "awkward.txt"
+    path.write_bytes(data)
+    vocab, ids = in_memory(data, keep_newlines=keep_newlines)
+    assert ("\r" in vocab.chars) == keep_newlines and "\ufeff" not in vocab.chars  # the text is awkward
+    for cache_dir in (None, tmp_path / "cache"):
+        corpus = prepare_corpus([path], keep_newlines=keep_newlines, cache_dir=cache_dir, chunk_bytes=chunk_bytes)
+        assert corpus.vocab == vocab
+        assert corpus.ids.dtype == ids.dtype
+        np.testing.assert_array_equal(corpus.ids, ids)
+
+
+def test_a_bad_byte_is_reported_at_its_offset_whatever_the_chunks(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_bytes("ok é".encode() + b"\xff" + b" more" * 100)
+    for chunk_bytes in (1, 3, 1 << 20):
+        with pytest.raises(CharRNNError, match="byte offset 5 .byte 0xff"):
+            prepare_corpus([path], chunk_bytes=chunk_bytes)
+
+
+def test_the_cache_is_reused_and_redone_when_the_corpus_changes(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text(words_text(5000, seed=1), encoding="utf-8")
+    set_mtime(path, 60)
+    cache = tmp_path / "cache"
+    first = prepare_corpus([path], cache_dir=cache)
+    ids_file = Path(first.info["entry"])
+    written = ids_file.stat()
+    assert not first.info["cached"]
+
+    phases = []
+    again = prepare_corpus([path], cache_dir=cache, progress=lambda phase, done, total: phases.append(phase))
+    assert again.info["cached"] and phases == []  # nothing read
+    assert (ids_file.stat().st_ino, ids_file.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+    np.testing.assert_array_equal(again.ids, first.ids)
+
+    set_mtime(path, 30)  # touched, not changed: read again to be sure, but the ids are kept
+    touched = prepare_corpus([path], cache_dir=cache)
+    assert touched.info["counted_s"] is not None and touched.info["encoded_s"] is None
+    assert ids_file.stat().st_ino == written.st_ino and touched.digest == first.digest
+
+    text = words_text(5000, seed=2)  # the same size, other content, another mtime
+    assert len(text.encode()) == path.stat().st_size
+    path.write_text(text, encoding="utf-8")
+    set_mtime(path, 20)
+    changed = prepare_corpus([path], cache_dir=cache)
+    assert not changed.info["cached"] and changed.info["encoded_s"] is not None
+    assert changed.digest != first.digest
+    _, expected = in_memory(text.encode())
+    np.testing.assert_array_equal(changed.ids, expected)
+
+    other = prepare_corpus([path], cache_dir=cache, keep_newlines=True)  # other read options: another entry
+    assert not other.info["cached"] and other.info["entry"] != changed.info["entry"]
+
+
+def test_a_change_that_keeps_size_and_mtime_is_caught_when_the_ids_are_made_again(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("abcd" * 1000, encoding="utf-8")
+    set_mtime(path, 60)
+    cache = tmp_path / "cache"
+    first = prepare_corpus([path], cache_dir=cache)
+    stat = path.stat()
+    Path(first.info["entry"]).unlink()  # the ids are gone, the recorded pass 1 is not
+    path.write_text("dcba" * 1000, encoding="utf-8")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same mtime
+    with pytest.raises(CharRNNError, match="changed while it was being prepared"):
+        prepare_corpus([path], cache_dir=cache)
+    again = prepare_corpus([path], cache_dir=cache)  # read afresh
+    assert again.vocab.decode(again.ids[:8]) == "dcbadcba"
+
+
+def test_a_file_written_just_before_it_was_read_is_checked_again(tmp_path):
+    path = tmp_path / "fresh.txt"
+    path.write_text("abcabc" * 100, encoding="utf-8")
+    cache = tmp_path / "cache"
+    prepare_corpus([path], cache_dir=cache)
+    # Its mtime is within the file system's resolution of the read: a same-size rewrite in that
+    # moment could keep both size and mtime, so the next run hashes the content again.
+    again = prepare_corpus([path], cache_dir=cache)
+    assert again.info["counted_s"] is not None and again.info["encoded_s"] is None
+
+
+def test_directories_and_several_files_are_joined_with_the_separator_in_a_stable_order(tmp_path):
+    folder = tmp_path / "poems"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "b.txt").write_text("bravo", encoding="utf-8")
+    (folder / "a.txt").write_text("alpha\r\n", encoding="utf-8")
+    (folder / "sub" / "c.txt").write_text("charlie", encoding="utf-8")
+    (folder / "empty.txt").write_text("", encoding="utf-8")  # no separator for it
+    (folder / ".hidden").write_text("secret", encoding="utf-8")  # skipped, like .git/
+    corpus = prepare_corpus([folder], separator="|", cache_dir=tmp_path / "cache")
+    assert corpus.vocab.decode(corpus.ids) == "alpha\n|bravo|charlie"
+    assert corpus.info["files"] == 4
+
+    given = prepare_corpus([folder / "b.txt", folder / "a.txt"], cache_dir=tmp_path / "cache")  # as given
+    assert given.vocab.decode(given.ids) == "bravo\n\nalpha\n"
+    with pytest.raises(CharRNNError, match="no files in it"):
+        (tmp_path / "void").mkdir()
+        prepare_corpus([tmp_path / "void"])
+
+
+def test_ids_use_the_smallest_dtype(tmp_path):
+    small = tmp_path / "small.txt"
+    small.write_text("".join(chr(0x100 + i) for i in range(256)) * 2, encoding="utf-8")  # 256 distinct
+    large = tmp_path / "large.txt"
+    large.write_text("".join(chr(0x4E00 + i) for i in range(257)) * 2, encoding="utf-8")  # 257 distinct
+    assert prepare_corpus([small], cache_dir=tmp_path / "cache").ids.dtype == np.uint8
+    assert prepare_corpus([large], cache_dir=tmp_path / "cache").ids.dtype == np.uint16
+
+
+def test_prepare_command_reports_on_stderr_and_json_on_stdout(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text(words_text(4000) + "é", encoding="utf-8")
+    set_mtime(path, 60)
+    cache = tmp_path / "cache"
+    first = invoke("prepare", str(path), "--cache-dir", str(cache), "--json")
+    assert first.returncode == 0, first.stderr.decode()
+    result = json.loads(first.stdout)
+    expected_vocab, _ = in_memory(path.read_bytes())
+    assert (result["chars"], result["distinct"], result["dtype"], result["cached"]) == (4001, len(expected_vocab), "uint8", False)
+    assert result["entry"].startswith(str(cache))
+    err = first.stderr.decode()
+    assert "4,001 characters" in err and "uint8" in err and "MB/s" in err and result["entry"] in err
+    second = invoke("prepare", str(path), "--cache-dir", str(cache))
+    assert second.stdout == b"" and "already prepared" in second.stderr.decode()
+
+    missing = invoke("prepare", str(tmp_path / "nope.txt"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr.decode()
+    assert missing.stderr.decode().strip().count("\n") == 0
+    bad = invoke("prepare", str(path), "--errors", "sloppy")
+    assert bad.returncode == 2 and "--errors 'sloppy'" in bad.stderr.decode()
+
+
+MEASURE = """
+import json, resource, sys
+from pathlib import Path
+from charrnn.prepare import prepare_corpus
+
+def peak_kb():
+    # VmHWM: this process' own peak RSS. (ru_maxrss would start at the RSS of the parent that
+    # forked it, pytest with torch loaded, which hides any growth below that.)
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+small, big, cache, chunk = *map(Path, sys.argv[1:4]), int(sys.argv[4])
+prepare_corpus([small], cache_dir=cache, chunk_bytes=chunk)  # every code path and buffer once
+before = peak_kb()
+corpus = prepare_corpus([big], cache_dir=cache, chunk_bytes=chunk)
+after = peak_kb()
+print(json.dumps({"before_kb": before, "after_kb": after, "chars": len(corpus.ids), "cached": corpus.info["cached"]}))
+"""
+
+
+def measure_prepare(tmp_path, big, chunk_bytes):
+    small = tmp_path / "small.txt"  # a few chunks: the baseline holds the working set of one
+    with open(big, "rb") as fh:
+        small.write_bytes(fh.read(4 << 20))
+    result = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(small), str(big), str(tmp_path / "cache"), str(chunk_bytes)],
+        capture_output=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    return json.loads(result.stdout)
+
+
+def test_preparing_does_not_hold_the_corpus_in_memory(tmp_path):
+    block = (words_text(1 << 20, seed=3)[: (1 << 20) - 40] + " café 世界 😀\n").encode("utf-8")
+    big = tmp_path / "big.txt"
+    with open(big, "wb") as fh:
+        for _ in range(48):
+            fh.write(block)
+    size = big.stat().st_size
+    measured = measure_prepare(tmp_path, big, CHUNK_BYTES)
+    assert not measured["cached"] and measured["chars"] > size * 0.99
+    grown = (measured["after_kb"] - measured["before_kb"]) * 1024
+    # Memory holds a chunk at a time, whatever the corpus' size; decoding it whole would take
+    # several times its size (bytes, str, UTF-32 code points).
+    assert grown < size / 4, f"peak RSS grew by {grown / 1e6:.1f} MB preparing {size / 1e6:.1f} MB"
+    big.unlink()
