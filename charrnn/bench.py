@@ -216,13 +216,20 @@ def _naive_lstm_sampling(model, n: int) -> float:
         return n / (time.perf_counter() - t)
 
 
+# The peak RSS is this process' own (VmHWM): ru_maxrss would start from the RSS of the parent
+# that forked it (Linux carries it across exec), here a benchmark holding torch and models.
 TOKENISE_SCRIPT = """
 import resource, sys, time
 from charrnn.corpus import load_corpus
 t = time.perf_counter()
 corpus = load_corpus(sys.argv[1])
 seconds = time.perf_counter() - t
-print(seconds, len(corpus.ids), len(corpus.vocab), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+try:
+    kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    rss = kb * 1024
+except (OSError, StopIteration):  # not Linux: the best there is
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+print(seconds, len(corpus.ids), len(corpus.vocab), rss)
 """
 
 
