@@ -541,8 +541,9 @@ def bench(
     quality: Annotated[Optional[Path], typer.Option(help="Also train the default model on this corpus for --quality-seconds and report its validation loss.", show_default=False)] = None,
     quality_seconds: Annotated[float, typer.Option(help="Wall time of the --quality run.")] = 600.0,
 ) -> None:
-    """Measure training, sampling and tokenising speed against this machine's matmul peak and a
-    textbook loop, all in one run. A table on stderr; --json on stdout."""
+    """Measure training, sampling and tokenising speed against this machine and a textbook loop.
+
+    Peak matmul, training, the reference loop and sampling are measured in interleaved rounds of one run and reported as medians. A table on stderr; --json on stdout."""
     try:
         from charrnn import bench as benchmark
         from charrnn.display import bench_tables

@@ -130,7 +130,7 @@ class TrainDisplay:
             self.console.print(f"[yellow]warning:[/] {event['message']}", soft_wrap=True)
         elif kind == "start":
             self.message(
-                f"training {event['parameters']:,} parameters on {event['device']} ({event['threads']} threads"
+                f"training {event['parameters']:,} parameters on {event['device']} ({event['threads']} thread{'s' if event['threads'] != 1 else ''}"
                 + (f" in each of {event['processes']} processes" if event.get("processes", 1) > 1 else "")
                 + "), "
                 f"batch {event['batch_size']}, {event['chunks_per_epoch']:,} steps per epoch"
