@@ -190,7 +190,7 @@ def bench_sampling(quick: bool) -> list[dict[str, Any]]:
         generate_text(stepper, vocab, SampleConfig(length=20, seed=0, num_samples=batch, prime="A"))
         t = time.perf_counter()
         generate_text(stepper, vocab, cfg)
-        return batch * n / (time.perf_counter() - t), type(stepper).__name__
+        return batch * n / (time.perf_counter() - t), {"FusedStepper": "fused NumPy step, --engine numpy"}.get(type(stepper).__name__, type(stepper).__name__)
 
     one, engine = rate(1, length)
     many, engine_many = rate(64, length // 4)
@@ -198,7 +198,7 @@ def bench_sampling(quick: bool) -> list[dict[str, Any]]:
     naive = _naive_lstm_sampling(model, 100 if quick else 300)
     rows.append({"what": f"sample LSTM 2×512, batch 1 ({engine})", "chars_per_sec": one, "vs_naive": one / naive, "vs_torch_stepper": one / via_torch})
     rows.append({"what": f"sample LSTM 2×512, 64 at once, summed ({engine_many})", "chars_per_sec": many, "vs_batch_1": many / one})
-    rows.append({"what": "sample LSTM 2×512, batch 1 (TorchStepper: nn.LSTM, same loop)", "chars_per_sec": via_torch})
+    rows.append({"what": "sample LSTM 2×512, batch 1 (nn.LSTM stepper, --engine torch)", "chars_per_sec": via_torch})
     rows.append({"what": "reference: nn.LSTM called per character, batch 1", "chars_per_sec": naive})
     return rows
 

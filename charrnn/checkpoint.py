@@ -136,6 +136,8 @@ def load(path: str | Path) -> Checkpoint:
         raise CharRNNError(f"{path}: no such checkpoint")
     if path.is_dir():
         raise CharRNNError(f"{path}: is a directory; give a .pt file (e.g. {path}/best.pt)")
+    if path.suffix == ".npz":
+        raise CharRNNError(f"{path}: an .npz export holds only weights and vocabulary for `charrnn sample`; give the .pt checkpoint it came from")
     try:
         with warnings.catch_warnings():  # torch warns about odd pickles before refusing them
             warnings.simplefilter("ignore")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -95,7 +96,7 @@ def train(
     val_frac: Annotated[Optional[float], _opt("val_frac", "Fraction of the corpus (its contiguous tail) held out for validation.", DATA)] = None,
     carry_state: Annotated[Optional[bool], _opt("carry_state", "Carry the hidden state from chunk to chunk (stateful truncated BPTT); --no-carry-state resets it every chunk, for comparison.", DATA)] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of the corpus.", rich_help_panel=DATA)] = "utf-8",
-    errors: Annotated[str, typer.Option(help="On undecodable bytes: strict (error) or replace (U+FFFD).", rich_help_panel=DATA)] = "strict",
+    errors: Annotated[str, typer.Option(help="On undecodable bytes: strict (error), replace (U+FFFD), ignore (drop them) or another Python error handler.", rich_help_panel=DATA)] = "strict",
     keep_newlines: Annotated[bool, typer.Option(help="Keep \\r\\n and \\r line endings instead of turning them into \\n.", rich_help_panel=DATA)] = False,
     separator: Annotated[str, typer.Option(help="Text put between the files of a corpus of several files.", rich_help_panel=DATA)] = DEFAULT_SEPARATOR,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Where prepared corpora are kept. \\[default: $CHARRNN_CACHE or .charrnn-cache]", rich_help_panel=DATA, show_default=False)] = None,
@@ -172,6 +173,9 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
 
     if nproc is not None and nproc > 1:  # check and prepare everything here, then hand over to torchrun
         cfg, _, _, vocab = _plan_run(run_dir, cfg, file_values, given, resume, overwrite, init_from, nproc)
+        from charrnn.device import pick_device
+
+        pick_device(cfg.device)  # a device that is not here: one error now, not one per process
         load(vocab)  # the processes find it in the cache
         _launch(nproc, display)
 
@@ -230,7 +234,7 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
 def _resume_hint(dist) -> str:
     launched = os.environ.get(LAUNCHED_AS)  # the command the user typed, when --nproc started torchrun
     argv = json.loads(launched) if launched else sys.argv[1:]
-    argv = " ".join(a for a in argv if a not in ("--overwrite", "--resume"))
+    argv = shlex.join(a for a in argv if a not in ("--overwrite", "--resume"))
     if dist.world > 1 and not launched:
         return f"resume with the same torchrun command, adding --resume to: charrnn {argv}"
     return f"resume with: charrnn {argv} --resume"
@@ -339,7 +343,7 @@ def _launch(nproc: int, display) -> None:
 def prepare(
     corpus: Annotated[list[Path], typer.Argument(help="One or more files or directories (every file under them), joined with --separator.", show_default=False)],
     encoding: Annotated[str, typer.Option(help="Text encoding of the corpus.")] = "utf-8",
-    errors: Annotated[str, typer.Option(help="On undecodable bytes: strict (error) or replace (U+FFFD).")] = "strict",
+    errors: Annotated[str, typer.Option(help="On undecodable bytes: strict (error), replace (U+FFFD), ignore (drop them) or another Python error handler.")] = "strict",
     keep_newlines: Annotated[bool, typer.Option(help="Keep \\r\\n and \\r line endings instead of turning them into \\n.")] = False,
     separator: Annotated[str, typer.Option(help="Text put between the files of a corpus of several files.")] = DEFAULT_SEPARATOR,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Where prepared corpora are kept. \\[default: $CHARRNN_CACHE or .charrnn-cache]", show_default=False)] = None,

@@ -104,9 +104,12 @@ def read_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES, on_bytes: Callable[[
 def check_encoding(encoding: str) -> str:
     """The codec's canonical name, or a clear error for an unknown encoding."""
     try:
-        return codecs.lookup(encoding).name
+        codec = codecs.lookup(encoding)
     except LookupError:
         raise CharRNNError(f"--encoding {encoding!r} is not an encoding Python knows") from None
+    if not getattr(codec, "_is_text_encoding", True):  # hex, rot13, zlib...: bytes-to-bytes codecs
+        raise CharRNNError(f"--encoding {encoding!r} is not a text encoding (e.g. utf-8, latin-1, cp1252, utf-16)")
+    return codec.name
 
 
 def check_errors(errors: str) -> str:
@@ -166,10 +169,12 @@ def decode_chunks(
         except UnicodeDecodeError as exc:
             at = offset - buffered + exc.start
             raise CharRNNError(
-                f"{name}: not valid {exc.encoding.replace('-sig', '')} at byte offset {at} "
+                f"{name}: not valid {encoding if not utf8 else 'utf-8'} at byte offset {at} "
                 f"(byte 0x{exc.object[exc.start]:02x}); pass --encoding (e.g. latin-1, cp1252) "
                 f"or --errors replace"
             ) from None
+        except UnicodeError as exc:  # e.g. UTF-16 without a byte-order mark
+            raise CharRNNError(f"{name}: cannot be read as {encoding}: {exc}; pass another --encoding") from None
         offset += len(chunk)
         return normalise(text, final)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from rich.console import Console
@@ -186,7 +187,8 @@ class TrainDisplay:
             f"done: {summary['step']:,} steps, {summary['chars_seen']:,} characters in {_clock(summary['elapsed_s'])}; "
             f"best loss {_fmt_loss(summary['best_loss'])}"
             + (f"; {summary['skipped_steps']} non-finite steps skipped" if summary["skipped_steps"] else "")
-            + f"\nlast: {summary['last']}\nbest: {summary['best']}",
+            + f"\nlast: {summary['last']}\nbest: "
+            + (str(summary["best"]) if summary.get("best") and Path(summary["best"]).exists() else "none yet (no evaluation ran)"),
             soft_wrap=True,
             highlight=False,
         )

@@ -118,6 +118,8 @@ def load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], Vocab, ModelConfi
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        if "allow_pickle" in str(exc):
+            raise CharRNNError(f"{path}: it holds pickled Python objects, which charrnn never loads (refused: allow_pickle=False, nothing run)") from None
         raise CharRNNError(f"{path}: not a readable .npz export ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})") from None
     try:
         meta = json.loads(str(arrays.pop("meta")))

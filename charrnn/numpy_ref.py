@@ -1,5 +1,7 @@
-"""The equations of BACKGROUND.md by hand, in NumPy: forward pass, loss, and back-propagation
-through time (BPTT) for the vanilla RNN, the LSTM and the GRU. No torch is imported here.
+"""The textbook equations of the recurrent cells by hand, in NumPy: forward pass, loss and
+back-propagation through time (BPTT) for the vanilla RNN, the LSTM and the GRU, each cell's
+equations written in its class docstring as they appear in the literature (and in torch's
+documentation). No torch is imported here.
 
 It is the reference the torch model is checked against (tests/test_numpy_ref.py), and the
 gradient engine of `charrnn train --engine numpy`.
@@ -13,12 +15,12 @@ of any checkpoint load unchanged. G is the number of blocks stacked in a weight 
     embed.weight        (V, E)     row `id` is the input x_t of the first layer
     rnn.weight_ih_l{k}  (G·H, I)   the W_x· of layer k, one H-row block per gate (I = E if k = 0, else H)
     rnn.weight_hh_l{k}  (G·H, H)   the W_h· of layer k
-    rnn.bias_ih_l{k}    (G·H,)     torch keeps two biases; BACKGROUND's single b_· is their sum
+    rnn.bias_ih_l{k}    (G·H,)     torch keeps two biases; the equations' single b_· is their sum
     rnn.bias_hh_l{k}    (G·H,)       (the GRU's n is the one place where they act apart)
     head.weight         (V, H)     W_hy
     head.bias           (V,)       b_y
 
-Symbols of BACKGROUND.md in the code
+Symbols of the equations in the code
 ------------------------------------
     x_t                 x[:, t]: embedding rows (first layer) or h_t of the layer below
     h_{t-1}, h_t        h_prev, h        (each (B, H): one row per stream of the batch)

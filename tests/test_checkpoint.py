@@ -202,3 +202,23 @@ def test_resume_never_replaces_a_better_best(run, tmp_path):
     before = (work / "c" / "best.pt").read_bytes()
     assert invoke("train", str(corpus), "--resume", "--max-steps", "8", "--out", str(work), "--threads", "1").returncode == 0
     assert (work / "c" / "best.pt").read_bytes() == before
+
+
+def test_summary_does_not_name_a_best_checkpoint_that_was_never_written(tmp_path):
+    """Interrupted before the first evaluation, a run has last.pt and no best.pt."""
+    import io
+
+    from rich.console import Console
+
+    from charrnn.display import TrainDisplay
+
+    (tmp_path / "last.pt").write_bytes(b"x")
+    summary = {"step": 5, "chars_seen": 640, "elapsed_s": 1.0, "best_loss": float("inf"), "skipped_steps": 0, "last": str(tmp_path / "last.pt"), "best": str(tmp_path / "best.pt")}
+    for has_best in (False, True):
+        if has_best:
+            (tmp_path / "best.pt").write_bytes(b"x")
+        out = io.StringIO()
+        TrainDisplay(Console(file=out, width=200)).summary(summary)
+        assert f"last: {tmp_path / 'last.pt'}" in out.getvalue()
+        assert (f"best: {tmp_path / 'best.pt'}" in out.getvalue()) == has_best
+        assert ("best: none yet" in out.getvalue()) == (not has_best)

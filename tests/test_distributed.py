@@ -137,3 +137,13 @@ def test_what_cannot_run_in_several_processes_is_refused_before_torchrun_starts(
         err = result.stderr.decode()
         assert result.returncode == 2 and needle in err and err.strip().count("\n") == 0, err
     assert not (tmp_path / "ck").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_that_is_not_here_is_refused_before_torchrun_starts(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(words_text(3000), encoding="utf-8")
+    result = run_cli("train", str(corpus), *TINY, "--nproc", "2", "--device", "cuda", "--out", str(tmp_path / "ck"))
+    err = result.stderr.decode()
+    assert result.returncode == 2 and "--device cuda" in err and "launching" not in err, err
+    assert err.strip().count("\n") == 0, err

@@ -118,3 +118,11 @@ def test_damaged_or_foreign_npz_files_are_refused(run, tmp_path):
     flipped.write_bytes(bytes(data))
     with pytest.raises(CharRNNError, match="not a readable .npz"):
         load_npz(flipped)
+
+
+def test_commands_that_need_a_checkpoint_say_so_for_an_export(run):
+    _, npz = run
+    for command in (["info", str(npz)], ["export", str(npz)]):
+        result = invoke(*command)
+        err = result.stderr.decode()
+        assert result.returncode == 2 and "an .npz export" in err and "give the .pt checkpoint" in err, err

@@ -114,3 +114,32 @@ def test_invalid_options_are_rejected_before_any_work(tmp_path, args, needle):
     result = invoke(*args, "--out", str(tmp_path / "ck")) if args[0] == "train" else invoke(*args)
     assert_one_line_error(result, needle)
     assert not (tmp_path / "ck").exists()
+
+
+@pytest.mark.parametrize(
+    "encoding, needles",
+    [
+        ("utf-16", ["cannot be read as utf-16", "--encoding"]),  # no byte-order mark
+        ("hex", ["not a text encoding"]),
+        ("rot13", ["not a text encoding"]),
+    ],
+)
+def test_encodings_that_cannot_read_the_file_are_one_line_errors(tmp_path, encoding, needles):
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(words_text(500).encode("latin-1"))
+    result = train(path, tmp_path, "--encoding", encoding)
+    assert_one_line_error(result, *needles)
+    assert not (tmp_path / "ck").exists()
+
+
+def test_resume_hint_can_be_pasted_into_a_shell(monkeypatch):
+    import shlex
+
+    from charrnn import cli
+    from charrnn.distributed import Dist
+
+    monkeypatch.delenv(cli.LAUNCHED_AS, raising=False)
+    monkeypatch.setattr("sys.argv", ["charrnn", "train", "/tmp/my corpus/t.txt", "--sample-prime", "To be", "--overwrite"])
+    hint = cli._resume_hint(Dist())
+    command = hint.split("resume with: ", 1)[1]
+    assert shlex.split(command) == ["charrnn", "train", "/tmp/my corpus/t.txt", "--sample-prime", "To be", "--resume"]
