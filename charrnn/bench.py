@@ -175,7 +175,7 @@ def bench_sampling(quick: bool) -> list[dict[str, Any]]:
     from charrnn.config import ModelConfig, SampleConfig
     from charrnn.model import CharRNN
     from charrnn.sample import generate_text
-    from charrnn.stepper import TorchStepper, best_stepper
+    from charrnn.stepper import TorchStepper, fused_stepper
     from charrnn.vocab import Vocab
 
     torch.manual_seed(0)
@@ -184,20 +184,20 @@ def bench_sampling(quick: bool) -> list[dict[str, Any]]:
     length = 500 if quick else 2000
     rows = []
 
-    def rate(batch: int, n: int, make=best_stepper) -> tuple[float, str]:
-        stepper = make(model, batch)
+    def rate(make, batch: int, n: int) -> float:
+        stepper = make(model)
         cfg = SampleConfig(length=n, temp=1.0, seed=0, num_samples=batch, prime="A")
         generate_text(stepper, vocab, SampleConfig(length=20, seed=0, num_samples=batch, prime="A"))
         t = time.perf_counter()
         generate_text(stepper, vocab, cfg)
-        return batch * n / (time.perf_counter() - t), {"FusedStepper": "fused NumPy step, --engine numpy"}.get(type(stepper).__name__, type(stepper).__name__)
+        return batch * n / (time.perf_counter() - t)
 
-    one, engine = rate(1, length)
-    many, engine_many = rate(64, length // 4)
-    via_torch, _ = rate(1, length // 4, lambda model, batch: TorchStepper(model))
+    one = rate(fused_stepper, 1, length)  # what `sample` uses on the CPU (--engine auto)
+    many = rate(fused_stepper, 64, length // 4)
+    via_torch = rate(TorchStepper, 1, length // 4)
     naive = _naive_lstm_sampling(model, 100 if quick else 300)
-    rows.append({"what": f"sample LSTM 2×512, batch 1 ({engine})", "chars_per_sec": one, "vs_naive": one / naive, "vs_torch_stepper": one / via_torch})
-    rows.append({"what": f"sample LSTM 2×512, 64 at once, summed ({engine_many})", "chars_per_sec": many, "vs_batch_1": many / one})
+    rows.append({"what": "sample LSTM 2×512, batch 1 (fused NumPy step, --engine numpy)", "chars_per_sec": one, "vs_naive": one / naive, "vs_torch_stepper": one / via_torch})
+    rows.append({"what": "sample LSTM 2×512, 64 at once, summed (fused NumPy step)", "chars_per_sec": many, "vs_batch_1": many / one})
     rows.append({"what": "sample LSTM 2×512, batch 1 (nn.LSTM stepper, --engine torch)", "chars_per_sec": via_torch})
     rows.append({"what": "reference: nn.LSTM called per character, batch 1", "chars_per_sec": naive})
     return rows

@@ -35,11 +35,3 @@ def fused_stepper(model: CharRNN):
 
     weights = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
     return FusedStepper(weights, model.cfg.cell, model.cfg.layers, model.cfg.hidden)
-
-
-def best_stepper(model: CharRNN, batch_size: int, device: torch.device | str = "cpu"):
-    """The fastest engine measured for the case (`charrnn bench`): on the CPU the fused NumPy
-    step (about 10x torch at batch 1, where torch's per-call overhead dominates), on a GPU torch."""
-    if torch.device(device).type == "cpu":
-        return fused_stepper(model)
-    return TorchStepper(model, device)
