@@ -400,7 +400,7 @@ def _prepare(corpora: list[Path], read_options: dict, cache_dir: Path | None, js
 # ---------------------------------------------------------------------------------- sample
 @app.command()
 def sample(
-    checkpoint_path: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint (.pt) or export (.npz, see `charrnn export`) to sample from. \\[default: the newest best.pt under checkpoints/]", show_default=False)] = None,
+    checkpoint_path: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint (.pt), run folder (its best.pt) or export (.npz, see `charrnn export`) to sample from. \\[default: the newest best.pt under checkpoints/]", show_default=False)] = None,
     length: Annotated[int, _opt("length", "Characters to generate (after the prime).", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["length"],
     temp: Annotated[float, _opt("temp", "Temperature: lower is safer, higher is wilder, 0 always takes the most likely character.", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["temp"],
     top_k: Annotated[int, _opt("top_k", "Sample only among the k most likely characters (0 = off).", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["top_k"],
@@ -441,7 +441,7 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
         from charrnn import checkpoint
 
         checkpoint_path = checkpoint.newest("checkpoints")
-    stepper, vocab, _ = open_stepper(checkpoint_path, engine, device)
+    stepper, vocab, _ = open_stepper(checkpoint_path, engine, device)  # a run folder: its best.pt
     _, _, dropped = prime_ids(vocab, cfg.prime, unknown)
     if dropped:
         from charrnn.vocab import describe_chars
@@ -462,15 +462,20 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
 
 class _Stdout:
     """UTF-8 text to stdout whatever the locale; flushed per character on a terminal; a closed
-    pipe (`| head`) ends the program quietly."""
+    pipe (`| head`) ends the program quietly. On a terminal the text ends with a newline, so the
+    shell's prompt starts on a line of its own; into a pipe or file, the bytes are the sample's."""
 
     def __init__(self):
         self.stream = sys.stdout.buffer
         self.tty = sys.stdout.isatty()
+        self.ends_line = True
 
     def write(self, text: str) -> None:
+        if not text:
+            return
         try:
             self.stream.write(text.encode("utf-8", "surrogatepass"))
+            self.ends_line = text.endswith("\n")
             if self.tty or "\n" in text:
                 self.stream.flush()
         except BrokenPipeError:
@@ -478,6 +483,8 @@ class _Stdout:
 
     def close(self) -> None:
         try:
+            if self.tty and not self.ends_line:
+                self.stream.write(b"\n")
             self.stream.flush()
         except BrokenPipeError:
             self._closed_pipe()
@@ -500,7 +507,9 @@ def info(
         from charrnn import checkpoint
         from charrnn.display import checkpoint_table
 
-        path = checkpoint_path / "best.pt" if checkpoint_path.is_dir() else checkpoint_path
+        from charrnn.engines import resolve_checkpoint
+
+        path = resolve_checkpoint(checkpoint_path)
         ckpt = checkpoint.load(path)
         if json_out:
             import json
@@ -527,7 +536,9 @@ def export(
             raise CharRNNError(f"--format {fmt!r} is not one of: npz")
         from charrnn.export import export_npz
 
-        path = checkpoint_path / "best.pt" if checkpoint_path.is_dir() else checkpoint_path
+        from charrnn.engines import resolve_checkpoint
+
+        path = resolve_checkpoint(checkpoint_path)
         written = export_npz(path, out or path.with_suffix(".npz"))
         _stderr().print(f"wrote {written} ({written.stat().st_size:,} bytes); sample from it with: charrnn sample -c {written}", soft_wrap=True)
     except CharRNNError as exc:

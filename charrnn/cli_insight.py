@@ -56,7 +56,9 @@ def _load_model(path: Path, device: str = "cpu", threads: int = 1):
     if threads < 1:
         raise CharRNNError(f"--threads {threads} must be at least 1")
     set_threads(threads)
-    path = path / "best.pt" if path.is_dir() else path
+    from charrnn.engines import resolve_checkpoint
+
+    path = resolve_checkpoint(path)
     torch_device = pick_device(device)
     model, vocab = model_from_checkpoint(checkpoint.load(path), torch_device)
     return path, model, vocab, torch_device

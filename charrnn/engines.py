@@ -48,6 +48,18 @@ def choose_engine(engine: str, device: str, path: Path) -> str:
     return "numpy" if pick_device(device).type == "cpu" else "torch"
 
 
+def resolve_checkpoint(path: Path) -> Path:
+    """The file a user means by `path`: itself, or for a run folder its best.pt (its last.pt
+    when no validation ever wrote a best one)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in ("best.pt", "last.pt"):
+        if (path / name).is_file():
+            return path / name
+    raise CharRNNError(f"{path}: a folder with no best.pt or last.pt in it; give a run folder (checkpoints/NAME) or a .pt file")
+
+
 def load_model(path: Path) -> tuple[dict[str, np.ndarray], Vocab, ModelConfig]:
     """The weights (NumPy arrays, torch's names), vocabulary and model config of a .pt
     checkpoint or an .npz export."""
@@ -96,7 +108,8 @@ def torch_stepper(weights: dict[str, np.ndarray], cfg: ModelConfig, device: str 
 
 
 def open_stepper(path: Path, engine: str = "auto", device: str = "cpu"):
-    """(stepper, vocabulary, the engine chosen) for sampling from a .pt or an .npz."""
+    """(stepper, vocabulary, the engine chosen) for sampling from a .pt, a run folder or an .npz."""
+    path = resolve_checkpoint(path)
     chosen = choose_engine(engine, device, path)
     weights, vocab, cfg = load_model(path)
     stepper = numpy_stepper(weights, cfg) if chosen == "numpy" else torch_stepper(weights, cfg, device)

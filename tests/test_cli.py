@@ -114,6 +114,50 @@ def test_sample_into_a_closed_pipe_exits_quietly(trained):
     assert result.stderr == b"", result.stderr.decode()
 
 
+def test_sample_ends_its_line_on_a_terminal_only(trained):
+    """Into a pipe the bytes are the sample's own (checked above: exactly 204 characters); on a
+    terminal a newline follows, so the shell's prompt does not start mid-line."""
+    import os
+    import pty
+
+    root, _, _ = trained
+    args = [sys.executable, "-m", "charrnn", "sample", "--length", "30", "--prime", "The ", "--seed", "3"]
+    piped = subprocess.run(args, cwd=root, capture_output=True, timeout=120, check=True).stdout
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen(args, cwd=root, stdout=follower, stderr=subprocess.DEVNULL)
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(timeout=120) == 0
+    finally:
+        os.close(leader)
+    assert not piped.endswith(b"\n")
+    assert seen.replace(b"\r\n", b"\n") == piped + b"\n"  # the terminal turns \n into \r\n
+
+
+def test_sample_and_info_accept_a_run_folder(trained, tmp_path):
+    root, _, _ = trained
+    run = root / "checkpoints" / "corpus"
+    by_file = run_cli("sample", "-c", str(run / "best.pt"), "--length", "40", "--seed", "5", cwd=root, check=True)
+    by_folder = run_cli("sample", "-c", str(run), "--length", "40", "--seed", "5", cwd=root, check=True)
+    assert by_folder.stdout == by_file.stdout and len(by_folder.stdout) == 40
+    only_last = tmp_path / "only-last"
+    only_last.mkdir()
+    (only_last / "last.pt").write_bytes((run / "last.pt").read_bytes())  # no validation, no best.pt
+    meta = json.loads(run_cli("info", str(only_last), "--json", check=True).stdout)
+    assert meta["path"].endswith("last.pt")
+    empty = run_cli("sample", "-c", str(tmp_path), cwd=root)
+    assert empty.returncode == 2 and "no best.pt or last.pt" in empty.stderr.decode() and empty.stdout == b""
+
+
 def test_chinese_samples_survive_a_c_locale_pipe(tmp_path):
     poems = "".join(chr(0x4E00 + (i * 37) % 300) + ("，" if i % 5 == 4 else "") + ("。\n" if i % 20 == 19 else "") for i in range(6000))
     corpus = tmp_path / "poems.txt"
