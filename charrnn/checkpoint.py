@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from charrnn.errors import CharRNNError
+from charrnn.files import readable_by_others, write_error
 
 FORMAT = "charrnn-checkpoint"
 FORMAT_VERSION = 1
@@ -85,6 +86,7 @@ def save(ckpt: Checkpoint, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    readable_by_others(fd)
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(ckpt.to_dict(), fh)
@@ -97,9 +99,8 @@ def save(ckpt: Checkpoint, path: str | Path) -> None:
         except OSError:
             pass
         if isinstance(exc, (OSError, RuntimeError)):  # torch reports a failed write as RuntimeError
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
             raise CharRNNError(
-                f"{path}: could not write checkpoint ({reason}); is the disk full? "
+                f"{path}: could not write checkpoint ({write_error(exc)}). "
                 f"The previous {path.name} is untouched",
                 exit_code=1,
             ) from None

@@ -20,7 +20,7 @@ import typer
 from charrnn import __version__
 from charrnn.cli_insight import register as register_insight_commands
 from charrnn.config import DEFAULT_SEPARATOR, SampleConfig, TrainConfig, build, defaults, read_toml
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, plural
 
 app = typer.Typer(
     add_completion=False,
@@ -297,7 +297,7 @@ def _default_cache() -> Path:
 def _describe(display, data, cfg: TrainConfig) -> None:
     train_ids, val_ids = data.split(cfg.val_frac)
     display.message(
-        f"{data.path}: {len(data.ids):,} characters, {len(data.vocab):,} distinct{_prepared(data.info)}; "
+        f"{data.path}: {plural(len(data.ids), 'character')}, {len(data.vocab):,} distinct{_prepared(data.info)}; "
         f"{len(train_ids):,} to train on, {len(val_ids):,} for validation"
     )
 
@@ -374,7 +374,7 @@ def _prepare(corpora: list[Path], read_options: dict, cache_dir: Path | None, js
     mb_per_s = info.get("bytes", 0) / 1e6 / max(seconds, 1e-9)
     files = info.get("files", 1)
     display.console.print(
-        f"{data.path}: {len(data.ids):,} characters, {len(data.vocab):,} distinct, ids as {data.ids.dtype}"
+        f"{data.path}: {plural(len(data.ids), 'character')}, {len(data.vocab):,} distinct, ids as {data.ids.dtype}"
         + (f" ({files:,} files)" if files > 1 else ""),
         soft_wrap=True,
         markup=False,

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, plural
 
 PANEL = "Insight"
 CKPT_HELP = "A .pt checkpoint (or a run folder: its best.pt)."
@@ -75,7 +75,8 @@ def _unknown_note(unknown: dict[str, int]) -> str:
 
     shown = describe_chars(list(unknown), limit=10)
     counts = ", ".join(f"{n:,}" for n in list(unknown.values())[:10])
-    return f"skipped {sum(unknown.values()):,} characters the model never saw: {shown} (seen {counts} times)"
+    times = "once" if list(unknown.values())[:10] == [1] else f"{counts} times"
+    return f"skipped {plural(sum(unknown.values()), 'character')} the model never saw: {shown} (seen {times})"
 
 
 # ---------------------------------------------------------------------------------- eval
@@ -107,7 +108,7 @@ def eval_command(
             return
         lines = [
             f"checkpoint  {path}",
-            f"text        {file}: {score.chars:,} characters, {score.chars_scored:,} scored",
+            f"text        {file}: {plural(score.chars, 'character')}, {score.chars_scored:,} scored",
             f"loss        {score.loss_nats:.4f} nats/char",
             f"            {score.bpc:.4f} bits/char",
             f"perplexity  {score.perplexity:.3f}",
@@ -238,7 +239,7 @@ def _neurons(checkpoint_path, file, layer, unit, state, find, top, max_chars, ht
         console.print(legend())
     if html_out is not None:
         cfg = model.cfg
-        note = f"{path}: {cfg.cell.upper()} {cfg.layers}×{cfg.hidden}; text: {file} ({len(text):,} characters)"
+        note = f"{path}: {cfg.cell.upper()} {cfg.layers}×{cfg.hidden}; text: {file} ({plural(len(text), 'character')})"
         try:
             html_out.write_text(html_page(f"charrnn neurons: {path}", note, sections, matches), encoding="utf-8")
         except OSError as exc:

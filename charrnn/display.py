@@ -29,6 +29,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from charrnn.errors import plural
+
 LN2 = math.log(2)
 
 
@@ -134,7 +136,7 @@ class TrainDisplay:
                 f"training {event['parameters']:,} parameters on {event['device']} ({event['threads']} thread{'s' if event['threads'] != 1 else ''}"
                 + (f" in each of {event['processes']} processes" if event.get("processes", 1) > 1 else "")
                 + "), "
-                f"batch {event['batch_size']}, {event['chunks_per_epoch']:,} steps per epoch"
+                f"batch {event['batch_size']}, {plural(event['chunks_per_epoch'], 'step')} per epoch"
                 + (f", resuming at step {event['step']:,}" if event["step"] else "")
                 + f"; run folder {event['run_dir']}"
             )
@@ -184,9 +186,9 @@ class TrainDisplay:
 
     def summary(self, summary: dict[str, Any]) -> None:
         self.console.print(
-            f"done: {summary['step']:,} steps, {summary['chars_seen']:,} characters in {_clock(summary['elapsed_s'])}; "
+            f"done: {plural(summary['step'], 'step')}, {plural(summary['chars_seen'], 'character')} in {_clock(summary['elapsed_s'])}; "
             f"best loss {_fmt_loss(summary['best_loss'])}"
-            + (f"; {summary['skipped_steps']} non-finite steps skipped" if summary["skipped_steps"] else "")
+            + (f"; {plural(summary['skipped_steps'], 'non-finite step')} skipped" if summary["skipped_steps"] else "")
             + f"\nlast: {summary['last']}\nbest: "
             + (str(summary["best"]) if summary.get("best") and Path(summary["best"]).exists() else "none yet (no evaluation ran)"),
             soft_wrap=True,
@@ -206,7 +208,7 @@ def checkpoint_table(path, ckpt) -> Table:
     rows = [
         ("model", f"{model['cell'].upper()} {model['layers']}×{model['hidden']}, embedding {model['embed']}, dropout {model['dropout']}"),
         ("parameters", f"{n_params:,}"),
-        ("vocabulary", f"{len(vocab):,} characters: {''.join(c if c.isprintable() else '·' for c in vocab[:80])}{'…' if len(vocab) > 80 else ''}"),
+        ("vocabulary", f"{plural(len(vocab), 'character')}: {''.join(c if c.isprintable() else '·' for c in vocab[:80])}{'…' if len(vocab) > 80 else ''}"),
         ("steps", f"{prog['step']:,} (epoch {prog['epoch']}, chunk {prog['chunk']})"),
         ("characters seen", f"{prog['chars_seen']:,}"),
         ("best loss", _fmt_loss(prog["best_loss"])),
@@ -225,7 +227,7 @@ def checkpoint_table(path, ckpt) -> Table:
 def bench_tables(result: dict) -> list[Table]:
     """`charrnn bench` as tables: one per section."""
     machine = result["machine"]
-    title = f"{machine['cpu']} · {machine['threads']} threads · {machine['device']} · torch {machine['torch']} · peak matmul {result['peak_gflops']:.1f} GFLOP/s" + (f" · medians of {result['rounds']} rounds" if result.get("rounds", 1) > 1 else "")
+    title = f"{machine['cpu']} · {plural(machine['threads'], 'thread')} · {machine['device']} · torch {machine['torch']} · peak matmul {result['peak_gflops']:.1f} GFLOP/s" + (f" · medians of {result['rounds']} rounds" if result.get("rounds", 1) > 1 else "")
     train = Table(title=title, title_justify="left")
     for col in ("training", "chars/s", "GFLOP/s", "of peak", "vs reference"):
         train.add_column(col, justify="left" if col == "training" else "right")

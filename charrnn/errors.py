@@ -1,8 +1,11 @@
 """The one error type for a user's mistakes: bad input, bad options, bad files.
 
 Library code raises `CharRNNError` with a message meant for a person; only the command line
-catches it, prints the message as one line on stderr and exits with `exit_code`.
+catches it, prints the message as one line on stderr and exits with `exit_code`. `plural`
+writes the counts in messages ("1 character", "2 characters").
 """
+
+from __future__ import annotations
 
 
 class CharRNNError(Exception):
@@ -14,3 +17,9 @@ class CharRNNError(Exception):
         # In distributed training: the same error is reported by another process (rank 0, or
         # the one where it happened), so this one ends with the exit code and prints nothing.
         self.elsewhere = elsewhere
+
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """'1 step', '2 steps', '1,000 steps' (or `many` for an irregular plural)."""
+    return f"{n:,} {word if n == 1 else many or word + 's'}"

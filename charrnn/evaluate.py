@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, plural
 from charrnn.model import CharRNN
 from charrnn.vocab import Vocab
 
@@ -112,7 +112,7 @@ def score_text(
     kept, unknown = drop_unknown(vocab, text)
     if len(kept) < 2:
         raise CharRNNError(
-            f"the text has {len(kept)} characters the model knows (of {len(text)}); "
+            f"the text has {plural(len(kept), 'character')} the model knows (of {len(text):,}); "
             f"at least 2 are needed to score it"
         )
     loss = score_ids(model, vocab.encode(kept), device, chunk_len, on_progress)

@@ -30,6 +30,7 @@ import numpy as np
 from charrnn import __version__
 from charrnn.config import ModelConfig
 from charrnn.errors import CharRNNError
+from charrnn.files import readable_by_others, write_error
 from charrnn.numpy_ref import CELLS
 from charrnn.vocab import Vocab
 
@@ -98,6 +99,7 @@ def save_npz(weights: dict[str, np.ndarray], meta: dict, path: Path) -> None:
     """Write to a temporary file in the same folder, then rename: never a half-written export."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    readable_by_others(fd)
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, meta=np.array(json.dumps(meta)), **{k: np.ascontiguousarray(v, np.float32) for k, v in weights.items()})
@@ -105,7 +107,7 @@ def save_npz(weights: dict[str, np.ndarray], meta: dict, path: Path) -> None:
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise CharRNNError(f"{path}: could not write the export ({exc.strerror or exc})", exit_code=1) from None
+            raise CharRNNError(f"{path}: could not write the export ({write_error(exc)})", exit_code=1) from None
         raise
 
 

@@ -34,7 +34,8 @@ from typing import Callable
 import numpy as np
 
 from charrnn.corpus import CHUNK_BYTES, DEFAULT_SEPARATOR, Corpus, check_encoding, check_errors, corpus_files, iter_corpus_text
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, plural
+from charrnn.files import write_error
 from charrnn.vocab import Vocab, codepoints, describe_chars, id_dtype
 
 CACHE_FORMAT = 1
@@ -110,7 +111,7 @@ def prepare_corpus(
         if info["counted_s"] is not None:
             _write_json(entry / "source.json", {k: v for k, v in source.items() if k != "seconds"})
     except OSError as exc:
-        raise CharRNNError(f"{entry}: cannot write the prepared corpus ({exc.strerror or exc}); is the disk full? (--cache-dir elsewhere)", exit_code=1) from None
+        raise CharRNNError(f"{entry}: cannot write the prepared corpus ({write_error(exc)}); --cache-dir can put it elsewhere", exit_code=1) from None
     cached = info["counted_s"] is None and info["encoded_s"] is None
     return Corpus(display_name, target, ids, _digest(source, options, target), {**info, "cached": cached, "entry": str(entry / ids_name)})
 
@@ -200,7 +201,7 @@ def _target_vocab(source: dict, vocab: Vocab | None, name: str) -> Vocab:
         return own
     missing = [c for c in own.chars if c not in vocab]
     if missing:
-        raise CharRNNError(f"{name}: {len(missing)} characters are not in the checkpoint's vocabulary: {describe_chars(missing)}")
+        raise CharRNNError(f"{name}: {plural(len(missing), 'character')} not in the checkpoint's vocabulary: {describe_chars(missing)}")
     return vocab
 
 

@@ -35,7 +35,8 @@ from charrnn.batches import batchify, fit_batch_size, get_chunk, num_chunks, rel
 from charrnn.config import ModelConfig, SampleConfig, TrainConfig
 from charrnn.device import pick_device, set_threads
 from charrnn.distributed import Dist, state_digest
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, plural
+from charrnn.files import write_error
 from charrnn.model import CharRNN, count_parameters, detach_hidden, hidden_from_list, hidden_to_list
 from charrnn.sample import generate_text
 from charrnn.stepper import TorchStepper
@@ -183,7 +184,7 @@ class Trainer:
         self.batch_size = fit_batch_size(len(train_ids), cfg.seq_len, wanted * world) // world  # per process
         if self.batch_size < 1:
             raise self._error(
-                f"corpus too short: the training split has {len(train_ids)} characters, "
+                f"{self.corpus_path or 'corpus'}: too short: the training split has {plural(len(train_ids), 'character')}, "
                 f"at least {(cfg.seq_len + 1) * world} are needed for one chunk of --seq-len {cfg.seq_len}"
                 + (f" in each of {world} processes" if world > 1 else "")
             )
@@ -459,7 +460,7 @@ class Trainer:
                 with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(row) + "\n")
             except OSError as exc:
-                raise self._error(f"{self.run_dir / 'metrics.jsonl'}: cannot write ({exc.strerror or exc})", exit_code=1) from None
+                raise self._error(f"{self.run_dir / 'metrics.jsonl'}: cannot write ({write_error(exc)})", exit_code=1) from None
         if improved:
             self.save("best.pt")
         self.events({"event": "eval", **row, "best": improved})

@@ -192,6 +192,22 @@ def test_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(run, tmp_p
     assert not list((work / "c").glob(".*.tmp"))
 
 
+def test_saved_files_take_the_umask_like_any_other_file(run, tmp_path):
+    """mkstemp makes 0600 files; a checkpoint (and an export) should be as shareable as the
+    user's other files: 0666 less the umask."""
+    _, _, folder = run
+    ckpt = checkpoint.load(folder / "last.pt")
+    for umask in (0o022, 0o077):
+        old = os.umask(umask)
+        try:
+            checkpoint.save(ckpt, tmp_path / f"{umask:o}.pt")
+            assert invoke("export", str(tmp_path / f"{umask:o}.pt")).returncode == 0
+        finally:
+            os.umask(old)
+        for suffix in (".pt", ".npz"):
+            assert (tmp_path / f"{umask:o}{suffix}").stat().st_mode & 0o777 == 0o666 & ~umask, suffix
+
+
 def test_resume_never_replaces_a_better_best(run, tmp_path):
     root, corpus, _ = run
     work = tmp_path / "ck"

@@ -38,3 +38,10 @@ def test_bad_config_files(tmp_path, text, message):
 def test_invalid_values_are_rejected(cls, values, message):
     with pytest.raises(CharRNNError, match=message):
         build(cls, {}, values)
+
+
+def test_plural():
+    from charrnn.errors import plural
+
+    assert [plural(n, "step") for n in (0, 1, 2, 1000)] == ["0 steps", "1 step", "2 steps", "1,000 steps"]
+    assert plural(1, "process", "processes") == "1 process" and plural(3, "process", "processes") == "3 processes"

@@ -82,7 +82,7 @@ def test_eval_command_prints_the_three_measures(run, tmp_path):
     assert lines[2].endswith("nats/char") and lines[3].endswith("bits/char")
     assert float(lines[3].split()[0]) == pytest.approx(nats / math.log(2), abs=1e-3)
     assert float(lines[4].split()[1]) == pytest.approx(math.exp(nats), rel=1e-3)
-    assert "skipped 1 characters the model never saw: 'é'" in lines[5]
+    assert "skipped 1 character the model never saw: 'é' (seen once)" in lines[5]
 
     as_json = invoke("eval", folder / "best.pt", text_file, "--json", "--device", "cpu")
     assert as_json.exit_code == 0

@@ -175,6 +175,11 @@ def test_prepare_command_reports_on_stderr_and_json_on_stdout(tmp_path):
     assert missing.stderr.decode().strip().count("\n") == 0
     bad = invoke("prepare", str(path), "--errors", "sloppy")
     assert bad.returncode == 2 and "--errors 'sloppy'" in bad.stderr.decode()
+    (tmp_path / "a-file").write_text("x")
+    unwritable = invoke("prepare", str(path), "--cache-dir", str(tmp_path / "a-file" / "cache"))
+    err = unwritable.stderr.decode()
+    assert unwritable.returncode == 1 and "Not a directory" in err and "--cache-dir" in err
+    assert "disk full" not in err and err.strip().count("\n") == 0  # only said when space may be the cause
 
 
 MEASURE = """
