@@ -78,22 +78,28 @@ class TrainCase:
         return f"{self.cell.upper()} {self.layers}×{self.hidden} (seq {self.seq_len}, batch {self.batch_size})"
 
 
-def charrnn_train_step(case: TrainCase, precision: str = "fp32", device: str = "cpu") -> Callable[[], None]:
-    """One real training step of charrnn's Trainer (TBPTT chunk, clipping, AdamW, carried state)."""
+def bench_trainer(case: TrainCase, run_dir: str, precision: str = "fp32", device: str = "cpu", val_chars: int = 0, resume_from=None):
+    """charrnn's real Trainer on random ids of a 65-character vocabulary: `val_chars` of them
+    for validation, and a checkpoint to resume from if given."""
     from charrnn.config import TrainConfig
     from charrnn.train import Trainer
     from charrnn.vocab import Vocab
 
     vocab = Vocab(tuple(chr(32 + i) for i in range(VOCAB)))
     rng = np.random.default_rng(0)
-    ids = rng.integers(0, VOCAB, size=case.batch_size * (case.seq_len * 50 + 1), dtype=np.uint8)
+    ids = rng.integers(0, VOCAB, size=case.batch_size * (case.seq_len * 50 + 1) + val_chars, dtype=np.uint8)
     cfg = TrainConfig(
         cell=case.cell, layers=case.layers, hidden=case.hidden, embed=case.embed, seq_len=case.seq_len,
         batch_size=case.batch_size, max_steps=10**9, eval_every=10**9, save_every=10**9, device=device,
-        threads=torch.get_num_threads(), precision=precision, val_frac=0.0,
+        threads=torch.get_num_threads(), precision=precision, val_frac=0.0, sample_every=0,
     ).validate()
-    tmp = tempfile.mkdtemp(prefix="charrnn-bench-")
-    trainer = Trainer(cfg, vocab, ids, ids[:0], tmp)
+    split = len(ids) - val_chars
+    return Trainer(cfg, vocab, ids[:split], ids[split:], run_dir, resume_from=resume_from, corpus_digest="bench")
+
+
+def charrnn_train_step(case: TrainCase, precision: str = "fp32", device: str = "cpu") -> Callable[[], None]:
+    """One real training step of charrnn's Trainer (TBPTT chunk, clipping, AdamW, carried state)."""
+    trainer = bench_trainer(case, tempfile.mkdtemp(prefix="charrnn-bench-"), precision, device)
     return lambda: trainer.train_step()
 
 
@@ -165,9 +171,62 @@ def median_rows(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         for key, value in same[0].items():
             if isinstance(value, (int, float)) and key != "rounds":
                 row[key] = statistics.median(r[key] for r in same)
-        row["chars_per_sec_runs"] = [r["chars_per_sec"] for r in same]
+        if "chars_per_sec" in row:
+            row["chars_per_sec_runs"] = [r["chars_per_sec"] for r in same]
         rows.append(row)
     return rows
+
+
+DEFAULT_EVAL_EVERY, DEFAULT_EVAL_CHARS, DEFAULT_SAVE_EVERY = 200, 200_000, 200  # TrainConfig's
+
+
+def bench_run_overheads(quick: bool, precision: str = "fp32", device: str = "cpu") -> list[dict[str, Any]]:
+    """Is training as fast per character right after an evaluation, and after `--resume`, as in
+    a run going on undisturbed (LSTM 2×512)? And what do evaluating (200,000 characters) and
+    saving last.pt every 200 steps, the defaults, cost as a share of the training time?
+
+    The undisturbed speed is measured before and after the others and averaged; the first step
+    after an evaluation is counted (that is where a slow path would show), and a resumed run
+    gets one warm-up step, like the undisturbed one."""
+    from charrnn import checkpoint
+    from charrnn.train import evaluate_sum
+
+    case = TRAIN_CASES[0]
+    steps = 2 if quick else 4
+    val_chars = case.batch_size * (case.seq_len * (2 if quick else 6) + 1)
+    chars = case.batch_size * case.seq_len
+
+    def seconds_per_step(trainer) -> float:
+        t = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step()
+        return (time.perf_counter() - t) / steps
+
+    with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as tmp:
+        trainer = bench_trainer(case, tmp, precision, device, val_chars)
+        trainer.train_step()
+        before = seconds_per_step(trainer)
+        t = time.perf_counter()
+        total, count = evaluate_sum(trainer.model, trainer.val_ids, trainer.batch_size, case.seq_len, trainer.device)
+        eval_chars_per_s = count / (time.perf_counter() - t)
+        trainer._evaluate(lr=0.0, chars_per_sec=0.0)  # the real one: metrics, best.pt, train mode again
+        after_eval = seconds_per_step(trainer)
+        t = time.perf_counter()
+        path = trainer.save("last.pt")
+        save_s = time.perf_counter() - t
+        resumed = bench_trainer(case, tmp, precision, device, val_chars, resume_from=checkpoint.load(path))
+        resumed.train_step()
+        after_resume = seconds_per_step(resumed)
+        del resumed
+        undisturbed = (before + seconds_per_step(trainer)) / 2
+    between = DEFAULT_EVAL_EVERY * undisturbed  # training seconds between two evaluations
+    return [
+        {"what": "train LSTM 2×512, undisturbed", "chars_per_sec": chars / undisturbed},
+        {"what": "  right after an evaluation", "chars_per_sec": chars / after_eval, "vs_undisturbed": undisturbed / after_eval},
+        {"what": "  after --resume from a checkpoint", "chars_per_sec": chars / after_resume, "vs_undisturbed": undisturbed / after_resume},
+        {"what": f"  evaluating {DEFAULT_EVAL_CHARS:,} chars every {DEFAULT_EVAL_EVERY} steps", "chars_per_sec": eval_chars_per_s, "cost": DEFAULT_EVAL_CHARS / eval_chars_per_s / between},
+        {"what": f"  saving last.pt every {DEFAULT_SAVE_EVERY} steps", "seconds": save_s, "cost": save_s / (DEFAULT_SAVE_EVERY * undisturbed)},
+    ]
 
 
 def bench_sampling(quick: bool) -> list[dict[str, Any]]:
@@ -272,13 +331,15 @@ def run(quick: bool = False, precision: str = "fp32", device: str = "cpu", progr
     threads = set_threads(None)
     device = str(pick_device(device))
     rounds = rounds or (1 if quick else 3)
-    peaks, training, sampling = [], [], []
+    peaks, training, overheads, sampling = [], [], [], []
     for r in range(rounds):
         label = f" (round {r + 1} of {rounds})" if rounds > 1 else ""
         progress(f"peak matmul{label}")
         peaks.append(peak_matmul_gflops(1536 if quick else 2048))
         progress(f"training{label}")
         training.append(bench_training(peaks[-1], quick, precision, device))
+        progress(f"training after evaluation and --resume{label}")
+        overheads.append(bench_run_overheads(quick, precision, device))
         progress(f"sampling{label}")
         sampling.append(bench_sampling(quick))
     result: dict[str, Any] = {
@@ -287,6 +348,7 @@ def run(quick: bool = False, precision: str = "fp32", device: str = "cpu", progr
         "peak_gflops": statistics.median(peaks),
         "peak_gflops_runs": peaks,
         "training": median_rows(training),
+        "overheads": median_rows(overheads),
         "sampling": median_rows(sampling),
     }
     progress("tokenising")

@@ -233,6 +233,13 @@ def bench_tables(result: dict) -> list[Table]:
         train.add_column(col, justify="left" if col == "training" else "right")
     for row in result["training"]:
         train.add_row(row["what"], f"{row['chars_per_sec']:,.0f}", f"{row['gflops']:.1f}", f"{row['of_peak']:.0%}", f"{row['vs_reference']:.2f}×" if "vs_reference" in row else "")
+    overheads = Table(title_justify="left")
+    for col in ("during a run", "chars/s", "ratio or cost"):
+        overheads.add_column(col, justify="left" if col == "during a run" else "right")
+    for row in result.get("overheads", []):
+        speed = f"{row['chars_per_sec']:,.0f}" if "chars_per_sec" in row else f"{row['seconds']:.2f} s"
+        ratio = f"{row['vs_undisturbed']:.2f}× undisturbed" if "vs_undisturbed" in row else f"{row['cost']:.1%} of training time" if "cost" in row else ""
+        overheads.add_row(row["what"], speed, ratio)
     sample = Table(title_justify="left")
     for col in ("sampling", "chars/s", "ratio"):
         sample.add_column(col, justify="left" if col == "sampling" else "right")
@@ -248,4 +255,4 @@ def bench_tables(result: dict) -> list[Table]:
     if "quality" in result:
         q = result["quality"]
         other.add_row(f"quality: default model, {q['seconds']:.0f} s on {q['corpus']}", f"val {q['val_loss_nats']:.3f} nats ({q['val_bpc']:.3f} bpc), {q['chars_seen']:,} chars")
-    return [train, sample, other]
+    return [train, overheads, sample, other] if result.get("overheads") else [train, sample, other]

@@ -17,3 +17,24 @@ def test_train_step_factories_run():
     step()
     bench.textbook_train_step(bench.TrainCase("lstm", 2, 16, 8, 4))()
     assert bench._timed(step, warmup=1, steps=3) > 0
+
+
+def test_run_overheads_measure_a_real_evaluation_save_and_resume(monkeypatch):
+    """A tiny stand-in for the LSTM 2×512: every row is measured and the table renders."""
+    from rich.console import Console
+
+    from charrnn.display import bench_tables
+
+    monkeypatch.setattr(bench, "TRAIN_CASES", [bench.TrainCase("lstm", 1, 16, 8, 4)])
+    rows = bench.bench_run_overheads(quick=True)
+    assert [r["what"].strip().split()[0] for r in rows] == ["train", "right", "after", "evaluating", "saving"]
+    assert all(r.get("chars_per_sec", 1) > 0 and r.get("cost", 1) > 0 for r in rows)
+    assert all(r["vs_undisturbed"] > 0 for r in rows[1:3])
+    result = {"machine": {"cpu": "x", "threads": 1, "device": "cpu", "torch": "t"}, "peak_gflops": 1.0, "training": [],
+              "overheads": bench.median_rows([rows, rows]), "sampling": [],
+              "tokenising": {"what": "tok", "mb_per_sec": 1.0, "peak_rss_mb": 1.0}, "startup": {"what": "s", "seconds": 0.1}}
+    console = Console(record=True, width=200)
+    for table in bench_tables(result):
+        console.print(table)
+    text = console.export_text()
+    assert "after --resume" in text and "of training time" in text and "× undisturbed" in text
