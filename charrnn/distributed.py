@@ -132,13 +132,17 @@ class Dist:
         its work done, e.g. a prepared corpus in the cache). An error anywhere stops all."""
         if self.world == 1:
             return fn()
-        result, error = None, None
+        result, error, failure = None, None, None
         if self.local_rank == 0:
             try:
                 result = fn()
             except CharRNNError as exc:
                 error = (str(exc), exc.exit_code)
+            except BaseException as exc:  # tell the others before dying, so they do not wait
+                error, failure = (f"rank {self.rank} failed: {type(exc).__name__}: {exc}", 1), exc
         errors = [e for e in self.gather(error) if e is not None]
+        if failure is not None:
+            raise failure
         if errors:
             message, code = error or errors[0]
             raise CharRNNError(message, code, elsewhere=error is None)

@@ -147,3 +147,36 @@ def test_a_device_that_is_not_here_is_refused_before_torchrun_starts(tmp_path):
     err = result.stderr.decode()
     assert result.returncode == 2 and "--device cuda" in err and "launching" not in err, err
     assert err.strip().count("\n") == 0, err
+
+
+CRASH = """
+import sys, torch
+from charrnn.distributed import Dist
+from charrnn.errors import CharRNNError
+
+dist = Dist.from_env()
+dist.start(torch.device("cpu"))
+
+def work():
+    raise MemoryError("out of memory while preparing")  # not a CharRNNError: a real failure
+
+try:
+    dist.local_first(work)
+except CharRNNError as exc:  # the process that did not run `work` hears of it, and does not wait
+    print(f"rank {dist.rank} told: {exc} (elsewhere={exc.elsewhere})", flush=True)
+    sys.exit(3)
+"""
+
+
+@gloo
+def test_an_unexpected_failure_on_the_first_process_reaches_the_others(tmp_path):
+    script = tmp_path / "crash.py"
+    script.write_text(CRASH, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)],
+        capture_output=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    out, err = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode != 0
+    assert "MemoryError: out of memory while preparing" in err  # rank 0 dies of its own error
+    assert "rank 1 told: rank 0 failed: MemoryError: out of memory while preparing (elsewhere=True)" in out, out + err[-2000:]
