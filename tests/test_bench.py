@@ -38,3 +38,17 @@ def test_run_overheads_measure_a_real_evaluation_save_and_resume(monkeypatch):
         console.print(table)
     text = console.export_text()
     assert "after --resume" in text and "of training time" in text and "× undisturbed" in text
+
+
+def test_the_hand_written_gru_of_the_experiment_script_is_nn_grus_gru():
+    """scripts/gru_by_hand.py times a hand-written GRU against nn.GRU; its numbers mean something
+    only if it computes the same outputs and gradients."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "gru_by_hand.py"
+    spec = importlib.util.spec_from_file_location("gru_by_hand", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.max_gradient_error(seed=0) < 1e-10
+    assert module.max_gradient_error(seed=1) < 1e-10
