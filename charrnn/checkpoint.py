@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import torch
 
 from charrnn.errors import CharRNNError
-from charrnn.files import readable_by_others, write_error
+from charrnn.files import atomic_write, file_kind
 
 FORMAT = "charrnn-checkpoint"
 FORMAT_VERSION = 1
@@ -82,30 +81,10 @@ def digest(data: Any) -> str:
 
 
 def save(ckpt: Checkpoint, path: str | Path) -> None:
-    """Write atomically: temp file in the same folder, fsync, rename, fsync the folder."""
+    """Write atomically (files.atomic_write): the previous file stays whole if anything fails."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    readable_by_others(fd)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(ckpt.to_dict(), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, (OSError, RuntimeError)):  # torch reports a failed write as RuntimeError
-            raise CharRNNError(
-                f"{path}: could not write checkpoint ({write_error(exc)}). "
-                f"The previous {path.name} is untouched",
-                exit_code=1,
-            ) from None
-        raise
-    _fsync_dir(path.parent)
+    with atomic_write(path, "checkpoint", f". The previous {path.name} is untouched") as fh:
+        torch.save(ckpt.to_dict(), fh)
 
 
 def remove_stale_temporaries(folder: str | Path) -> None:
@@ -117,19 +96,6 @@ def remove_stale_temporaries(folder: str | Path) -> None:
             pass
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def load(path: str | Path) -> Checkpoint:
     """Read a checkpoint safely; every way a file can be wrong is a CharRNNError."""
     path = Path(path)
@@ -139,6 +105,10 @@ def load(path: str | Path) -> Checkpoint:
         raise CharRNNError(f"{path}: is a directory; give a .pt file (e.g. {path}/best.pt)")
     if path.suffix == ".npz":
         raise CharRNNError(f"{path}: an .npz export holds only weights and vocabulary for `charrnn sample`; give the .pt checkpoint it came from")
+    kind = file_kind(path)
+    if kind in ("empty", "other"):
+        why = "the file is empty" if kind == "empty" else "not a file torch.save writes"
+        raise CharRNNError(f"{path}: not a readable charrnn checkpoint: {why}")
     try:
         with warnings.catch_warnings():  # torch warns about odd pickles before refusing them
             warnings.simplefilter("ignore")
@@ -147,6 +117,8 @@ def load(path: str | Path) -> Checkpoint:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             reason = "it asks to load Python objects, which charrnn never does (refused, nothing run)"
+        elif kind == "zip" and not zipfile.is_zipfile(path):
+            reason = "truncated or damaged (its zip archive is incomplete)"
         raise CharRNNError(f"{path}: not a readable charrnn checkpoint: {reason[:300]}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CharRNNError(f"{path}: not a charrnn checkpoint")
@@ -174,14 +146,3 @@ def load(path: str | Path) -> Checkpoint:
         format_version=version,
     )
 
-
-def newest(root: str | Path = "checkpoints", filename: str = "best.pt") -> Path:
-    """The most recently written `filename` anywhere under `root`."""
-    root = Path(root)
-    found = [p for p in root.rglob(filename) if p.is_file()] if root.is_dir() else []
-    if not found:
-        raise CharRNNError(
-            f"no {filename} under {root}/: train a model first (charrnn train FILE) "
-            f"or pass --checkpoint"
-        )
-    return max(found, key=lambda p: p.stat().st_mtime_ns)

@@ -431,16 +431,17 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
     if prime_file is not None:
         from charrnn.corpus import read_text
 
-        prime = read_text(prime_file)
+        prime = read_text(prime_file, flags=(), what="the prime file")
     cfg = SampleConfig(length=length, temp=temp, top_k=top_k, top_p=top_p, prime=prime or "", seed=seed, num_samples=num_samples, stop=stop).validate()
 
     from charrnn.engines import open_stepper  # imports torch only if the engine or a .pt needs it
     from charrnn.sample import generate, prime_ids
 
     if checkpoint_path is None:
-        from charrnn import checkpoint
+        from charrnn.engines import newest
 
-        checkpoint_path = checkpoint.newest("checkpoints")
+        checkpoint_path = newest("checkpoints")
+        _stderr().print(f"sampling from {checkpoint_path} (the newest best.pt under checkpoints/; -c to choose)", soft_wrap=True)
     stepper, vocab, _ = open_stepper(checkpoint_path, engine, device)  # a run folder: its best.pt
     _, _, dropped = prime_ids(vocab, cfg.prime, unknown)
     if dropped:

@@ -67,7 +67,7 @@ def _load_model(path: Path, device: str = "cpu", threads: int = 1):
 def _read(path: Path, encoding: str) -> str:
     from charrnn.corpus import read_text
 
-    return read_text(path, encoding=encoding)
+    return read_text(path, encoding=encoding, flags=("--encoding",), what="the text")
 
 
 def _unknown_note(unknown: dict[str, int]) -> str:

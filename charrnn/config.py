@@ -111,6 +111,7 @@ class TrainConfig:
             value = getattr(self, name)
             _check(value is None or value > 0, name, value, "must be positive")
         _check(self.threads is None or self.threads >= 1, "threads", self.threads, "must be at least 1")
+        _check_seed(self.seed)
         if self.name is not None:
             _check(
                 self.name.strip() != "" and "/" not in self.name and self.name not in (".", ".."),
@@ -134,11 +135,15 @@ class SampleConfig:
 
     def validate(self) -> "SampleConfig":
         _check(self.length >= 0, "length", self.length, "must be 0 or more")
-        _check(self.temp >= 0 and math.isfinite(self.temp), "temp", self.temp, "must be 0 (greedy) or more")
+        _check(math.isfinite(self.temp), "temp", self.temp, "must be a finite number")
+        _check(self.temp >= 0, "temp", self.temp, "must be 0 (greedy) or more")
         _check(self.top_k >= 0, "top_k", self.top_k, "must be 0 (off) or more")
         _check(0 < self.top_p <= 1, "top_p", self.top_p, "must be in (0, 1]")
         _check(self.num_samples >= 1, "num_samples", self.num_samples, "must be at least 1")
-        _check(all(s != "" for s in self.stop), "stop", "''", "must not be empty")
+        if "" in self.stop:
+            raise CharRNNError("--stop must not be an empty string")
+        if self.seed is not None:
+            _check_seed(self.seed)
         return self
 
 
@@ -149,6 +154,13 @@ def _flag(name: str) -> str:
 def _check(ok: bool, name: str, value: Any, why: str) -> None:
     if not ok:
         raise CharRNNError(f"{_flag(name)} {value!r} {why}")
+
+
+MAX_SEED = 2**63 - 1  # what torch.manual_seed and numpy's generators both take
+
+
+def _check_seed(seed: int) -> None:
+    _check(0 <= seed <= MAX_SEED, "seed", seed, f"must be in [0, {MAX_SEED}]")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -181,8 +193,10 @@ def read_toml(path: str | Path, cls) -> dict[str, Any]:
         raise CharRNNError(f"{path}: config file not found") from None
     except IsADirectoryError:
         raise CharRNNError(f"{path}: is a directory, not a config file") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CharRNNError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise CharRNNError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
     known = {f.name for f in fields(cls)}
     values = {}
     for key, value in data.items():

@@ -117,7 +117,7 @@ def check_errors(errors: str) -> str:
     try:
         codecs.lookup_error(errors)
     except LookupError:
-        raise CharRNNError(f"--errors {errors!r} is not one of: strict, replace (or another Python error handler)") from None
+        raise CharRNNError(f"--errors {errors!r} is not one of: strict, replace, ignore (or another Python error handler)") from None
     return errors
 
 
@@ -127,8 +127,10 @@ def decode_chunks(
     encoding: str = "utf-8",
     errors: str = "strict",
     keep_newlines: bool = False,
+    flags: tuple[str, ...] = ("--encoding", "--errors"),
 ) -> Iterator[str]:
-    """Decode one file given as byte chunks into checked text pieces. `name` is used in messages.
+    """Decode one file given as byte chunks into checked text pieces. `name` is used in messages,
+    which suggest only the `flags` the command has.
 
     The checks: NUL bytes in the first MiB (binary), not valid in `encoding` (with the offset of
     the bad byte in the file), mostly control characters in the first 64k characters (binary).
@@ -168,10 +170,12 @@ def decode_chunks(
             text = decoder.decode(chunk, final)
         except UnicodeDecodeError as exc:
             at = offset - buffered + exc.start
+            advice = " or ".join(
+                [*(["--encoding (e.g. latin-1, cp1252)"] if "--encoding" in flags else []), *(["--errors replace"] if "--errors" in flags else [])]
+            )
             raise CharRNNError(
                 f"{name}: not valid {encoding if not utf8 else 'utf-8'} at byte offset {at} "
-                f"(byte 0x{exc.object[exc.start]:02x}); pass --encoding (e.g. latin-1, cp1252) "
-                f"or --errors replace"
+                f"(byte 0x{exc.object[exc.start]:02x}); " + (f"pass {advice}" if advice else "save it as UTF-8")
             ) from None
         except UnicodeError as exc:  # e.g. UTF-16 without a byte-order mark
             raise CharRNNError(f"{name}: cannot be read as {encoding}: {exc}; pass another --encoding") from None
@@ -211,16 +215,19 @@ def decode(
     encoding: str = "utf-8",
     errors: str = "strict",
     keep_newlines: bool = False,
+    flags: tuple[str, ...] = ("--encoding", "--errors"),
+    what: str = "the corpus",
 ) -> str:
-    """Bytes to text, with every check a corpus needs. `name` is used in messages."""
-    text = "".join(decode_chunks([data], name, encoding, errors, keep_newlines))
+    """Bytes to text, with every check a corpus needs. `name` is used in messages, `what` for
+    an empty file; `flags` are the options a message may suggest."""
+    text = "".join(decode_chunks([data], name, encoding, errors, keep_newlines, flags))
     if not text:
-        raise CharRNNError(f"{name}: the corpus is empty")
+        raise CharRNNError(f"{name}: {what} is empty")
     return text
 
 
-def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict", keep_newlines: bool = False) -> str:
-    return decode(read_bytes(path), str(path), encoding, errors, keep_newlines)
+def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict", keep_newlines: bool = False, flags: tuple[str, ...] = ("--encoding", "--errors"), what: str = "the corpus") -> str:
+    return decode(read_bytes(path), str(path), encoding, errors, keep_newlines, flags, what)
 
 
 def iter_corpus_text(

@@ -60,6 +60,18 @@ def resolve_checkpoint(path: Path) -> Path:
     raise CharRNNError(f"{path}: a folder with no best.pt or last.pt in it; give a run folder (checkpoints/NAME) or a .pt file")
 
 
+def newest(root: str | Path = "checkpoints", filename: str = "best.pt") -> Path:
+    """The most recently written `filename` anywhere under `root` (for `sample` without -c)."""
+    root = Path(root)
+    found = [p for p in root.rglob(filename) if p.is_file()] if root.is_dir() else []
+    if not found:
+        raise CharRNNError(
+            f"no {filename} under {root}/: train a model first (charrnn train FILE) "
+            f"or pass --checkpoint"
+        )
+    return max(found, key=lambda p: p.stat().st_mtime_ns)
+
+
 def load_model(path: Path) -> tuple[dict[str, np.ndarray], Vocab, ModelConfig]:
     """The weights (NumPy arrays, torch's names), vocabulary and model config of a .pt
     checkpoint or an .npz export."""

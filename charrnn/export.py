@@ -19,8 +19,6 @@ load rather than loading wrong weights. This module imports torch only to read a
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
@@ -30,7 +28,7 @@ import numpy as np
 from charrnn import __version__
 from charrnn.config import ModelConfig
 from charrnn.errors import CharRNNError
-from charrnn.files import readable_by_others, write_error
+from charrnn.files import atomic_write, file_kind
 from charrnn.numpy_ref import CELLS
 from charrnn.vocab import Vocab
 
@@ -97,18 +95,8 @@ def export_npz(checkpoint_path: str | Path, out_path: str | Path) -> Path:
 
 def save_npz(weights: dict[str, np.ndarray], meta: dict, path: Path) -> None:
     """Write to a temporary file in the same folder, then rename: never a half-written export."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    readable_by_others(fd)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, meta=np.array(json.dumps(meta)), **{k: np.ascontiguousarray(v, np.float32) for k, v in weights.items()})
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise CharRNNError(f"{path}: could not write the export ({write_error(exc)})", exit_code=1) from None
-        raise
+    with atomic_write(path, "the export") as fh:
+        np.savez(fh, meta=np.array(json.dumps(meta)), **{k: np.ascontiguousarray(v, np.float32) for k, v in weights.items()})
 
 
 def load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], Vocab, ModelConfig]:
@@ -116,6 +104,10 @@ def load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], Vocab, ModelConfi
     path = Path(path)
     if not path.is_file():
         raise CharRNNError(f"{path}: no such export" if not path.exists() else f"{path}: not a file")
+    kind = file_kind(path)
+    if kind != "zip":
+        why = {"empty": "the file is empty", "npy": "a single .npy array", "pickle": "a pickle, which charrnn never loads (nothing run)"}
+        raise CharRNNError(f"{path}: not a charrnn .npz export: {why.get(kind, 'not a zip archive')}")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}

@@ -1,7 +1,73 @@
-"""Small helpers for the files charrnn writes (checkpoints, exports, the corpus cache)."""
+"""Writing the files charrnn makes (checkpoints, exports, the corpus cache) safely."""
 
+from __future__ import annotations
+
+import contextlib
 import errno
 import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from charrnn.errors import CharRNNError
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path, what: str, after: str = "") -> Iterator[BinaryIO]:
+    """A binary file to write `path` through: a temporary file in the same folder, fsynced and
+    renamed over `path` only when the block ends without error, so a crash at any moment leaves
+    the old file or the new one, never a torn one. Any failure to write (the folder, the disk)
+    is a one-line CharRNNError naming `what` (+ `after`), and the temporary file is removed."""
+    path = Path(path)
+    tmp = None
+    try:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # (what mkdir says when the folder's name is taken by a file)
+            raise CharRNNError(f"{path}: could not write {what} ({path.parent} is a file, not a folder){after}", exit_code=1) from None
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        readable_by_others(fd)
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, CharRNNError):  # torch reports a failed write as RuntimeError
+            raise CharRNNError(f"{path}: could not write {what} ({write_error(exc)}){after}", exit_code=1) from None
+        raise
+    fsync_dir(path.parent)
+
+
+def file_kind(path: Path) -> str:
+    """What a file's first bytes say it is: 'empty', 'zip' (torch.save, .npz), 'npy' (one NumPy
+    array), 'pickle' (protocol 2 or later: torch's legacy format, or any pickle) or 'other'."""
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if not head:
+        return "empty"
+    if head[:2] == b"PK":
+        return "zip"
+    if head == b"\x93NUMPY":
+        return "npy"
+    return "pickle" if head[0] == 0x80 else "other"
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (where the system allows opening a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_error(exc: BaseException) -> str:

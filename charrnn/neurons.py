@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, plural
 from charrnn.model import CharRNN
 from charrnn.vocab import Vocab
 
@@ -48,7 +48,7 @@ def check_choice(model: CharRNN, layer: int | None, unit: int | None, state: str
     if layer is None:
         layer = cfg.layers - 1
     if not -cfg.layers <= layer < cfg.layers:
-        raise CharRNNError(f"--layer {layer}: the model has {cfg.layers} layer(s), numbered 0 to {cfg.layers - 1}")
+        raise CharRNNError(f"--layer {layer}: the model has {plural(cfg.layers, 'layer')}, numbered from 0" + (f" to {cfg.layers - 1}" if cfg.layers > 1 else ""))
     if unit is not None and not 0 <= unit < cfg.hidden:
         raise CharRNNError(f"--unit {unit}: each layer has {cfg.hidden} units, numbered 0 to {cfg.hidden - 1}")
     return layer % cfg.layers, state

@@ -54,6 +54,8 @@ def find_runs(root: str | Path) -> list[Path]:
     """Every folder under `root` (itself included) holding one of the run files, sorted."""
     root = Path(root)
     if not root.is_dir():
+        if root.exists():
+            raise CharRNNError(f"{root}: a file, not a folder of runs (give --root a folder such as checkpoints)")
         raise CharRNNError(f"{root}: no such folder (train a model first: charrnn train FILE)")
     return sorted({p.parent for name in RUN_FILES for p in root.rglob(name) if p.is_file()})
 

@@ -243,6 +243,11 @@ class Trainer:
             fracs.append(p.train_seconds / cfg.time_budget)
         return min(1.0, max(fracs)) if fracs else 0.0
 
+    def _limits(self) -> str:
+        cfg = self.cfg
+        limits = [f"--max-steps {cfg.max_steps}" if cfg.max_steps else "", f"--max-epochs {cfg.max_epochs:g}" if cfg.max_epochs else "", f"--time-budget {cfg.time_budget:g}" if cfg.time_budget else ""]
+        return ", ".join(filter(None, limits))
+
     def lr_at(self, step: int, fraction: float) -> float:
         cfg = self.cfg
         warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
@@ -279,7 +284,10 @@ class Trainer:
     def fit(self, until_step: int | None = None) -> dict[str, Any]:
         cfg, p, model = self.cfg, self.progress, self.train_model
         if self.dist.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise self._error(f"{self.run_dir}: cannot make the run folder ({write_error(exc)}); give another --out") from None
             checkpoint.remove_stale_temporaries(self.run_dir)
         self.events(
             {
@@ -296,6 +304,11 @@ class Trainer:
                 "run_dir": str(self.run_dir),
             }
         )
+        if p.step and self.fraction_done() >= 1.0:
+            self._warn(
+                f"this run already reached its limit at step {p.step:,} ({self._limits()}); "
+                f"to train on, resume with a higher one"
+            )
         model.train()
         window_start, window_chars = time.perf_counter(), 0
         tick = time.perf_counter()

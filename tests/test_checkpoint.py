@@ -40,13 +40,15 @@ def damaged_files(tmp_path, good):
     torch.save({"weights": torch.zeros(3)}, plain)
     files = {
         "missing": (tmp_path / "nope.pt", "no such checkpoint"),
-        "truncated": (tmp_path / "truncated.pt", "not a readable charrnn checkpoint"),
+        "truncated": (tmp_path / "truncated.pt", "not a readable charrnn checkpoint: truncated or damaged"),
+        "empty": (tmp_path / "empty.pt", "not a readable charrnn checkpoint: the file is empty"),
         "corrupted": (tmp_path / "corrupted.pt", "(not a readable|damaged) charrnn checkpoint"),
-        "text": (tmp_path / "text.pt", "not a readable charrnn checkpoint"),
+        "text": (tmp_path / "text.pt", "not a readable charrnn checkpoint: not a file torch.save writes"),
         "other torch file": (plain, "not a charrnn checkpoint"),
         "newer format": (newer, "newer than this charrnn reads"),
     }
     files["truncated"][0].write_bytes(data[: len(data) // 2])
+    files["empty"][0].write_bytes(b"")
     corrupted = bytearray(data)
     for i in range(len(data) // 3, len(data) // 3 + 64):
         corrupted[i] ^= 0xFF

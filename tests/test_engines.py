@@ -2,6 +2,7 @@
 
 import json
 import os
+import pickle
 import struct
 import subprocess
 import sys
@@ -81,6 +82,12 @@ def test_npz_samples_where_torch_cannot_be_imported(run, tmp_path):
     assert result.stdout == sample("-c", str(ckpt), "--engine", "torch", *SAMPLE)
     refused = run_cli("sample", "-c", str(ckpt), "--length", "5", env_extra=env)
     assert refused.returncode == 2 and b"charrnn export" in refused.stderr
+    work = tmp_path / "work"  # without -c: finding the newest best.pt needs no torch either
+    (work / "checkpoints" / "run").mkdir(parents=True)
+    (work / "checkpoints" / "run" / "best.pt").write_bytes(ckpt.read_bytes())
+    newest = run_cli("sample", "--length", "5", env_extra=env, cwd=work)
+    err = newest.stderr.decode()
+    assert newest.returncode == 2 and "charrnn export" in err and "Traceback" not in err, err
 
 
 def test_engine_choice():
@@ -106,7 +113,15 @@ def test_damaged_or_foreign_npz_files_are_refused(run, tmp_path):
     for name, content in cases.items():
         np.savez(tmp_path / name, **content)
     (tmp_path / "garbage.npz").write_bytes(b"PK\x03\x04 not really a zip")
-    for name, message in [("missing.npz", "head.bias is missing"), ("shape.npz", "head.bias has shape"), ("no_meta.npz", "not a charrnn export"), ("pickled.npz", "allow_pickle=False"), ("garbage.npz", "not a readable .npz")]:
+    (tmp_path / "text.npz").write_text("a text file, not an export\n")
+    np.save(tmp_path / "one.npy", arrays["head.bias"])
+    (tmp_path / "one.npz").write_bytes((tmp_path / "one.npy").read_bytes())
+    (tmp_path / "raw-pickle.npz").write_bytes(pickle.dumps({"meta": "x"}))
+    for name, message in [
+        ("missing.npz", "head.bias is missing"), ("shape.npz", "head.bias has shape"), ("no_meta.npz", "not a charrnn export"),
+        ("pickled.npz", "allow_pickle=False"), ("garbage.npz", "not a readable .npz"), ("text.npz", "not a zip archive"),
+        ("one.npz", "a single .npy array"), ("raw-pickle.npz", "a pickle, which charrnn never loads"),
+    ]:
         with pytest.raises(CharRNNError, match=message):
             load_npz(tmp_path / name)
     flipped = tmp_path / "flipped.npz"  # one byte of a weight changed: the zip's CRC-32 catches it

@@ -99,6 +99,12 @@ def test_awkward_valid_text_trains(tmp_path, text):
         (["train", "{corpus}", "--lr", "0"], "--lr 0.0"),
         (["train", "{corpus}", "--config", "{bad_toml}"], "not valid TOML"),
         (["train", "{corpus}", "--config", "{unknown_toml}"], "unknown key 'hiddenn'"),
+        (["train", "{corpus}", "--config", "{binary_toml}"], "not valid TOML"),
+        (["train", "{corpus}", "--seed", "-1"], "--seed -1 must be in [0, "),
+        (["train", "{corpus}", "--seed", "99999999999999999999"], "--seed 99999999999999999999 must be in"),
+        (["sample", "--seed", "-1"], "--seed -1 must be in [0, "),
+        (["sample", "--temp", "inf"], "--temp inf must be a finite number"),
+        (["sample", "--stop", ""], "--stop must not be an empty string"),
         (["sample", "--temp", "-1"], "--temp -1.0"),
         (["sample", "--top-p", "1.5"], "--top-p 1.5"),
         (["sample", "--top-p", "0"], "--top-p 0.0"),
@@ -110,7 +116,8 @@ def test_invalid_options_are_rejected_before_any_work(tmp_path, args, needle):
     corpus.write_text(words_text(3000), encoding="utf-8")
     (tmp_path / "bad.toml").write_text("hidden = = 3\n")
     (tmp_path / "unknown.toml").write_text("hiddenn = 3\n")
-    args = [a.format(corpus=corpus, bad_toml=tmp_path / "bad.toml", unknown_toml=tmp_path / "unknown.toml") for a in args]
+    (tmp_path / "binary.toml").write_bytes(b"hidden = 3\n\xff\xfe\x00")
+    args = [a.format(corpus=corpus, bad_toml=tmp_path / "bad.toml", unknown_toml=tmp_path / "unknown.toml", binary_toml=tmp_path / "binary.toml") for a in args]
     result = invoke(*args, "--out", str(tmp_path / "ck")) if args[0] == "train" else invoke(*args)
     assert_one_line_error(result, needle)
     assert not (tmp_path / "ck").exists()
@@ -143,3 +150,54 @@ def test_resume_hint_can_be_pasted_into_a_shell(monkeypatch):
     hint = cli._resume_hint(Dist())
     command = hint.split("resume with: ", 1)[1]
     assert shlex.split(command) == ["charrnn", "train", "/tmp/my corpus/t.txt", "--sample-prime", "To be", "--resume"]
+
+
+def test_places_that_cannot_be_written_are_one_line_errors(tmp_path):
+    """A run folder or an export under a file (or anywhere the system refuses) fails in one
+    line, with the system's reason, and without the 'disk full' guess."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(words_text(3000), encoding="utf-8")
+    result = invoke("train", str(corpus), *TINY, "--max-steps", "2", "--out", str(corpus))
+    err = result.stderr.decode()
+    last = err.strip().splitlines()[-1]  # (after the line describing the corpus)
+    assert result.returncode == 2 and "cannot make the run folder (Not a directory); give another --out" in last, err
+    assert "Traceback" not in err and "disk full" not in err
+
+    assert invoke("train", str(corpus), *TINY, "--max-steps", "2", "--out", str(tmp_path / "ck")).returncode == 0
+    ckpt = tmp_path / "ck" / "c" / "last.pt"
+    result = invoke("export", str(ckpt), "-o", str(corpus / "x.npz"))
+    err = result.stderr.decode()
+    assert result.returncode == 1 and f"could not write the export ({corpus} is a file, not a folder)" in err, err
+    assert "Traceback" not in err and err.strip().count("\n") == 0
+    assert not list(tmp_path.glob("**/.*.tmp"))
+
+
+def test_resuming_a_finished_run_says_how_to_go_on(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(words_text(3000), encoding="utf-8")
+    common = [str(corpus), *TINY, "--max-steps", "3", "--out", str(tmp_path / "ck")]
+    assert invoke("train", *common).returncode == 0
+    again = invoke("train", *common, "--resume")
+    err = again.stderr.decode()
+    assert again.returncode == 0 and "already reached its limit at step 3 (--max-steps 3, --max-epochs 10)" in err, err
+    assert "resume with a higher one" in err
+
+
+def test_text_files_of_eval_and_prime_file_get_advice_their_command_can_follow(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(words_text(3000), encoding="utf-8")
+    assert invoke("train", str(corpus), *TINY, "--max-steps", "2", "--out", str(tmp_path / "ck")).returncode == 0
+    run = str(tmp_path / "ck" / "c")
+    latin, empty = tmp_path / "latin.txt", tmp_path / "empty.txt"
+    latin.write_bytes("the café".encode("latin-1"))
+    empty.write_bytes(b"")
+    cases = [
+        (["eval", run, str(latin)], "pass --encoding (e.g. latin-1, cp1252)", "--errors"),  # eval has no --errors
+        (["sample", "-c", run, "--prime-file", str(latin)], "save it as UTF-8", "--encoding"),  # sample has neither
+        (["eval", run, str(empty)], "the text is empty", "corpus"),
+        (["sample", "-c", run, "--prime-file", str(empty)], "the prime file is empty", "corpus"),
+    ]
+    for args, needle, absent in cases:
+        result = invoke(*args)
+        err = result.stderr.decode()
+        assert result.returncode == 2 and needle in err and absent not in err, (args, err)

@@ -83,6 +83,9 @@ def test_the_default_root_and_an_empty_or_missing_one(tmp_path, monkeypatch):
     empty = invoke("runs")
     assert empty.exit_code == 0 and empty.stdout == "" and "no runs under checkpoints/" in empty.stderr
     assert invoke("runs", "--json").stdout.strip() == "[]"
+    (tmp_path / "notes.txt").write_text("x")
+    a_file = invoke("runs", "--root", "notes.txt")
+    assert a_file.exit_code == 2 and "notes.txt: a file, not a folder of runs" in a_file.stderr
     with pytest.raises(CharRNNError):
         list_runs(tmp_path / "nope")
 
