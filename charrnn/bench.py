@@ -164,33 +164,36 @@ def _train_row(what: str, case: TrainCase, chars_per_sec: float, peak: float) ->
 
 def median_rows(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Rows of several rounds -> one row each: the median of every number over the rounds
-    (ratios too: each is taken within its own round, so shared-machine noise cancels in it)."""
+    (ratios too: each is taken within its own round, so shared-machine noise cancels in it);
+    anything else (a list of files written) as the first round has it."""
     rows = []
     for same in zip(*rounds):
         row = {"what": same[0]["what"], "rounds": len(same)}
         for key, value in same[0].items():
             if isinstance(value, (int, float)) and key != "rounds":
                 row[key] = statistics.median(r[key] for r in same)
+            elif key not in row:
+                row[key] = value
         if "chars_per_sec" in row:
             row["chars_per_sec_runs"] = [r["chars_per_sec"] for r in same]
         rows.append(row)
     return rows
 
 
-DEFAULT_EVAL_EVERY, DEFAULT_EVAL_CHARS, DEFAULT_SAVE_EVERY = 200, 200_000, 200  # TrainConfig's
-
-
 def bench_run_overheads(quick: bool, precision: str = "fp32", device: str = "cpu") -> list[dict[str, Any]]:
     """Is training as fast per character right after an evaluation, and after `--resume`, as in
-    a run going on undisturbed (LSTM 2×512)? And what do evaluating (200,000 characters) and
-    saving last.pt every 200 steps, the defaults, cost as a share of the training time?
+    a run going on undisturbed (the first training case, LSTM 2×512)? And what would evaluating
+    and saving at the default intervals (--eval-every, --eval-chars, --save-every) cost this
+    model and batch, as a share of its training time?
 
-    The undisturbed speed is measured before and after the others and averaged; the first step
-    after an evaluation is counted (that is where a slow path would show), and a resumed run
-    gets one warm-up step, like the undisturbed one."""
+    The undisturbed speed is measured before and after the others and averaged. The first step
+    after an evaluation is timed alone: that is where a slow path (a mode left on, weights
+    re-laid out) would show. A resumed run gets one warm-up step, like the undisturbed one."""
     from charrnn import checkpoint
+    from charrnn.config import TrainConfig, defaults
     from charrnn.train import evaluate_sum
 
+    default = defaults(TrainConfig)
     case = TRAIN_CASES[0]
     steps = 2 if quick else 4
     val_chars = case.batch_size * (case.seq_len * (2 if quick else 6) + 1)
@@ -206,26 +209,32 @@ def bench_run_overheads(quick: bool, precision: str = "fp32", device: str = "cpu
         trainer = bench_trainer(case, tmp, precision, device, val_chars)
         trainer.train_step()
         before = seconds_per_step(trainer)
+        one_chunk = trainer.val_ids[: trainer.batch_size * (case.seq_len + 1)]
+        evaluate_sum(trainer.model, one_chunk, trainer.batch_size, case.seq_len, trainer.device)  # warm-up
         t = time.perf_counter()
-        total, count = evaluate_sum(trainer.model, trainer.val_ids, trainer.batch_size, case.seq_len, trainer.device)
+        _, count = evaluate_sum(trainer.model, trainer.val_ids, trainer.batch_size, case.seq_len, trainer.device)
         eval_chars_per_s = count / (time.perf_counter() - t)
         trainer._evaluate(lr=0.0, chars_per_sec=0.0)  # the real one: metrics, best.pt, train mode again
-        after_eval = seconds_per_step(trainer)
+        wrote = sorted(p.name for p in Path(tmp).iterdir())
+        t = time.perf_counter()
+        trainer.train_step()
+        first_after_eval = time.perf_counter() - t
         t = time.perf_counter()
         path = trainer.save("last.pt")
         save_s = time.perf_counter() - t
         resumed = bench_trainer(case, tmp, precision, device, val_chars, resume_from=checkpoint.load(path))
+        resumed_at = resumed.progress.step
         resumed.train_step()
         after_resume = seconds_per_step(resumed)
         del resumed
         undisturbed = (before + seconds_per_step(trainer)) / 2
-    between = DEFAULT_EVAL_EVERY * undisturbed  # training seconds between two evaluations
+    between = default["eval_every"] * undisturbed  # training seconds between two evaluations
     return [
-        {"what": "train LSTM 2×512, undisturbed", "chars_per_sec": chars / undisturbed},
-        {"what": "  right after an evaluation", "chars_per_sec": chars / after_eval, "vs_undisturbed": undisturbed / after_eval},
-        {"what": "  after --resume from a checkpoint", "chars_per_sec": chars / after_resume, "vs_undisturbed": undisturbed / after_resume},
-        {"what": f"  evaluating {DEFAULT_EVAL_CHARS:,} chars every {DEFAULT_EVAL_EVERY} steps", "chars_per_sec": eval_chars_per_s, "cost": DEFAULT_EVAL_CHARS / eval_chars_per_s / between},
-        {"what": f"  saving last.pt every {DEFAULT_SAVE_EVERY} steps", "seconds": save_s, "cost": save_s / (DEFAULT_SAVE_EVERY * undisturbed)},
+        {"what": f"train {case.label}, undisturbed", "chars_per_sec": chars / undisturbed},
+        {"what": "  the first step after an evaluation", "chars_per_sec": chars / first_after_eval, "vs_undisturbed": undisturbed / first_after_eval, "evaluation_wrote": wrote},
+        {"what": "  after --resume from a checkpoint", "chars_per_sec": chars / after_resume, "vs_undisturbed": undisturbed / after_resume, "resumed_at_step": resumed_at},
+        {"what": f"  evaluating {default['eval_chars']:,} chars every {default['eval_every']} steps", "chars_per_sec": eval_chars_per_s, "cost": default["eval_chars"] / eval_chars_per_s / between},
+        {"what": f"  saving last.pt every {default['save_every']} steps", "seconds": save_s, "cost": save_s / (default["save_every"] * undisturbed)},
     ]
 
 

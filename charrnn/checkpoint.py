@@ -83,7 +83,7 @@ def digest(data: Any) -> str:
 def save(ckpt: Checkpoint, path: str | Path) -> None:
     """Write atomically (files.atomic_write): the previous file stays whole if anything fails."""
     path = Path(path)
-    with atomic_write(path, "checkpoint", f". The previous {path.name} is untouched") as fh:
+    with atomic_write(path, "checkpoint", f". The previous {path.name} is untouched" if path.exists() else "") as fh:
         torch.save(ckpt.to_dict(), fh)
 
 

@@ -51,7 +51,7 @@ def _opt(name: str, help: str, panel: str, table: dict = TRAIN_DEFAULTS, **kw) -
 def _stderr():
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, markup=False)  # paths and text may hold [brackets]
 
 
 def _fail(exc: CharRNNError) -> None:
@@ -226,7 +226,7 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
     display.summary(summary)
     if received or summary["reason"] == "stopped by another process":
         why = signal.Signals(received[0]).name if received else "a signal to another process"
-        display.console.print(f"stopped by {why}; progress saved in {summary['last']}\n{_resume_hint(dist)}", soft_wrap=True)
+        display.console.print(f"stopped by {why}; progress saved in {summary['last']}\n{_resume_hint(dist)}", soft_wrap=True, markup=False)
         if received:
             raise typer.Exit(128 + received[0])
 
@@ -400,7 +400,7 @@ def _prepare(corpora: list[Path], read_options: dict, cache_dir: Path | None, js
 # ---------------------------------------------------------------------------------- sample
 @app.command()
 def sample(
-    checkpoint_path: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint (.pt), run folder (its best.pt) or export (.npz, see `charrnn export`) to sample from. \\[default: the newest best.pt under checkpoints/]", show_default=False)] = None,
+    checkpoint_path: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint (.pt), run folder (its best.pt, else last.pt) or export (.npz, see `charrnn export`) to sample from. \\[default: the newest best.pt under checkpoints/, else the newest last.pt]", show_default=False)] = None,
     length: Annotated[int, _opt("length", "Characters to generate (after the prime).", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["length"],
     temp: Annotated[float, _opt("temp", "Temperature: lower is safer, higher is wilder, 0 always takes the most likely character.", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["temp"],
     top_k: Annotated[int, _opt("top_k", "Sample only among the k most likely characters (0 = off).", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["top_k"],
@@ -441,7 +441,7 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
         from charrnn.engines import newest
 
         checkpoint_path = newest("checkpoints")
-        _stderr().print(f"sampling from {checkpoint_path} (the newest best.pt under checkpoints/; -c to choose)", soft_wrap=True)
+        _stderr().print(f"sampling from {checkpoint_path} (the newest {checkpoint_path.name} under checkpoints/; -c to choose)", soft_wrap=True)
     stepper, vocab, _ = open_stepper(checkpoint_path, engine, device)  # a run folder: its best.pt
     _, _, dropped = prime_ids(vocab, cfg.prime, unknown)
     if dropped:
@@ -500,7 +500,7 @@ class _Stdout:
 # ---------------------------------------------------------------------------------- info
 @app.command()
 def info(
-    checkpoint_path: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A .pt checkpoint (or a run folder: its best.pt).", show_default=False)],
+    checkpoint_path: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A .pt checkpoint (or a run folder: its best.pt, else last.pt).", show_default=False)],
     json_out: Annotated[bool, typer.Option("--json", help="Print the checkpoint's metadata as JSON on stdout.")] = False,
 ) -> None:
     """Describe a checkpoint: model, vocabulary, training config and progress."""
@@ -527,7 +527,7 @@ def info(
 # ---------------------------------------------------------------------------------- export
 @app.command()
 def export(
-    checkpoint_path: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A .pt checkpoint (or a run folder: its best.pt).", show_default=False)],
+    checkpoint_path: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A .pt checkpoint (or a run folder: its best.pt, else last.pt).", show_default=False)],
     fmt: Annotated[str, typer.Option("--format", "-f", help="npz: the weights as NumPy arrays (torch's names) and the vocabulary and model as JSON; `charrnn sample -c FILE.npz` reads it without torch.")] = "npz",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write. \\[default: CHECKPOINT with the format's suffix]", show_default=False)] = None,
 ) -> None:

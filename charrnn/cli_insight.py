@@ -17,7 +17,7 @@ import typer
 from charrnn.errors import CharRNNError, plural
 
 PANEL = "Insight"
-CKPT_HELP = "A .pt checkpoint (or a run folder: its best.pt)."
+CKPT_HELP = "A .pt checkpoint (or a run folder: its best.pt, else last.pt)."
 # Reading one stream (batch 1), the matrix products are small: more CPU threads gain little and,
 # on a busy machine, cost a lot (threads waiting for each other), so 1 is the default.
 THREADS_HELP = "CPU threads (batch-1 streaming gains little from more)."

@@ -156,7 +156,7 @@ def _check(ok: bool, name: str, value: Any, why: str) -> None:
         raise CharRNNError(f"{_flag(name)} {value!r} {why}")
 
 
-MAX_SEED = 2**63 - 1  # what torch.manual_seed and numpy's generators both take
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes up to 2**64 - 1, numpy any size: a round, safe bound
 
 
 def _check_seed(seed: int) -> None:

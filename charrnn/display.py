@@ -26,6 +26,7 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -125,12 +126,12 @@ class TrainDisplay:
 
     def message(self, text: str) -> None:
         if not self.quiet:
-            self.console.print(text, soft_wrap=True)
+            self.console.print(text, soft_wrap=True, markup=False)
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["event"]
         if kind == "warning":
-            self.console.print(f"[yellow]warning:[/] {event['message']}", soft_wrap=True)
+            self.console.print(f"[yellow]warning:[/] {escape(event['message'])}", soft_wrap=True)
         elif kind == "start":
             self.message(
                 f"training {event['parameters']:,} parameters on {event['device']} ({event['threads']} thread{'s' if event['threads'] != 1 else ''}"
@@ -193,6 +194,7 @@ class TrainDisplay:
             + (str(summary["best"]) if summary.get("best") and Path(summary["best"]).exists() else "none yet (no evaluation ran)"),
             soft_wrap=True,
             highlight=False,
+            markup=False,
         )
 
 

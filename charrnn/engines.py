@@ -60,16 +60,15 @@ def resolve_checkpoint(path: Path) -> Path:
     raise CharRNNError(f"{path}: a folder with no best.pt or last.pt in it; give a run folder (checkpoints/NAME) or a .pt file")
 
 
-def newest(root: str | Path = "checkpoints", filename: str = "best.pt") -> Path:
-    """The most recently written `filename` anywhere under `root` (for `sample` without -c)."""
+def newest(root: str | Path = "checkpoints") -> Path:
+    """For `sample` without -c: the most recently written best.pt anywhere under `root`, or
+    when there is none (no run has evaluated yet), the most recent last.pt."""
     root = Path(root)
-    found = [p for p in root.rglob(filename) if p.is_file()] if root.is_dir() else []
-    if not found:
-        raise CharRNNError(
-            f"no {filename} under {root}/: train a model first (charrnn train FILE) "
-            f"or pass --checkpoint"
-        )
-    return max(found, key=lambda p: p.stat().st_mtime_ns)
+    for filename in ("best.pt", "last.pt"):
+        found = [p for p in root.rglob(filename) if p.is_file()] if root.is_dir() else []
+        if found:
+            return max(found, key=lambda p: p.stat().st_mtime_ns)
+    raise CharRNNError(f"no checkpoint under {root}/: train a model first (charrnn train FILE) or pass --checkpoint")
 
 
 def load_model(path: Path) -> tuple[dict[str, np.ndarray], Vocab, ModelConfig]:

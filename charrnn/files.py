@@ -45,8 +45,11 @@ def atomic_write(path: Path, what: str, after: str = "") -> Iterator[BinaryIO]:
 def file_kind(path: Path) -> str:
     """What a file's first bytes say it is: 'empty', 'zip' (torch.save, .npz), 'npy' (one NumPy
     array), 'pickle' (protocol 2 or later: torch's legacy format, or any pickle) or 'other'."""
-    with open(path, "rb") as fh:
-        head = fh.read(6)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError as exc:
+        raise CharRNNError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     if not head:
         return "empty"
     if head[:2] == b"PK":
@@ -81,12 +84,19 @@ def write_error(exc: BaseException) -> str:
     return f"{reason}; is the disk full?" if full else reason
 
 
+def _read_umask() -> int:
+    umask = os.umask(0)  # the only way to read it is to set it: done once, at import
+    os.umask(umask)
+    return umask
+
+
+UMASK = _read_umask()
+
+
 def readable_by_others(fd: int) -> None:
     """Give a file made by `tempfile.mkstemp` (always mode 0600) the mode an ordinary
     `open` would: 0666 less the umask, so checkpoints can be shared as the user's other files."""
-    umask = os.umask(0)
-    os.umask(umask)
     try:
-        os.fchmod(fd, 0o666 & ~umask)
-    except OSError:  # a filesystem without modes: leave it
+        os.fchmod(fd, 0o666 & ~UMASK)
+    except (OSError, AttributeError):  # a filesystem without modes, or no fchmod (Windows)
         pass

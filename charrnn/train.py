@@ -233,20 +233,20 @@ class Trainer:
     # ----------------------------------------------------------------- schedule and limits
     def fraction_done(self) -> float:
         """How far through training we are, by the first limit that will be reached."""
-        p, cfg = self.progress, self.cfg
-        fracs = []
-        if cfg.max_steps:
-            fracs.append(p.step / cfg.max_steps)
-        if cfg.max_epochs:
-            fracs.append(p.step / (cfg.max_epochs * self.chunks_per_epoch))
-        if cfg.time_budget:
-            fracs.append(p.train_seconds / cfg.time_budget)
+        fracs = self._limit_fractions().values()
         return min(1.0, max(fracs)) if fracs else 0.0
 
-    def _limits(self) -> str:
-        cfg = self.cfg
-        limits = [f"--max-steps {cfg.max_steps}" if cfg.max_steps else "", f"--max-epochs {cfg.max_epochs:g}" if cfg.max_epochs else "", f"--time-budget {cfg.time_budget:g}" if cfg.time_budget else ""]
-        return ", ".join(filter(None, limits))
+    def _limit_fractions(self) -> dict[str, float]:
+        """How far along each limit that is set the run is, by the flag that sets it."""
+        p, cfg = self.progress, self.cfg
+        fracs = {}
+        if cfg.max_steps:
+            fracs[f"--max-steps {cfg.max_steps}"] = p.step / cfg.max_steps
+        if cfg.max_epochs:
+            fracs[f"--max-epochs {cfg.max_epochs:g}"] = p.step / (cfg.max_epochs * self.chunks_per_epoch)
+        if cfg.time_budget:
+            fracs[f"--time-budget {cfg.time_budget:g}"] = p.train_seconds / cfg.time_budget
+        return fracs
 
     def lr_at(self, step: int, fraction: float) -> float:
         cfg = self.cfg
@@ -287,7 +287,7 @@ class Trainer:
             try:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise self._error(f"{self.run_dir}: cannot make the run folder ({write_error(exc)}); give another --out") from None
+                raise self._error(f"{self.run_dir}: cannot make the run folder ({write_error(exc)}); give another --out", exit_code=1) from None
             checkpoint.remove_stale_temporaries(self.run_dir)
         self.events(
             {
@@ -306,7 +306,8 @@ class Trainer:
         )
         if p.step and self.fraction_done() >= 1.0:
             self._warn(
-                f"this run already reached its limit at step {p.step:,} ({self._limits()}); "
+                f"this run already reached its limit at step {p.step:,} "
+                f"({', '.join(flag for flag, frac in self._limit_fractions().items() if frac >= 1.0)}); "
                 f"to train on, resume with a higher one"
             )
         model.train()

@@ -27,9 +27,11 @@ def test_run_overheads_measure_a_real_evaluation_save_and_resume(monkeypatch):
 
     monkeypatch.setattr(bench, "TRAIN_CASES", [bench.TrainCase("lstm", 1, 16, 8, 4)])
     rows = bench.bench_run_overheads(quick=True)
-    assert [r["what"].strip().split()[0] for r in rows] == ["train", "right", "after", "evaluating", "saving"]
+    assert [r["what"].strip().split()[:2] for r in rows] == [["train", "LSTM"], ["the", "first"], ["after", "--resume"], ["evaluating", "200,000"], ["saving", "last.pt"]]
     assert all(r.get("chars_per_sec", 1) > 0 and r.get("cost", 1) > 0 for r in rows)
     assert all(r["vs_undisturbed"] > 0 for r in rows[1:3])
+    assert {"best.pt", "metrics.jsonl"} <= set(rows[1]["evaluation_wrote"])  # a real evaluation ran
+    assert rows[2]["resumed_at_step"] == 1 + 2 + 1  # warm-up, 2 timed steps, the one after evaluating
     result = {"machine": {"cpu": "x", "threads": 1, "device": "cpu", "torch": "t"}, "peak_gflops": 1.0, "training": [],
               "overheads": bench.median_rows([rows, rows]), "sampling": [],
               "tokenising": {"what": "tok", "mb_per_sec": 1.0, "peak_rss_mb": 1.0}, "startup": {"what": "s", "seconds": 0.1}}

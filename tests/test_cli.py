@@ -120,6 +120,7 @@ def test_sample_ends_its_line_on_a_terminal_only(trained):
     terminal a newline follows, so the shell's prompt does not start mid-line."""
     import os
     import pty
+    import select
 
     root, _, _ = trained
     args = [sys.executable, "-m", "charrnn", "sample", "--length", "30", "--prime", "The ", "--seed", "3"]
@@ -130,6 +131,9 @@ def test_sample_ends_its_line_on_a_terminal_only(trained):
         os.close(follower)
         seen = b""
         while True:
+            if not select.select([leader], [], [], 60)[0]:  # never hang the suite on a stuck child
+                proc.kill()
+                raise AssertionError(f"no output for 60 s; so far {seen!r}")
             try:
                 chunk = os.read(leader, 4096)
             except OSError:  # EIO: the child closed the terminal
@@ -168,3 +172,21 @@ def test_chinese_samples_survive_a_c_locale_pipe(tmp_path):
     result = run_cli("sample", "-c", str(tmp_path / "ck" / "poems" / "best.pt"), "--prime", "一", "--length", "50", env_extra=env, check=True)
     text = result.stdout.decode("utf-8")  # strict: must be valid UTF-8
     assert text.startswith("一") and len(text) == 51 and set(text) <= set(poems)
+
+
+def test_sample_without_c_takes_the_newest_last_pt_when_no_run_has_a_best_one(trained, tmp_path, monkeypatch):
+    """And names it on stderr as it is, [brackets] and all (no rich markup in paths)."""
+    from conftest import invoke
+
+    root, _, _ = trained
+    run = tmp_path / "checkpoints" / "exp[lr]"
+    run.mkdir(parents=True)
+    (run / "last.pt").write_bytes((root / "checkpoints" / "corpus" / "last.pt").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    result = invoke("sample", "--length", "20", "--seed", "1")
+    assert result.returncode == 0, result.stderr.decode()
+    assert len(result.stdout.decode()) == 20
+    assert result.stderr.decode().startswith("sampling from checkpoints/exp[lr]/last.pt (the newest last.pt")
+    (run / "last.pt").unlink()
+    none = invoke("sample")
+    assert none.returncode == 2 and "no checkpoint under checkpoints/" in none.stderr.decode()
