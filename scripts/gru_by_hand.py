@@ -13,9 +13,11 @@ It checks the gradients against nn.GRU (float64), then times both in interleaved
 
     PYTHONPATH=. python scripts/gru_by_hand.py [--rounds 8]
 
-Measured on the 2-core EPYC (2026-11-23, 8 rounds): hand-written 58% of peak, nn.GRU 55%;
-median ratio 1.01x. The sequential 64x512x1536 products and the element-wise steps between
-them bound both, so charrnn keeps nn.GRU.
+Measured on the 2-core EPYC (2026-11-23, two runs of 8 rounds): hand-written / nn.GRU median
+1.01x both times (per round 0.83-1.29x); 71% vs 73% of peak in the second run. The sequential
+64x512x1536 products and the element-wise steps between them bound both, so charrnn keeps
+nn.GRU. (Here there is no optimizer step or clipping, so the fractions of peak are higher
+than `charrnn bench`'s.)
 """
 
 from __future__ import annotations
