@@ -1,6 +1,7 @@
 """End to end through real subprocesses, as a user runs charrnn."""
 
 import json
+import os
 import subprocess
 import sys
 import re
@@ -190,3 +191,24 @@ def test_sample_without_c_takes_the_newest_last_pt_when_no_run_has_a_best_one(tr
     (run / "last.pt").unlink()
     none = invoke("sample")
     assert none.returncode == 2 and "no checkpoint under checkpoints/" in none.stderr.decode()
+
+
+def test_python_m_charrnn_without_the_dependencies_hands_over_to_the_project_venv(tmp_path):
+    """`python3 -m charrnn` from a checkout, with a Python that lacks typer and torch (here: -S,
+    no site-packages), runs the project's .venv/bin/python once; without one it says what to do."""
+    from pathlib import Path
+
+    import charrnn
+
+    root = Path(charrnn.__file__).resolve().parent.parent
+    if not (root / ".venv" / "bin" / "python").exists():
+        pytest.skip("no .venv in this checkout (make setup makes it)")
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    env.pop("CHARRNN_VENV_HOP", None)
+    args = [sys.executable, "-S", "-m", "charrnn", "--help"]
+    handed = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, timeout=120)
+    assert handed.returncode == 0 and b"Usage:" in handed.stdout, handed.stderr.decode()
+    refused = subprocess.run(args, cwd=tmp_path, env={**env, "CHARRNN_VENV_HOP": "1"}, capture_output=True, timeout=120)
+    err = refused.stderr.decode()
+    assert refused.returncode == 1 and "lacks charrnn's dependencies" in err and "make setup" in err, err
+    assert "Traceback" not in err
