@@ -106,8 +106,8 @@ def load(path: str | Path) -> Checkpoint:
     if path.suffix == ".npz":
         raise CharRNNError(f"{path}: an .npz export holds only weights and vocabulary for `charrnn sample`; give the .pt checkpoint it came from")
     kind = file_kind(path)
-    if kind in ("empty", "other"):
-        why = "the file is empty" if kind == "empty" else "not a file torch.save writes"
+    if kind in ("empty", "npy", "other"):
+        why = {"empty": "the file is empty", "npy": "a NumPy array file"}.get(kind, "not a file torch.save writes")
         raise CharRNNError(f"{path}: not a readable charrnn checkpoint: {why}")
     try:
         with warnings.catch_warnings():  # torch warns about odd pickles before refusing them

@@ -442,7 +442,7 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
 
         checkpoint_path = newest("checkpoints")
         _stderr().print(f"sampling from {checkpoint_path} (the newest {checkpoint_path.name} under checkpoints/; -c to choose)", soft_wrap=True)
-    stepper, vocab, _ = open_stepper(checkpoint_path, engine, device)  # a run folder: its best.pt
+    stepper, vocab, _ = open_stepper(checkpoint_path, engine, device)
     _, _, dropped = prime_ids(vocab, cfg.prime, unknown)
     if dropped:
         from charrnn.vocab import describe_chars
@@ -507,7 +507,6 @@ def info(
     try:
         from charrnn import checkpoint
         from charrnn.display import checkpoint_table
-
         from charrnn.engines import resolve_checkpoint
 
         path = resolve_checkpoint(checkpoint_path)
@@ -535,9 +534,8 @@ def export(
     try:
         if fmt != "npz":
             raise CharRNNError(f"--format {fmt!r} is not one of: npz")
-        from charrnn.export import export_npz
-
         from charrnn.engines import resolve_checkpoint
+        from charrnn.export import export_npz
 
         path = resolve_checkpoint(checkpoint_path)
         written = export_npz(path, out or path.with_suffix(".npz"))

@@ -1,4 +1,5 @@
-"""Writing the files charrnn makes (checkpoints, exports, the corpus cache) safely."""
+"""Writing checkpoints and exports safely, telling what a file is by its first bytes, and
+saying why a write failed (also for the corpus cache and metrics)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def atomic_write(path: Path, what: str, after: str = "") -> Iterator[BinaryIO]:
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, CharRNNError):  # torch reports a failed write as RuntimeError
+        if isinstance(exc, (OSError, RuntimeError)):  # torch reports a failed write as RuntimeError
             raise CharRNNError(f"{path}: could not write {what} ({write_error(exc)}){after}", exit_code=1) from None
         raise
     fsync_dir(path.parent)
