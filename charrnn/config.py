@@ -112,6 +112,7 @@ class TrainConfig:
             _check(value is None or value > 0, name, value, "must be positive")
         _check(self.threads is None or self.threads >= 1, "threads", self.threads, "must be at least 1")
         _check_seed(self.seed)
+        _check(self.out.strip() != "", "out", self.out, "must name a folder (an empty one would mean the current folder)")
         if self.name is not None:
             _check(
                 self.name.strip() != "" and "/" not in self.name and self.name not in (".", ".."),

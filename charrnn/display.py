@@ -131,7 +131,7 @@ class TrainDisplay:
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["event"]
         if kind == "warning":
-            self.console.print(f"[yellow]warning:[/] {escape(event['message'])}", soft_wrap=True)
+            self.console.print(f"[yellow]warning:[/] {escape(event['message'])}", soft_wrap=True, markup=True)
         elif kind == "start":
             self.message(
                 f"training {event['parameters']:,} parameters on {event['device']} ({event['threads']} thread{'s' if event['threads'] != 1 else ''}"

@@ -201,3 +201,14 @@ def test_text_files_of_eval_and_prime_file_get_advice_their_command_can_follow(t
         result = invoke(*args)
         err = result.stderr.decode()
         assert result.returncode == 2 and needle in err and absent not in err, (args, err)
+
+
+def test_warnings_and_empty_out_read_as_plain_text(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(words_text(3000), encoding="utf-8")
+    empty_out = invoke("train", str(corpus), *TINY, "--out", "")
+    assert_one_line_error(empty_out, "--out '' must name a folder")
+    short = invoke("train", str(corpus), "--layers", "1", "--hidden", "8", "--embed", "4", "--max-steps", "1", "--out", str(tmp_path / "ck"))
+    err = short.stderr.decode()
+    assert short.returncode == 0 and "warning: the corpus is short: using --batch-size" in err, err
+    assert "[yellow]" not in err and "[/]" not in err  # rich markup rendered, not printed
