@@ -101,6 +101,8 @@ def read_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES, on_bytes: Callable[[
 
 
 # ------------------------------------------------------------------------------ decoding
+CORPUS_FLAGS = ("--encoding", "--errors")  # what `train` and `prepare` offer for a file they cannot read
+
 def check_encoding(encoding: str) -> str:
     """The codec's canonical name, or a clear error for an unknown encoding."""
     try:
@@ -127,7 +129,7 @@ def decode_chunks(
     encoding: str = "utf-8",
     errors: str = "strict",
     keep_newlines: bool = False,
-    flags: tuple[str, ...] = ("--encoding", "--errors"),
+    flags: tuple[str, ...] = CORPUS_FLAGS,
 ) -> Iterator[str]:
     """Decode one file given as byte chunks into checked text pieces. `name` is used in messages,
     which suggest only the `flags` the command has.
@@ -215,7 +217,7 @@ def decode(
     encoding: str = "utf-8",
     errors: str = "strict",
     keep_newlines: bool = False,
-    flags: tuple[str, ...] = ("--encoding", "--errors"),
+    flags: tuple[str, ...] = CORPUS_FLAGS,
     what: str = "the corpus",
 ) -> str:
     """Bytes to text, with every check a corpus needs. `name` is used in messages, `what` for
@@ -226,7 +228,7 @@ def decode(
     return text
 
 
-def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict", keep_newlines: bool = False, flags: tuple[str, ...] = ("--encoding", "--errors"), what: str = "the corpus") -> str:
+def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict", keep_newlines: bool = False, flags: tuple[str, ...] = CORPUS_FLAGS, what: str = "the corpus") -> str:
     return decode(read_bytes(path), str(path), encoding, errors, keep_newlines, flags, what)
 
 

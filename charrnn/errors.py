@@ -19,7 +19,6 @@ class CharRNNError(Exception):
         self.elsewhere = elsewhere
 
 
-
 def plural(n: int, word: str, many: str | None = None) -> str:
     """'1 step', '2 steps', '1,000 steps' (or `many` for an irregular plural)."""
     return f"{n:,} {word if n == 1 else many or word + 's'}"
