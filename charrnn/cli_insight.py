@@ -50,12 +50,13 @@ def _stdout():
 
 def _load_model(path: Path, device: str = "cpu", threads: int = 1):
     from charrnn import checkpoint
-    from charrnn.device import pick_device, set_threads
+    from charrnn.device import pick_device
+    from charrnn.threads import use_threads
     from charrnn.train import model_from_checkpoint
 
     if threads < 1:
         raise CharRNNError(f"--threads {threads} must be at least 1")
-    set_threads(threads)
+    use_threads(threads)
     from charrnn.engines import resolve_checkpoint
 
     path = resolve_checkpoint(path)

@@ -75,7 +75,7 @@ class TrainConfig:
     engine: str = "torch"  # torch | numpy (gradients from the hand-written BPTT of numpy_ref.py)
     seed: int = 1337
     device: str = "auto"
-    threads: int | None = None
+    threads: int | str | None = "auto"  # "auto": chosen from the free cores while training; N pins it
     name: str | None = None
     out: str = "checkpoints"
 
@@ -110,7 +110,9 @@ class TrainConfig:
         for name in ("max_steps", "max_epochs", "time_budget"):
             value = getattr(self, name)
             _check(value is None or value > 0, name, value, "must be positive")
-        _check(self.threads is None or self.threads >= 1, "threads", self.threads, "must be at least 1")
+        if self.threads is None:  # (checkpoints from before --threads auto)
+            self.threads = "auto"
+        _check(self.threads == "auto" or (isinstance(self.threads, int) and self.threads >= 1), "threads", self.threads, "must be auto or at least 1")
         _check_seed(self.seed)
         _check(self.out.strip() != "", "out", self.out, "must name a folder (an empty one would mean the current folder)")
         if self.name is not None:

@@ -1,8 +1,6 @@
-"""Choosing the device and the number of CPU threads."""
+"""Choosing the device (the number of CPU threads is charrnn/threads.py's)."""
 
 from __future__ import annotations
-
-import os
 
 import torch
 
@@ -20,19 +18,3 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "mps" and not mps:
         raise CharRNNError("--device mps: Apple MPS is not available here (use --device auto or cpu)")
     return torch.device(name)
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def set_threads(threads: int | None, share: int = 1) -> int:
-    """Use `threads` CPU threads, or this process' share of the cores it may run on (when
-    `share` processes train side by side on one machine)."""
-    if threads is None:
-        threads = max(1, available_cores() // share)
-    torch.set_num_threads(threads)
-    return threads

@@ -175,15 +175,28 @@ def strip_option(args: list[str], name: str) -> tuple[list[str], str | None]:
     return out, value
 
 
-def launch_command(argv: list[str], nproc: int, cores: int) -> tuple[list[str], dict[str, str]]:
+STARTED_WALL = "CHARRNN_STARTED_AT"  # when the user's command began (time.time()), for --time-budget
+
+
+def launch_command(argv: list[str], nproc: int, cores: int, started_wall: float) -> tuple[list[str], dict[str, str]]:
     """torchrun's arguments (and environment additions) to run `charrnn ARGV` in `nproc` local
-    processes: argv without --nproc, and --threads split among the processes unless given."""
+    processes: argv without --nproc. With --threads auto (the default) each process chooses its
+    threads from its share of the cores (`cores // nproc` at most) and their load."""
     args, _ = strip_option(argv, "--nproc")
     _, given = strip_option(args, "--threads")
-    if given is None:
-        threads = max(1, cores // nproc)
-        args += ["--threads", str(threads)]
-    else:
-        threads = int(given) if given.isdigit() else 1
+    threads = int(given) if given is not None and given.isdigit() else max(1, cores // nproc)
     torchrun = ["--standalone", "--nproc-per-node", str(nproc), "-m", "charrnn", *args]
-    return torchrun, {"OMP_NUM_THREADS": str(threads), "CHARRNN_LAUNCHED_AS": json.dumps(argv)}
+    env = {"OMP_NUM_THREADS": str(threads), "CHARRNN_LAUNCHED_AS": json.dumps(argv), STARTED_WALL: repr(started_wall)}
+    return torchrun, env
+
+
+def command_started(started: float, environ=os.environ) -> float:
+    """The time.monotonic() at which the user's command began: `started` (this process'), or
+    earlier when a launcher that began earlier says so (`charrnn train --nproc`)."""
+    try:
+        launched = float(environ[STARTED_WALL])
+    except (KeyError, ValueError):
+        return started
+    import time
+
+    return min(started, time.monotonic() - max(0.0, time.time() - launched))

@@ -45,3 +45,12 @@ def test_plural():
 
     assert [plural(n, "step") for n in (0, 1, 2, 1000)] == ["0 steps", "1 step", "2 steps", "1,000 steps"]
     assert plural(1, "process", "processes") == "1 process" and plural(3, "process", "processes") == "3 processes"
+
+
+def test_threads_is_auto_or_a_count():
+    assert TrainConfig().validate().threads == "auto"
+    assert TrainConfig(threads=None).validate().threads == "auto"  # checkpoints from before auto
+    assert TrainConfig(threads=3).validate().threads == 3
+    for bad in (0, "many", 1.5):
+        with pytest.raises(CharRNNError, match="--threads .* must be auto or at least 1"):
+            TrainConfig(threads=bad).validate()

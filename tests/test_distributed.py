@@ -4,13 +4,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
 
 from charrnn import checkpoint
 from charrnn.batches import resume_batch_size, shard_rows
-from charrnn.distributed import Dist, launch_command, state_digest, strip_option
+from charrnn.distributed import Dist, command_started, launch_command, state_digest, strip_option
 
 from conftest import TINY, invoke, run_cli, words_text
 
@@ -33,8 +34,10 @@ def test_torchrun_environment_and_launch_command():
     d = Dist.from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
     assert (d.rank, d.world, d.local_rank, d.local_world, d.main) == (3, 4, 1, 2, False)
     assert strip_option(["train", "c.txt", "--nproc=2", "--threads", "3"], "--nproc") == (["train", "c.txt", "--threads", "3"], "2")
-    args, env = launch_command(["train", "c.txt", "--nproc", "2"], 2, cores=8)
-    assert args[-5:] == ["charrnn", "train", "c.txt", "--threads", "4"] and env["OMP_NUM_THREADS"] == "4"
+    args, env = launch_command(["train", "c.txt", "--nproc", "2"], 2, cores=8, started_wall=1000.0)
+    assert args[-3:] == ["charrnn", "train", "c.txt"] and env["OMP_NUM_THREADS"] == "4"  # --threads auto: at most 4 each
+    assert command_started(time.monotonic(), {"CHARRNN_STARTED_AT": str(time.time() - 20)}) == pytest.approx(time.monotonic() - 20, abs=1)
+    assert command_started(50.0, {}) == 50.0
     assert "--nproc" not in args and args[args.index("--nproc-per-node") + 1] == "2"
 
 

@@ -1,0 +1,303 @@
+"""CPU threads that hold up on a busy machine.
+
+On an idle machine every core helps; beside a neighbour (a browser, `make -j2`, a second
+training) threads that wait for a descheduled partner burn the very core it needs, and a
+training can lose 3-50x. charrnn therefore chooses its threads from what is actually free:
+
+- `set_openmp_defaults`, before torch is first imported, shortens how long OpenMP threads spin
+  while they wait (libgomp's GOMP_SPINCOUNT; the user's own OMP_WAIT_POLICY or GOMP_SPINCOUNT
+  win). It costs nothing measurable idle and bounds the loss while the policy finds out.
+- `usable_cores` is what this process may run on: its CPU affinity, capped by a cgroup quota.
+- `CpuMeter` measures, from /proc/stat, how many of those cores other processes keep busy
+  (all CPU time on them, stolen time included, less this process' own).
+- `ThreadPolicy` starts from the free cores and re-chooses while a run goes: after a first
+  window, whenever the load of others changes, whenever the speed falls well below what the
+  current setting reached, and every minute, it runs a few real training steps at each
+  candidate count (a probe) and keeps the fastest. Probing steps are ordinary steps; only how
+  many threads compute them changes.
+
+Pure logic with injected clocks and readings, so the decisions are tested on fake inputs.
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+SPINCOUNT = "1000"  # libgomp's default is 300,000 spins (~ms); see README "Busy machines"
+WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+def set_openmp_defaults(environ=os.environ) -> None:
+    """Short spin-waits for OpenMP threads, unless the user chose a wait policy. Must run
+    before torch (and its libgomp) is loaded, and reaches the processes this one starts."""
+    if not any(name in environ for name in WAIT_VARIABLES):
+        environ["GOMP_SPINCOUNT"] = SPINCOUNT
+
+
+def affinity() -> set[int]:
+    try:
+        return set(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return set(range(os.cpu_count() or 1))
+
+
+def cgroup_quota(root: str | Path = "/sys/fs/cgroup") -> float | None:
+    """The CPU quota of this process' cgroup in cores (cgroup v2 cpu.max, or v1's CFS quota),
+    or None when there is none."""
+    root = Path(root)
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cores(cpus: set[int] | None = None, quota: float | None = None) -> int:
+    """Cores this process may use: its affinity, capped by the cgroup quota (rounded down, at
+    least 1)."""
+    n = len(cpus if cpus is not None else affinity())
+    if quota is not None:
+        n = min(n, max(1, math.floor(quota + 1e-9)))
+    return max(1, n)
+
+
+def cores_here() -> int:
+    """The cores this process may use here (affinity and cgroup quota)."""
+    return usable_cores(affinity(), cgroup_quota())
+
+
+def _own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+class CpuMeter:
+    """How many cores other processes keep busy, on the cores this process may run on, between
+    two readings. None where /proc/stat cannot be read (not Linux)."""
+
+    def __init__(
+        self,
+        cpus: set[int] | None = None,
+        stat_path: str | Path = "/proc/stat",
+        clock: Callable[[], float] = time.monotonic,
+        own: Callable[[], float] = _own_cpu_seconds,
+        ticks_per_second: float | None = None,
+    ):
+        self.cpus = affinity() if cpus is None else cpus
+        self.stat_path, self.clock, self.own = Path(stat_path), clock, own
+        self.ticks = ticks_per_second or (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100)
+        self._last = self._reading()
+
+    def _busy_seconds(self) -> float | None:
+        try:
+            lines = self.stat_path.read_text().splitlines()
+        except OSError:
+            return None
+        busy = 0
+        for line in lines:
+            name, *values = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in self.cpus:
+                user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in values[:8])
+                busy += user + nice + system + irq + softirq + steal
+        return busy / self.ticks
+
+    def _reading(self) -> tuple[float, float | None, float]:
+        return self.clock(), self._busy_seconds(), self.own()
+
+    @property
+    def available(self) -> bool:
+        return self._last[1] is not None
+
+    def others(self, min_window: float = 0.1) -> float | None:
+        """Cores kept busy by other processes since the previous call (or since the meter was
+        made). A window shorter than `min_window` seconds gives None and keeps the window open."""
+        now = self._reading()
+        (t0, busy0, own0), (t1, busy1, own1) = self._last, now
+        if busy0 is None or busy1 is None or t1 - t0 < min_window:
+            return None
+        self._last = now
+        return max(0.0, ((busy1 - busy0) - (own1 - own0)) / (t1 - t0))
+
+
+def free_cores(cores: int, others: float | None, siblings: int = 0, own: float = 0.0) -> int:
+    """Threads to use among `cores` when other processes keep `others` cores busy: the free
+    cores, rounded to the nearest whole core, at least 1. When this process is one of
+    `siblings` + 1 processes of one run sharing the machine (each using about `own` cores, each
+    given `cores` of them), the siblings are not others, and the rest of the load is shared."""
+    if others is None:
+        return cores
+    outside = max(0.0, others - siblings * own) / (siblings + 1)
+    return min(cores, max(1, math.floor(cores - outside + 0.5)))
+
+
+def threads_for_command(cores: int | None = None, meter: CpuMeter | None = None) -> int:
+    """Threads for a command that reads one stream (sample, eval, neurons): the cores free
+    now, as measured since the meter was made (at charrnn's import, normally)."""
+    cores = cores_here() if cores is None else cores
+    meter = meter or METER
+    others = meter.others()
+    if others is None and meter.available:  # less than a tenth of a second to judge by
+        time.sleep(0.1)
+        others = meter.others()
+    return free_cores(cores, others)
+
+
+def use_threads(threads: int | str | None = "auto") -> int:
+    """Set torch's CPU threads for a command: a number as given, or auto (None) the cores
+    free now. Returns the count."""
+    import torch
+
+    count = threads_for_command() if threads in (None, "auto") else int(threads)
+    torch.set_num_threads(count)
+    return count
+
+
+@dataclass
+class Decision:
+    """What a probe found: the thread count kept, why the probe ran, speed by thread count."""
+
+    threads: int
+    previous: int
+    reason: str
+    rates: dict[int, float] = field(default_factory=dict)
+    others: float | None = None
+
+    def describe(self) -> str:
+        measured = ", ".join(f"{n} → {rate:,.0f}" for n, rate in sorted(self.rates.items()))
+        load = "" if self.others is None else f"; other processes use {self.others:.1f} cores"
+        verb = f"{self.previous} → {self.threads}" if self.threads != self.previous else f"keeping {self.threads}"
+        return f"threads {verb} ({self.reason}{load}; chars/s by threads: {measured})"
+
+
+class ThreadPolicy:
+    """Chooses the number of threads of a training from the free cores and measured speed.
+
+    Call `step_done(seconds)` after every training step with its duration (evaluation and
+    saving excluded). It returns the thread count to use from the next step on whenever that
+    changes (during a probe too), and `decision` holds the outcome of the last probe until
+    `take_decision()` collects it.
+    """
+
+    WINDOW_S = 3.0  # speed is judged over windows of this many seconds
+    REPROBE_S = 60.0  # a probe at least this often, so that cores a neighbour frees come back
+    PROBE_S = 0.5  # each candidate runs at least this long, and at least PROBE_STEPS steps
+    PROBE_STEPS = 2
+    SLOW = 0.75  # a window this much slower than the setting reached triggers a probe
+    BETTER = 1.05  # another count must beat the current one by this much to replace it
+
+    def __init__(self, cores: int, meter: CpuMeter | None = None, clock: Callable[[], float] = time.monotonic, probe: bool = True, siblings: int = 0, chars_per_step: float = 1.0):
+        self.cores, self.meter, self.clock, self.probe_allowed, self.siblings = cores, meter, clock, probe and cores > 1, siblings
+        self.chars_per_step = chars_per_step  # the unit of the speeds reported (a step always does the same work)
+        self.others = meter.others() if meter is not None else None
+        self.threads = self._suggested = free_cores(cores, self.others, siblings)  # what the load suggested at the last choice
+        self.reference: dict[int, float] = {}  # the best window rate (steps/s) at each count since it was last probed
+        self.decision: Decision | None = None
+        self._window_start, self._window_steps, self._window_seconds = clock(), 0, 0.0
+        self._last_probe: float | None = None  # None: the first window has not ended yet
+        self._probe: list[int] = []  # candidates still to measure
+        self._probe_reason = ""
+        self._rates: dict[int, float] = {}
+        self._measuring: tuple[int, int, float] | None = None  # (count, steps, seconds) of the candidate running
+        self._before_probe = self.threads
+
+    def take_decision(self) -> Decision | None:
+        decision, self.decision = self.decision, None
+        return decision
+
+    # ------------------------------------------------------------------ steady running
+    def step_done(self, seconds: float) -> int | None:
+        if self._measuring:
+            return self._probe_step(seconds)
+        self._window_steps += 1
+        self._window_seconds += seconds
+        now = self.clock()
+        if now - self._window_start < self.WINDOW_S:
+            return None
+        rate = self._window_steps / max(self._window_seconds, 1e-9)
+        self._window_start, self._window_steps, self._window_seconds = now, 0, 0.0
+        others = self.meter.others() if self.meter is not None else None
+        self.others = others if others is not None else self.others
+        suggested = free_cores(self.cores, others, self.siblings, own=self.threads)
+        if not self.probe_allowed:  # follow the load alone
+            if others is None or suggested == self.threads:
+                return None
+            self.decision = Decision(suggested, self.threads, "the load of other processes changed", {}, others)
+            self.threads = self._suggested = suggested
+            return suggested
+        suggested = suggested if others is not None else self._suggested
+        reason = self._why_probe(rate, now, suggested)
+        self.reference[self.threads] = max(rate, self.reference.get(self.threads, 0.0))
+        return self._start_probe(reason, suggested) if reason else None
+
+    def _why_probe(self, rate: float, now: float, suggested: int) -> str | None:
+        if self._last_probe is None:
+            return "first measurement"
+        if suggested != self._suggested:  # (not: differs from the count a probe chose)
+            return "the load of other processes changed"
+        if rate < self.SLOW * self.reference.get(self.threads, 0.0):
+            return "speed fell"
+        if now - self._last_probe >= self.REPROBE_S:
+            return "regular check"
+        return None
+
+    # ------------------------------------------------------------------ probing
+    def _candidates(self) -> list[int]:
+        counts = {self.threads, self._suggested, max(1, self.threads // 2), min(self.cores, self.threads * 2)}
+        return sorted(counts, key=lambda n: (n != self.threads, n))  # the current count first
+
+    def _start_probe(self, reason: str, suggested: int) -> int | None:
+        self._suggested = suggested
+        self._probe, self._probe_reason, self._rates = self._candidates(), reason, {}
+        self._before_probe = self.threads
+        return self._next_candidate()
+
+    def _next_candidate(self) -> int | None:
+        count = self._probe.pop(0)
+        self._measuring = (count, -1, 0.0)  # -1: the first step after a change warms up, uncounted
+        if count == self.threads:
+            self._measuring = (count, 0, 0.0)
+            return None
+        self.threads = count
+        return count
+
+    def _probe_step(self, seconds: float) -> int | None:
+        count, steps, total = self._measuring
+        steps, total = (steps + 1, total + seconds) if steps >= 0 else (0, 0.0)
+        self._measuring = (count, steps, total)
+        if steps < self.PROBE_STEPS or total < self.PROBE_S:
+            return None
+        self._rates[count] = steps / total
+        if self._probe:
+            return self._next_candidate()
+        return self._finish_probe()
+
+    def _finish_probe(self) -> int | None:
+        current = self._before_probe
+        best = max(self._rates, key=self._rates.get)
+        if self._rates[best] < self.BETTER * self._rates.get(current, 0.0):
+            best = current
+        rates = {n: rate * self.chars_per_step for n, rate in self._rates.items()}
+        self.decision = Decision(best, current, self._probe_reason, rates, self.others)
+        self.reference = {best: self._rates[best]}
+        self._measuring, self._last_probe = None, self.clock()
+        self._window_start, self._window_steps, self._window_seconds = self.clock(), 0, 0.0
+        if self.meter is not None:
+            self.meter.others()  # the next window's load excludes the probe
+        changed = best != self.threads
+        self.threads = best
+        return best if changed else None
+
+
+METER = CpuMeter()  # made at import: commands read the load over the time they spent starting
