@@ -125,10 +125,11 @@ def train(
     engine: Annotated[Optional[str], _opt("engine", "Who computes the gradients: torch (autograd), or numpy: the hand-written BPTT of charrnn/numpy_ref.py, with everything else (AdamW, schedule, checkpoints) shared. numpy: CPU, fp32, no dropout; slow, for small models.", RUN)] = None,
     seed: Annotated[Optional[int], _opt("seed", "Random seed (weights, dropout).", RUN)] = None,
     device: Annotated[Optional[str], _opt("device", "auto, cpu, cuda or mps.", RUN)] = None,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads per process. \\[default: all cores, shared among the processes]", rich_help_panel=RUN, show_default=False)] = None,
+    threads: Annotated[Optional[str], typer.Option(help="CPU threads per process: auto chooses them from the cores that are free, and re-chooses while training when the load changes; a number pins it (exact resume needs the same number). \\[default: auto]", rich_help_panel=RUN, show_default=False)] = None,
     nproc: Annotated[Optional[int], typer.Option(help="Train data-parallel in this many processes on this machine (launches torchrun; --batch-size is per process).", rich_help_panel=RUN, show_default=False)] = None,
     config: Annotated[Optional[Path], typer.Option(help="A TOML file of options (keys as the flags, e.g. hidden = 512); flags given here win.", rich_help_panel=RUN, show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the final summary.", rich_help_panel=RUN)] = False,
+    log_every: Annotated[float, typer.Option(help="Without a terminal (a log file, CI): print a progress line at least every this many seconds, besides one per evaluation; 0 = evaluations only.", rich_help_panel=OUTPUT)] = 30.0,
 ) -> None:
     """Train a model on CORPUS and write checkpoints to --out/--name/{last,best}.pt.
 
@@ -137,7 +138,11 @@ def train(
     given = {k: v for k, v in locals().items() if k in TRAIN_DEFAULTS and v is not None}
     read_options = dict(encoding=encoding, errors=errors, keep_newlines=keep_newlines, separator=separator)
     try:
-        _train(corpus, given, config, resume, overwrite, init_from, quiet, read_options, cache_dir, nproc)
+        if threads is not None:
+            given["threads"] = _threads_option(threads)
+        if not log_every >= 0:
+            raise CharRNNError(f"--log-every {log_every!r} must be 0 (evaluations only) or more seconds")
+        _train(corpus, given, config, resume, overwrite, init_from, quiet, read_options, cache_dir, nproc, log_every)
     except CharRNNError as exc:
         _fail(exc)
 
@@ -148,7 +153,15 @@ RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "eval_chars
 RESUMABLE |= {"sample_every", "sample_chars", "sample_prime"}  # live samples change nothing of the run
 
 
-def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, overwrite: bool, init_from: Path | None, quiet: bool, read_options: dict, cache_dir: Path | None, nproc: int | None) -> None:
+def _threads_option(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise CharRNNError(f"--threads {value!r} must be auto or a number of threads (at least 1)")
+    return int(value)
+
+
+def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, overwrite: bool, init_from: Path | None, quiet: bool, read_options: dict, cache_dir: Path | None, nproc: int | None, log_every: float = 30.0) -> None:
     from charrnn.corpus import load_corpus
     from charrnn.display import TrainDisplay
     from charrnn.distributed import Dist
@@ -165,7 +178,7 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
     file_values = read_toml(config, TrainConfig) if config else {}
     cfg = build(TrainConfig, file_values, given)
     run_dir = Path(cfg.out) / (cfg.name or _corpus_name(corpora))
-    display = TrainDisplay(_stderr(), quiet=quiet or not dist.main)
+    display = TrainDisplay(_stderr(), quiet=quiet or not dist.main, log_every=log_every)
 
     def load(vocab):
         with display.preparing() as progress:
@@ -197,7 +210,11 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
         else:
             from charrnn.train import Trainer
 
-        trainer = Trainer(cfg, data.vocab, train_ids, val_ids, run_dir, events=display, resume_from=resume_ckpt, init_from=init_ckpt, corpus_path=data.path, corpus_digest=data.digest, dist=dist)
+        from charrnn import STARTED
+        from charrnn.distributed import command_started
+
+        trainer = Trainer(cfg, data.vocab, train_ids, val_ids, run_dir, events=display, resume_from=resume_ckpt, init_from=init_ckpt,
+                          corpus_path=data.path, corpus_digest=data.digest, dist=dist, started_at=command_started(STARTED))
         if overwrite and dist.main:  # only now that everything checked out: the old run is replaced, not lost to a typo
             for f in ("last.pt", "best.pt", "metrics.jsonl"):
                 (run_dir / f).unlink(missing_ok=True)
@@ -316,10 +333,15 @@ def _launch(nproc: int, display) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    from charrnn.device import available_cores
     from charrnn.distributed import launch_command
 
-    args, env = launch_command(sys.argv[1:], nproc, available_cores())
+    import time
+
+    from charrnn import STARTED
+
+    from charrnn.threads import cores_here
+
+    args, env = launch_command(sys.argv[1:], nproc, cores_here(), started_wall=time.time() - (time.monotonic() - STARTED))
     display.message(f"launching {nproc} processes: torchrun {' '.join(args)}")
     os.environ.update(env)
     if not _state["debug"]:  # the workers report their own errors; torchrun's log would repeat them
@@ -554,6 +576,9 @@ def bench(
     rounds: Annotated[Optional[int], typer.Option(help="Measure peak, training and sampling this many times, interleaved, and report medians. \\[default: 3, 1 with --quick]", show_default=False)] = None,
     quality: Annotated[Optional[Path], typer.Option(help="Also train the default model on this corpus for --quality-seconds and report its validation loss.", show_default=False)] = None,
     quality_seconds: Annotated[float, typer.Option(help="Wall time of the --quality run.")] = 600.0,
+    load: Annotated[bool, typer.Option("--load", help="Also train the default model alone, beside a busy core and as two trainings at once, with charrnn's thread policy and with torch's defaults.")] = False,
+    load_seconds: Annotated[float, typer.Option(help="Training time of each --load run.")] = 30.0,
+    speed: Annotated[bool, typer.Option("--speed/--no-speed", help="Measure the speed tables (peak, training, sampling, tokenising); --no-speed with --load or --quality runs only those.")] = True,
 ) -> None:
     """Measure training, sampling and tokenising speed against this machine and a textbook loop.
 
@@ -565,7 +590,16 @@ def bench(
         console = _stderr()
         if rounds is not None and rounds < 1:
             raise CharRNNError(f"--rounds {rounds} must be at least 1")
-        result = benchmark.run(quick=quick, precision=precision, device=device, rounds=rounds, progress=lambda what: console.print(f"measuring {what}…"))
+        if not (speed or load or quality):
+            raise CharRNNError("--no-speed leaves nothing to measure: add --load or --quality FILE")
+        if load and not load_seconds >= 10:
+            raise CharRNNError(f"--load-seconds {load_seconds:g} must be at least 10 (the policy measures over a few seconds)")
+        say = lambda what: console.print(f"measuring {what}…")  # noqa: E731
+        result = benchmark.run(quick=quick, precision=precision, device=device, rounds=rounds, progress=say) if speed else {}
+        if load:
+            from charrnn.bench_load import run_load
+
+            result["load"] = run_load(load_seconds, progress=say)
         if quality is not None:
             console.print(f"training the default model on {quality} for {quality_seconds:.0f} s…")
             result["quality"] = benchmark.quality(quality, quality_seconds)

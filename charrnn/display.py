@@ -2,7 +2,10 @@
 
 `TrainDisplay` is the trainer's event callback. On a terminal it shows a rich progress bar with
 step, epoch, losses (nats and bits/char), chars/s and ETA; when stderr is a file or a pipe
-(Makefiles, CI) it prints one plain line per evaluation instead.
+(Makefiles, CI) it prints one plain line per evaluation instead, and between them a heartbeat
+line at least every `log_every` seconds (step, epoch, train loss, chars/s, threads, ETA), the
+first one `log_every` seconds after the first step. Changes of the number of threads are one
+line in both.
 
 Live samples (the trainer's "sample" events) appear as one line under the progress bar on a
 terminal, and as one log line (`sample @ step N: ...`) otherwise; newlines are shown as ↵.
@@ -63,10 +66,13 @@ class _ProgressWithSample(Progress):
 
 
 class TrainDisplay:
-    def __init__(self, console: Console, quiet: bool = False):
+    def __init__(self, console: Console, quiet: bool = False, log_every: float = 30.0, clock: Callable[[], float] = time.monotonic):
         self.console = console
         self.quiet = quiet
         self.live = console.is_terminal and not quiet
+        self.log_every, self.clock = log_every, clock
+        self._beat: tuple[float, int, float] | None = None  # (clock, chars seen, elapsed) at the last log line
+        self._losses: list[float] = []  # training losses since then
         self.progress: Progress | None = None
         self.task = None
         self.val = None
@@ -133,14 +139,19 @@ class TrainDisplay:
         if kind == "warning":
             self.console.print(f"[yellow]warning:[/] {escape(event['message'])}", soft_wrap=True, markup=True)
         elif kind == "start":
+            auto = f" of {event['cores']} usable, chosen by the load; --threads N pins it" if event.get("threads_auto") else ""
             self.message(
-                f"training {event['parameters']:,} parameters on {event['device']} ({event['threads']} thread{'s' if event['threads'] != 1 else ''}"
+                f"training {event['parameters']:,} parameters on {event['device']} ({event['threads']} thread{'s' if event['threads'] != 1 else ''}{auto}"
                 + (f" in each of {event['processes']} processes" if event.get("processes", 1) > 1 else "")
                 + "), "
                 f"batch {event['batch_size']}, {plural(event['chunks_per_epoch'], 'step')} per epoch"
                 + (f", resuming at step {event['step']:,}" if event["step"] else "")
                 + f"; run folder {event['run_dir']}"
             )
+        elif kind == "step" and self.progress is None:
+            self._heartbeat(event)
+        elif kind == "threads" and event.get("message") and not self.quiet:
+            self.console.print(event["message"], soft_wrap=True, markup=False, highlight=False)
         elif kind == "step" and self.progress is not None:
             self.epoch = event["epoch"]
             self.progress.update(
@@ -161,6 +172,7 @@ class TrainDisplay:
                     speed=f"{event['chars_per_sec']:,.0f} chars/s",
                 )
             elif not self.quiet:
+                self._beat, self._losses = (self.clock(), event["chars_seen"], event["elapsed_s"]), []
                 self.console.print(
                     f"step {event['step']:>6} | epoch {event['epoch']:.2f} | train {_fmt_loss(event['train_loss'])} | "
                     f"val {_fmt_loss(event['val_loss'])}{' *' if event['best'] else ''} | "
@@ -168,6 +180,31 @@ class TrainDisplay:
                     soft_wrap=True,
                     highlight=False,
                 )
+
+    def _heartbeat(self, event: dict[str, Any]) -> None:
+        """In a log: a plain line when `log_every` seconds passed since the last one."""
+        if self.quiet or self.log_every <= 0:
+            return
+        self._losses.append(event["loss"])
+        if self._beat is None:
+            self._beat = (self.clock(), event["chars_seen"], event["elapsed_s"])
+            return
+        since, chars, elapsed = self._beat
+        now = self.clock()
+        if now - since < self.log_every:
+            return
+        speed = (event["chars_seen"] - chars) / max(event["elapsed_s"] - elapsed, 1e-9)
+        done = event["fraction"]
+        eta = _clock(event["elapsed_s"] * (1 - done) / done) if done > 0 else "?"
+        loss = sum(self._losses) / len(self._losses)
+        self.console.print(
+            f"step {event['step']:>6} | epoch {event['epoch']:.2f} | train {_fmt_loss(loss)} | {speed:,.0f} chars/s | "
+            f"{plural(event['threads'], 'thread')} | {_clock(event['elapsed_s'])}, ETA {eta}",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
+        self._beat, self._losses = (now, event["chars_seen"], event["elapsed_s"]), []
 
     def _show_sample(self, event: dict[str, Any]) -> None:
         prime, text = event.get("prime", ""), event["text"]
@@ -227,7 +264,21 @@ def checkpoint_table(path, ckpt) -> Table:
 
 
 def bench_tables(result: dict) -> list[Table]:
-    """`charrnn bench` as tables: one per section."""
+    """`charrnn bench` as tables: one per section measured."""
+    tables = _speed_tables(result) if "machine" in result else []
+    if "load" in result:
+        tables.append(load_table(result["load"]))
+    if "quality" in result:
+        q = result["quality"]
+        quality = Table(title_justify="left")
+        quality.add_column("quality")
+        quality.add_column("result", justify="right")
+        quality.add_row(f"default model, {q['seconds']:.0f} s on {q['corpus']}", f"val {q['val_loss_nats']:.3f} nats ({q['val_bpc']:.3f} bpc), {q['chars_seen']:,} chars")
+        tables.append(quality)
+    return tables
+
+
+def _speed_tables(result: dict) -> list[Table]:
     machine = result["machine"]
     title = f"{machine['cpu']} · {plural(machine['threads'], 'thread')} · {machine['device']} · torch {machine['torch']} · peak matmul {result['peak_gflops']:.1f} GFLOP/s" + (f" · medians of {result['rounds']} rounds" if result.get("rounds", 1) > 1 else "")
     train = Table(title=title, title_justify="left")
@@ -254,7 +305,15 @@ def bench_tables(result: dict) -> list[Table]:
     tok = result["tokenising"]
     other.add_row(tok["what"], f"{tok['mb_per_sec']:.1f} MB/s, peak RSS {tok['peak_rss_mb']:.0f} MB")
     other.add_row(result["startup"]["what"], f"{result['startup']['seconds']:.2f} s")
-    if "quality" in result:
-        q = result["quality"]
-        other.add_row(f"quality: default model, {q['seconds']:.0f} s on {q['corpus']}", f"val {q['val_loss_nats']:.3f} nats ({q['val_bpc']:.3f} bpc), {q['chars_seen']:,} chars")
     return [train, overheads, sample, other] if result.get("overheads") else [train, sample, other]
+
+
+def load_table(result: dict) -> Table:
+    """`charrnn bench --load`: chars/s of each policy in each situation, and the ratio to alone."""
+    table = Table(title=f"training the default model on a busy machine · {plural(result['cores'], 'core')} · {result['seconds']:g} s each", title_justify="left")
+    for col in ("threads", "situation", "chars/s", "vs alone", "threads used"):
+        table.add_column(col, justify="right" if col in ("chars/s", "vs alone") else "left")
+    for row in result["rows"]:
+        table.add_row(row["policy"], row["situation"], f"{row['chars_per_sec']:,.0f}", f"{row['vs_alone']:.0%}", " → ".join(str(n) for n in row["threads"]))
+    table.caption = f"alone, charrnn's policy runs at {result['auto_vs_torch_alone']:.0%} of torch's defaults"
+    return table

@@ -61,7 +61,9 @@ def find_runs(root: str | Path) -> list[Path]:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
-    """The rows of a metrics.jsonl; lines that are not JSON objects (a torn last line) are skipped."""
+    """The evaluations of a metrics.jsonl. Lines that are not JSON objects (a torn last line) are
+    skipped, and so are notes about the run (rows with an "event" key, such as a change of
+    threads)."""
     rows = []
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -74,7 +76,7 @@ def read_metrics(path: str | Path) -> list[dict]:
             row = json.loads(line)
         except ValueError:
             continue
-        if isinstance(row, dict):
+        if isinstance(row, dict) and "event" not in row:
             rows.append(row)
     return rows
 

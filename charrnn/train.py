@@ -33,13 +33,14 @@ import torch.nn.functional as F
 from charrnn import __version__, checkpoint
 from charrnn.batches import batchify, fit_batch_size, get_chunk, num_chunks, release_pages, resume_batch_size, shard_rows
 from charrnn.config import ModelConfig, SampleConfig, TrainConfig
-from charrnn.device import pick_device, set_threads
+from charrnn.device import pick_device
 from charrnn.distributed import Dist, state_digest
 from charrnn.errors import CharRNNError, plural
 from charrnn.files import write_error
 from charrnn.model import CharRNN, count_parameters, detach_hidden, hidden_from_list, hidden_to_list
 from charrnn.sample import generate_text
 from charrnn.stepper import TorchStepper
+from charrnn.threads import METER, ThreadPolicy, cores_here
 from charrnn.vocab import Vocab, describe_chars
 
 LN2 = math.log(2)
@@ -63,6 +64,27 @@ class Progress:
     skipped_steps: int = 0
 
 
+@dataclass
+class Costs:
+    """What the parts of a run cost, measured as it goes (seconds), so that a --time-budget run
+    keeps enough time for its end. Guesses stand in until a part has run once."""
+
+    step: float | None = None  # the latest training step
+    eval_per_char: float | None = None  # the latest evaluation, per validation character of this process
+    step_at_eval: float | None = None  # the step time when it was measured
+    save: float | None = None  # the latest checkpoint save
+    sample_per_char: float | None = None  # the latest live sample
+
+    guess_save: float = 0.5  # stand-ins, set by the Trainer from the model's size and step time
+    guess_sample_per_char: float = 0.005
+
+    def save_s(self) -> float:
+        return self.guess_save if self.save is None else self.save
+
+    def sample_s(self, chars: int) -> float:
+        return chars * (self.guess_sample_per_char if self.sample_per_char is None else self.sample_per_char)
+
+
 SAMPLED_DIGEST_POINTS = 1 << 20
 
 
@@ -77,10 +99,11 @@ def ids_digest(ids: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def evaluate_sum(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device, carry_state: bool = True, rank: int = 0, world: int = 1) -> tuple[float, int]:
+def evaluate_sum(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device, carry_state: bool = True, rank: int = 0, world: int = 1, deadline: float | None = None) -> tuple[float, int]:
     """Summed cross-entropy (nats) and the number of characters it covers, over this process'
     share of `ids`: the ids are laid out as `batch_size` x `world` streams, and process `rank`
-    evaluates its block of them with carried state (unless told not to)."""
+    evaluates its block of them with carried state (unless told not to). At `deadline` (a
+    time.perf_counter() value) it stops after the chunk in hand: the loss of the first chunks."""
     seq_len = min(seq_len, len(ids) - 1)
     n_streams = max(1, fit_batch_size(len(ids), seq_len, batch_size * world))
     streams = batchify(ids, n_streams)[shard_rows(n_streams, rank, world)]
@@ -93,6 +116,8 @@ def evaluate_sum(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int,
             logits, hidden = model(x, hidden if carry_state else None)
             total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
             count += y.numel()
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
     model.train(was_training)
     return total, count
 
@@ -165,13 +190,20 @@ class Trainer:
         corpus_path: str = "",
         corpus_digest: str | None = None,
         dist: Dist | None = None,
+        started_at: float | None = None,
     ):
+        """`started_at`: the time.monotonic() at which the command began; --time-budget counts
+        from there (start-up included). Default: now."""
         self.cfg, self.vocab, self.run_dir = cfg, vocab, Path(run_dir)
         self.dist = dist or Dist()
         self.events = (events or (lambda event: None)) if self.dist.main else (lambda event: None)
         self.corpus_path = corpus_path
-        self.threads = set_threads(cfg.threads, share=self.dist.local_world)
         self.device = self.dist.device if self.dist.world > 1 else pick_device(cfg.device)
+        self.started_at = time.monotonic() if started_at is None else started_at
+        self.costs = Costs()
+        self._reserve = 0.0  # seconds kept for the end of a --time-budget run (agreed by all processes)
+        self._time_up = False
+        self._tick = time.perf_counter()
         world = self.dist.world
         wanted = cfg.batch_size
         if resume_from is not None:
@@ -193,6 +225,9 @@ class Trainer:
                 f"the corpus is short: using --batch-size {self.batch_size} instead of {wanted} "
                 f"so that every stream holds a chunk of {cfg.seq_len}"
             )
+        self.policy = self._thread_policy()
+        self.threads = self.policy.threads if self.policy else cfg.threads
+        torch.set_num_threads(self.threads)
         self.rows = shard_rows(self.batch_size * world, self.dist.rank, world)  # this process' streams
         self.streams = batchify(train_ids, self.batch_size * world)[self.rows]  # (B, L), a view
         self.chunks_per_epoch = num_chunks(self.streams, cfg.seq_len)
@@ -244,8 +279,10 @@ class Trainer:
             fracs[f"--max-steps {cfg.max_steps}"] = p.step / cfg.max_steps
         if cfg.max_epochs:
             fracs[f"--max-epochs {cfg.max_epochs:g}"] = p.step / (cfg.max_epochs * self.chunks_per_epoch)
-        if cfg.time_budget:
-            fracs[f"--time-budget {cfg.time_budget:g}"] = p.train_seconds / cfg.time_budget
+        if cfg.time_budget:  # the clock runs until the time kept for the end of the run; then it is up
+            fraction = p.train_seconds / max(cfg.time_budget - self._reserve, 1e-9)
+            self._time_up = self._time_up or fraction >= 1.0  # (a reserve that shrinks later starts nothing again)
+            fracs[f"--time-budget {cfg.time_budget:g}"] = 1.0 if self._time_up else fraction
         return fracs
 
     def lr_at(self, step: int, fraction: float) -> float:
@@ -263,11 +300,13 @@ class Trainer:
     def _agree_on_stop_and_clock(self) -> None:
         """Every process takes rank 0's clock and stops if any process was asked to, so that all
         of them see the same limits at the same step (a single process just looks)."""
+        self._reserve = self.end_reserve()
         if self.dist.world == 1:
             self._stopping = self._stop_reason
             return
-        stop, seconds = self.dist.sum([1.0 if self._stop_reason else 0.0, self.progress.train_seconds if self.dist.main else 0.0])
-        self.progress.train_seconds = seconds
+        main = self.dist.main
+        stop, seconds, reserve = self.dist.sum([1.0 if self._stop_reason else 0.0, self.progress.train_seconds if main else 0.0, self._reserve if main else 0.0])
+        self.progress.train_seconds, self._reserve = seconds, reserve
         if stop:
             self._stopping = self._stop_reason or "stopped by another process"
 
@@ -295,6 +334,9 @@ class Trainer:
                 "parameters": count_parameters(self.model),
                 "device": str(self.device),
                 "threads": self.threads,
+                "threads_auto": self.policy is not None,
+                "cores": self.policy.cores if self.policy else None,
+                "others": self.policy.others if self.policy else None,
                 "batch_size": self.batch_size,
                 "processes": self.dist.world,
                 "chunks_per_epoch": self.chunks_per_epoch,
@@ -304,6 +346,8 @@ class Trainer:
                 "run_dir": str(self.run_dir),
             }
         )
+        if self.policy:
+            self._note({"event": "threads", "step": p.step, "threads": self.threads, "reason": "start", "cores": self.policy.cores, "others": self.policy.others})
         if p.step and self.fraction_done() >= 1.0:
             self._warn(
                 f"this run already reached its limit at step {p.step:,} "
@@ -312,7 +356,9 @@ class Trainer:
             )
         model.train()
         window_start, window_chars = time.perf_counter(), 0
-        tick = time.perf_counter()
+        p.train_seconds += time.monotonic() - self.started_at  # start-up counts against the budget
+        self.started_at = time.monotonic()  # (once: fit may be called again)
+        self._tick = time.perf_counter()  # p.train_seconds counts up to here
         reason = None
         while True:
             self._agree_on_stop_and_clock()
@@ -328,8 +374,10 @@ class Trainer:
             loss_value, lr = self.train_step()
             window_chars += self.batch_size * cfg.seq_len * self.dist.world
             now = time.perf_counter()
-            p.train_seconds += now - tick
-            tick = now
+            self._measured_step(now - self._tick)
+            self._adapt_threads(now - self._tick)
+            p.train_seconds += now - self._tick
+            self._tick = now
             self.events(
                 {
                     "event": "step",
@@ -340,15 +388,17 @@ class Trainer:
                     "fraction": self.fraction_done(),
                     "chars_seen": p.chars_seen,
                     "elapsed_s": p.train_seconds,
+                    "threads": self.threads,
                 }
             )
             # (every process computes the same `finished`: it depends on agreed values only)
+            self._agree_on_stop_and_clock()
             finished = self.fraction_done() >= 1.0  # (an interruption evaluates nothing extra)
             evaluated = p.step % cfg.eval_every == 0 or (finished and self._any_train_loss())
             if evaluated:
                 chars_per_sec = window_chars / max(now - window_start, 1e-9)
                 self._evaluate(lr, chars_per_sec)
-            sampled = self._sample_due(evaluated)
+            sampled = self._sample_due(evaluated) and self._time_left() > self.costs.save_s() + self.costs.sample_s(cfg.sample_chars)
             if sampled:
                 self._sample()
             if evaluated or sampled:  # chars/s measures training only
@@ -357,8 +407,8 @@ class Trainer:
             if p.step % cfg.save_every == 0 and not self._bad_in_a_row:  # never save in a bad streak
                 self.save("last.pt")
             after = time.perf_counter()
-            p.train_seconds += after - tick  # evaluation and saving count against the budget
-            tick = after
+            p.train_seconds += after - self._tick  # evaluation and saving count against the budget
+            self._tick = after
         last_path = self.save("last.pt")
         summary = {
             "event": "end",
@@ -369,10 +419,71 @@ class Trainer:
             "last": str(last_path),
             "best": str(self.run_dir / "best.pt"),
             "skipped_steps": p.skipped_steps,
-            "elapsed_s": p.train_seconds,
+            "elapsed_s": p.train_seconds + time.perf_counter() - self._tick,
         }
         self.events(summary)
         return summary
+
+    # ----------------------------------------------------------------- threads and the clock
+    def _thread_policy(self) -> ThreadPolicy | None:
+        """--threads N pins the count; auto (None) follows the free cores of this process' share
+        of the machine, probing other counts while training on a CPU in a single process (the
+        processes of a distributed run, whose steps wait for each other, follow the load alone)."""
+        if self.cfg.threads not in (None, "auto"):
+            return None
+        local = self.dist.local_world
+        cores = max(1, cores_here() // local)
+        return ThreadPolicy(cores, METER, probe=self.device.type == "cpu" and self.dist.world == 1, siblings=local - 1, chars_per_step=self.batch_size * self.cfg.seq_len)
+
+    def _adapt_threads(self, step_seconds: float) -> None:
+        if self.policy is None:
+            return
+        threads = self.policy.step_done(step_seconds)
+        if threads is not None and threads != self.threads:
+            torch.set_num_threads(threads)
+            self.threads = threads
+        decision = self.policy.take_decision()
+        if decision is not None and (decision.threads != decision.previous or decision.reason == "first measurement"):
+            self._note({"event": "threads", "step": self.progress.step, "threads": decision.threads, "previous": decision.previous,
+                        "reason": decision.reason, "others": decision.others, "chars_per_sec": decision.rates, "message": decision.describe()})
+
+    def _note(self, row: dict[str, Any]) -> None:
+        """A note about the run (not an evaluation): shown, and kept in metrics.jsonl."""
+        self.events(row)
+        if self.dist.main:
+            self._append_metrics({k: v for k, v in row.items() if k != "message"})
+
+    def _measured_step(self, seconds: float) -> None:
+        """Also the guesses for what has not run yet: a save writes the weights and two AdamW
+        moments (at a modest 200 MB/s); a live sample's character costs about a forward time
+        step of the batch, a third of a training step over seq_len (at least 0.5 ms)."""
+        c = self.costs
+        c.step = seconds
+        c.guess_save = 0.01 + 12 * count_parameters(self.model) / 200e6
+        c.guess_sample_per_char = max(seconds / (3 * self.cfg.seq_len), 5e-4)
+
+    def end_reserve(self) -> float:
+        """Seconds a --time-budget run keeps for its end: the final evaluation (its measured
+        cost, scaled by how much slower steps are now than then), live sample and save, and half
+        a step, so that the whole command ends on time. At most half the budget."""
+        if not self.cfg.time_budget:
+            return 0.0
+        c = self.costs
+        step = c.step or 0.0
+        chars = len(self.val_ids) / self.dist.world
+        if c.eval_per_char is not None:
+            eval_s = c.eval_per_char * chars * (step / c.step_at_eval if c.step_at_eval and step else 1.0)
+        else:  # not measured yet: a forward pass costs about a third of a training step
+            eval_s = step * chars / (self.batch_size * self.cfg.seq_len) / 3
+        sample_s = c.sample_s(self.cfg.sample_chars) if self._sample_due(True) else 0.0
+        aim_past = 0.01 * self.cfg.time_budget  # the guesses err early: aim 1% past the budget rather than before it
+        return min(0.5 * self.cfg.time_budget, max(0.0, eval_s + sample_s + c.save_s() + step / 2 - aim_past))
+
+    def _time_left(self) -> float:
+        """Seconds left of --time-budget (infinite without one)."""
+        if not self.cfg.time_budget:
+            return math.inf
+        return self.cfg.time_budget - self.progress.train_seconds - (time.perf_counter() - self._tick)
 
     def _compiled_forward(self, x, hidden):
         """torch.compile'd forward; if compiling fails (no compiler, unsupported device), warn
@@ -440,13 +551,21 @@ class Trainer:
         return loss.item(), grad_norm.item(), hidden
 
     def _evaluate(self, lr: float, chars_per_sec: float) -> None:
-        p, d = self.progress, self.dist
+        p, d, costs = self.progress, self.dist, self.costs
+        started = time.perf_counter()
+        ends = self._time_left() - costs.save_s() - (costs.sample_s(self.cfg.sample_chars) if self._sample_due(True) else 0.0)
+        deadline = started + max(ends, 0.0) if math.isfinite(ends) else None  # keep --time-budget
         total, count = (
-            evaluate_sum(self.model, self.val_ids, self.batch_size, self.cfg.seq_len, self.device, self.cfg.carry_state, d.rank, d.world)
+            evaluate_sum(self.model, self.val_ids, self.batch_size, self.cfg.seq_len, self.device, self.cfg.carry_state, d.rank, d.world, deadline)
             if len(self.val_ids)
             else (0.0, 0)
         )
-        loss_sum, loss_count, total, count = d.sum([p.loss_sum, p.loss_count, total, count])
+        if count:
+            costs.eval_per_char, costs.step_at_eval = (time.perf_counter() - started) / count, costs.step
+        cut = deadline is not None and time.perf_counter() >= deadline
+        loss_sum, loss_count, total, count, cut = d.sum([p.loss_sum, p.loss_count, total, count, float(cut)])
+        if cut and len(self.val_ids):
+            self._warn(f"evaluated {plural(int(count), 'validation character')} of {len(self.val_ids):,} to keep --time-budget {self.cfg.time_budget:g}")
         release_pages(self.streams)  # the pages of a memory-mapped corpus read so far: let them go
         release_pages(self.val_ids)
         train_loss = loss_sum / loss_count if loss_count else math.nan
@@ -463,6 +582,7 @@ class Trainer:
             "chars_per_sec": round(chars_per_sec, 1),
             "elapsed_s": round(p.train_seconds, 2),
             "skipped_steps": p.skipped_steps,
+            "threads": self.threads,
         }
         p.loss_sum, p.loss_count = 0.0, 0
         score = val_loss if val_loss is not None else train_loss
@@ -470,14 +590,17 @@ class Trainer:
         if improved:
             p.best_loss = score
         if d.main:
-            try:
-                with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(row) + "\n")
-            except OSError as exc:
-                raise self._error(f"{self.run_dir / 'metrics.jsonl'}: cannot write ({write_error(exc)})", exit_code=1) from None
+            self._append_metrics(row)
         if improved:
             self.save("best.pt")
         self.events({"event": "eval", **row, "best": improved})
+
+    def _append_metrics(self, row: dict[str, Any]) -> None:
+        try:
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+        except OSError as exc:
+            raise self._error(f"{self.run_dir / 'metrics.jsonl'}: cannot write ({write_error(exc)})", exit_code=1) from None
 
     def _sample_due(self, evaluated: bool) -> bool:
         every = self.cfg.sample_every
@@ -493,10 +616,12 @@ class Trainer:
             return
         cfg = self.cfg
         sample_cfg = SampleConfig(length=cfg.sample_chars, temp=0.8, prime=cfg.sample_prime, seed=cfg.seed)
+        started = time.perf_counter()
         try:
             text = generate_text(TorchStepper(self.model, self.device), self.vocab, sample_cfg)[0]
         finally:
             self.model.train()
+        self.costs.sample_per_char = (time.perf_counter() - started) / max(1, len(cfg.sample_prime) + cfg.sample_chars)
         self.events({"event": "sample", "step": self.progress.step, "prime": cfg.sample_prime, "text": text})
 
     # ----------------------------------------------------------------- checkpoints
@@ -558,7 +683,9 @@ class Trainer:
             rng=state["rng"],
             hidden=state["hidden"],
         )
+        started = time.perf_counter()
         checkpoint.save(ckpt, path)
+        self.costs.save = time.perf_counter() - started
         self.events({"event": "save", "path": str(path), "step": self.progress.step})
         return path
 

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from conftest import TINY, run_cli, words_text
+from conftest import TINY, invoke, run_cli, words_text
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +212,11 @@ def test_python_m_charrnn_without_the_dependencies_hands_over_to_the_project_ven
     err = refused.stderr.decode()
     assert refused.returncode == 1 and "lacks charrnn's dependencies" in err and "make setup" in err, err
     assert "Traceback" not in err
+
+
+def test_threads_and_log_every_flags_are_checked(write_corpus):
+    corpus = write_corpus(words_text(2000))
+    for flags, message in ((["--threads", "0"], "--threads '0' must be auto or a number"), (["--threads", "two"], "--threads 'two' must be auto"),
+                           (["--log-every", "-1"], "--log-every -1.0 must be 0")):
+        result = invoke("train", str(corpus), *flags)
+        assert result.returncode == 2 and message in result.stderr.decode(), result.stderr.decode()

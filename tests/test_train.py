@@ -202,3 +202,56 @@ def test_checkpoints_from_before_prepared_corpora_still_resume(tmp_path):
     old.meta["corpus"]["digest"] = "0" * 40  # another corpus
     with pytest.raises(CharRNNError, match="cannot resume: the corpus"):
         make_trainer(text, tmp_path, resume_from=old, max_steps=10)
+
+
+def slow_when_evaluating(monkeypatch, seconds_per_chunk: float) -> None:
+    """Every forward pass in eval mode (evaluations, live samples) takes this much longer."""
+    from charrnn.model import CharRNN
+
+    forward = CharRNN.forward
+
+    def slow(self, *args, **kwargs):
+        if not self.training:
+            import time
+
+            time.sleep(seconds_per_chunk)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(CharRNN, "forward", slow)
+
+
+def test_a_slow_evaluation_does_not_push_a_run_past_its_time_budget(tmp_path, monkeypatch):
+    """The evaluation at the end would take 100 chunks x 0.05 s = 5 s of a 2 s budget: it is cut
+    at the budget, said so, and the run still ends within it (with its last.pt)."""
+    import time
+
+    slow_when_evaluating(monkeypatch, 0.05)
+    events = []
+    text = repeat_text(30_000, "the quick brown fox.\n")
+    trainer = make_trainer(text, tmp_path, events=events.append, time_budget=2.0, eval_every=10_000, sample_every=0, max_epochs=None, val_frac=0.45)
+    trainer.started_at = started = time.monotonic()  # (the first Trainer of a process pays for lazy imports)
+    summary = trainer.fit()
+    took = time.monotonic() - started
+    assert took < 2.0 + 1.0, f"a 2 s budget took {took:.1f} s"
+    assert summary["reason"] == "done" and summary["step"] > 0
+    warnings = [e["message"] for e in events if e["event"] == "warning"]
+    assert any("to keep --time-budget 2" in w for w in warnings), warnings
+    evaluations = [e for e in events if e["event"] == "eval"]
+    assert len(evaluations) == 1 and evaluations[0]["val_loss"] is not None
+    assert (tmp_path / "run" / "last.pt").exists()
+
+
+def test_the_time_budget_counts_start_up_and_ends_once(tmp_path):
+    """Start-up before fit() (here 1 s of a 3 s budget) counts; training ends with one final
+    evaluation, not again after the reserve it kept turns out larger than needed."""
+    import time
+
+    events = []
+    text = repeat_text(30_000, "the quick brown fox.\n")
+    trainer = make_trainer(text, tmp_path, events=events.append, time_budget=3.0, eval_every=10_000, max_epochs=None)
+    began = time.monotonic()
+    trainer.started_at = began - 1.0
+    summary = trainer.fit()
+    took = time.monotonic() - began  # fit() alone
+    assert 2.5 < summary["elapsed_s"] < 3.5 and 1.5 < took < 2.6, (summary["elapsed_s"], took)
+    assert len([e for e in events if e["event"] == "eval"]) == 1
