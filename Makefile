@@ -16,7 +16,7 @@ help:
 	@echo "make test   set up and run the tests"
 	@echo "make setup  create $(VENV) and install charrnn into it"
 	@echo "make corpus get corpora/shakespeare.txt"
-	@echo "make bench  measure speed (charrnn bench; bench-quick for a one-minute version)"
+	@echo "make bench  measure speed, idle and on a busy machine (charrnn bench --load; bench-quick: one minute, idle)"
 
 setup: $(VENV)/.installed
 
@@ -43,7 +43,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .charrnn-cache
 
 bench: setup
-	$(BIN)/charrnn bench
+	$(BIN)/charrnn bench --load
 
 bench-quick: setup
 	$(BIN)/charrnn bench --quick

@@ -301,17 +301,22 @@ print(seconds, len(corpus.ids), len(corpus.vocab), rss)
 """
 
 
+def generated_corpus(path: Path, megabytes: float) -> Path:
+    """A corpus of common English words in random order (no third-party text), about this big."""
+    rng = np.random.default_rng(0)
+    words = np.array("the of and to in that is was he for it with as his on be at by I you".split() + ["\n"])
+    with path.open("w", encoding="utf-8") as fh:
+        block = " ".join(rng.choice(words, size=200_000))
+        for _ in range(max(1, int(megabytes * 2**20) // len(block))):
+            fh.write(block)
+    return path
+
+
 def bench_tokenising(megabytes: int) -> dict[str, Any]:
     """Read, check, build the vocabulary and encode a generated corpus, in a fresh process so
     that its peak RSS is its own."""
-    rng = np.random.default_rng(0)
-    words = np.array("the of and to in that is was he for it with as his on be at by I you".split() + ["\n"])
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "corpus.txt"
-        with path.open("w", encoding="utf-8") as fh:
-            block = " ".join(rng.choice(words, size=200_000))
-            for _ in range(max(1, megabytes * 2**20 // len(block))):
-                fh.write(block)
+        path = generated_corpus(Path(tmp) / "corpus.txt", megabytes)
         size = path.stat().st_size
         out = subprocess.run([sys.executable, "-c", TOKENISE_SCRIPT, str(path)], capture_output=True, text=True, check=True)
         seconds, n_chars, vocab, rss = out.stdout.split()
@@ -335,9 +340,10 @@ def run(quick: bool = False, precision: str = "fp32", device: str = "cpu", progr
     """The whole benchmark. Peak, training, the reference and sampling are measured in
     `rounds` interleaved rounds (default 3, 1 with `quick`), and each figure is the median over
     them, so that a burst of load from a neighbour on a shared machine moves no figure alone."""
-    from charrnn.device import pick_device, set_threads
+    from charrnn.device import pick_device
+    from charrnn.threads import cores_here, use_threads
 
-    threads = set_threads(None)
+    threads = use_threads(cores_here())
     device = str(pick_device(device))
     rounds = rounds or (1 if quick else 3)
     peaks, training, overheads, sampling = [], [], [], []

@@ -54,3 +54,30 @@ def test_the_hand_written_gru_of_the_experiment_script_is_nn_grus_gru():
     spec.loader.exec_module(module)
     assert module.max_gradient_error(seed=0) < 1e-10
     assert module.max_gradient_error(seed=1) < 1e-10
+
+
+def test_load_bench_reads_each_training_and_shows_ratios(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from rich.console import Console
+
+    from charrnn.bench_load import _result, policies
+    from charrnn.display import bench_tables
+
+    rows = [{"event": "threads", "step": 0, "threads": 2}, {"event": "threads", "step": 30, "threads": 2},
+            {"event": "threads", "step": 60, "threads": 1}, {"step": 90, "chars_per_sec": 12345.0, "threads": 1}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    done = subprocess.Popen([sys.executable, "-c", "pass"], stderr=subprocess.PIPE)
+    assert _result(done, tmp_path) == {"chars_per_sec": 12345.0, "threads": [2, 1]}
+    auto, torch_default = policies(2)
+    assert policies(2)[torch_default][1] == {"GOMP_SPINCOUNT": "300000"} and policies(2)[auto][0] == ["--threads", "auto"]
+    result = {"load": {"cores": 2, "seconds": 30, "auto_vs_torch_alone": 0.99, "rows": [
+        {"policy": auto, "situation": "alone", "chars_per_sec": 40000.0, "vs_alone": 1.0, "threads": [2]},
+        {"policy": auto, "situation": "beside a busy core", "chars_per_sec": 26000.0, "vs_alone": 0.65, "threads": [1]}]}}
+    console = Console(record=True, width=200)
+    for table in bench_tables(result):
+        console.print(table)
+    text = console.export_text()
+    assert "26,000" in text and "65%" in text and "99% of torch's defaults" in text
