@@ -456,6 +456,13 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
         prime = read_text(prime_file, flags=(), what="the prime file")
     cfg = SampleConfig(length=length, temp=temp, top_k=top_k, top_p=top_p, prime=prime or "", seed=seed, num_samples=num_samples, stop=stop).validate()
 
+    from charrnn.threads import limit_blas_threads, threads_for_command, use_threads
+
+    # One stream is matrix-vector products, which a second thread does not speed up and a busy
+    # neighbour slows down several times over (measured: see README, Busy machines); several
+    # streams are matrix products: the free cores.
+    threads = 1 if num_samples == 1 else threads_for_command()
+    limit_blas_threads(threads)
     from charrnn.engines import open_stepper  # imports torch only if the engine or a .pt needs it
     from charrnn.sample import generate, prime_ids
 
@@ -464,7 +471,9 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
 
         checkpoint_path = newest("checkpoints")
         _stderr().print(f"sampling from {checkpoint_path} (the newest {checkpoint_path.name} under checkpoints/; -c to choose)", soft_wrap=True)
-    stepper, vocab, _ = open_stepper(checkpoint_path, engine, device)
+    stepper, vocab, chosen = open_stepper(checkpoint_path, engine, device)
+    if chosen == "torch":
+        use_threads(threads)
     _, _, dropped = prime_ids(vocab, cfg.prime, unknown)
     if dropped:
         from charrnn.vocab import describe_chars

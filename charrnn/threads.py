@@ -154,6 +154,13 @@ def threads_for_command(cores: int | None = None, meter: CpuMeter | None = None)
     return free_cores(cores, others)
 
 
+def limit_blas_threads(threads: int, environ=os.environ) -> None:
+    """NumPy's BLAS threads (OpenBLAS or MKL), set before NumPy is first imported; the user's
+    own setting wins."""
+    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        environ.setdefault(name, str(threads))
+
+
 def use_threads(threads: int | str | None = "auto") -> int:
     """Set torch's CPU threads for a command: a number as given, or auto (None) the cores
     free now. Returns the count."""

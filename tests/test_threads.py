@@ -154,3 +154,11 @@ def test_distributed_processes_follow_the_load_without_probing():
 def test_decision_says_what_was_measured():
     text = Decision(1, 2, "speed fell", {1: 27_000.0, 2: 9_000.0}, 1.02).describe()
     assert text == "threads 2 → 1 (speed fell; other processes use 1.0 cores; chars/s by threads: 1 → 27,000, 2 → 9,000)"
+
+
+def test_blas_threads_are_set_unless_the_user_did():
+    from charrnn.threads import limit_blas_threads
+
+    env = {"MKL_NUM_THREADS": "4"}
+    limit_blas_threads(1, env)
+    assert env == {"MKL_NUM_THREADS": "4", "OPENBLAS_NUM_THREADS": "1"}
