@@ -23,7 +23,7 @@ import numpy as np
 
 from charrnn.config import DEFAULT_SEPARATOR
 from charrnn.errors import CharRNNError
-from charrnn.vocab import Vocab
+from charrnn.vocab import Vocab, codepoints, surrogates
 
 BINARY_CONTROL_FRACTION = 0.3  # a text with more control characters than this is binary
 NUL_WINDOW = 1 << 20  # bytes at the start of a file searched for NUL
@@ -115,11 +115,23 @@ def check_encoding(encoding: str) -> str:
 
 
 def check_errors(errors: str) -> str:
-    """`errors` if Python has such a decoding error handler (strict, replace, ignore...)."""
+    """`errors` if Python has such a decoding error handler (strict, replace, ignore...) and it
+    makes characters: surrogateescape and surrogatepass make lone surrogates, which are not
+    characters and cannot be written as UTF-8 (a model would sample them)."""
     try:
         codecs.lookup_error(errors)
+        made = codepoints(b"\xed\xa0\x80".decode("utf-8", errors))  # an encoded surrogate: invalid UTF-8
     except LookupError:
         raise CharRNNError(f"--errors {errors!r} is not one of: strict, replace, ignore (or another Python error handler)") from None
+    except UnicodeDecodeError:  # strict, or a handler that refuses this byte
+        return errors
+    except TypeError:  # xmlcharrefreplace, namereplace
+        raise CharRNNError(f"--errors {errors!r} is a handler for writing text, not for reading it: use strict, replace or ignore") from None
+    if len(surrogates(made)):
+        raise CharRNNError(
+            f"--errors {errors!r} turns bad bytes into lone surrogates, which are not characters: "
+            "pass --encoding latin-1 (every byte is a character) or --errors replace"
+        )
     return errors
 
 

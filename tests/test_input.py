@@ -212,3 +212,20 @@ def test_warnings_and_empty_out_read_as_plain_text(tmp_path):
     err = short.stderr.decode()
     assert short.returncode == 0 and "warning: the corpus is short: using --batch-size" in err, err
     assert "[yellow]" not in err and "[/]" not in err  # rich markup rendered, not printed
+
+
+@pytest.mark.parametrize("handler", ["surrogateescape", "surrogatepass"])
+def test_error_handlers_that_make_lone_surrogates_are_refused(tmp_path, handler):
+    """They would put non-characters in the vocabulary, and samples would not be UTF-8."""
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(words_text(3000).replace("the", "th\xe9").encode("latin-1"))
+    for command in ("train", "prepare"):
+        result = train(path, tmp_path, "--errors", handler) if command == "train" else invoke("prepare", str(path), "--errors", handler)
+        assert_one_line_error(result, f"--errors {handler!r}", "lone surrogates", "--encoding latin-1", "--errors replace")
+    assert not (tmp_path / "ck").exists()
+
+
+def test_an_error_handler_for_writing_is_refused_for_reading(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(words_text(3000).replace("the", "th\xe9").encode("latin-1"))
+    assert_one_line_error(train(path, tmp_path, "--errors", "xmlcharrefreplace"), "--errors 'xmlcharrefreplace'", "for writing")
