@@ -169,7 +169,7 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
 
     def load(vocab):
         with display.preparing() as progress:
-            return load_corpus(corpora, vocab=vocab, cache_dir=cache_dir or _default_cache(), progress=progress, **read_options)
+            return load_corpus(corpora, vocab=vocab, cache_dir=cache_dir or _default_cache(), progress=progress, warn=display.warning, **read_options)
 
     if nproc is not None and nproc > 1:  # check and prepare everything here, then hand over to torchrun
         cfg, _, _, vocab = _plan_run(run_dir, cfg, file_values, given, resume, overwrite, init_from, nproc)
@@ -368,7 +368,7 @@ def _prepare(corpora: list[Path], read_options: dict, cache_dir: Path | None, js
     display = TrainDisplay(_stderr())
     started = time.perf_counter()
     with display.preparing() as progress:
-        data = load_corpus(corpora, cache_dir=cache_dir or _default_cache(), progress=progress, **read_options)
+        data = load_corpus(corpora, cache_dir=cache_dir or _default_cache(), progress=progress, warn=display.warning, **read_options)
     seconds = time.perf_counter() - started
     info = data.info or {}
     mb_per_s = info.get("bytes", 0) / 1e6 / max(seconds, 1e-9)
