@@ -164,7 +164,9 @@ class _Reader:
         self.stats = []
         for f in files:
             st = f.stat()
-            self.stats.append({"path": str(f.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+            # ctime and inode too: an edit that keeps the size and restores the mtime (touch -r)
+            # still moves the ctime, which no one can set back
+            self.stats.append({"path": str(f.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino})
         self.total_bytes = sum(s["size"] for s in self.stats)
 
     def _pieces(self, phase: str, hasher) -> iter:
@@ -239,7 +241,7 @@ def _target_vocab(source: SourceRecord, vocab: Vocab | None, name: str) -> Vocab
 
 
 def _trusted(source: SourceRecord | None, stats: list[dict]) -> bool:
-    """Whether a recorded pass 1 still describes the files, by their size and mtime."""
+    """Whether a recorded pass 1 still describes the files, by their size, mtime, ctime and inode."""
     if source is None or source.format != CACHE_FORMAT or source.files != stats:
         return False
     return all(s["mtime_ns"] < source.read_at_ns - RACY_NS for s in stats)

@@ -109,6 +109,17 @@ def rewrite_keeping_size_and_mtime(path, text: str) -> None:
     assert path.stat().st_size == stat.st_size and path.stat().st_ino == stat.st_ino
 
 
+def test_an_edit_that_keeps_size_and_mtime_is_read_again(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("abcd" * 1000, encoding="utf-8")
+    set_mtime(path, 60)
+    cache = tmp_path / "cache"
+    assert prepare_corpus([path], cache_dir=cache).vocab.decode(range(4)) == "abcd"
+    rewrite_keeping_size_and_mtime(path, "dcbe" * 1000)
+    again = prepare_corpus([path], cache_dir=cache)
+    assert not again.info["cached"] and again.vocab.decode(again.ids[:8]) == "dcbedcbe"
+
+
 def test_a_change_the_file_system_cannot_show_is_caught_when_the_ids_are_made_again(tmp_path, monkeypatch):
     path = tmp_path / "c.txt"
     path.write_text("abcd" * 1000, encoding="utf-8")
