@@ -40,7 +40,7 @@ from charrnn.cache_entry import Damaged, IdsRecord, SourceRecord, read_record, v
 from charrnn.corpus import CHUNK_BYTES, DEFAULT_SEPARATOR, Corpus, check_encoding, check_errors, corpus_files, iter_corpus_text
 from charrnn.errors import CharRNNError, plural
 from charrnn.files import write_error
-from charrnn.vocab import Vocab, codepoints, describe_chars, id_dtype
+from charrnn.vocab import Vocab, codepoints, describe_chars, id_dtype, surrogates
 
 CACHE_FORMAT = 2  # 2: ctime and inode of the files, checksummed records, the SHA-256 of the ids
 DEFAULT_CACHE = ".charrnn-cache"
@@ -231,6 +231,12 @@ class _Reader:
 
 
 def _target_vocab(source: SourceRecord, vocab: Vocab | None, name: str) -> Vocab:
+    odd = surrogates(codepoints(source.chars))
+    if len(odd):  # only a codec can make them here (check_errors refuses the handlers that do)
+        raise CharRNNError(
+            f"{name}: --encoding {source.options['encoding']} reads lone surrogates, which are not characters "
+            f"({describe_chars([chr(p) for p in odd])}): pass another --encoding"
+        )
     own = Vocab(tuple(source.chars))
     if vocab is None:
         return own

@@ -229,3 +229,10 @@ def test_an_error_handler_for_writing_is_refused_for_reading(tmp_path):
     path = tmp_path / "latin1.txt"
     path.write_bytes(words_text(3000).replace("the", "th\xe9").encode("latin-1"))
     assert_one_line_error(train(path, tmp_path, "--errors", "xmlcharrefreplace"), "--errors 'xmlcharrefreplace'", "for writing")
+
+
+def test_an_encoding_that_decodes_to_lone_surrogates_is_refused(tmp_path):
+    path = tmp_path / "escaped.txt"
+    path.write_bytes(words_text(3000).encode() + b" \\udcff \\ud800 end")  # unicode_escape reads them as surrogates
+    assert_one_line_error(train(path, tmp_path, "--encoding", "unicode_escape"), str(path), "lone surrogates", "U+DCFF")
+    assert not (tmp_path / "ck").exists()
