@@ -152,6 +152,8 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
     from charrnn.corpus import load_corpus
     from charrnn.display import TrainDisplay
     from charrnn.distributed import Dist
+    from charrnn.prepare import forget
+    from charrnn.train import CorpusTooShort
 
     dist = Dist.from_env()
     if nproc is not None and nproc < 1:
@@ -197,7 +199,11 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
         else:
             from charrnn.train import Trainer
 
-        trainer = Trainer(cfg, data.vocab, train_ids, val_ids, run_dir, events=display, resume_from=resume_ckpt, init_from=init_ckpt, corpus_path=data.path, corpus_digest=data.digest, dist=dist)
+        try:
+            trainer = Trainer(cfg, data.vocab, train_ids, val_ids, run_dir, events=display, resume_from=resume_ckpt, init_from=init_ckpt, corpus_path=data.path, corpus_digest=data.digest, dist=dist)
+        except CorpusTooShort:
+            forget(data)  # a refused corpus leaves no cache entry behind
+            raise
         if overwrite and dist.main:  # only now that everything checked out: the old run is replaced, not lost to a typo
             for f in ("last.pt", "best.pt", "metrics.jsonl"):
                 (run_dir / f).unlink(missing_ok=True)

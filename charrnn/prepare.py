@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -261,6 +262,14 @@ def _cached_ids(ids_path: Path, vocab_path: Path, vocab: Vocab, source: SourceRe
     if (record.chars, record.n_chars) != ("".join(vocab.chars), source.n_chars):
         raise Damaged(vocab_path, "disagrees with source.json on the characters of the same text")
     return verified_ids(ids_path, record)
+
+
+def forget(corpus: Corpus) -> None:
+    """Remove the cache entry of a corpus that training refused (too short for one chunk): a
+    refused corpus leaves nothing behind. (Always safe: an entry is only ever a cache.)"""
+    entry = (corpus.info or {}).get("entry")
+    if entry:
+        shutil.rmtree(Path(entry).parent, ignore_errors=True)
 
 
 def _entry_name(files: list[Path], options: dict) -> str:

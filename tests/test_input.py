@@ -31,15 +31,18 @@ def train(path, tmp_path, *extra):
         (bytes(range(1, 9)) * 200, ["binary", "control characters"]),
         (b"good text \xff\xfe more", ["not valid utf-8 at byte offset 10", "--encoding"]),
         (b"abc", ["too short", "at least 17"]),
+        (b"a", ["too short", "has 1 character,"]),
+        (b"x" * 16, ["too short", "at least 17"]),  # one character short of one chunk
     ],
 )
 def test_bad_corpora_are_refused_and_nothing_is_written(tmp_path, content, needles):
     path = tmp_path / "corpus.txt"
     if content is not None:
         path.write_bytes(content)
-    result = train(path, tmp_path)
+    result = train(path, tmp_path, "--cache-dir", str(tmp_path / "cache"))
     assert_one_line_error(result, str(path), *needles)
     assert not (tmp_path / "ck").exists()
+    assert not list((tmp_path / "cache").glob("*")), "a refused corpus left a cache entry"
 
 
 def test_directory_and_unreadable_file(tmp_path, monkeypatch):
