@@ -38,7 +38,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from charrnn.cache_entry import Damaged, IdsRecord, SourceRecord, read_record, verified_ids, write_record
-from charrnn.corpus import CHUNK_BYTES, DEFAULT_SEPARATOR, Corpus, check_encoding, check_errors, corpus_files, iter_corpus_text
+from charrnn.corpus import CHUNK_BYTES, DEFAULT_SEPARATOR, Corpus, corpus_files, iter_corpus_text
+from charrnn.decoding import check_encoding, check_errors
 from charrnn.errors import CharRNNError, plural
 from charrnn.files import write_error
 from charrnn.vocab import Vocab, codepoints, describe_chars, id_dtype, surrogates

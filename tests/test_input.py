@@ -3,7 +3,8 @@ awkward but valid text trains."""
 
 import pytest
 
-from charrnn.corpus import decode, read_bytes
+from charrnn.corpus import read_bytes
+from charrnn.decoding import decode
 from charrnn.errors import CharRNNError
 
 from conftest import TINY, invoke, run_cli, words_text

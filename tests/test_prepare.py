@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charrnn.corpus import CHUNK_BYTES, decode
+from charrnn.corpus import CHUNK_BYTES
+from charrnn.decoding import decode
 from charrnn.errors import CharRNNError
 from charrnn.prepare import prepare_corpus
 from charrnn.vocab import Vocab
