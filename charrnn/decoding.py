@@ -3,7 +3,8 @@ checks of a text file.
 
 Everything a user can get wrong about the bytes of a text file is caught here with a message
 that names the file and the problem: bytes that are not valid in the chosen encoding (with the
-byte offset), binary data. A UTF-8 byte-order mark is dropped and Windows/old-Mac line endings
+byte offset), UTF-16 or UTF-32 text read as another encoding (with the --encoding to pass),
+binary data. A UTF-8 byte-order mark is dropped and Windows/old-Mac line endings
 become '\\n' unless asked to keep them. The text is decoded chunk by chunk: a multi-byte
 character or a '\\r\\n' split between two chunks is decoded as if the file had been read whole.
 """
@@ -13,12 +14,15 @@ from __future__ import annotations
 import codecs
 from typing import Iterable, Iterator
 
+import numpy as np
+
 from charrnn.errors import CharRNNError
 from charrnn.vocab import codepoints, surrogates
 
 BINARY_CONTROL_FRACTION = 0.3  # a text with more control characters than this is binary
 NUL_WINDOW = 1 << 20  # bytes at the start of a file searched for NUL
 SAMPLE_CHARS = 1 << 16  # characters at the start of a file checked for control characters
+HEAD_BYTES = 1 << 12  # bytes at the start of a file looked at for UTF-16 and UTF-32 text
 
 
 # ------------------------------------------------------------------------------ read options
@@ -56,6 +60,52 @@ def check_errors(errors: str) -> str:
     return errors
 
 
+# ------------------------------------------------------------------------------ UTF-16 and UTF-32
+WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+# (encoding, bytes a code unit, the byte of a unit that ASCII text fills, the bytes it leaves NUL)
+WIDE_LAYOUTS = (("utf-32-le", 4, 0, [2, 3]), ("utf-32-be", 4, 3, [0, 1]), ("utf-16-le", 2, 0, [1]), ("utf-16-be", 2, 1, [0]))
+
+
+def wide_encoding(head: bytes) -> tuple[str, str] | None:
+    """The UTF-16 or UTF-32 encoding a file's first bytes show, and how: its byte-order mark, or
+    NUL bytes where that encoding puts them in mostly Latin text ('h\\0i\\0' is UTF-16-LE)."""
+    for bom, encoding in WIDE_BOMS:
+        if head.startswith(bom):
+            return encoding, f"a {encoding.upper()} byte-order mark"
+    for encoding, width, text_byte, nul_bytes in WIDE_LAYOUTS:
+        units = np.frombuffer(head[: len(head) // width * width], dtype=np.uint8).reshape(-1, width)  # (N, width)
+        nul = (units == 0).mean(axis=0) if len(units) else np.zeros(width)
+        if nul[text_byte] < 0.1 and (nul[nul_bytes] > 0.5).all():
+            return encoding, f"NUL bytes where {encoding.upper()} puts them"
+    return None
+
+
+def _wide_text_error(head: bytes, name: str, utf8: bool, encoding: str, flags: tuple[str, ...]) -> CharRNNError | None:
+    """The error for a file whose first bytes are UTF-16 or UTF-32 text, read as a narrow
+    `encoding`. A byte-order mark is believed where it cannot be text: in UTF-8, or before NULs.
+    (The user is told the flag rather than the file read as it seems: the same flags must read
+    a corpus the same way, which its cache entry and checkpoints rely on.)"""
+    head = head[:HEAD_BYTES]  # (the same answer whatever the size of the chunks)
+    found = wide_encoding(head)
+    if found is None or not (utf8 or b"\x00" in head):
+        return None
+    wide, why = found
+    advice = f"pass --encoding {wide}" if "--encoding" in flags else "save it as UTF-8"
+    return CharRNNError(f"{name}: looks like {wide.upper()} text ({why}), not {'utf-8' if utf8 else encoding}; {advice}")
+
+
+def _head_first(chunks: Iterable[bytes], head_bytes: int = HEAD_BYTES) -> Iterator[bytes]:
+    """The same bytes, the first chunk at least `head_bytes` long (unless the file is shorter)."""
+    chunks, head = iter(chunks), b""
+    for chunk in chunks:
+        head += chunk
+        if len(head) >= head_bytes:
+            break
+    if head:
+        yield head
+    yield from chunks
+
+
 # ------------------------------------------------------------------------------ decoding
 def decode_chunks(
     chunks: Iterable[bytes],
@@ -68,8 +118,9 @@ def decode_chunks(
     """Decode one file given as byte chunks into checked text pieces. `name` is used in messages,
     which suggest only the `flags` the command has.
 
-    The checks: NUL bytes in the first MiB (binary), not valid in `encoding` (with the offset of
-    the bad byte in the file), mostly control characters in the first 64k characters (binary).
+    The checks: UTF-16 or UTF-32 text read as a narrow encoding (its first 4 KiB), NUL bytes in
+    the first MiB (binary), not valid in `encoding` (with the offset of the bad byte in the
+    file), mostly control characters in the first 64k characters (binary).
     An empty file yields nothing; deciding whether that is an error is the caller's.
     """
     codec = check_encoding(encoding)
@@ -138,7 +189,9 @@ def decode_chunks(
             if joined:
                 yield joined
 
-    for chunk in chunks:
+    for chunk in _head_first(chunks):
+        if offset == 0 and not wide and (error := _wide_text_error(chunk, name, utf8, encoding, flags)):
+            raise error
         if not wide and offset < NUL_WINDOW and b"\x00" in chunk[: NUL_WINDOW - offset]:
             raise CharRNNError(f"{name}: looks like a binary file (it contains NUL bytes), not text")
         yield from emit(feed(chunk, False), False)

@@ -240,3 +240,34 @@ def test_an_encoding_that_decodes_to_lone_surrogates_is_refused(tmp_path):
     path.write_bytes(words_text(3000).encode() + b" \\udcff \\ud800 end")  # unicode_escape reads them as surrogates
     assert_one_line_error(train(path, tmp_path, "--encoding", "unicode_escape"), str(path), "lone surrogates", "U+DCFF")
     assert not (tmp_path / "ck").exists()
+
+
+@pytest.mark.parametrize(
+    "encoding, text, suggested",
+    [
+        ("utf-16", words_text(3000), "utf-16"),  # a byte-order mark (Python writes one)
+        ("utf-16-le", words_text(3000) + " café", "utf-16-le"),  # none: where the NUL bytes are
+        ("utf-16-be", words_text(3000), "utf-16-be"),
+        ("utf-32", words_text(3000), "utf-32"),
+        ("utf-32-le", words_text(3000), "utf-32-le"),
+        ("utf-32-be", words_text(3000) + " 😀", "utf-32-be"),
+        ("utf-16", "世界和平" * 500, "utf-16"),  # no NUL byte at all: the mark is not UTF-8
+    ],
+    ids=["utf-16-bom", "utf-16-le", "utf-16-be", "utf-32-bom", "utf-32-le", "utf-32-be", "utf-16-bom-cjk"],
+)
+def test_utf16_and_utf32_files_are_named_with_the_encoding_to_pass(tmp_path, encoding, text, suggested):
+    path = tmp_path / "wide.txt"
+    path.write_bytes(text.encode(encoding))
+    refused = train(path, tmp_path, "--cache-dir", str(tmp_path / "cache"))
+    assert_one_line_error(refused, str(path), f"looks like {suggested.upper()} text", f"pass --encoding {suggested}")
+    assert not list((tmp_path / "cache").glob("*"))
+    result = train(path, tmp_path, "--encoding", suggested)  # the advice works
+    assert result.returncode == 0, result.stderr.decode()
+
+
+def test_binary_files_with_nul_bytes_are_still_binary_and_a_bom_is_believed_only_where_it_must_be():
+    with pytest.raises(CharRNNError, match="binary file .it contains NUL bytes"):
+        decode(bytes(range(256)) * 20, "f")
+    assert decode("ÿþok".encode("latin-1"), "f", encoding="latin-1") == "ÿþok"  # a UTF-16 mark, but valid latin-1 text
+    with pytest.raises(CharRNNError, match="looks like UTF-16 text .a UTF-16 byte-order mark., not utf-8; save it as UTF-8"):
+        decode("hi there".encode("utf-16"), "f", flags=())  # a command without --encoding

@@ -66,6 +66,14 @@ def test_a_bad_byte_is_reported_at_its_offset_whatever_the_chunks(tmp_path):
             prepare_corpus([path], chunk_bytes=chunk_bytes)
 
 
+def test_a_utf16_file_is_named_whatever_the_chunks(tmp_path):
+    path = tmp_path / "wide.txt"
+    path.write_bytes(words_text(2000).encode("utf-16-le"))
+    for chunk_bytes in (1, 3, 1 << 20):
+        with pytest.raises(CharRNNError, match="looks like UTF-16-LE text .NUL bytes where UTF-16-LE puts them., not utf-8; pass --encoding utf-16-le"):
+            prepare_corpus([path], chunk_bytes=chunk_bytes)
+
+
 def test_the_cache_is_reused_and_redone_when_the_corpus_changes(tmp_path):
     path = tmp_path / "c.txt"
     path.write_text(words_text(5000, seed=1), encoding="utf-8")
