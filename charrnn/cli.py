@@ -165,6 +165,8 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
     from charrnn.corpus import load_corpus
     from charrnn.display import TrainDisplay
     from charrnn.distributed import Dist
+    from charrnn.prepare import forget
+    from charrnn.train import CorpusTooShort
 
     dist = Dist.from_env()
     if nproc is not None and nproc < 1:
@@ -182,7 +184,7 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
 
     def load(vocab):
         with display.preparing() as progress:
-            return load_corpus(corpora, vocab=vocab, cache_dir=cache_dir or _default_cache(), progress=progress, **read_options)
+            return load_corpus(corpora, vocab=vocab, cache_dir=cache_dir or _default_cache(), progress=progress, warn=display.warning, **read_options)
 
     if nproc is not None and nproc > 1:  # check and prepare everything here, then hand over to torchrun
         cfg, _, _, vocab = _plan_run(run_dir, cfg, file_values, given, resume, overwrite, init_from, nproc)
@@ -213,8 +215,12 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
         from charrnn import STARTED
         from charrnn.distributed import command_started
 
-        trainer = Trainer(cfg, data.vocab, train_ids, val_ids, run_dir, events=display, resume_from=resume_ckpt, init_from=init_ckpt,
-                          corpus_path=data.path, corpus_digest=data.digest, dist=dist, started_at=command_started(STARTED))
+        try:
+            trainer = Trainer(cfg, data.vocab, train_ids, val_ids, run_dir, events=display, resume_from=resume_ckpt, init_from=init_ckpt,
+                              corpus_path=data.path, corpus_digest=data.digest, dist=dist, started_at=command_started(STARTED))
+        except CorpusTooShort:
+            forget(data)  # a refused corpus leaves no cache entry behind
+            raise
         if overwrite and dist.main:  # only now that everything checked out: the old run is replaced, not lost to a typo
             for f in ("last.pt", "best.pt", "metrics.jsonl"):
                 (run_dir / f).unlink(missing_ok=True)
@@ -390,7 +396,7 @@ def _prepare(corpora: list[Path], read_options: dict, cache_dir: Path | None, js
     display = TrainDisplay(_stderr())
     started = time.perf_counter()
     with display.preparing() as progress:
-        data = load_corpus(corpora, cache_dir=cache_dir or _default_cache(), progress=progress, **read_options)
+        data = load_corpus(corpora, cache_dir=cache_dir or _default_cache(), progress=progress, warn=display.warning, **read_options)
     seconds = time.perf_counter() - started
     info = data.info or {}
     mb_per_s = info.get("bytes", 0) / 1e6 / max(seconds, 1e-9)

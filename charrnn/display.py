@@ -130,6 +130,9 @@ class TrainDisplay:
         with bars:
             yield update
 
+    def warning(self, text: str) -> None:
+        self({"event": "warning", "message": text})
+
     def message(self, text: str) -> None:
         if not self.quiet:
             self.console.print(text, soft_wrap=True, markup=False)

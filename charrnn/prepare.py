@@ -10,14 +10,16 @@ The result lives in a cache folder (`.charrnn-cache/` by default, `--cache-dir` 
 $CHARRNN_CACHE elsewhere), one entry per corpus and read options:
 
     .charrnn-cache/<name>-<key>/
-        source.json       files (path, size, mtime), options, content hash, length, vocabulary
-        ids.npy, vocab.json          the corpus encoded with its own vocabulary
+        source.json       files (path, size, mtime, ctime, inode), options, content hash, length, vocabulary
+        ids.npy, vocab.json          the corpus encoded with its own vocabulary (and the ids' SHA-256)
         ids.<v>.npy, vocab.<v>.json  ... with another vocabulary (--init-from a checkpoint)
 
-A file whose size and mtime are as recorded is trusted (unless it was modified within a moment
-of being read, when a same-size rewrite could keep its mtime); otherwise pass 1 runs again, and
-if the content hash is unchanged the ids are reused. An ids file counts only if its vocab JSON
-names the current content hash, so a crash at any point leaves nothing that is taken as valid.
+(their records: `charrnn.cache_entry`). A file whose size, mtime, ctime and inode are as recorded
+is trusted (unless it was modified within a moment of being read, when a same-size rewrite could
+keep its mtime); otherwise pass 1 runs again, and if the content hash is unchanged the ids are
+reused. An ids file counts only if its vocab JSON names the current content hash, so a crash at
+any point leaves nothing that is taken as valid; and only once its SHA-256 and the range of its
+ids are checked, so a damaged or edited entry is made again (with a warning), never trained on.
 """
 
 from __future__ import annotations
@@ -25,20 +27,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import tempfile
 import time
+import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
-from charrnn.corpus import CHUNK_BYTES, DEFAULT_SEPARATOR, Corpus, check_encoding, check_errors, corpus_files, iter_corpus_text
+from charrnn.cache_entry import Damaged, IdsRecord, SourceRecord, read_record, verified_ids, write_record
+from charrnn.corpus import CHUNK_BYTES, DEFAULT_SEPARATOR, Corpus, corpus_files, iter_corpus_text
+from charrnn.decoding import check_encoding, check_errors
 from charrnn.errors import CharRNNError, plural
 from charrnn.files import write_error
-from charrnn.vocab import Vocab, codepoints, describe_chars, id_dtype
+from charrnn.vocab import Vocab, codepoints, describe_chars, id_dtype, surrogates
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: ctime and inode of the files, checksummed records, the SHA-256 of the ids
 DEFAULT_CACHE = ".charrnn-cache"
 RACY_NS = 2_000_000_000  # a file modified this close before it was read is re-checked next time
 
@@ -53,6 +59,10 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("CHARRNN_CACHE") or DEFAULT_CACHE)
 
 
+def _python_warning(message: str) -> None:
+    warnings.warn(message, stacklevel=3)  # (at the caller of prepare_corpus)
+
+
 def prepare_corpus(
     paths: list[str | Path],
     vocab: Vocab | None = None,
@@ -63,12 +73,14 @@ def prepare_corpus(
     cache_dir: str | Path | None = None,
     progress: Progress | None = None,
     chunk_bytes: int = CHUNK_BYTES,
+    warn: Callable[[str], None] = _python_warning,
 ) -> Corpus:
     """Encode the corpus at `paths` (files and directories) to memory-mapped ids.
 
     With `vocab`, the ids are those of that vocabulary, and characters outside it are an error
     naming them. Without `cache_dir` nothing is kept: the ids go to a temporary file that is
-    deleted as soon as it is mapped.
+    deleted as soon as it is mapped. `warn` is told, in one line, of a damaged cache file: the
+    entry is then made again.
     """
     files = corpus_files(paths)
     check_encoding(encoding)
@@ -79,41 +91,70 @@ def prepare_corpus(
     info = {"files": len(files), "bytes": reader.total_bytes, "counted_s": None, "encoded_s": None}
 
     if cache_dir is None:
-        source = reader.count()
-        info["counted_s"] = source["seconds"]
+        source, info["counted_s"] = reader.count()
         target = _target_vocab(source, vocab, display_name)
         with tempfile.TemporaryDirectory(prefix="charrnn-") as tmp:
             path = Path(tmp) / "ids.npy"
-            info["encoded_s"] = reader.encode(target, source, path)
+            info["encoded_s"], _ = reader.encode(target, source, path)
             ids = np.load(path, mmap_mode="r")  # stays valid after the file is deleted
         return Corpus(display_name, target, ids, _digest(source, options, target), {**info, "cached": False})
 
     entry = Path(cache_dir) / _entry_name(files, options)
-    source = _read_json(entry / "source.json")
-    if not _trusted(source, reader.stats):
-        source = reader.count()
-        info["counted_s"] = source["seconds"]
-    target = _target_vocab(source, vocab, display_name)
-    own = target.chars == tuple(source["chars"])
-    ids_name, vocab_name = ("ids.npy", "vocab.json") if own else (f"ids.{_vocab_key(target)}.npy", f"vocab.{_vocab_key(target)}.json")
-    ids = _valid_ids(entry / ids_name, entry / vocab_name, target, source)
+    try:
+        found = _look_up(entry, reader, vocab, display_name, trust=True)
+    except Damaged as exc:  # something in the entry is not what was written: nothing of it is believed
+        warn(f"{exc}; preparing the corpus again")
+        found = _look_up(entry, reader, vocab, display_name, trust=False)
+    source, target, ids = found.source, found.target, found.ids
+    info["counted_s"] = found.counted_s
     try:
         entry.mkdir(parents=True, exist_ok=True)
         _remove_dead_temporaries(entry)
         if ids is None:
             try:
-                info["encoded_s"] = reader.encode(target, source, entry / ids_name)
+                info["encoded_s"], ids_sha256 = reader.encode(target, source, found.ids_path)
             except CorpusChanged:
                 (entry / "source.json").unlink(missing_ok=True)  # the next run reads it afresh
                 raise
-            _write_json(entry / vocab_name, {**target.to_json(), "content": source["content"], "n_chars": source["n_chars"]})
-            ids = np.load(entry / ids_name, mmap_mode="r")
+            write_record(found.vocab_path, IdsRecord("".join(target.chars), source.content, source.n_chars, ids_sha256))
+            ids = np.load(found.ids_path, mmap_mode="r")
         if info["counted_s"] is not None:
-            _write_json(entry / "source.json", {k: v for k, v in source.items() if k != "seconds"})
+            write_record(entry / "source.json", source)
     except OSError as exc:
         raise CharRNNError(f"{entry}: cannot write the prepared corpus ({write_error(exc)}); --cache-dir can put it elsewhere", exit_code=1) from None
     cached = info["counted_s"] is None and info["encoded_s"] is None
-    return Corpus(display_name, target, ids, _digest(source, options, target), {**info, "cached": cached, "entry": str(entry / ids_name)})
+    return Corpus(display_name, target, ids, _digest(source, options, target), {**info, "cached": cached, "entry": str(found.ids_path)})
+
+
+class _Found(NamedTuple):
+    """What a cache entry holds for a corpus, once checked."""
+
+    source: SourceRecord
+    counted_s: float | None  # None: the recorded count was trusted
+    target: Vocab  # the vocabulary of the ids
+    ids_path: Path
+    vocab_path: Path
+    ids: np.ndarray | None  # None: to be made
+
+
+def _look_up(entry: Path, reader: _Reader, vocab: Vocab | None, name: str, trust: bool) -> _Found:
+    """The cached count and ids of the corpus; Damaged if a file of the entry is not what was
+    written. With `trust` False, the corpus is counted afresh and only ids that this count
+    proves (their record names its content and characters, their SHA-256 is right) are kept."""
+    source = read_record(entry / "source.json", SourceRecord) if trust else None
+    counted_s = None
+    if not _trusted(source, reader.stats):
+        source, counted_s = reader.count()
+    target = _target_vocab(source, vocab, name)
+    key = "" if target.chars == tuple(source.chars) else f".{_vocab_key(target)}"
+    ids_path, vocab_path = entry / f"ids{key}.npy", entry / f"vocab{key}.json"
+    try:
+        ids = _cached_ids(ids_path, vocab_path, target, source)
+    except Damaged:
+        if trust:
+            raise
+        ids = None
+    return _Found(source, counted_s, target, ids_path, vocab_path, ids)
 
 
 class _Reader:
@@ -125,7 +166,9 @@ class _Reader:
         self.stats = []
         for f in files:
             st = f.stat()
-            self.stats.append({"path": str(f.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+            # ctime and inode too: an edit that keeps the size and restores the mtime (touch -r)
+            # still moves the ctime, which no one can set back
+            self.stats.append({"path": str(f.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino})
         self.total_bytes = sum(s["size"] for s in self.stats)
 
     def _pieces(self, phase: str, hasher) -> iter:
@@ -141,8 +184,8 @@ class _Reader:
         self.progress(phase, 0, self.total_bytes)
         return iter_corpus_text(self.files, chunk_bytes=self.chunk_bytes, on_bytes=on_bytes, **self.options)
 
-    def count(self) -> dict:
-        """Pass 1: the character counts, length and content hash of the corpus."""
+    def count(self) -> tuple[SourceRecord, float]:
+        """Pass 1: the character counts, length and content hash of the corpus; the seconds it took."""
         started_ns, t0 = time.time_ns(), time.perf_counter()
         hasher = hashlib.sha256()
         counts = np.zeros(0, dtype=np.int64)
@@ -152,26 +195,19 @@ class _Reader:
                 counts = np.concatenate([counts, np.zeros(len(c) - len(counts), dtype=np.int64)])
             counts[: len(c)] += c
         present = np.flatnonzero(counts)
-        return {
-            "format": CACHE_FORMAT,
-            "files": self.stats,
-            "options": self.options,
-            "read_at_ns": started_ns,
-            "content": hasher.hexdigest(),
-            "n_chars": int(counts.sum()),
-            "chars": "".join(map(chr, present)),
-            "counts": counts[present].tolist(),
-            "seconds": time.perf_counter() - t0,
-        }
+        chars = "".join(map(chr, present))
+        source = SourceRecord(CACHE_FORMAT, self.stats, self.options, started_ns, hasher.hexdigest(), int(counts.sum()), chars, counts[present].tolist())
+        return source, time.perf_counter() - t0
 
-    def encode(self, vocab: Vocab, source: dict, path: Path) -> float:
-        """Pass 2: write the ids to `path` (.npy) atomically; returns the seconds it took."""
+    def encode(self, vocab: Vocab, source: SourceRecord, path: Path) -> tuple[float, str]:
+        """Pass 2: write the ids to `path` (.npy) atomically; the seconds it took and the SHA-256
+        of the ids (after the header)."""
         t0 = time.perf_counter()
-        dtype, n = id_dtype(len(vocab)), source["n_chars"]
+        dtype, n = id_dtype(len(vocab)), source.n_chars
         points = np.array([ord(c) for c in vocab.chars], dtype=np.int64)
         table = np.zeros(int(points.max()) + 1, dtype=dtype)  # code point -> id
         table[points] = np.arange(len(points))
-        hasher = hashlib.sha256()
+        hasher, ids_hasher = hashlib.sha256(), hashlib.sha256()
         tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
         written = 0
         try:
@@ -184,7 +220,8 @@ class _Reader:
                     if written > n:
                         break
                     fh.write(ids.tobytes())
-                if written != n or hasher.hexdigest() != source["content"]:
+                    ids_hasher.update(ids)
+                if written != n or hasher.hexdigest() != source.content:
                     raise CorpusChanged(f"{self.files[0]}: the corpus changed while it was being prepared; run again")
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -192,11 +229,17 @@ class _Reader:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, ids_hasher.hexdigest()
 
 
-def _target_vocab(source: dict, vocab: Vocab | None, name: str) -> Vocab:
-    own = Vocab(tuple(source["chars"]))
+def _target_vocab(source: SourceRecord, vocab: Vocab | None, name: str) -> Vocab:
+    odd = surrogates(codepoints(source.chars))
+    if len(odd):  # only a codec can make them here (check_errors refuses the handlers that do)
+        raise CharRNNError(
+            f"{name}: --encoding {source.options['encoding']} reads lone surrogates, which are not characters "
+            f"({describe_chars([chr(p) for p in odd])}): pass another --encoding"
+        )
+    own = Vocab(tuple(source.chars))
     if vocab is None:
         return own
     missing = [c for c in own.chars if c not in vocab]
@@ -205,25 +248,29 @@ def _target_vocab(source: dict, vocab: Vocab | None, name: str) -> Vocab:
     return vocab
 
 
-def _trusted(source: dict | None, stats: list[dict]) -> bool:
-    """Whether a recorded pass 1 still describes the files, by their size and mtime."""
-    if not source or source.get("format") != CACHE_FORMAT or source.get("files") != stats:
+def _trusted(source: SourceRecord | None, stats: list[dict]) -> bool:
+    """Whether a recorded pass 1 still describes the files, by their size, mtime, ctime and inode."""
+    if source is None or source.format != CACHE_FORMAT or source.files != stats:
         return False
-    return all(s["mtime_ns"] < source["read_at_ns"] - RACY_NS for s in stats)
+    return all(s["mtime_ns"] < source.read_at_ns - RACY_NS for s in stats)
 
 
-def _valid_ids(ids_path: Path, vocab_path: Path, vocab: Vocab, source: dict) -> np.ndarray | None:
-    """The cached ids, if they were made from this content with this vocabulary."""
-    meta = _read_json(vocab_path)
-    if not meta or meta.get("content") != source["content"] or meta.get("chars") != "".join(vocab.chars):
-        return None
-    try:
-        ids = np.load(ids_path, mmap_mode="r")
-    except (OSError, ValueError):
-        return None
-    if ids.shape != (source["n_chars"],) or ids.dtype != id_dtype(len(vocab)):
-        return None
-    return ids
+def _cached_ids(ids_path: Path, vocab_path: Path, vocab: Vocab, source: SourceRecord) -> np.ndarray | None:
+    """The cached ids of this content in this vocabulary, checked; None if there are none yet."""
+    record = read_record(vocab_path, IdsRecord)
+    if record is None or record.content != source.content:
+        return None  # not made yet, or made from other text (the corpus changed): made now
+    if (record.chars, record.n_chars) != ("".join(vocab.chars), source.n_chars):
+        raise Damaged(vocab_path, "disagrees with source.json on the characters of the same text")
+    return verified_ids(ids_path, record)
+
+
+def forget(corpus: Corpus) -> None:
+    """Remove the cache entry of a corpus that training refused (too short for one chunk): a
+    refused corpus leaves nothing behind. (Always safe: an entry is only ever a cache.)"""
+    entry = (corpus.info or {}).get("entry")
+    if entry:
+        shutil.rmtree(Path(entry).parent, ignore_errors=True)
 
 
 def _entry_name(files: list[Path], options: dict) -> str:
@@ -238,22 +285,8 @@ def _vocab_key(vocab: Vocab) -> str:
 
 def _digest(source: dict, options: dict, vocab: Vocab) -> str:
     """What a checkpoint records of its corpus: the text (by content hash), options and vocabulary."""
-    key = json.dumps([source["content"], options, _vocab_key(vocab)], sort_keys=True)
+    key = json.dumps([source.content, options, _vocab_key(vocab)], sort_keys=True)
     return hashlib.sha1(key.encode()).hexdigest()
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _remove_dead_temporaries(entry: Path) -> None:

@@ -176,6 +176,10 @@ def autocast_for(precision: str, model: CharRNN, device: torch.device, warn: Cal
     return factory
 
 
+class CorpusTooShort(CharRNNError):
+    """The corpus has not one chunk of --seq-len to train on (the command line forgets its cache entry)."""
+
+
 class Trainer:
     def __init__(
         self,
@@ -218,7 +222,8 @@ class Trainer:
             raise self._error(
                 f"{self.corpus_path or 'corpus'}: too short: the training split has {plural(len(train_ids), 'character')}, "
                 f"at least {(cfg.seq_len + 1) * world} are needed for one chunk of --seq-len {cfg.seq_len}"
-                + (f" in each of {world} processes" if world > 1 else "")
+                + (f" in each of {world} processes" if world > 1 else ""),
+                kind=CorpusTooShort,
             )
         if self.batch_size < wanted:
             self._warn(
@@ -748,9 +753,9 @@ class Trainer:
                 continue
         path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
 
-    def _error(self, message: str, exit_code: int = 2) -> CharRNNError:
+    def _error(self, message: str, exit_code: int = 2, kind: type[CharRNNError] = CharRNNError) -> CharRNNError:
         """An error every process meets at the same point: rank 0 reports it, the others just end."""
-        return CharRNNError(message, exit_code, elsewhere=not self.dist.main)
+        return kind(message, exit_code, elsewhere=not self.dist.main)
 
     def _warn(self, message: str) -> None:
         self.events({"event": "warning", "message": message})

@@ -2,7 +2,9 @@
 
 The vocabulary is the sorted set of Unicode code points of the text, so ids are stable for a
 given set of characters and encoding is one vectorised `searchsorted` over code points. Ids are
-stored in the smallest unsigned NumPy type that holds them.
+stored in the smallest unsigned NumPy type that holds them. A vocabulary holds characters only:
+never a lone surrogate (U+D800-U+DFFF), which some decoding error handlers make from bad bytes and
+which cannot be written as UTF-8.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from charrnn.errors import CharRNNError
 def codepoints(text: str) -> np.ndarray:
     """The Unicode code points of `text` as a uint32 array, without a Python loop."""
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def surrogates(points: np.ndarray) -> np.ndarray:
+    """The lone surrogates (U+D800-U+DFFF) among code `points`: not characters, not UTF-8."""
+    return points[(points >= 0xD800) & (points <= 0xDFFF)]
 
 
 def id_dtype(vocab_size: int) -> np.dtype:
@@ -38,6 +45,9 @@ class Vocab:
         if points != sorted(set(points)):
             raise ValueError("vocabulary characters must be distinct and sorted by code point")
         object.__setattr__(self, "_points", np.array(points, dtype=np.uint32))
+        odd = surrogates(self._points)
+        if len(odd):
+            raise ValueError(f"a vocabulary holds characters, not lone surrogates ({describe_chars([chr(p) for p in odd])})")
 
     @classmethod
     def from_text(cls, text: str) -> "Vocab":
@@ -81,7 +91,11 @@ class Vocab:
 
     @classmethod
     def from_json(cls, data: dict) -> "Vocab":
-        return cls(tuple(data["chars"]))
+        """The vocabulary `to_json` wrote; ValueError (with the reason) for anything else."""
+        chars = data.get("chars") if isinstance(data, dict) else None
+        if not isinstance(chars, str) or not chars:
+            raise ValueError("a vocabulary is written as {\"chars\": a non-empty string}")
+        return cls(tuple(chars))
 
 
 def describe_chars(chars: list[str], limit: int = 20) -> str:

@@ -3,7 +3,8 @@ awkward but valid text trains."""
 
 import pytest
 
-from charrnn.corpus import decode, read_bytes
+from charrnn.corpus import read_bytes
+from charrnn.decoding import decode
 from charrnn.errors import CharRNNError
 
 from conftest import TINY, invoke, run_cli, words_text
@@ -31,15 +32,18 @@ def train(path, tmp_path, *extra):
         (bytes(range(1, 9)) * 200, ["binary", "control characters"]),
         (b"good text \xff\xfe more", ["not valid utf-8 at byte offset 10", "--encoding"]),
         (b"abc", ["too short", "at least 17"]),
+        (b"a", ["too short", "has 1 character,"]),
+        (b"x" * 16, ["too short", "at least 17"]),  # one character short of one chunk
     ],
 )
 def test_bad_corpora_are_refused_and_nothing_is_written(tmp_path, content, needles):
     path = tmp_path / "corpus.txt"
     if content is not None:
         path.write_bytes(content)
-    result = train(path, tmp_path)
+    result = train(path, tmp_path, "--cache-dir", str(tmp_path / "cache"))
     assert_one_line_error(result, str(path), *needles)
     assert not (tmp_path / "ck").exists()
+    assert not list((tmp_path / "cache").glob("*")), "a refused corpus left a cache entry"
 
 
 def test_directory_and_unreadable_file(tmp_path, monkeypatch):
@@ -212,3 +216,58 @@ def test_warnings_and_empty_out_read_as_plain_text(tmp_path):
     err = short.stderr.decode()
     assert short.returncode == 0 and "warning: the corpus is short: using --batch-size" in err, err
     assert "[yellow]" not in err and "[/]" not in err  # rich markup rendered, not printed
+
+
+@pytest.mark.parametrize("handler", ["surrogateescape", "surrogatepass"])
+def test_error_handlers_that_make_lone_surrogates_are_refused(tmp_path, handler):
+    """They would put non-characters in the vocabulary, and samples would not be UTF-8."""
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(words_text(3000).replace("the", "th\xe9").encode("latin-1"))
+    for command in ("train", "prepare"):
+        result = train(path, tmp_path, "--errors", handler) if command == "train" else invoke("prepare", str(path), "--errors", handler)
+        assert_one_line_error(result, f"--errors {handler!r}", "lone surrogates", "--encoding latin-1", "--errors replace")
+    assert not (tmp_path / "ck").exists()
+
+
+def test_an_error_handler_for_writing_is_refused_for_reading(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(words_text(3000).replace("the", "th\xe9").encode("latin-1"))
+    assert_one_line_error(train(path, tmp_path, "--errors", "xmlcharrefreplace"), "--errors 'xmlcharrefreplace'", "for writing")
+
+
+def test_an_encoding_that_decodes_to_lone_surrogates_is_refused(tmp_path):
+    path = tmp_path / "escaped.txt"
+    path.write_bytes(words_text(3000).encode() + b" \\udcff \\ud800 end")  # unicode_escape reads them as surrogates
+    assert_one_line_error(train(path, tmp_path, "--encoding", "unicode_escape"), str(path), "lone surrogates", "U+DCFF")
+    assert not (tmp_path / "ck").exists()
+
+
+@pytest.mark.parametrize(
+    "encoding, text, suggested",
+    [
+        ("utf-16", words_text(3000), "utf-16"),  # a byte-order mark (Python writes one)
+        ("utf-16-le", words_text(3000) + " café", "utf-16-le"),  # none: where the NUL bytes are
+        ("utf-16-be", words_text(3000), "utf-16-be"),
+        ("utf-32", words_text(3000), "utf-32"),
+        ("utf-32-le", words_text(3000), "utf-32-le"),
+        ("utf-32-be", words_text(3000) + " 😀", "utf-32-be"),
+        ("utf-16", "世界和平" * 500, "utf-16"),  # no NUL byte at all: the mark is not UTF-8
+    ],
+    ids=["utf-16-bom", "utf-16-le", "utf-16-be", "utf-32-bom", "utf-32-le", "utf-32-be", "utf-16-bom-cjk"],
+)
+def test_utf16_and_utf32_files_are_named_with_the_encoding_to_pass(tmp_path, encoding, text, suggested):
+    path = tmp_path / "wide.txt"
+    path.write_bytes(text.encode(encoding))
+    refused = train(path, tmp_path, "--cache-dir", str(tmp_path / "cache"))
+    assert_one_line_error(refused, str(path), f"looks like {suggested.upper()} text", f"pass --encoding {suggested}")
+    assert not list((tmp_path / "cache").glob("*"))
+    result = train(path, tmp_path, "--encoding", suggested)  # the advice works
+    assert result.returncode == 0, result.stderr.decode()
+
+
+def test_binary_files_with_nul_bytes_are_still_binary_and_a_bom_is_believed_only_where_it_must_be():
+    with pytest.raises(CharRNNError, match="binary file .it contains NUL bytes"):
+        decode(bytes(range(256)) * 20, "f")
+    assert decode("ÿþok".encode("latin-1"), "f", encoding="latin-1") == "ÿþok"  # a UTF-16 mark, but valid latin-1 text
+    with pytest.raises(CharRNNError, match="looks like UTF-16 text .a UTF-16 byte-order mark., not utf-8; save it as UTF-8"):
+        decode("hi there".encode("utf-16"), "f", flags=())  # a command without --encoding

@@ -2,6 +2,7 @@
 redone when it should be, corpora of several files, the smallest dtype, and memory that does not
 grow with the corpus."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -12,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charrnn.corpus import CHUNK_BYTES, decode
+from charrnn.corpus import CHUNK_BYTES
+from charrnn.decoding import decode
 from charrnn.errors import CharRNNError
 from charrnn.prepare import prepare_corpus
 from charrnn.vocab import Vocab
 
-from conftest import invoke, words_text
+from conftest import TINY, invoke, words_text
 
 AWKWARD = (
     "\ufeff"  # a byte-order mark, dropped
@@ -64,6 +66,14 @@ def test_a_bad_byte_is_reported_at_its_offset_whatever_the_chunks(tmp_path):
             prepare_corpus([path], chunk_bytes=chunk_bytes)
 
 
+def test_a_utf16_file_is_named_whatever_the_chunks(tmp_path):
+    path = tmp_path / "wide.txt"
+    path.write_bytes(words_text(2000).encode("utf-16-le"))
+    for chunk_bytes in (1, 3, 1 << 20):
+        with pytest.raises(CharRNNError, match="looks like UTF-16-LE text .NUL bytes where UTF-16-LE puts them., not utf-8; pass --encoding utf-16-le"):
+            prepare_corpus([path], chunk_bytes=chunk_bytes)
+
+
 def test_the_cache_is_reused_and_redone_when_the_corpus_changes(tmp_path):
     path = tmp_path / "c.txt"
     path.write_text(words_text(5000, seed=1), encoding="utf-8")
@@ -99,20 +109,133 @@ def test_the_cache_is_reused_and_redone_when_the_corpus_changes(tmp_path):
     assert not other.info["cached"] and other.info["entry"] != changed.info["entry"]
 
 
-def test_a_change_that_keeps_size_and_mtime_is_caught_when_the_ids_are_made_again(tmp_path):
+def rewrite_keeping_size_and_mtime(path, text: str) -> None:
+    """An edit in place that restores the mtime (as `touch -r` does): only the ctime moves."""
+    stat = path.stat()
+    time.sleep(0.01)  # past the ctime's tick, on file systems with coarse timestamps
+    path.write_text(text, encoding="utf-8")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_ino == stat.st_ino
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_read_again(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text("abcd" * 1000, encoding="utf-8")
+    set_mtime(path, 60)
+    cache = tmp_path / "cache"
+    assert prepare_corpus([path], cache_dir=cache).vocab.decode(range(4)) == "abcd"
+    rewrite_keeping_size_and_mtime(path, "dcbe" * 1000)
+    again = prepare_corpus([path], cache_dir=cache)
+    assert not again.info["cached"] and again.vocab.decode(again.ids[:8]) == "dcbedcbe"
+
+
+def test_a_change_the_file_system_cannot_show_is_caught_when_the_ids_are_made_again(tmp_path, monkeypatch):
     path = tmp_path / "c.txt"
     path.write_text("abcd" * 1000, encoding="utf-8")
     set_mtime(path, 60)
     cache = tmp_path / "cache"
     first = prepare_corpus([path], cache_dir=cache)
-    stat = path.stat()
-    Path(first.info["entry"]).unlink()  # the ids are gone, the recorded pass 1 is not
-    path.write_text("dcba" * 1000, encoding="utf-8")
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size, same mtime
-    with pytest.raises(CharRNNError, match="changed while it was being prepared"):
-        prepare_corpus([path], cache_dir=cache)
+    for name in ("ids.npy", "vocab.json"):  # the ids are gone (never made, as for another vocabulary), the recorded pass 1 is not
+        (Path(first.info["entry"]).parent / name).unlink()
+    rewrite_keeping_size_and_mtime(path, "dcba" * 1000)
+    with monkeypatch.context() as m:
+        m.setattr("charrnn.prepare._trusted", lambda source, stats: True)  # as if its ctime had not moved either
+        with pytest.raises(CharRNNError, match="changed while it was being prepared"):
+            prepare_corpus([path], cache_dir=cache)
     again = prepare_corpus([path], cache_dir=cache)  # read afresh
     assert again.vocab.decode(again.ids[:8]) == "dcbadcba"
+
+
+def prepared_entry(tmp_path, text: str = "the cat sat on the mat\n" * 200) -> tuple[Path, Path, np.ndarray]:
+    """A corpus prepared in a cache: its path, its cache entry and its right ids."""
+    path = tmp_path / "c.txt"
+    path.write_text(text, encoding="utf-8")
+    set_mtime(path, 60)
+    corpus = prepare_corpus([path], cache_dir=tmp_path / "cache")
+    return path, Path(corpus.info["entry"]).parent, np.array(corpus.ids)
+
+
+def reprepare(path, cache) -> tuple[object, list[str]]:
+    warned = []
+    corpus = prepare_corpus([path], cache_dir=cache, warn=warned.append)
+    return corpus, warned
+
+
+def edit_json(path: Path, change, checksum: bool = False) -> None:
+    """Change a cache record's JSON; with `checksum`, as a careful forger would (its checksum made to match)."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data)
+    if checksum:
+        data.pop("sha256", None)
+        data["sha256"] = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def flip_id(entry: Path, at: int, new_id: int) -> None:
+    ids = np.load(entry / "ids.npy", mmap_mode="r+")
+    ids[at] = new_id
+    ids.flush()
+
+
+def forge_ids_hash(entry: Path) -> None:
+    ids = np.load(entry / "ids.npy")
+    edit_json(entry / "vocab.json", lambda d: d.update(ids_sha256=hashlib.sha256(ids.tobytes()).hexdigest()), checksum=True)
+
+
+TAMPERING = {
+    "ids-changed-in-range": (lambda e: flip_id(e, 3, 0), "ids.npy: its ids are not those that were written"),
+    "ids-out-of-range": (lambda e: flip_id(e, 3, 200), "ids.npy: its ids are not those that were written"),
+    "ids-out-of-range-hash-forged": (lambda e: (flip_id(e, 3, 200), forge_ids_hash(e)), "ids.npy: holds id 200, outside the vocabulary"),
+    "ids-truncated": (lambda e: os.truncate(e / "ids.npy", 200), "ids.npy: cannot be read"),
+    "ids-deleted": (lambda e: (e / "ids.npy").unlink(), "ids.npy: is missing"),
+    "ids-of-another-dtype": (lambda e: np.save(e / "ids.npy", np.load(e / "ids.npy").astype(np.uint16)), "ids.npy: holds"),
+    "ids-not-npy": (lambda e: (e / "ids.npy").write_bytes(b"PK\x03\x04 not an array"), "ids.npy: cannot be read"),
+    "vocab-chars-edited": (lambda e: edit_json(e / "vocab.json", lambda d: d.update(chars=d["chars"].replace("a", "q"))), "vocab.json: is not what was written"),
+    "vocab-chars-a-list": (lambda e: edit_json(e / "vocab.json", lambda d: d.update(chars=list(d["chars"])), checksum=True), "vocab.json: does not have the fields"),
+    "vocab-chars-repeated": (lambda e: edit_json(e / "vocab.json", lambda d: d.update(chars="aab"), checksum=True), "vocab.json: vocabulary characters must be distinct"),
+    "vocab-field-missing": (lambda e: edit_json(e / "vocab.json", lambda d: d.pop("content"), checksum=True), "vocab.json: does not have the fields"),
+    "vocab-length-forged": (lambda e: edit_json(e / "vocab.json", lambda d: d.update(n_chars=5), checksum=True), "vocab.json: disagrees with source.json"),
+    "vocab-not-json": (lambda e: (e / "vocab.json").write_text("{chars"), "vocab.json: cannot be read"),
+    "vocab-a-list": (lambda e: (e / "vocab.json").write_text("[]"), "vocab.json: is not what was written"),
+    "source-chars-edited": (lambda e: edit_json(e / "source.json", lambda d: d.update(chars=d["chars"].replace("a", "q"))), "source.json: is not what was written"),
+    "source-chars-forged": (lambda e: edit_json(e / "source.json", lambda d: d.update(chars=d["chars"][:-1] + "z"), checksum=True), "vocab.json: disagrees with source.json"),
+    "source-counts-forged": (lambda e: edit_json(e / "source.json", lambda d: d.update(counts=d["counts"][1:]), checksum=True), "source.json: its character counts"),
+    "source-surrogate-forged": (lambda e: edit_json(e / "source.json", lambda d: d.update(chars="\ud800" * len(d["chars"])), checksum=True), "source.json: vocabulary characters"),
+    "source-wrong-types": (lambda e: edit_json(e / "source.json", lambda d: d.update(n_chars="4600", read_at_ns=None), checksum=True), "source.json: does not have the fields"),
+    "source-not-utf8": (lambda e: (e / "source.json").write_bytes(b"\xff\xfe{}"), "source.json: cannot be read"),
+}
+
+
+@pytest.mark.parametrize("case", TAMPERING, ids=list(TAMPERING))
+def test_a_damaged_cache_entry_is_made_again_with_one_warning(tmp_path, case):
+    tamper, warning = TAMPERING[case]
+    path, entry, right = prepared_entry(tmp_path)
+    tamper(entry)
+    again, warned = reprepare(path, tmp_path / "cache")
+    assert len(warned) == 1 and warning in warned[0] and str(entry) in warned[0] and "\n" not in warned[0], warned
+    assert again.vocab.chars == tuple(sorted(set(path.read_text()))) and not again.info["cached"]
+    np.testing.assert_array_equal(again.ids, right)
+    healed, warned = reprepare(path, tmp_path / "cache")  # made again: trusted again, in silence
+    assert healed.info["cached"] and warned == []
+    np.testing.assert_array_equal(healed.ids, right)
+
+
+def test_a_damaged_cache_entry_is_one_warning_line_from_the_command_line(tmp_path):
+    path, entry, _ = prepared_entry(tmp_path)
+    flip_id(entry, 3, 200)  # an IndexError traceback in training before
+    result = invoke("train", str(path), *TINY, "--max-steps", "2", "--out", str(tmp_path / "ck"), "--cache-dir", str(tmp_path / "cache"))
+    err = result.stderr.decode()
+    assert result.returncode == 0 and "Traceback" not in err, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and f"{entry / 'ids.npy'}: its ids are not those that were written" in warnings[0], err
+
+
+def test_a_stale_record_is_no_damage(tmp_path):
+    """The corpus changed since it was prepared: made again, without a warning."""
+    path, entry, _ = prepared_entry(tmp_path)
+    path.write_text("another text\n" * 300, encoding="utf-8")
+    again, warned = reprepare(path, tmp_path / "cache")
+    assert warned == [] and again.vocab.decode(again.ids[:8]) == "another "
 
 
 def test_a_file_written_just_before_it_was_read_is_checked_again(tmp_path):
@@ -226,10 +349,15 @@ def test_preparing_does_not_hold_the_corpus_in_memory(tmp_path):
         for _ in range(48):
             fh.write(block)
     size = big.stat().st_size
+    set_mtime(big, 60)  # (not just written: the second run trusts it)
     measured = measure_prepare(tmp_path, big, CHUNK_BYTES)
     assert not measured["cached"] and measured["chars"] > size * 0.99
     grown = (measured["after_kb"] - measured["before_kb"]) * 1024
     # Memory holds a chunk at a time, whatever the corpus' size; decoding it whole would take
     # several times its size (bytes, str, UTF-32 code points).
     assert grown < size / 4, f"peak RSS grew by {grown / 1e6:.1f} MB preparing {size / 1e6:.1f} MB"
+    cached = measure_prepare(tmp_path, big, CHUNK_BYTES)  # the ids are checked (SHA-256, range), a buffer at a time
+    assert cached["cached"] and cached["chars"] == measured["chars"]
+    grown = (cached["after_kb"] - cached["before_kb"]) * 1024
+    assert grown < size / 4, f"peak RSS grew by {grown / 1e6:.1f} MB checking the ids of {size / 1e6:.1f} MB"
     big.unlink()

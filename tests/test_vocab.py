@@ -33,3 +33,20 @@ def test_unknown_characters_are_named():
 def test_codepoints_match_ord():
     text = "a\u00e9\U0001F600"
     assert codepoints(text).tolist() == [ord(c) for c in text]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"chars": "a\ud800"}, {"chars": "ba"}, {"chars": "aa"}, {"chars": ""}, {"chars": ["a", "b"]}, {"chars": 7}, {}, ["ab"], None],
+    ids=["surrogate", "unsorted", "repeated", "empty", "list", "number", "no-chars", "not-a-dict", "null"],
+)
+def test_a_vocabulary_read_from_json_is_checked(data):
+    """Only ValueError, with a reason: no TypeError/KeyError, and no lone surrogate (not a character,
+    and not UTF-8: a model sampling one would break its promise of UTF-8 samples)."""
+    with pytest.raises(ValueError):
+        Vocab.from_json(data)
+
+
+def test_no_vocabulary_holds_a_lone_surrogate():
+    with pytest.raises(ValueError, match="surrogate"):
+        Vocab.from_text("ab\udcff")
