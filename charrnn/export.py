@@ -29,40 +29,12 @@ from charrnn import __version__
 from charrnn.config import ModelConfig
 from charrnn.errors import CharRNNError
 from charrnn.files import atomic_write, file_kind
-from charrnn.numpy_ref import CELLS
+from charrnn.metadata import Invalid, check_vocab, read_model, read_vocab
 from charrnn.vocab import Vocab
+from charrnn.weights import check_weights
 
 FORMAT = "charrnn-npz"
 FORMAT_VERSION = 1
-
-
-def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """The name and shape of every weight of a CharRNN with this config (torch's names)."""
-    G, H, V = CELLS[cfg.cell].gates, cfg.hidden, cfg.vocab_size
-    shapes = {"embed.weight": (V, cfg.embed)}
-    for k in range(cfg.layers):
-        width = cfg.embed if k == 0 else H
-        shapes |= {
-            f"rnn.weight_ih_l{k}": (G * H, width),
-            f"rnn.weight_hh_l{k}": (G * H, H),
-            f"rnn.bias_ih_l{k}": (G * H,),
-            f"rnn.bias_hh_l{k}": (G * H,),
-        }
-    return shapes | {"head.weight": (V, H), "head.bias": (V,)}
-
-
-def check_weights(weights: dict[str, np.ndarray], cfg: ModelConfig, source: str) -> None:
-    """A CharRNNError naming the first weight that is missing, extra or of the wrong shape."""
-    if cfg.cell not in CELLS:
-        raise CharRNNError(f"{source}: damaged model: unknown cell {cfg.cell!r}")
-    expected = expected_shapes(cfg)
-    for name in sorted(set(expected) | set(weights)):
-        if name not in weights:
-            raise CharRNNError(f"{source}: damaged model: weight {name} is missing")
-        if name not in expected:
-            raise CharRNNError(f"{source}: damaged model: unexpected weight {name}")
-        if tuple(weights[name].shape) != expected[name]:
-            raise CharRNNError(f"{source}: damaged model: {name} has shape {tuple(weights[name].shape)}, expected {expected[name]}")
 
 
 def export_npz(checkpoint_path: str | Path, out_path: str | Path) -> Path:
@@ -72,22 +44,16 @@ def export_npz(checkpoint_path: str | Path, out_path: str | Path) -> Path:
     checkpoint_path, out_path = Path(checkpoint_path), Path(out_path)
     if out_path.suffix != ".npz":
         raise CharRNNError(f"{out_path}: an npz export's name must end in .npz")
-    ckpt = checkpoint.load(checkpoint_path)
-    try:
-        cfg = ModelConfig(**ckpt.meta["model"])
-        vocab = ckpt.meta["vocab"]
-        progress = ckpt.meta.get("progress", {})
-    except (KeyError, TypeError):
-        raise CharRNNError(f"{checkpoint_path}: damaged checkpoint (bad metadata)") from None
+    ckpt = checkpoint.load(checkpoint_path)  # checked: weights, vocabulary and model agree
+    info = ckpt.info
     weights = {name: tensor.detach().float().cpu().numpy() for name, tensor in ckpt.model.items()}
-    check_weights(weights, cfg, str(checkpoint_path))
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "charrnn_version": __version__,
-        "vocab": vocab,
-        "model": asdict(cfg),
-        "source": {"checkpoint": str(checkpoint_path), "step": progress.get("step"), "best_loss": progress.get("best_loss")},
+        "vocab": info.vocab.to_json(),
+        "model": asdict(info.model),
+        "source": {"checkpoint": str(checkpoint_path), "step": info.progress.step, "best_loss": info.progress.best_loss},
     }
     save_npz(weights, meta, out_path)
     return out_path
@@ -123,11 +89,9 @@ def load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], Vocab, ModelConfi
     if not isinstance(meta.get("format_version"), int) or meta["format_version"] > FORMAT_VERSION:
         raise CharRNNError(f"{path}: export format version {meta.get('format_version')} is newer than this charrnn reads ({FORMAT_VERSION}); upgrade charrnn")
     try:
-        cfg = ModelConfig(**meta["model"])
-        vocab = Vocab.from_json(meta["vocab"])
-    except Exception:
-        raise CharRNNError(f"{path}: damaged export (bad model or vocabulary metadata)") from None
+        cfg, vocab = read_model(meta.get("model"), "meta.model"), read_vocab(meta.get("vocab"), "meta.vocab")
+        check_vocab(vocab, cfg)
+    except Invalid as exc:
+        raise CharRNNError(f"{path}: damaged export: {exc}") from None
     check_weights(arrays, cfg, str(path))
-    if len(vocab) != cfg.vocab_size:
-        raise CharRNNError(f"{path}: damaged export (vocabulary and model disagree)")
     return arrays, vocab, cfg
