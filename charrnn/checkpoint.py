@@ -30,7 +30,7 @@ import torch
 from charrnn.errors import CharRNNError, plural
 from charrnn.files import atomic_write, file_kind
 from charrnn.metadata import CheckpointInfo, Invalid, read_info
-from charrnn.weights import check_shapes, expected_shapes
+from charrnn.weights import check_finite, check_shapes, expected_shapes
 
 FORMAT = "charrnn-checkpoint"
 FORMAT_VERSION = 1
@@ -158,7 +158,7 @@ PARTS = ("format", "format_version", "meta", "model", "optimizer", "rng", "hidde
 def validate(data: dict[str, Any], path: Path) -> CheckpointInfo:
     """The one check of a loaded checkpoint against its schema: its parts, its metadata (typed
     records, metadata.read_info), and tensors that fit them: the weights the model config needs
-    (floating point), a hidden state of (layers, streams, hidden), an optimizer state
+    (floating point, finite), a hidden state of (layers, streams, hidden), an optimizer state
     for exactly these parameters, random states torch can restore. Anything else is a one-line
     CharRNNError naming the file and what is wrong."""
     try:
@@ -197,6 +197,7 @@ def _check_weights(model: Any, info: CheckpointInfo, path: Path) -> None:
     for name, value in model.items():
         _check_tensor(value, None, f"weight {name}")
     check_shapes({name: tuple(t.shape) for name, t in model.items()}, info.model, str(path))
+    check_finite(model, str(path))
 
 
 def _check_hidden(hidden: Any, info: CheckpointInfo) -> None:

@@ -1,5 +1,5 @@
 """The weights a model needs: the name and shape of each for a model config, and the checks
-that a checkpoint's or an export's weights are those (names and shapes).
+that a checkpoint's or an export's weights are those (names, shapes, finite values).
 
 Both file formats use torch's parameter names and layout. This module imports no torch: an
 export is checked where torch is not installed.
@@ -8,6 +8,8 @@ export is checked where torch is not installed.
 from __future__ import annotations
 
 from typing import Any, Mapping
+
+import numpy as np
 
 from charrnn.config import ModelConfig
 from charrnn.errors import CharRNNError
@@ -45,5 +47,15 @@ def check_shapes(shapes: Mapping[str, tuple[int, ...]], cfg: ModelConfig, source
 
 
 def check_weights(weights: Mapping[str, Any], cfg: ModelConfig, source: str) -> None:
-    """Names and shapes as `cfg` needs them: NumPy arrays or torch tensors."""
+    """Names and shapes as `cfg` needs them, then finite values: NumPy arrays or torch tensors."""
     check_shapes({name: tuple(w.shape) for name, w in weights.items()}, cfg, source)
+    check_finite(weights, source)
+
+
+def check_finite(weights: Mapping[str, Any], source: str) -> None:
+    """A CharRNNError naming the first weight holding a NaN or an infinity (such a model samples
+    garbage, a run resumed from it learns nothing)."""
+    for name, w in weights.items():
+        finite = w.isfinite().all() if hasattr(w, "isfinite") else np.isfinite(w).all()  # torch or NumPy
+        if not finite:
+            raise CharRNNError(f"{source}: damaged model: weight {name} holds non-finite values (NaN or infinity)")

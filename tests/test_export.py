@@ -1,4 +1,5 @@
-"""`.npz` exports: their metadata is read into the checkpoint's typed records."""
+"""`.npz` exports: their metadata is read into the checkpoint's typed records; weights that are
+not finite numbers are refused."""
 
 import json
 import re
@@ -45,3 +46,11 @@ def test_export_metadata_is_read_into_typed_records(arrays, tmp_path):
     meta["model"]["hidden"] = "16"
     np.savez(tmp_path / "typed.npz", **{**arrays, "meta": np.array(json.dumps(meta))})
     refused(tmp_path / "typed.npz", r"damaged export: meta\.model\.hidden is '16', expected int")
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_weights_are_refused(arrays, tmp_path, value):
+    bias = arrays["head.bias"].copy()
+    bias[3] = value
+    np.savez(tmp_path / "nan.npz", **{**arrays, "head.bias": bias})
+    refused(tmp_path / "nan.npz", r"weight head\.bias holds non-finite values")

@@ -32,6 +32,10 @@ def _set(mapping, key, value):
     mapping[key] = value
 
 
+def _nan(data, name):
+    data["model"][name] = torch.full_like(data["model"][name], float("nan"))
+
+
 CASES = {  # what is wrong: (the edit, what the message says)
     "missing config": (lambda m, d: m.pop("config"), r"meta\.config is missing"),
     "missing model": (lambda m, d: m.pop("model"), r"meta\.model is missing"),
@@ -49,6 +53,7 @@ CASES = {  # what is wrong: (the edit, what the message says)
     "weight missing": (lambda m, d: d["model"].pop("head.bias"), r"weight head\.bias is missing"),
     "weight of the wrong shape": (lambda m, d: _set(d["model"], "head.bias", torch.zeros(3)), r"head\.bias has shape \(3,\)"),
     "integer weight": (lambda m, d: _set(d["model"], "head.bias", d["model"]["head.bias"].long()), r"head\.bias has dtype torch\.int64"),
+    "NaN weight": (lambda m, d: _nan(d, "head.bias"), r"weight head\.bias holds non-finite values"),
     "hidden of the wrong shape": (lambda m, d: _set(d, "hidden", [t[:, :3] for t in d["hidden"]]), r"hidden state 0 has shape \(1, 3, 32\), expected \(1, 8, 32\)"),
     "hidden, one tensor of two": (lambda m, d: _set(d, "hidden", d["hidden"][:1]), r"hidden state of 1 tensor, expected 2"),
     "batch size that does not fit the hidden state": (lambda m, d: _set(m, "batch_size", 4), r"hidden state 0 has shape \(1, 8, 32\), expected \(1, 4, 32\)"),
