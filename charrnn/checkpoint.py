@@ -4,7 +4,9 @@ A checkpoint is a `torch.save` of a dict holding only tensors, numbers, strings,
 the model weights, the optimizer state, RNG states, the carried hidden state, and a JSON string
 `meta` (format version, vocabulary, model and training config, step, data position, losses).
 It is read back with `torch.load(weights_only=True)`, whose unpickler refuses every class and
-function that is not a plain container or tensor, so a crafted file cannot execute code.
+function that is not a plain container or tensor, so a crafted file cannot execute code. Then
+`validate` checks it against its schema (the metadata's typed records, charrnn/metadata.py, and
+tensors that fit them), so a file edited by hand is one clear error, not a crash further on.
 
 A save writes a temporary file in the same folder, fsyncs it and renames it over the old file,
 so a crash at any moment leaves either the old or the new checkpoint, never a torn one.
@@ -12,8 +14,11 @@ so a crash at any moment leaves either the old or the new checkpoint, never a to
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
+import re
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -22,8 +27,10 @@ from typing import Any
 
 import torch
 
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, plural
 from charrnn.files import atomic_write, file_kind
+from charrnn.metadata import CheckpointInfo, Invalid, read_info
+from charrnn.weights import check_finite, check_shapes, expected_shapes
 
 FORMAT = "charrnn-checkpoint"
 FORMAT_VERSION = 1
@@ -37,6 +44,7 @@ class Checkpoint:
     rng: dict[str, torch.Tensor] | None = None
     hidden: list[torch.Tensor] | None = None
     format_version: int = FORMAT_VERSION
+    info: CheckpointInfo | None = None  # `meta` as typed records, checked by `load` (None while one is built)
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -123,26 +131,146 @@ def load(path: str | Path) -> Checkpoint:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CharRNNError(f"{path}: not a charrnn checkpoint")
     version = data.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise CharRNNError(f"{path}: damaged charrnn checkpoint (format version {version!r})")
+    if version > FORMAT_VERSION:
         raise CharRNNError(
             f"{path}: checkpoint format version {version} is newer than this charrnn reads "
             f"({FORMAT_VERSION}); upgrade charrnn"
         )
     if data.get("sha256") != digest(data):
         raise CharRNNError(f"{path}: damaged charrnn checkpoint (its contents do not match their checksum)")
-    try:
-        meta = json.loads(data["meta"])
-        model = data["model"]
-        assert isinstance(meta, dict) and isinstance(model, dict)
-        assert all(isinstance(v, torch.Tensor) for v in model.values())
-    except Exception:
-        raise CharRNNError(f"{path}: damaged charrnn checkpoint (bad metadata)") from None
+    info = validate(data, path)
     return Checkpoint(
-        meta=meta,
-        model=model,
-        optimizer=data.get("optimizer"),
-        rng=data.get("rng"),
-        hidden=data.get("hidden") or [],
+        meta=json.loads(data["meta"]),
+        model=data["model"],
+        optimizer=data["optimizer"],
+        rng=data["rng"],
+        hidden=data["hidden"],
         format_version=version,
+        info=info,
     )
 
+
+PARTS = ("format", "format_version", "meta", "model", "optimizer", "rng", "hidden", "sha256")
+
+
+def validate(data: dict[str, Any], path: Path) -> CheckpointInfo:
+    """The one check of a loaded checkpoint against its schema: its parts, its metadata (typed
+    records, metadata.read_info), and tensors that fit them: the weights the model config needs
+    (floating point, finite), a hidden state of (layers, streams, hidden), an optimizer state
+    for exactly these parameters, random states torch can restore. Anything else is a one-line
+    CharRNNError naming the file and what is wrong."""
+    try:
+        for part in sorted(set(PARTS) ^ set(data), key=str):
+            raise Invalid(f"part {part!r} is {'missing' if part in PARTS else 'unexpected'}")
+        info = read_info(_parse_json(data["meta"]))
+        _check_weights(data["model"], info, path)
+        _check_hidden(data["hidden"], info)
+        _check_optimizer(data["optimizer"], list(expected_shapes(info.model).items()))
+        _check_rng(data["rng"], info.world_size)
+    except Invalid as exc:
+        raise CharRNNError(f"{path}: damaged checkpoint: {exc}") from None
+    return info
+
+
+def _parse_json(text: Any) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        raise Invalid("meta is not JSON") from None
+
+
+def _check_tensor(value: Any, shape: tuple[int, ...] | None, what: str) -> None:
+    """Invalid unless `value` is a floating-point tensor (of `shape`, when given)."""
+    if not isinstance(value, torch.Tensor):
+        raise Invalid(f"{what} is a {type(value).__name__}, expected a tensor")
+    if not value.is_floating_point():
+        raise Invalid(f"{what} has dtype {value.dtype}, expected floating point")
+    if shape is not None and tuple(value.shape) != shape:
+        raise Invalid(f"{what} has shape {tuple(value.shape)}, expected {shape}")
+
+
+def _check_weights(model: Any, info: CheckpointInfo, path: Path) -> None:
+    if not isinstance(model, dict) or not all(isinstance(k, str) for k in model):
+        raise Invalid("the weights are not a dict of named tensors")
+    for name, value in model.items():
+        _check_tensor(value, None, f"weight {name}")
+    check_shapes({name: tuple(t.shape) for name, t in model.items()}, info.model, str(path))
+    check_finite(model, str(path))
+
+
+def _check_hidden(hidden: Any, info: CheckpointInfo) -> None:
+    """None carried (an empty list), or one (L, streams, H) tensor; the LSTM's (h, c): two."""
+    if not isinstance(hidden, list):
+        raise Invalid(f"hidden state is a {type(hidden).__name__}, expected a list of tensors")
+    count = 2 if info.model.cell == "lstm" else 1
+    if hidden and len(hidden) != count:
+        raise Invalid(f"hidden state of {plural(len(hidden), 'tensor')}, expected {count}")
+    shape = (info.model.layers, info.streams, info.model.hidden)
+    for i, tensor in enumerate(hidden):
+        _check_tensor(tensor, shape, f"hidden state {i}")
+
+
+def _check_optimizer(optimizer: Any, params: list[tuple[str, tuple[int, ...]]]) -> None:
+    """An AdamW state for exactly these parameters (names and shapes, in the model's order)."""
+    if optimizer is None:
+        return
+    if not isinstance(optimizer, dict) or set(optimizer) != {"state", "param_groups"}:
+        raise Invalid("optimizer state is not an AdamW state")
+    groups, state = optimizer["param_groups"], optimizer["state"]
+    if not isinstance(groups, list) or len(groups) != 1 or not isinstance(groups[0], dict) or not isinstance(state, dict):
+        raise Invalid("optimizer state: expected one group of parameters")
+    if groups[0].get("params") != list(range(len(params))):
+        raise Invalid(f"optimizer state: its parameters are {str(groups[0].get('params'))[:40]}, expected the model's {len(params)}")
+    defaults = _adamw_defaults()
+    for key, value in groups[0].items():
+        if key in defaults and not _same_kind(value, defaults[key]):
+            raise Invalid(f"optimizer state: {key} is {repr(value)[:40]}, expected one like {defaults[key]!r}")
+    for index, entry in state.items():
+        if isinstance(index, bool) or index not in range(len(params)) or not isinstance(entry, dict):
+            raise Invalid(f"optimizer state: an entry for parameter {index!r}, which the model does not have")
+        name, shape = params[index]
+        moments = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if groups[0].get("amsgrad") else ())
+        for key in moments:
+            _check_tensor(entry.get(key), shape, f"optimizer state: {key} of {name}")
+        _check_tensor(entry.get("step"), (), f"optimizer state: step of {name}")
+
+
+@functools.cache
+def _adamw_defaults() -> dict[str, Any]:
+    """AdamW's settings (lr, betas, eps, ...) and their defaults, as its state_dict holds them."""
+    group = torch.optim.AdamW([torch.zeros(1)]).state_dict()["param_groups"][0]
+    return {key: value for key, value in group.items() if key != "params"}
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """Whether an optimizer setting is of the kind of its default: a bool (or None where the
+    default is None), a finite number, a tuple of them."""
+    if isinstance(default, bool) or default is None:
+        return isinstance(value, bool) or value is default
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(default, (tuple, list)):
+        return isinstance(value, (tuple, list)) and len(value) == len(default) and all(map(_same_kind, value, default))
+    return True
+
+
+def _check_rng(rng: Any, world: int) -> None:
+    """torch's random state for each process ('torch', then 'torch.1' ...; 'cuda' likewise)."""
+    if rng is None:
+        return
+    if not isinstance(rng, dict):
+        raise Invalid(f"random state is a {type(rng).__name__}, expected a dict")
+    for key, state in rng.items():
+        found = re.fullmatch(r"(torch|cuda)(?:\.([1-9][0-9]*))?", key) if isinstance(key, str) else None
+        if not found or (found[2] and int(found[2]) >= world):
+            raise Invalid(f"unexpected random state {key!r}")
+        size = _cpu_rng_size() if found[1] == "torch" else state.numel() if isinstance(state, torch.Tensor) else -1
+        if not isinstance(state, torch.Tensor) or state.dtype != torch.uint8 or tuple(state.shape) != (size,):
+            raise Invalid(f"random state {key!r} is not one torch can restore")
+
+
+@functools.cache
+def _cpu_rng_size() -> int:
+    return torch.get_rng_state().numel()

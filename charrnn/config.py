@@ -223,8 +223,17 @@ def build(cls, file_values: dict[str, Any], cli_values: dict[str, Any]):
 
 
 def _typed(f: dataclasses.Field, value: Any) -> Any:
-    """Check a value against a field's annotation (a string here); TOML ints stand for floats."""
-    kind = str(f.type).replace(" ", "").split("|")
+    try:
+        return typed_value(str(f.type), value)
+    except TypeError:
+        raise CharRNNError(f"{_flag(f.name)} {value!r} should be of type {f.type}") from None
+
+
+def typed_value(annotation: str, value: Any) -> Any:
+    """`value` as a field annotated `annotation` (a string: 'int', 'float | None', 'list[str]')
+    holds it, or TypeError. An int stands for a float (TOML and JSON write 3.0 as 3); a bool is
+    never an int. Used for config files and for checkpoint metadata."""
+    kind = annotation.replace(" ", "").split("|")
     if value is None and "None" in kind:
         return value
     if "float" in kind and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -232,6 +241,6 @@ def _typed(f: dataclasses.Field, value: Any) -> Any:
     for name, types in (("int", int), ("str", str), ("bool", bool)):
         if name in kind and isinstance(value, types) and not (name == "int" and isinstance(value, bool)):
             return value
-    if kind[0].startswith("list[") and isinstance(value, list):
+    if "list[str]" in kind and isinstance(value, list) and all(isinstance(item, str) for item in value):
         return value
-    raise CharRNNError(f"{_flag(f.name)} {value!r} should be of type {f.type}")
+    raise TypeError(f"{value!r} is not of type {annotation}")

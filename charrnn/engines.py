@@ -21,7 +21,7 @@ import numpy as np
 
 from charrnn.config import ModelConfig
 from charrnn.errors import CharRNNError
-from charrnn.export import check_weights, load_npz
+from charrnn.export import load_npz
 from charrnn.vocab import Vocab
 
 ENGINES = ("auto", "torch", "numpy")
@@ -84,16 +84,9 @@ def load_model(path: Path) -> tuple[dict[str, np.ndarray], Vocab, ModelConfig]:
             f"{path}: reading a .pt checkpoint needs torch, which cannot be imported here ({exc}); "
             f"where torch is installed, run `charrnn export {path}` and sample from the .npz"
         ) from None
-    ckpt = checkpoint.load(path)
-    try:
-        cfg, vocab = ModelConfig(**ckpt.meta["model"]), Vocab.from_json(ckpt.meta["vocab"])
-    except Exception:
-        raise CharRNNError(f"{path}: damaged checkpoint (bad model or vocabulary metadata)") from None
+    ckpt = checkpoint.load(path)  # checked: weights, vocabulary and model agree
     weights = {name: tensor.detach().float().cpu().numpy() for name, tensor in ckpt.model.items()}
-    check_weights(weights, cfg, str(path))
-    if len(vocab) != cfg.vocab_size:
-        raise CharRNNError(f"{path}: damaged checkpoint (vocabulary and model disagree)")
-    return weights, vocab, cfg
+    return weights, ckpt.info.vocab, ckpt.info.model
 
 
 def numpy_stepper(weights: dict[str, np.ndarray], cfg: ModelConfig):

@@ -21,8 +21,8 @@ import contextlib
 import hashlib
 import json
 import math
+import dataclasses
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,6 +37,7 @@ from charrnn.device import pick_device
 from charrnn.distributed import Dist, state_digest
 from charrnn.errors import CharRNNError, plural
 from charrnn.files import write_error
+from charrnn.metadata import CheckpointInfo, Corpus, Progress
 from charrnn.model import CharRNN, count_parameters, detach_hidden, hidden_from_list, hidden_to_list
 from charrnn.sample import generate_text
 from charrnn.stepper import TorchStepper
@@ -49,22 +50,7 @@ MAX_BAD_STEPS = 10  # consecutive non-finite losses/gradients before giving up
 Events = Callable[[dict[str, Any]], None]
 
 
-@dataclass
-class Progress:
-    """Where training stands; saved in every checkpoint."""
-
-    step: int = 0
-    epoch: int = 0
-    chunk: int = 0  # next chunk index within the epoch
-    chars_seen: int = 0
-    train_seconds: float = 0.0
-    best_loss: float = math.inf
-    loss_sum: float = 0.0  # train loss accumulated since the last evaluation
-    loss_count: int = 0
-    skipped_steps: int = 0
-
-
-@dataclass
+@dataclasses.dataclass
 class Costs:
     """What the parts of a run cost, measured as it goes (seconds), so that a --time-budget run
     keeps enough time for its end. Guesses stand in until a part has run once."""
@@ -657,23 +643,21 @@ class Trainer:
         return {"rng": rng, "hidden": hidden, "loss": loss, "digests": digests}
 
     def meta(self, state: dict[str, Any] | None = None) -> dict[str, Any]:
-        progress = asdict(self.progress)
+        progress = dataclasses.replace(self.progress)
         if state is not None:  # the loss accumulated by all processes
-            progress["loss_sum"], progress["loss_count"] = state["loss"]
-        meta = {
-            "charrnn_version": __version__,
-            "vocab": self.vocab.to_json(),
-            "model": asdict(self.model_cfg),
-            "config": asdict(self.cfg),
-            "progress": progress,
-            "batch_size": self.batch_size,  # streams per process
-            "world_size": self.dist.world,  # processes
-            "corpus": {"path": self.corpus_path, "train_chars": self.train_chars, "digest": self.data_digest},
-            "saved_at": time.time(),
-        }
-        if state is not None and self.dist.world > 1:
-            meta["weights_digests"] = state["digests"]
-        return meta
+            progress.loss_sum, progress.loss_count = state["loss"]
+        return CheckpointInfo(
+            charrnn_version=__version__,
+            vocab=self.vocab,
+            model=self.model_cfg,
+            config=self.cfg,
+            progress=progress,
+            batch_size=self.batch_size,
+            world_size=self.dist.world,
+            corpus=Corpus(path=self.corpus_path, train_chars=self.train_chars, digest=self.data_digest),
+            saved_at=time.time(),
+            weights_digests=state["digests"] if state is not None and self.dist.world > 1 else None,
+        ).to_meta()
 
     def save(self, filename: str) -> Path:
         """Write a checkpoint (rank 0; every process must call this at the same step)."""
@@ -704,6 +688,8 @@ class Trainer:
                 "cannot resume: the corpus (or the batch layout) differs from the one this run was "
                 "trained on; use --init-from to fine-tune on a new corpus instead"
             )
+        if meta["progress"]["chunk"] >= self.chunks_per_epoch:  # (the same corpus and layout: never, unless edited)
+            raise self._error(f"cannot resume: the checkpoint is damaged: its position, chunk {meta['progress']['chunk']:,}, is past the end of an epoch ({self.chunks_per_epoch:,} chunks)")
         self.model.load_state_dict(ckpt.model)
         if ckpt.optimizer:
             self.optimizer.load_state_dict(ckpt.optimizer)
