@@ -21,6 +21,7 @@ from charrnn import __version__
 from charrnn.cli_insight import register as register_insight_commands
 from charrnn.config import DEFAULT_SEPARATOR, SampleConfig, TrainConfig, build, defaults, read_toml
 from charrnn.errors import CharRNNError, plural
+from charrnn.runlock import LOCK_HOLDER, RunLock
 
 app = typer.Typer(
     add_completion=False,
@@ -165,6 +166,7 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
     file_values = read_toml(config, TrainConfig) if config else {}
     cfg = build(TrainConfig, file_values, given)
     run_dir = Path(cfg.out) / (cfg.name or _corpus_name(corpora))
+    lock = RunLock(run_dir)  # taken by _plan_run, on the process that writes the run folder
     display = TrainDisplay(_stderr(), quiet=quiet or not dist.main)
 
     def load(vocab):
@@ -172,19 +174,20 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
             return load_corpus(corpora, vocab=vocab, cache_dir=cache_dir or _default_cache(), progress=progress, **read_options)
 
     if nproc is not None and nproc > 1:  # check and prepare everything here, then hand over to torchrun
-        cfg, _, _, vocab = _plan_run(run_dir, cfg, file_values, given, resume, overwrite, init_from, nproc)
-        from charrnn.device import pick_device
+        with lock:  # held for the workers until they end (their rank 0 finds it held by us)
+            cfg, _, _, vocab = _plan_run(lock, run_dir, cfg, file_values, given, resume, overwrite, init_from, nproc)
+            from charrnn.device import pick_device
 
-        pick_device(cfg.device)  # a device that is not here: one error now, not one per process
-        load(vocab)  # the processes find it in the cache
-        _launch(nproc, display)
+            pick_device(cfg.device)  # a device that is not here: one error now, not one per process
+            load(vocab)  # the processes find it in the cache
+            _launch(nproc, display)
 
     if dist.world > 1:  # (a single process picks its device in the Trainer, after checking the options)
         from charrnn.device import pick_device
 
         dist.start(pick_device(cfg.device))
     try:
-        cfg, resume_ckpt, init_ckpt, vocab = dist.from_main(lambda: _plan_run(run_dir, cfg, file_values, given, resume, overwrite, init_from, dist.world))
+        cfg, resume_ckpt, init_ckpt, vocab = dist.from_main(lambda: _plan_run(lock, run_dir, cfg, file_values, given, resume, overwrite, init_from, dist.world))
         data = dist.local_first(lambda: load(vocab))
         if init_ckpt is not None and len(data.vocab) != init_ckpt.meta["model"]["vocab_size"]:
             raise CharRNNError(f"--init-from {init_from}: damaged checkpoint (vocabulary and model disagree)")
@@ -219,6 +222,7 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
                 signal.signal(s, handler)
     finally:
         dist.close()
+        lock.release()
     if not dist.main:
         if received:
             raise typer.Exit(128 + received[0])
@@ -240,9 +244,11 @@ def _resume_hint(dist) -> str:
     return f"resume with: charrnn {argv} --resume"
 
 
-def _plan_run(run_dir: Path, cfg: TrainConfig, file_values: dict, given: dict, resume: bool, overwrite: bool, init_from: Path | None, world: int):
-    """Check the run folder and read the checkpoint to continue or start from (on `world`
-    processes): (config, checkpoint to resume, checkpoint to initialise from, vocabulary or None)."""
+def _plan_run(lock: RunLock, run_dir: Path, cfg: TrainConfig, file_values: dict, given: dict, resume: bool, overwrite: bool, init_from: Path | None, world: int):
+    """Lock the run folder, check it and read the checkpoint to continue or start from (on
+    `world` processes): (config, checkpoint to resume, checkpoint to initialise from, vocabulary
+    or None)."""
+    lock.acquire()  # before anything in the folder is read: one writer per run folder
     planned = _read_run(run_dir, cfg, file_values, given, resume, overwrite, init_from, world)
     if planned[0].engine == "numpy" and world > 1:
         raise CharRNNError("--engine numpy trains in one process (its hand-written gradients are not averaged across processes): leave out --nproc, or use --engine torch")
@@ -321,7 +327,7 @@ def _launch(nproc: int, display) -> None:
 
     args, env = launch_command(sys.argv[1:], nproc, available_cores())
     display.message(f"launching {nproc} processes: torchrun {' '.join(args)}")
-    os.environ.update(env)
+    os.environ.update(env, **{LOCK_HOLDER: str(os.getpid())})  # we hold the run folder's lock for them
     if not _state["debug"]:  # the workers report their own errors; torchrun's log would repeat them
         import logging
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import tempfile
 from pathlib import Path
@@ -83,6 +84,18 @@ def write_error(exc: BaseException) -> str:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     full = not isinstance(exc, OSError) or exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
     return f"{reason}; is the disk full?" if full else reason
+
+
+def make_folder(folder: Path, what: str, advice: str) -> list[Path]:
+    """Make `folder` and its missing parents; returns the folders made, the deepest first. A
+    one-line error (exit 1) naming `what`, with `advice`, when the system refuses."""
+    folder = Path(folder)
+    missing = list(itertools.takewhile(lambda p: not p.exists(), [folder, *folder.parents]))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CharRNNError(f"{folder}: cannot make {what} ({write_error(exc)}); {advice}", exit_code=1) from None
+    return missing
 
 
 def _read_umask() -> int:

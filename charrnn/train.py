@@ -36,7 +36,7 @@ from charrnn.config import ModelConfig, SampleConfig, TrainConfig
 from charrnn.device import pick_device, set_threads
 from charrnn.distributed import Dist, state_digest
 from charrnn.errors import CharRNNError, plural
-from charrnn.files import write_error
+from charrnn.files import make_folder, write_error
 from charrnn.model import CharRNN, count_parameters, detach_hidden, hidden_from_list, hidden_to_list
 from charrnn.sample import generate_text
 from charrnn.stepper import TorchStepper
@@ -284,10 +284,7 @@ class Trainer:
     def fit(self, until_step: int | None = None) -> dict[str, Any]:
         cfg, p, model = self.cfg, self.progress, self.train_model
         if self.dist.main:
-            try:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise self._error(f"{self.run_dir}: cannot make the run folder ({write_error(exc)}); give another --out", exit_code=1) from None
+            make_folder(self.run_dir, "the run folder", "give another --out")
             checkpoint.remove_stale_temporaries(self.run_dir)
         self.events(
             {
