@@ -7,6 +7,7 @@ torch is imported only inside the commands that need it, so `charrnn --help` sta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -20,7 +21,7 @@ import typer
 from charrnn import __version__
 from charrnn.cli_insight import register as register_insight_commands
 from charrnn.config import DEFAULT_SEPARATOR, SampleConfig, TrainConfig, build, defaults, read_toml
-from charrnn.errors import CharRNNError, plural
+from charrnn.errors import CharRNNError, WriteError, plural
 from charrnn.runlock import LOCK_HOLDER, RunLock
 
 app = typer.Typer(
@@ -217,6 +218,8 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
         try:
             with display:
                 summary = trainer.fit()
+        except WriteError as exc:
+            raise _after_failed_write(exc, run_dir, dist) from None
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
@@ -235,13 +238,35 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
             raise typer.Exit(128 + received[0])
 
 
-def _resume_hint(dist) -> str:
+def _resume_hint(dist, resume: bool = True) -> str:
+    """The command that goes on: the user's own, with --resume (or, for a run that kept nothing,
+    without: it starts again)."""
     launched = os.environ.get(LAUNCHED_AS)  # the command the user typed, when --nproc started torchrun
     argv = json.loads(launched) if launched else sys.argv[1:]
     argv = shlex.join(a for a in argv if a not in ("--overwrite", "--resume"))
+    if not resume:
+        return f"start again with{' the same torchrun command' if dist.world > 1 and not launched else ''}: charrnn {argv}"
     if dist.world > 1 and not launched:
         return f"resume with the same torchrun command, adding --resume to: charrnn {argv}"
     return f"resume with: charrnn {argv} --resume"
+
+
+def _after_failed_write(exc: WriteError, run_dir: Path, dist) -> WriteError:
+    """A write failed during training (a full disk): leave the run folder resumable, or clean if
+    nothing of the run can be resumed, and say the one command that goes on once there is room."""
+    last, best = run_dir / "last.pt", run_dir / "best.pt"
+    if not last.exists() and best.exists():  # best.pt is a whole checkpoint: the run resumes from its step
+        try:
+            os.link(best, last)  # a second name takes no room on a full disk
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.replace(best, last)
+    if last.exists():
+        return WriteError(f"{exc}; once there is room, {_resume_hint(dist)}")
+    for name in ("best.pt", "metrics.jsonl"):  # a new run with nothing to resume from: leave no trace
+        with contextlib.suppress(OSError):
+            (run_dir / name).unlink(missing_ok=True)
+    return WriteError(f"{exc}; nothing of this run was kept: once there is room, {_resume_hint(dist, resume=False)}")
 
 
 def _plan_run(lock: RunLock, run_dir: Path, cfg: TrainConfig, file_values: dict, given: dict, resume: bool, overwrite: bool, init_from: Path | None, world: int):

@@ -36,7 +36,7 @@ from charrnn.config import ModelConfig, SampleConfig, TrainConfig
 from charrnn.device import pick_device, set_threads
 from charrnn.distributed import Dist, state_digest
 from charrnn.errors import CharRNNError, plural
-from charrnn.files import make_folder, write_error
+from charrnn.files import make_folder, write_failure
 from charrnn.model import CharRNN, count_parameters, detach_hidden, hidden_from_list, hidden_to_list
 from charrnn.sample import generate_text
 from charrnn.stepper import TorchStepper
@@ -471,7 +471,7 @@ class Trainer:
                 with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
                     fh.write(json.dumps(row) + "\n")
             except OSError as exc:
-                raise self._error(f"{self.run_dir / 'metrics.jsonl'}: cannot write ({write_error(exc)})", exit_code=1) from None
+                raise write_failure(self.run_dir / "metrics.jsonl", exc, "the metrics") from None
         if improved:
             self.save("best.pt")
         self.events({"event": "eval", **row, "best": improved})

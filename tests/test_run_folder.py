@@ -1,12 +1,18 @@
-"""A run folder has one writer.
+"""A run folder has one writer, and a full disk leaves it resumable or clean.
 
 A second `train` into a folder that a running training holds is refused with its PID, whatever
-its flags, and changes nothing; `kill -9` leaves no stale lock; readers need no lock.
+its flags, and changes nothing; `kill -9` leaves no stale lock; readers need no lock. A write that
+fails on a full disk says so in one line, keeps the folder resumable (or removes what a new run
+wrote, when nothing of it can be resumed) and names the command that goes on.
 """
 
+import errno
 import json
 import os
+import resource
+import shlex
 import signal
+import subprocess
 import sys
 import time
 import types
@@ -15,6 +21,7 @@ import pytest
 
 from charrnn import checkpoint, runlock
 from charrnn.errors import CharRNNError
+from charrnn.files import atomic_write
 from charrnn.runlock import LOCK_HOLDER, RunLock
 
 from conftest import TINY, invoke, words_text
@@ -123,3 +130,75 @@ def test_without_fcntl_the_lock_falls_back_to_msvcrt(tmp_path, monkeypatch):
     with pytest.raises(CharRNNError, match=f"PID {os.getpid()}"):
         RunLock(tmp_path / "run").acquire()
     first.release()
+
+
+def prepared(corpus):
+    """Prepare the corpus first, so that only the run folder meets the file-size limit."""
+    assert invoke("prepare", str(corpus)).returncode == 0
+
+
+def train_with_file_size_limit(limit, *args):
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run([sys.executable, "-m", "charrnn", "train", *args], capture_output=True, preexec_fn=small_files, timeout=120)
+
+
+def test_a_full_disk_on_the_first_save_leaves_no_run_and_says_to_start_again(tmp_path, corpus):
+    prepared(corpus)
+    out = tmp_path / "ck"
+    args = [str(corpus), *TINY, "--max-steps", "8", "--eval-every", "4", "--out", str(out)]
+    result = train_with_file_size_limit(20_000, *args)  # room for metrics, not for a checkpoint
+    err = result.stderr.decode()
+    last = err.strip().splitlines()[-1]
+    assert result.returncode == 1 and f"disk full while writing {out / 'same' / 'best.pt'} (File too large)" in last, err
+    assert "Traceback" not in err and "inline_container" not in err and "enforce fail" not in err
+    assert not out.exists()  # clean: a plain train starts it again, no --overwrite needed
+    command = shlex.split(last.split("start again with: ", 1)[1])
+    assert command[0] == "charrnn" and command[1:] == ["train", *args]
+    assert invoke(*command[1:]).returncode == 0
+
+
+def test_a_full_disk_on_the_first_last_pt_keeps_the_run_resumable(tmp_path, corpus, monkeypatch):
+    """best.pt was written, last.pt was not: best.pt is a whole checkpoint, so it becomes last.pt
+    too (a hard link: no room needed) and --resume goes on from its step."""
+    out = tmp_path / "ck"
+    folder = out / "same"
+    save = checkpoint.save
+
+    def full_for_last(ckpt, path):
+        if path.name != "last.pt":
+            return save(ckpt, path)
+        with atomic_write(path, "checkpoint"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save", full_for_last)
+    result = invoke("train", str(corpus), *TINY, "--max-steps", "8", "--eval-every", "4", "--save-every", "8", "--out", str(out))
+    err = result.stderr.decode()
+    assert result.returncode == 1 and f"disk full while writing {folder / 'last.pt'} (No space left on device)" in err, err
+    assert "once there is room, resume with: charrnn " in err and err.rstrip().endswith("--resume")
+    monkeypatch.setattr(checkpoint, "save", save)
+    assert checkpoint.load(folder / "last.pt").meta["progress"] == checkpoint.load(folder / "best.pt").meta["progress"]
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "last.pt", "metrics.jsonl"]
+    resumed = invoke("train", str(corpus), "--resume", "--max-steps", "12", "--out", str(out))
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    assert steps_in(folder / "metrics.jsonl") == [4, 8, 12]
+
+
+def test_a_full_disk_on_the_first_metrics_line_leaves_no_run(tmp_path, corpus, monkeypatch):
+    import builtins
+
+    from charrnn import train
+
+    def full_for_metrics(path, *args, **kwargs):
+        if str(path).endswith("metrics.jsonl"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(train, "open", full_for_metrics, raising=False)
+    out = tmp_path / "ck"
+    result = invoke("train", str(corpus), *TINY, "--max-steps", "8", "--eval-every", "4", "--out", str(out))
+    err = result.stderr.decode()
+    assert result.returncode == 1 and f"disk full while writing {out / 'same' / 'metrics.jsonl'} (No space left on device)" in err, err
+    assert "nothing of this run was kept: once there is room, start again with: charrnn " in err
+    assert not out.exists()
