@@ -29,19 +29,21 @@ class Stepper(Protocol):
 def probabilities(logits: np.ndarray, temp: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
     """Logits (B, V) -> probabilities (B, V) after temperature, top-k and top-p (nucleus).
 
-    temp 0 puts all mass on the argmax. top_k keeps the k largest logits (ties at the k-th kept).
-    top_p keeps the smallest set of most likely characters whose mass reaches top_p.
+    temp 0 puts all mass on the argmax, and so does a temperature so small that logits / temp
+    overflows (it is 0 in all but name). top_k keeps the k largest logits (ties at the k-th
+    kept). top_p keeps the smallest set of most likely characters whose mass reaches top_p.
     """
     logits = np.atleast_2d(np.asarray(logits, dtype=np.float64))
     if temp == 0:
-        probs = np.zeros_like(logits)
-        probs[np.arange(len(logits)), logits.argmax(axis=1)] = 1.0
-        return probs
-    z = logits / temp
-    if 0 < top_k < z.shape[1]:
-        kth = np.partition(z, -top_k, axis=1)[:, -top_k][:, None]
-        z = np.where(z < kth, -np.inf, z)
-    z = z - z.max(axis=1, keepdims=True)
+        return greedy(logits)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflows are looked for below
+        z = logits / temp
+        if 0 < top_k < z.shape[1]:
+            kth = np.partition(z, -top_k, axis=1)[:, -top_k][:, None]
+            z = np.where(z < kth, -np.inf, z)
+        z = z - z.max(axis=1, keepdims=True)  # (+inf - +inf = nan where logits / temp overflowed)
+    overflowed = np.isnan(z).any(axis=1)
+    z[overflowed] = np.where(greedy(logits[overflowed]) > 0, 0.0, -np.inf)
     probs = np.exp(z)
     probs /= probs.sum(axis=1, keepdims=True)
     if top_p < 1.0:
@@ -53,6 +55,13 @@ def probabilities(logits: np.ndarray, temp: float = 1.0, top_k: int = 0, top_p: 
         np.put_along_axis(keep, order, keep_sorted, axis=1)
         probs = np.where(keep, probs, 0.0)
         probs /= probs.sum(axis=1, keepdims=True)
+    return probs
+
+
+def greedy(logits: np.ndarray) -> np.ndarray:
+    """All the mass on the most likely character of each row (B, V)."""
+    probs = np.zeros_like(logits)
+    probs[np.arange(len(logits)), logits.argmax(axis=1)] = 1.0
     return probs
 
 

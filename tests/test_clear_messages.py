@@ -1,0 +1,61 @@
+"""One clear line instead of a traceback or silent garbage: a model too large for the machine, a
+NUL in a config file, Ctrl-C while charrnn starts, a temperature too small to divide by, a run
+that learned nothing; and messages that a log does not cut at 80 columns."""
+
+import math
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from charrnn.config import ModelConfig, SampleConfig, read_toml
+from charrnn.errors import CharRNNError
+from charrnn.model import CharRNN, count_parameters
+from charrnn.sample import probabilities
+
+from conftest import ROOT, TINY, invoke, repeat_text, words_text
+from test_input import assert_one_line_error
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny trained run folder."""
+    root = tmp_path_factory.mktemp("clear")
+    corpus = root / "c.txt"
+    corpus.write_text(words_text(8000), encoding="utf-8")
+    assert invoke("train", str(corpus), *TINY, "--max-steps", "10", "--eval-every", "5", "--out", str(root / "ck")).returncode == 0
+    return root / "ck" / "c"
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text(words_text(8000), encoding="utf-8")
+    return path
+
+
+def test_a_temperature_too_small_to_divide_by_is_greedy():
+    logits = np.array([[1.0, 3.0, 2.0], [0.5, -1.0, 0.2], [-2.0, 0.0, -2.0]])
+    greedy = probabilities(logits, 0.0)
+    with np.errstate(over="raise", divide="raise", invalid="raise"):  # (what NumPy warns about)
+        for temp in (1e-320, 1e-308, 5e-324):
+            assert np.array_equal(probabilities(logits, temp), greedy), temp
+            assert np.array_equal(probabilities(logits, temp, top_k=2, top_p=0.5), greedy), temp
+        assert np.allclose(probabilities(logits, 1.0).sum(axis=1), 1.0)
+
+
+def test_sample_at_a_vanishing_temperature_is_the_greedy_text(run):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny = invoke("sample", "-c", str(run), "--temp", "1e-320", "--length", "50", "--seed", "1")
+    zero = invoke("sample", "-c", str(run), "--temp", "0", "--length", "50", "--seed", "1")
+    assert tiny.returncode == 0 and tiny.stdout == zero.stdout and len(tiny.stdout) == 50
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert b"Warning" not in tiny.stderr
