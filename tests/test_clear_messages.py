@@ -41,6 +41,17 @@ def corpus(tmp_path):
     return path
 
 
+@pytest.mark.parametrize("line", ['name = "a\\u0000b"', 'out = "ck\\u0000"', 'sample-prime = "\\u0000"'])
+def test_a_nul_character_in_a_config_string_is_one_line(tmp_path, corpus, line):
+    toml = tmp_path / "run.toml"
+    toml.write_text(line + "\n", encoding="utf-8")
+    result = invoke("train", str(corpus), *TINY, "--max-steps", "2", "--config", str(toml), "--out", str(tmp_path / "ck"))
+    assert_one_line_error(result, str(toml), "a NUL character (\\u0000) cannot be part of an option")
+    toml.write_text('stop = ["ok", "a\\u0000"]\n', encoding="utf-8")  # and inside a list
+    with pytest.raises(CharRNNError, match="stop: a NUL character"):
+        read_toml(toml, SampleConfig)
+
+
 def test_a_temperature_too_small_to_divide_by_is_greedy():
     logits = np.array([[1.0, 3.0, 2.0], [0.5, -1.0, 0.2], [-2.0, 0.0, -2.0]])
     greedy = probabilities(logits, 0.0)
