@@ -23,6 +23,7 @@ from charrnn.cli_insight import register as register_insight_commands
 from charrnn.config import DEFAULT_SEPARATOR, SampleConfig, TrainConfig, build, defaults, read_toml
 from charrnn.errors import CharRNNError, WriteError, plural
 from charrnn.runlock import LOCK_HOLDER, RunLock
+from charrnn.signals import install as quit_quietly_on_signals
 
 app = typer.Typer(
     add_completion=False,
@@ -611,14 +612,8 @@ def bench(
 def main() -> None:
     if hasattr(signal, "SIGXFSZ"):  # a file-size limit becomes a write error we can report, not a crash
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    for sig in (signal.SIGINT, signal.SIGTERM):  # training installs its own, gentler handlers
-        signal.signal(sig, _interrupted)
+    quit_quietly_on_signals()  # (again: main() may be called without __main__); training installs gentler ones
     app()
-
-
-def _interrupted(signum, frame) -> None:
-    print(f"charrnn: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
-    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,26 @@ def test_a_nul_character_in_a_config_string_is_one_line(tmp_path, corpus, line):
         read_toml(toml, SampleConfig)
 
 
+def test_ctrl_c_while_charrnn_starts_is_one_line(tmp_path, corpus):
+    """SIGINT at several moments of start-up (typer, rich, torch loading; the first step).
+    Python runs with -S, so that the few milliseconds before any of charrnn runs (the interpreter,
+    and site's .pth files: out of charrnn's reach) are as short as they can be."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), sysconfig.get_paths()["purelib"]]), "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-S", "-m", "charrnn", "train", str(corpus), *TINY, "--max-epochs", "1000", "--out", str(tmp_path / "ck")]
+    for delay, sig in [(0.05, signal.SIGINT), (0.1, signal.SIGINT), (0.15, signal.SIGTERM), (0.2, signal.SIGINT), (0.3, signal.SIGINT)]:
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(delay)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        err = err.decode()
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, (delay, err)
+        if proc.returncode == -sig:  # before Python itself could take the signal: no word, no traceback
+            assert err == "", err
+            continue
+        name = signal.Signals(sig).name
+        assert proc.returncode == 128 + sig and (f"charrnn: interrupted ({name})" in err or f"stopped by {name}" in err), (delay, err)
+
+
 def test_a_temperature_too_small_to_divide_by_is_greedy():
     logits = np.array([[1.0, 3.0, 2.0], [0.5, -1.0, 0.2], [-2.0, 0.0, -2.0]])
     greedy = probabilities(logits, 0.0)
