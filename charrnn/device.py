@@ -36,3 +36,14 @@ def set_threads(threads: int | None, share: int = 1) -> int:
         threads = max(1, available_cores() // share)
     torch.set_num_threads(threads)
     return threads
+
+
+def memory_bytes(device: torch.device) -> int | None:
+    """All the memory `device` has: a CUDA GPU's own, else the machine's RAM (which Apple's MPS
+    shares); None where the system does not say."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # (no sysconf on Windows)
+        return None

@@ -33,11 +33,13 @@ import torch.nn.functional as F
 from charrnn import __version__, checkpoint
 from charrnn.batches import batchify, fit_batch_size, get_chunk, num_chunks, release_pages, resume_batch_size, shard_rows
 from charrnn.config import ModelConfig, SampleConfig, TrainConfig
-from charrnn.device import pick_device, set_threads
+from charrnn.device import memory_bytes, pick_device, set_threads
 from charrnn.distributed import Dist, state_digest
 from charrnn.errors import CharRNNError, plural
+from charrnn.export import expected_shapes
 from charrnn.files import make_folder, write_failure
 from charrnn.model import CharRNN, count_parameters, detach_hidden, hidden_from_list, hidden_to_list
+from charrnn.numpy_ref import CELLS
 from charrnn.sample import generate_text
 from charrnn.stepper import TorchStepper
 from charrnn.vocab import Vocab, describe_chars
@@ -75,6 +77,34 @@ def ids_digest(ids: np.ndarray) -> str:
     h.update(np.ascontiguousarray(ids[::step]).tobytes())
     h.update(np.ascontiguousarray(ids[-4096:]).tobytes())
     return h.hexdigest()
+
+
+def training_bytes(model_cfg: ModelConfig, batch_size: int, seq_len: int) -> tuple[int, int]:
+    """(parameters, bytes) to train a model of this shape, at least: 16 bytes a parameter (fp32
+    weights, gradients and AdamW's two moments) and the activations that one chunk of
+    `batch_size` x `seq_len` characters keeps for back-propagation (the embedding, each layer's
+    gates and states, the logits and their gradient). Computed from the shapes, allocating
+    nothing."""
+    params = sum(math.prod(shape) for shape in expected_shapes(model_cfg).values())
+    layer = (CELLS[model_cfg.cell].gates + 2) * model_cfg.hidden
+    per_char = model_cfg.embed + model_cfg.layers * layer + 3 * model_cfg.vocab_size
+    return params, 4 * (4 * params + batch_size * seq_len * per_char)
+
+
+def memory_problem(model_cfg: ModelConfig, batch_size: int, seq_len: int, device: torch.device, processes: int = 1) -> str | None:
+    """Why a model cannot be trained on `device` (shared by `processes` processes when it is the
+    machine's memory), or None when it may fit."""
+    params, need = training_bytes(model_cfg, batch_size, seq_len)
+    have = memory_bytes(device)
+    share = processes if device.type != "cuda" else 1
+    if have is None or need * share <= have:
+        return None
+    where = "the GPU" if device.type == "cuda" else "this machine"
+    return (
+        f"the model is too large to train here: {params:,} parameters need about {need * share / 1e9:,.1f} GB "
+        f"(weights, gradients, optimizer state and activations{f' in each of {share} processes' if share > 1 else ''}), "
+        f"and {where} has {have / 1e9:,.1f} GB; choose a smaller --hidden, --layers, --embed or --batch-size"
+    )
 
 
 def evaluate_sum(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device, carry_state: bool = True, rank: int = 0, world: int = 1) -> tuple[float, int]:
@@ -208,6 +238,9 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)  # the same on every process: the same initial weights
         self.model_cfg = cfg.model_config(len(vocab))
+        too_large = memory_problem(self.model_cfg, self.batch_size, cfg.seq_len, self.device, self.dist.local_world)
+        if too_large:  # (before allocating it: a --hidden 1000000 would ask for terabytes)
+            raise self._error(too_large)
         self.model = CharRNN(self.model_cfg).to(self.device)
         if init_from is not None:
             self.model.load_state_dict(init_from.model)

@@ -19,6 +19,7 @@ from charrnn.config import ModelConfig, SampleConfig, read_toml
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN, count_parameters
 from charrnn.sample import probabilities
+from charrnn.train import training_bytes
 
 from conftest import ROOT, TINY, invoke, repeat_text, words_text
 from test_input import assert_one_line_error
@@ -39,6 +40,19 @@ def corpus(tmp_path):
     path = tmp_path / "c.txt"
     path.write_text(words_text(8000), encoding="utf-8")
     return path
+
+
+def test_a_model_too_large_for_memory_is_refused_before_allocating(tmp_path, corpus):
+    result = invoke("train", str(corpus), "--hidden", "1000000", "--out", str(tmp_path / "ck"))
+    assert_one_line_error(result, "the model is too large to train here", "parameters need about", "GB", "--hidden")
+    assert not (tmp_path / "ck").exists()
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_the_memory_estimate_counts_the_parameters_of_the_model_it_would_build(cell):
+    cfg = ModelConfig(vocab_size=30, cell=cell, layers=2, hidden=24, embed=8)
+    params, need = training_bytes(cfg, batch_size=4, seq_len=16)
+    assert params == count_parameters(CharRNN(cfg)) and need > 16 * params
 
 
 @pytest.mark.parametrize("line", ['name = "a\\u0000b"', 'out = "ck\\u0000"', 'sample-prime = "\\u0000"'])
