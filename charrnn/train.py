@@ -79,6 +79,20 @@ def ids_digest(ids: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def unigram_entropy(ids: np.ndarray, chunk: int = 1 << 20) -> float:
+    """The loss (nats/char) of predicting every character by its frequency in `ids` alone: what a
+    model that learned nothing of the order of characters reaches. Counted a chunk at a time, and
+    the pages of a memory-mapped corpus let go after, so memory does not grow with the corpus."""
+    counts = np.zeros(0, dtype=np.int64)
+    for start in range(0, len(ids), chunk):
+        c = np.bincount(ids[start : start + chunk])
+        counts = np.pad(counts, (0, max(0, len(c) - len(counts))))
+        counts[: len(c)] += c
+    release_pages(ids)
+    p = counts[counts > 0] / max(1, counts.sum())
+    return float(-(p * np.log(p)).sum())
+
+
 def training_bytes(model_cfg: ModelConfig, batch_size: int, seq_len: int) -> tuple[int, int]:
     """(parameters, bytes) to train a model of this shape, at least: 16 bytes a parameter (fp32
     weights, gradients and AdamW's two moments) and the activations that one chunk of
@@ -258,6 +272,7 @@ class Trainer:
         self._stop_reason: str | None = None  # asked for in this process (a signal)
         self._stopping: str | None = None  # agreed by all processes
         self._bad_in_a_row = 0
+        self.last_eval: dict[str, Any] | None = None  # the last evaluation of this process' run
         self.autocast = autocast_for(cfg.precision, self.model, self.device, self._warn)
         self._forward = self._compiled_forward if cfg.compile else self.train_model
         if resume_from is not None:
@@ -495,6 +510,7 @@ class Trainer:
             "skipped_steps": p.skipped_steps,
         }
         p.loss_sum, p.loss_count = 0.0, 0
+        self.last_eval = row
         score = val_loss if val_loss is not None else train_loss
         improved = math.isfinite(score) and score < p.best_loss
         if improved:

@@ -19,7 +19,7 @@ from charrnn.config import ModelConfig, SampleConfig, read_toml
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN, count_parameters
 from charrnn.sample import probabilities
-from charrnn.train import training_bytes
+from charrnn.train import training_bytes, unigram_entropy
 
 from conftest import ROOT, TINY, invoke, repeat_text, words_text
 from test_input import assert_one_line_error
@@ -104,3 +104,25 @@ def test_sample_at_a_vanishing_temperature_is_the_greedy_text(run):
     assert tiny.returncode == 0 and tiny.stdout == zero.stdout and len(tiny.stdout) == 50
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)]
     assert b"Warning" not in tiny.stderr
+
+
+def test_unigram_entropy_in_chunks_and_from_a_memory_map(tmp_path):
+    ids = np.array([0, 0, 1, 1, 2, 2, 2, 2], dtype=np.uint8)
+    assert unigram_entropy(ids) == pytest.approx(-(0.25 * math.log(0.25) * 2 + 0.5 * math.log(0.5)))
+    big = np.random.default_rng(0).integers(0, 40, 100_003).astype(np.uint16)
+    np.save(tmp_path / "ids.npy", big)
+    mapped = np.load(tmp_path / "ids.npy", mmap_mode="r")
+    assert unigram_entropy(mapped, chunk=4096) == pytest.approx(unigram_entropy(big))
+
+
+def test_a_run_that_learned_nothing_says_so(tmp_path, corpus):
+    common = [str(corpus), *TINY, "--max-steps", "40", "--eval-every", "5", "--out", str(tmp_path / "ck")]
+    diverged = invoke("train", *common, "--lr", "1e30", "--name", "hot")
+    err = diverged.stderr.decode()
+    assert diverged.returncode == 0
+    assert "warning: the model did not learn: its loss" in err and "is above the corpus' unigram entropy" in err, err
+    assert err.rstrip().endswith("try a lower --lr")
+    easy = tmp_path / "easy.txt"
+    easy.write_text(repeat_text(6000), encoding="utf-8")
+    learned = invoke("train", str(easy), *TINY, "--max-steps", "60", "--lr", "1e-2", "--warmup", "0", "--out", str(tmp_path / "ck"))
+    assert learned.returncode == 0 and "did not learn" not in learned.stderr.decode()
