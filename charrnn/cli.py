@@ -498,7 +498,7 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
     if dropped:
         from charrnn.vocab import describe_chars
 
-        _stderr().print(f"warning: dropped prime characters the model never saw: {describe_chars(dropped)}")
+        _stderr().print(f"warning: dropped prime characters the model never saw: {describe_chars(dropped)}", soft_wrap=True)
     pieces = generate(stepper, vocab, cfg, unknown, echo_prime)
     out = _Stdout()
     if num_samples == 1:
@@ -590,7 +590,7 @@ def export(
 
         path = resolve_checkpoint(checkpoint_path)
         written = export_npz(path, out or path.with_suffix(".npz"))
-        _stderr().print(f"wrote {written} ({written.stat().st_size:,} bytes); sample from it with: charrnn sample -c {written}", soft_wrap=True)
+        _stderr().print(f"wrote {written} ({written.stat().st_size:,} bytes); sample from it with: charrnn sample -c {shlex.quote(str(written))}", soft_wrap=True)
     except CharRNNError as exc:
         _fail(exc)
 
@@ -618,7 +618,7 @@ def bench(
             raise CharRNNError(f"--rounds {rounds} must be at least 1")
         result = benchmark.run(quick=quick, precision=precision, device=device, rounds=rounds, progress=lambda what: console.print(f"measuring {what}…"))
         if quality is not None:
-            console.print(f"training the default model on {quality} for {quality_seconds:.0f} s…")
+            console.print(f"training the default model on {quality} for {quality_seconds:.0f} s…", soft_wrap=True)
             result["quality"] = benchmark.quality(quality, quality_seconds)
         for table in bench_tables(result):
             console.print(table)

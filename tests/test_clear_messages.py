@@ -126,3 +126,21 @@ def test_a_run_that_learned_nothing_says_so(tmp_path, corpus):
     easy.write_text(repeat_text(6000), encoding="utf-8")
     learned = invoke("train", str(easy), *TINY, "--max-steps", "60", "--lr", "1e-2", "--warmup", "0", "--out", str(tmp_path / "ck"))
     assert learned.returncode == 0 and "did not learn" not in learned.stderr.decode()
+
+
+def test_messages_are_not_cut_at_80_columns_in_logs(run, tmp_path):
+    """On a pipe or in a file rich would wrap at 80 columns; a message stays one line."""
+    unknown = "".join(chr(0x3B1 + i) for i in range(24))  # Greek letters the model never saw
+    sampled = invoke("sample", "-c", str(run), "--prime", "the" + unknown, "--unknown", "skip", "--length", "3")
+    warning = [line for line in sampled.stderr.decode().splitlines() if line]
+    assert sampled.returncode == 0 and len(warning) == 1 and len(warning[0]) > 80, warning
+    folder = tmp_path / ("a folder with a long name, " * 3) / "and spaces"
+    folder.mkdir(parents=True)
+    out = folder / "model.npz"
+    exported = invoke("export", str(run / "best.pt"), "-o", str(out))
+    lines = exported.stderr.decode().splitlines()
+    assert exported.returncode == 0 and len(lines) == 1, lines
+    assert shlex.split(lines[0].split("sample from it with: ", 1)[1]) == ["charrnn", "sample", "-c", str(out)]
+    pytest.importorskip("matplotlib")
+    plotted = invoke("plot", str(run), "--out", str(folder / "loss.png"))
+    assert plotted.returncode == 0 and plotted.stderr.decode().splitlines() == [f"wrote {folder / 'loss.png'}"]
