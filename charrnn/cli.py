@@ -461,7 +461,7 @@ def sample(
     unknown: Annotated[str, typer.Option(help="Prime characters the model never saw: error, or skip them with a warning.", rich_help_panel="Text")] = "error",
     stop: Annotated[Optional[list[str]], typer.Option(help="End a sample right after this string appears (repeatable).", rich_help_panel="Text", show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed: the same seed gives the same text. \\[default: random]", rich_help_panel="Text", show_default=False)] = None,
-    num_samples: Annotated[int, _opt("num_samples", "Generate this many samples together.", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["num_samples"],
+    num_samples: Annotated[int, _opt("num_samples", "Generate this many samples together (one batch), printed one after the other, the first as it is generated.", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["num_samples"],
     separator: Annotated[str, typer.Option(help="Printed between samples when --num-samples > 1.", rich_help_panel="Text")] = "\n\n",
     echo_prime: Annotated[bool, typer.Option(help="Print the prime before its continuation.", rich_help_panel="Text")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel="Run")] = "cpu",
@@ -486,7 +486,7 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
     cfg = SampleConfig(length=length, temp=temp, top_k=top_k, top_p=top_p, prime=prime or "", seed=seed, num_samples=num_samples, stop=stop).validate()
 
     from charrnn.engines import open_stepper  # imports torch only if the engine or a .pt needs it
-    from charrnn.sample import generate, prime_ids
+    from charrnn.sample import OneAfterAnother, generate, prime_ids
 
     if checkpoint_path is None:
         from charrnn.engines import newest
@@ -499,16 +499,11 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
         from charrnn.vocab import describe_chars
 
         _stderr().print(f"warning: dropped prime characters the model never saw: {describe_chars(dropped)}", soft_wrap=True)
-    pieces = generate(stepper, vocab, cfg, unknown, echo_prime)
     out = _Stdout()
-    if num_samples == 1:
-        for _, piece in pieces:
-            out.write(piece)
-    else:
-        texts = [""] * num_samples
-        for b, piece in pieces:
-            texts[b] += piece
-        out.write(separator.join(texts))
+    samples = OneAfterAnother(out.write, num_samples, separator)  # the first streams at once
+    for b, piece in generate(stepper, vocab, cfg, unknown, echo_prime, on_end=samples.end):
+        samples.piece(b, piece)
+    samples.close()
     out.close()
 
 
