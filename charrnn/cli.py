@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import shlex
 import signal
@@ -233,29 +232,17 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
             raise typer.Exit(128 + received[0])
         return
     display.summary(summary)
-    if summary["reason"] == "done":
-        _warn_if_not_learned(display, trainer.last_eval, data)
+    if summary["reason"] == "done" and trainer.last_eval is not None:
+        from charrnn.train import learned_nothing
+
+        warning = learned_nothing(trainer.last_eval, data.ids, len(data.vocab))
+        if warning:
+            display({"event": "warning", "message": warning})
     if received or summary["reason"] == "stopped by another process":
         why = signal.Signals(received[0]).name if received else "a signal to another process"
         display.console.print(f"stopped by {why}; progress saved in {summary['last']}\n{_resume_hint(dist)}", soft_wrap=True, markup=False)
         if received:
             raise typer.Exit(128 + received[0])
-
-
-def _warn_if_not_learned(display, last_eval: dict | None, data) -> None:
-    """A run that ends with a loss above its corpus' unigram entropy learned nothing a count of
-    characters would not give (a --lr far too high, or far too few steps): say so."""
-    if last_eval is None:
-        return
-    from charrnn.train import unigram_entropy
-
-    loss = last_eval["val_loss"] if last_eval["val_loss"] is not None else last_eval["train_loss"]
-    floor = unigram_entropy(data.ids)
-    if loss <= floor:
-        return
-    diverged = not loss <= 2 * math.log(len(data.vocab))  # far worse than the untrained model's guess
-    advice = "try a lower --lr" if diverged else "train longer, or try a lower --lr"
-    display({"event": "warning", "message": f"the model did not learn: its loss {loss:.4g} is above the corpus' unigram entropy {floor:.3f} nats/char (the loss of predicting characters by their frequency alone); {advice}"})
 
 
 def _resume_hint(dist, resume: bool = True) -> str:

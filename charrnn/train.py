@@ -93,6 +93,21 @@ def unigram_entropy(ids: np.ndarray, chunk: int = 1 << 20) -> float:
     return float(-(p * np.log(p)).sum())
 
 
+def learned_nothing(last_eval: dict[str, Any], ids: np.ndarray, vocab_size: int) -> str | None:
+    """A warning when a run's last evaluation (validation loss, else training loss) is above its
+    corpus' unigram entropy: it learned nothing that counting characters would not give (a --lr
+    far too high, or far too few steps); None when it did better."""
+    loss = last_eval["val_loss"] if last_eval["val_loss"] is not None else last_eval["train_loss"]
+    floor = unigram_entropy(ids)
+    if loss <= floor:
+        return None
+    diverged = not loss <= 2 * math.log(vocab_size)  # (or nan) far worse than an untrained model's guess
+    return (
+        f"the model did not learn: its loss {loss:.4g} is above the corpus' unigram entropy {floor:.3f} nats/char "
+        f"(the loss of predicting characters by their frequency alone); {'' if diverged else 'train longer, or '}try a lower --lr"
+    )
+
+
 def training_bytes(model_cfg: ModelConfig, batch_size: int, seq_len: int) -> tuple[int, int]:
     """(parameters, bytes) to train a model of this shape, at least: 16 bytes a parameter (fp32
     weights, gradients and AdamW's two moments) and the activations that one chunk of
