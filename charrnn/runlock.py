@@ -17,11 +17,12 @@ process holds the lock for its workers: their rank 0 finds it held by that PID (
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 
 from charrnn.errors import CharRNNError
-from charrnn.files import make_folder
+from charrnn.files import make_folder, write_error
 
 try:
     import fcntl
@@ -46,10 +47,8 @@ class RunLock:
         if self.fd is not None:
             return
         for _ in range(ATTEMPTS):
-            self.made = make_folder(self.run_dir, "the run folder", "give another --out") + self.made
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            except FileNotFoundError:  # the folder was removed by a holder that just ended
+            fd = self._open()
+            if fd is None:  # the folder was removed by a holder that just ended
                 continue
             if not _try_lock(fd):
                 holder = _read_pid(fd)
@@ -66,6 +65,16 @@ class RunLock:
                 return
             os.close(fd)  # we locked a file its holder removed as it ended: start over
         raise CharRNNError(f"{self.path}: could not take the run folder's lock (it keeps being removed)", exit_code=1)
+
+    def _open(self) -> int | None:
+        """The lock file, opened (made with its folder if need be); None if the folder vanished."""
+        self.made += [f for f in make_folder(self.run_dir, "the run folder", "give another --out") if f not in self.made]
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise CharRNNError(f"{self.path}: cannot write in the run folder ({write_error(exc)}); give another --out", exit_code=1) from None
 
     def release(self) -> None:
         """Remove the lock file (and the folders this lock made, if nothing was written in them),
@@ -91,6 +100,8 @@ class RunLock:
 
 
 def _try_lock(fd: int) -> bool:
+    """Take the lock without waiting: False when another process holds it. On a file system that
+    cannot lock at all, go on without (True) rather than refuse every run."""
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -99,8 +110,8 @@ def _try_lock(fd: int) -> bool:
 
             os.lseek(fd, WINDOWS_LOCK_OFFSET, os.SEEK_SET)
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-    except OSError:  # (BlockingIOError where fcntl is; PermissionError from msvcrt)
-        return False
+    except OSError as exc:  # (BlockingIOError from flock; PermissionError from msvcrt)
+        return exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES)
     return True
 
 

@@ -132,6 +132,16 @@ def test_without_fcntl_the_lock_falls_back_to_msvcrt(tmp_path, monkeypatch):
     first.release()
 
 
+def test_a_file_system_that_cannot_lock_trains_unlocked(tmp_path, monkeypatch):
+    def flock(fd, how):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(runlock, "fcntl", types.SimpleNamespace(LOCK_EX=2, LOCK_NB=4, flock=flock))
+    with RunLock(tmp_path / "run") as lock:
+        lock.acquire()  # not refused: no other process can be named, and every run would be
+        assert (tmp_path / "run" / ".lock").read_text().strip() == str(os.getpid())
+
+
 def prepared(corpus):
     """Prepare the corpus first, so that only the run folder meets the file-size limit."""
     assert invoke("prepare", str(corpus)).returncode == 0
