@@ -1,12 +1,16 @@
-"""`python -m charrnn` is the same as the `charrnn` command.
+"""`python -m charrnn` is the same as the `charrnn` command (whose script starts here too).
 
 Run from a checkout with a Python that lacks the dependencies (the system's python3, say) after
 `make setup`, it hands over once to the project's .venv/bin/python, which has them.
 """
 
-import os
-import sys
-from pathlib import Path
+from charrnn.signals import install as quit_quietly_on_signals
+
+quit_quietly_on_signals()  # first: a Ctrl-C while the rest loads (typer, torch) is one line, not a traceback
+
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 HOPPED = "CHARRNN_VENV_HOP"  # set for the hand-over: it happens at most once
 

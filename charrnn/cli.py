@@ -7,6 +7,7 @@ torch is imported only inside the commands that need it, so `charrnn --help` sta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -20,7 +21,9 @@ import typer
 from charrnn import __version__
 from charrnn.cli_insight import register as register_insight_commands
 from charrnn.config import DEFAULT_SEPARATOR, SampleConfig, TrainConfig, build, defaults, read_toml
-from charrnn.errors import CharRNNError, plural
+from charrnn.errors import CharRNNError, WriteError, plural
+from charrnn.runlock import LOCK_HOLDER, RunLock
+from charrnn.signals import install as quit_quietly_on_signals
 
 app = typer.Typer(
     add_completion=False,
@@ -180,6 +183,7 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
     file_values = read_toml(config, TrainConfig) if config else {}
     cfg = build(TrainConfig, file_values, given)
     run_dir = Path(cfg.out) / (cfg.name or _corpus_name(corpora))
+    lock = RunLock(run_dir)  # taken by _plan_run, on the process that writes the run folder
     display = TrainDisplay(_stderr(), quiet=quiet or not dist.main, log_every=log_every)
 
     def load(vocab):
@@ -187,19 +191,20 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
             return load_corpus(corpora, vocab=vocab, cache_dir=cache_dir or _default_cache(), progress=progress, warn=display.warning, **read_options)
 
     if nproc is not None and nproc > 1:  # check and prepare everything here, then hand over to torchrun
-        cfg, _, _, vocab = _plan_run(run_dir, cfg, file_values, given, resume, overwrite, init_from, nproc)
-        from charrnn.device import pick_device
+        with lock:  # held for the workers until they end (their rank 0 finds it held by us)
+            cfg, _, _, vocab = _plan_run(lock, run_dir, cfg, file_values, given, resume, overwrite, init_from, nproc)
+            from charrnn.device import pick_device
 
-        pick_device(cfg.device)  # a device that is not here: one error now, not one per process
-        load(vocab)  # the processes find it in the cache
-        _launch(nproc, display)
+            pick_device(cfg.device)  # a device that is not here: one error now, not one per process
+            load(vocab)  # the processes find it in the cache
+            _launch(nproc, display)
 
     if dist.world > 1:  # (a single process picks its device in the Trainer, after checking the options)
         from charrnn.device import pick_device
 
         dist.start(pick_device(cfg.device))
     try:
-        cfg, resume_ckpt, init_ckpt, vocab = dist.from_main(lambda: _plan_run(run_dir, cfg, file_values, given, resume, overwrite, init_from, dist.world))
+        cfg, resume_ckpt, init_ckpt, vocab = dist.from_main(lambda: _plan_run(lock, run_dir, cfg, file_values, given, resume, overwrite, init_from, dist.world))
         data = dist.local_first(lambda: load(vocab))
         if init_ckpt is not None and len(data.vocab) != init_ckpt.meta["model"]["vocab_size"]:
             raise CharRNNError(f"--init-from {init_from}: damaged checkpoint (vocabulary and model disagree)")
@@ -237,16 +242,25 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
         try:
             with display:
                 summary = trainer.fit()
+        except WriteError as exc:
+            raise _after_failed_write(exc, run_dir, dist) from None
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
     finally:
         dist.close()
+        lock.release()
     if not dist.main:
         if received:
             raise typer.Exit(128 + received[0])
         return
     display.summary(summary)
+    if summary["reason"] == "done" and trainer.last_eval is not None:
+        from charrnn.train import learned_nothing
+
+        warning = learned_nothing(trainer.last_eval, data.ids, len(data.vocab))
+        if warning:
+            display({"event": "warning", "message": warning})
     if received or summary["reason"] == "stopped by another process":
         why = signal.Signals(received[0]).name if received else "a signal to another process"
         display.console.print(f"stopped by {why}; progress saved in {summary['last']}\n{_resume_hint(dist)}", soft_wrap=True, markup=False)
@@ -254,18 +268,42 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
             raise typer.Exit(128 + received[0])
 
 
-def _resume_hint(dist) -> str:
+def _resume_hint(dist, resume: bool = True) -> str:
+    """The command that goes on: the user's own, with --resume (or, for a run that kept nothing,
+    without: it starts again)."""
     launched = os.environ.get(LAUNCHED_AS)  # the command the user typed, when --nproc started torchrun
     argv = json.loads(launched) if launched else sys.argv[1:]
     argv = shlex.join(a for a in argv if a not in ("--overwrite", "--resume"))
+    if not resume:
+        return f"start again with{' the same torchrun command' if dist.world > 1 and not launched else ''}: charrnn {argv}"
     if dist.world > 1 and not launched:
         return f"resume with the same torchrun command, adding --resume to: charrnn {argv}"
     return f"resume with: charrnn {argv} --resume"
 
 
-def _plan_run(run_dir: Path, cfg: TrainConfig, file_values: dict, given: dict, resume: bool, overwrite: bool, init_from: Path | None, world: int):
-    """Check the run folder and read the checkpoint to continue or start from (on `world`
-    processes): (config, checkpoint to resume, checkpoint to initialise from, vocabulary or None)."""
+def _after_failed_write(exc: WriteError, run_dir: Path, dist) -> WriteError:
+    """A write failed during training (a full disk): leave the run folder resumable, or clean if
+    nothing of the run can be resumed, and say the one command that goes on once there is room."""
+    last, best = run_dir / "last.pt", run_dir / "best.pt"
+    if not last.exists() and best.exists():  # best.pt is a whole checkpoint: the run resumes from its step
+        try:
+            os.link(best, last)  # a second name takes no room on a full disk
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.replace(best, last)
+    if last.exists():
+        return WriteError(f"{exc}; once there is room, {_resume_hint(dist)}")
+    for name in ("best.pt", "metrics.jsonl"):  # a new run with nothing to resume from: leave no trace
+        with contextlib.suppress(OSError):
+            (run_dir / name).unlink(missing_ok=True)
+    return WriteError(f"{exc}; nothing of this run was kept: once there is room, {_resume_hint(dist, resume=False)}")
+
+
+def _plan_run(lock: RunLock, run_dir: Path, cfg: TrainConfig, file_values: dict, given: dict, resume: bool, overwrite: bool, init_from: Path | None, world: int):
+    """Lock the run folder, check it and read the checkpoint to continue or start from (on
+    `world` processes): (config, checkpoint to resume, checkpoint to initialise from, vocabulary
+    or None)."""
+    lock.acquire()  # before anything in the folder is read: one writer per run folder
     planned = _read_run(run_dir, cfg, file_values, given, resume, overwrite, init_from, world)
     if planned[0].engine == "numpy" and world > 1:
         raise CharRNNError("--engine numpy trains in one process (its hand-written gradients are not averaged across processes): leave out --nproc, or use --engine torch")
@@ -349,7 +387,7 @@ def _launch(nproc: int, display) -> None:
 
     args, env = launch_command(sys.argv[1:], nproc, cores_here(), started_wall=time.time() - (time.monotonic() - STARTED))
     display.message(f"launching {nproc} processes: torchrun {' '.join(args)}")
-    os.environ.update(env)
+    os.environ.update(env, **{LOCK_HOLDER: str(os.getpid())})  # we hold the run folder's lock for them
     if not _state["debug"]:  # the workers report their own errors; torchrun's log would repeat them
         import logging
 
@@ -438,7 +476,7 @@ def sample(
     unknown: Annotated[str, typer.Option(help="Prime characters the model never saw: error, or skip them with a warning.", rich_help_panel="Text")] = "error",
     stop: Annotated[Optional[list[str]], typer.Option(help="End a sample right after this string appears (repeatable).", rich_help_panel="Text", show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed: the same seed gives the same text. \\[default: random]", rich_help_panel="Text", show_default=False)] = None,
-    num_samples: Annotated[int, _opt("num_samples", "Generate this many samples together.", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["num_samples"],
+    num_samples: Annotated[int, _opt("num_samples", "Generate this many samples together (one batch), printed one after the other, the first as it is generated.", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["num_samples"],
     separator: Annotated[str, typer.Option(help="Printed between samples when --num-samples > 1.", rich_help_panel="Text")] = "\n\n",
     echo_prime: Annotated[bool, typer.Option(help="Print the prime before its continuation.", rich_help_panel="Text")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel="Run")] = "cpu",
@@ -470,7 +508,7 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
     threads = 1 if num_samples == 1 else threads_for_command()
     limit_blas_threads(threads)
     from charrnn.engines import open_stepper  # imports torch only if the engine or a .pt needs it
-    from charrnn.sample import generate, prime_ids
+    from charrnn.sample import OneAfterAnother, generate, prime_ids
 
     if checkpoint_path is None:
         from charrnn.engines import newest
@@ -484,17 +522,12 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
     if dropped:
         from charrnn.vocab import describe_chars
 
-        _stderr().print(f"warning: dropped prime characters the model never saw: {describe_chars(dropped)}")
-    pieces = generate(stepper, vocab, cfg, unknown, echo_prime)
+        _stderr().print(f"warning: dropped prime characters the model never saw: {describe_chars(dropped)}", soft_wrap=True)
     out = _Stdout()
-    if num_samples == 1:
-        for _, piece in pieces:
-            out.write(piece)
-    else:
-        texts = [""] * num_samples
-        for b, piece in pieces:
-            texts[b] += piece
-        out.write(separator.join(texts))
+    samples = OneAfterAnother(out.write, num_samples, separator)  # the first streams at once
+    for b, piece in generate(stepper, vocab, cfg, unknown, echo_prime, on_end=samples.end):
+        samples.piece(b, piece)
+    samples.close()
     out.close()
 
 
@@ -576,7 +609,7 @@ def export(
 
         path = resolve_checkpoint(checkpoint_path)
         written = export_npz(path, out or path.with_suffix(".npz"))
-        _stderr().print(f"wrote {written} ({written.stat().st_size:,} bytes); sample from it with: charrnn sample -c {written}", soft_wrap=True)
+        _stderr().print(f"wrote {written} ({written.stat().st_size:,} bytes); sample from it with: charrnn sample -c {shlex.quote(str(written))}", soft_wrap=True)
     except CharRNNError as exc:
         _fail(exc)
 
@@ -616,7 +649,7 @@ def bench(
 
             result["load"] = run_load(load_seconds, progress=say)
         if quality is not None:
-            console.print(f"training the default model on {quality} for {quality_seconds:.0f} s…")
+            console.print(f"training the default model on {quality} for {quality_seconds:.0f} s…", soft_wrap=True)
             result["quality"] = benchmark.quality(quality, quality_seconds)
         for table in bench_tables(result):
             console.print(table)
@@ -629,14 +662,8 @@ def bench(
 def main() -> None:
     if hasattr(signal, "SIGXFSZ"):  # a file-size limit becomes a write error we can report, not a crash
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    for sig in (signal.SIGINT, signal.SIGTERM):  # training installs its own, gentler handlers
-        signal.signal(sig, _interrupted)
+    quit_quietly_on_signals()  # (again: main() may be called without __main__); training installs gentler ones
     app()
-
-
-def _interrupted(signum, frame) -> None:
-    print(f"charrnn: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
-    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

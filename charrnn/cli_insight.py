@@ -168,7 +168,7 @@ def plot_command(
         curves = load_curves(runs, bpc=bpc)
         if out is not None:
             written = save_figure(curves, out, unit)
-            _stderr().print(f"wrote {written}", markup=False)
+            _stderr().print(f"wrote {written}", markup=False, soft_wrap=True)
             return
         console = _stdout()
         console.print(terminal_chart(curves, width or min(console.width, 100), height, unit), end="")
@@ -245,7 +245,7 @@ def _neurons(checkpoint_path, file, layer, unit, state, find, top, max_chars, ht
             html_out.write_text(html_page(f"charrnn neurons: {path}", note, sections, matches), encoding="utf-8")
         except OSError as exc:
             raise CharRNNError(f"--html {html_out}: cannot write: {exc.strerror or exc}") from None
-        _stderr().print(f"wrote {html_out}", markup=False)
+        _stderr().print(f"wrote {html_out}", markup=False, soft_wrap=True)
 
 
 # ---------------------------------------------------------------------------------- runs
@@ -261,7 +261,7 @@ def runs_command(
         if json_out:
             typer.echo(json.dumps([r.to_json() for r in runs], indent=2))
         elif not runs:
-            _stderr().print(f"no runs under {root}/ (train one with: charrnn train FILE)", markup=False)
+            _stderr().print(f"no runs under {root}/ (train one with: charrnn train FILE)", markup=False, soft_wrap=True)
         else:
             _stdout().print(runs_table(runs, root))
         for run in runs:

@@ -206,8 +206,17 @@ def read_toml(path: str | Path, cls) -> dict[str, Any]:
         name = key.replace("-", "_")
         if name not in known:
             raise CharRNNError(f"{path}: unknown key {key!r} (known: {', '.join(sorted(known))})")
+        if any("\0" in text for text in _strings(value)):  # no path, name or prime text holds one
+            raise CharRNNError(f"{path}: {key}: a NUL character (\\u0000) cannot be part of an option")
         values[name] = value
     return values
+
+
+def _strings(value: Any) -> list[str]:
+    """The strings in a TOML value: itself, or the items of a list."""
+    if isinstance(value, str):
+        return [value]
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
 
 
 def build(cls, file_values: dict[str, Any], cli_values: dict[str, Any]):

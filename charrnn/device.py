@@ -18,3 +18,13 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "mps" and not mps:
         raise CharRNNError("--device mps: Apple MPS is not available here (use --device auto or cpu)")
     return torch.device(name)
+
+
+def memory_bytes(device: torch.device) -> int | None:
+    """All the memory `device` has: a CUDA GPU's own, else the machine's RAM (which Apple's MPS
+    shares); None where the system does not say."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    from charrnn.export import physical_memory
+
+    return physical_memory()

@@ -19,6 +19,14 @@ class CharRNNError(Exception):
         self.elsewhere = elsewhere
 
 
+class WriteError(CharRNNError):
+    """A file could not be written (a full disk, a folder that refuses): exit code 1. The command
+    line then says how to go on from what is left."""
+
+    def __init__(self, message: str, elsewhere: bool = False):
+        super().__init__(message, exit_code=1, elsewhere=elsewhere)
+
+
 def plural(n: int, word: str, many: str | None = None) -> str:
     """'1 step', '2 steps', '1,000 steps' (or `many` for an irregular plural)."""
     return f"{n:,} {word if n == 1 else many or word + 's'}"

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, WriteError
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no space, a quota, a file-size limit
 
 
 @contextlib.contextmanager
@@ -18,14 +21,14 @@ def atomic_write(path: Path, what: str, after: str = "") -> Iterator[BinaryIO]:
     """A binary file to write `path` through: a temporary file in the same folder, fsynced and
     renamed over `path` only when the block ends without error, so a crash at any moment leaves
     the old file or the new one, never a torn one. Any failure to write (the folder, the disk)
-    is a one-line CharRNNError naming `what` (+ `after`), and the temporary file is removed."""
+    is a one-line WriteError naming `what` (+ `after`), and the temporary file is removed."""
     path = Path(path)
     tmp = None
     try:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except FileExistsError:  # (what mkdir says when the folder's name is taken by a file)
-            raise CharRNNError(f"{path}: could not write {what} ({path.parent} is a file, not a folder){after}", exit_code=1) from None
+            raise WriteError(f"{path}: could not write {what} ({path.parent} is a file, not a folder){after}") from None
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         readable_by_others(fd)
         with os.fdopen(fd, "wb") as fh:
@@ -38,7 +41,7 @@ def atomic_write(path: Path, what: str, after: str = "") -> Iterator[BinaryIO]:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         if isinstance(exc, (OSError, RuntimeError)):  # torch reports a failed write as RuntimeError
-            raise CharRNNError(f"{path}: could not write {what} ({write_error(exc)}){after}", exit_code=1) from None
+            raise write_failure(path, exc, what, after) from None
         raise
     fsync_dir(path.parent)
 
@@ -77,12 +80,46 @@ def fsync_dir(folder: Path) -> None:
 def write_error(exc: BaseException) -> str:
     """Why a write failed, for a message: the system's reason, and 'is the disk full?' only
     when that may be it (no space, a quota, a file-size limit, or torch's unexplained failure)."""
-    if isinstance(exc, OSError) and exc.strerror:
-        reason = exc.strerror
+    system = system_error(exc)
+    if system is not None and system.strerror:
+        reason = system.strerror
     else:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    full = not isinstance(exc, OSError) or exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    full = system is None or system.errno in DISK_FULL
     return f"{reason}; is the disk full?" if full else reason
+
+
+def write_failure(path: Path, exc: BaseException, what: str, after: str = "") -> WriteError:
+    """The error for a failed write of `path`: 'disk full while writing PATH' when the system
+    says so (not the internals of torch's writer, which only wraps the system's error), else the
+    system's reason."""
+    system = system_error(exc)
+    if system is not None and system.errno in DISK_FULL:
+        return WriteError(f"disk full while writing {path} ({system.strerror}){after}")
+    return WriteError(f"{path}: could not write {what} ({write_error(exc)}){after}")
+
+
+def system_error(exc: BaseException | None) -> OSError | None:
+    """The OSError behind `exc`: itself, or the one it was raised from or while handling (torch's
+    zip writer turns a failed write into a RuntimeError whose context is the OSError)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def make_folder(folder: Path, what: str, advice: str) -> list[Path]:
+    """Make `folder` and its missing parents; returns the folders made, the deepest first. A
+    one-line error (exit 1) naming `what`, with `advice`, when the system refuses."""
+    folder = Path(folder)
+    missing = list(itertools.takewhile(lambda p: not p.exists(), [folder, *folder.parents]))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CharRNNError(f"{folder}: cannot make {what} ({write_error(exc)}); {advice}", exit_code=1) from None
+    return missing
 
 
 def _read_umask() -> int:

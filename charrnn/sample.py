@@ -8,7 +8,7 @@ engine computes the logits.
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -29,19 +29,21 @@ class Stepper(Protocol):
 def probabilities(logits: np.ndarray, temp: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
     """Logits (B, V) -> probabilities (B, V) after temperature, top-k and top-p (nucleus).
 
-    temp 0 puts all mass on the argmax. top_k keeps the k largest logits (ties at the k-th kept).
-    top_p keeps the smallest set of most likely characters whose mass reaches top_p.
+    temp 0 puts all mass on the argmax, and so does a temperature so small that logits / temp
+    overflows (it is 0 in all but name). top_k keeps the k largest logits (ties at the k-th
+    kept). top_p keeps the smallest set of most likely characters whose mass reaches top_p.
     """
     logits = np.atleast_2d(np.asarray(logits, dtype=np.float64))
     if temp == 0:
-        probs = np.zeros_like(logits)
-        probs[np.arange(len(logits)), logits.argmax(axis=1)] = 1.0
-        return probs
-    z = logits / temp
-    if 0 < top_k < z.shape[1]:
-        kth = np.partition(z, -top_k, axis=1)[:, -top_k][:, None]
-        z = np.where(z < kth, -np.inf, z)
-    z = z - z.max(axis=1, keepdims=True)
+        return greedy(logits)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflows are looked for below
+        z = logits / temp
+        if 0 < top_k < z.shape[1]:
+            kth = np.partition(z, -top_k, axis=1)[:, -top_k][:, None]
+            z = np.where(z < kth, -np.inf, z)
+        z = z - z.max(axis=1, keepdims=True)  # (+inf - +inf = nan where logits / temp overflowed)
+    overflowed = np.isnan(z).any(axis=1)
+    z[overflowed] = np.where(greedy(logits[overflowed]) > 0, 0.0, -np.inf)
     probs = np.exp(z)
     probs /= probs.sum(axis=1, keepdims=True)
     if top_p < 1.0:
@@ -53,6 +55,13 @@ def probabilities(logits: np.ndarray, temp: float = 1.0, top_k: int = 0, top_p: 
         np.put_along_axis(keep, order, keep_sorted, axis=1)
         probs = np.where(keep, probs, 0.0)
         probs /= probs.sum(axis=1, keepdims=True)
+    return probs
+
+
+def greedy(logits: np.ndarray) -> np.ndarray:
+    """All the mass on the most likely character of each row (B, V)."""
+    probs = np.zeros_like(logits)
+    probs[np.arange(len(logits)), logits.argmax(axis=1)] = 1.0
     return probs
 
 
@@ -88,11 +97,17 @@ def prime_ids(vocab: Vocab, prime: str, unknown: str = "error") -> tuple[list[in
 
 # ------------------------------------------------------------------ the generator
 def generate(
-    stepper: Stepper, vocab: Vocab, cfg: SampleConfig, unknown: str = "error", echo_prime: bool = True
+    stepper: Stepper,
+    vocab: Vocab,
+    cfg: SampleConfig,
+    unknown: str = "error",
+    echo_prime: bool = True,
+    on_end: Callable[[int], None] = lambda b: None,
 ) -> Iterator[tuple[int, str]]:
     """Yield (sample index, text) pieces: the prime (if echoed), then one character at a time.
 
-    Samples that hit a stop string end early (the stop string is included); the others go on.
+    Samples that hit a stop string end early (the stop string is included; `on_end(b)` is
+    called then); the others go on.
     """
     ids, echo, _ = prime_ids(vocab, cfg.prime, unknown)
     batch = cfg.num_samples
@@ -115,7 +130,10 @@ def generate(
         if longest_stop:
             for b in alive:
                 tails[b] = (tails[b] + chars[picked[b]])[-longest_stop:]
-            alive = [b for b in alive if not any(tails[b].endswith(s) for s in cfg.stop)]
+            stopped = [b for b in alive if any(tails[b].endswith(s) for s in cfg.stop)]
+            for b in stopped:
+                on_end(b)
+            alive = [b for b in alive if b not in stopped]
             if not alive:
                 return
         logits = stepper.step(next_ids)
@@ -127,3 +145,34 @@ def generate_text(stepper: Stepper, vocab: Vocab, cfg: SampleConfig, unknown: st
     for b, piece in generate(stepper, vocab, cfg, unknown):
         out[b] += piece
     return out
+
+
+class OneAfterAnother:
+    """Samples generated side by side (one batch), written one after the other with `separator`
+    between them: the first as it is generated, each next one when those before it have ended
+    (what it had so far at once, then as it is generated). The text is the same as writing all
+    of them at the end; the first character appears at once."""
+
+    def __init__(self, write: Callable[[str], None], num_samples: int, separator: str):
+        self.write, self.separator = write, separator
+        self.held = [""] * num_samples  # what the samples after the current one have so far
+        self.ended = [False] * num_samples
+        self.current = 0
+
+    def piece(self, b: int, text: str) -> None:
+        if b == self.current:
+            self.write(text)
+        else:
+            self.held[b] += text
+
+    def end(self, b: int) -> None:
+        self.ended[b] = True
+        while self.ended[self.current] and self.current + 1 < len(self.held):
+            self.current += 1
+            self.write(self.separator + self.held[self.current])
+            self.held[self.current] = ""
+
+    def close(self) -> None:
+        """Every sample has ended: write what is still held."""
+        for b in range(len(self.held)):
+            self.end(b)

@@ -33,16 +33,18 @@ import torch.nn.functional as F
 from charrnn import __version__, checkpoint
 from charrnn.batches import batchify, fit_batch_size, get_chunk, num_chunks, release_pages, resume_batch_size, shard_rows
 from charrnn.config import ModelConfig, SampleConfig, TrainConfig
-from charrnn.device import pick_device
+from charrnn.device import memory_bytes, pick_device
 from charrnn.distributed import Dist, state_digest
 from charrnn.errors import CharRNNError, plural
-from charrnn.files import write_error
+from charrnn.files import make_folder, write_failure
 from charrnn.metadata import CheckpointInfo, Corpus, Progress
 from charrnn.model import CharRNN, count_parameters, detach_hidden, hidden_from_list, hidden_to_list
+from charrnn.numpy_ref import CELLS
 from charrnn.sample import generate_text
 from charrnn.stepper import TorchStepper
 from charrnn.threads import METER, ThreadPolicy, cores_here
 from charrnn.vocab import Vocab, describe_chars
+from charrnn.weights import expected_shapes
 
 LN2 = math.log(2)
 MAX_BAD_STEPS = 10  # consecutive non-finite losses/gradients before giving up
@@ -83,6 +85,63 @@ def ids_digest(ids: np.ndarray) -> str:
     h.update(np.ascontiguousarray(ids[::step]).tobytes())
     h.update(np.ascontiguousarray(ids[-4096:]).tobytes())
     return h.hexdigest()
+
+
+def unigram_entropy(ids: np.ndarray, chunk: int = 1 << 20) -> float:
+    """The loss (nats/char) of predicting every character by its frequency in `ids` alone: what a
+    model that learned nothing of the order of characters reaches. Counted a chunk at a time, and
+    the pages of a memory-mapped corpus let go after, so memory does not grow with the corpus."""
+    counts = np.zeros(0, dtype=np.int64)
+    for start in range(0, len(ids), chunk):
+        c = np.bincount(ids[start : start + chunk])
+        counts = np.pad(counts, (0, max(0, len(c) - len(counts))))
+        counts[: len(c)] += c
+    release_pages(ids)
+    p = counts[counts > 0] / max(1, counts.sum())
+    return float(-(p * np.log(p)).sum())
+
+
+def learned_nothing(last_eval: dict[str, Any], ids: np.ndarray, vocab_size: int) -> str | None:
+    """A warning when a run's last evaluation (validation loss, else training loss) is above its
+    corpus' unigram entropy: it learned nothing that counting characters would not give (a --lr
+    far too high, or far too few steps); None when it did better."""
+    loss = last_eval["val_loss"] if last_eval["val_loss"] is not None else last_eval["train_loss"]
+    floor = unigram_entropy(ids)
+    if loss <= floor:
+        return None
+    diverged = not loss <= 2 * math.log(vocab_size)  # (or nan) far worse than an untrained model's guess
+    return (
+        f"the model did not learn: its loss {loss:.4g} is above the corpus' unigram entropy {floor:.3f} nats/char "
+        f"(the loss of predicting characters by their frequency alone); {'' if diverged else 'train longer, or '}try a lower --lr"
+    )
+
+
+def training_bytes(model_cfg: ModelConfig, batch_size: int, seq_len: int) -> tuple[int, int]:
+    """(parameters, bytes) to train a model of this shape, at least: 16 bytes a parameter (fp32
+    weights, gradients and AdamW's two moments) and the activations that one chunk of
+    `batch_size` x `seq_len` characters keeps for back-propagation (the embedding, each layer's
+    gates and states, the logits and their gradient). Computed from the shapes, allocating
+    nothing."""
+    params = sum(math.prod(shape) for shape in expected_shapes(model_cfg).values())
+    layer = (CELLS[model_cfg.cell].gates + 2) * model_cfg.hidden
+    per_char = model_cfg.embed + model_cfg.layers * layer + 3 * model_cfg.vocab_size
+    return params, 4 * (4 * params + batch_size * seq_len * per_char)
+
+
+def memory_problem(model_cfg: ModelConfig, batch_size: int, seq_len: int, device: torch.device, processes: int = 1) -> str | None:
+    """Why a model cannot be trained on `device` (shared by `processes` processes when it is the
+    machine's memory), or None when it may fit."""
+    params, need = training_bytes(model_cfg, batch_size, seq_len)
+    have = memory_bytes(device)
+    share = processes if device.type != "cuda" else 1
+    if have is None or need * share <= have:
+        return None
+    where = "the GPU" if device.type == "cuda" else "this machine"
+    return (
+        f"the model is too large to train here: {params:,} parameters need about {need * share / 1e9:,.1f} GB "
+        f"(weights, gradients, optimizer state and activations{f' in each of {share} processes' if share > 1 else ''}), "
+        f"and {where} has {have / 1e9:,.1f} GB; choose a smaller --hidden, --layers, --embed or --batch-size"
+    )
 
 
 def evaluate_sum(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device, carry_state: bool = True, rank: int = 0, world: int = 1, deadline: float | None = None) -> tuple[float, int]:
@@ -234,6 +293,9 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)  # the same on every process: the same initial weights
         self.model_cfg = cfg.model_config(len(vocab))
+        too_large = memory_problem(self.model_cfg, self.batch_size, cfg.seq_len, self.device, self.dist.local_world)
+        if too_large:  # (before allocating it: a --hidden 1000000 would ask for terabytes)
+            raise self._error(too_large)
         self.model = CharRNN(self.model_cfg).to(self.device)
         if init_from is not None:
             self.model.load_state_dict(init_from.model)
@@ -251,6 +313,7 @@ class Trainer:
         self._stop_reason: str | None = None  # asked for in this process (a signal)
         self._stopping: str | None = None  # agreed by all processes
         self._bad_in_a_row = 0
+        self.last_eval: dict[str, Any] | None = None  # the last evaluation of this process' run
         self.autocast = autocast_for(cfg.precision, self.model, self.device, self._warn)
         self._forward = self._compiled_forward if cfg.compile else self.train_model
         if resume_from is not None:
@@ -314,10 +377,7 @@ class Trainer:
     def fit(self, until_step: int | None = None) -> dict[str, Any]:
         cfg, p, model = self.cfg, self.progress, self.train_model
         if self.dist.main:
-            try:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise self._error(f"{self.run_dir}: cannot make the run folder ({write_error(exc)}); give another --out", exit_code=1) from None
+            make_folder(self.run_dir, "the run folder", "give another --out")
             checkpoint.remove_stale_temporaries(self.run_dir)
         self.events(
             {
@@ -576,6 +636,7 @@ class Trainer:
             "threads": self.threads,
         }
         p.loss_sum, p.loss_count = 0.0, 0
+        self.last_eval = row
         score = val_loss if val_loss is not None else train_loss
         improved = math.isfinite(score) and score < p.best_loss
         if improved:
@@ -591,7 +652,7 @@ class Trainer:
             with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
         except OSError as exc:
-            raise self._error(f"{self.run_dir / 'metrics.jsonl'}: cannot write ({write_error(exc)})", exit_code=1) from None
+            raise write_failure(self.run_dir / "metrics.jsonl", exc, "the metrics") from None
 
     def _sample_due(self, evaluated: bool) -> bool:
         every = self.cfg.sample_every
