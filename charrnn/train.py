@@ -334,7 +334,7 @@ class Trainer:
         if cfg.max_epochs:
             fracs[f"--max-epochs {cfg.max_epochs:g}"] = p.step / (cfg.max_epochs * self.chunks_per_epoch)
         if cfg.time_budget:  # the clock runs until the time kept for the end of the run; then it is up
-            fraction = p.train_seconds / max(cfg.time_budget - self._reserve, 1e-9)
+            fraction = p.train_seconds / max(self._budget_end() - self._reserve, 1e-9)
             self._time_up = self._time_up or fraction >= 1.0  # (a reserve that shrinks later starts nothing again)
             fracs[f"--time-budget {cfg.time_budget:g}"] = 1.0 if self._time_up else fraction
         return fracs
@@ -527,14 +527,18 @@ class Trainer:
         else:  # not measured yet: a forward pass costs about a third of a training step
             eval_s = step * chars / (self.batch_size * self.cfg.seq_len) / 3
         sample_s = c.sample_s(self.cfg.sample_chars) if self._sample_due(True) else 0.0
-        aim_past = 0.01 * self.cfg.time_budget  # the guesses err early: aim 1% past the budget rather than before it
-        return min(0.5 * self.cfg.time_budget, max(0.0, eval_s + sample_s + c.save_s() + step / 2 - aim_past))
+        return min(0.5 * self.cfg.time_budget, eval_s + sample_s + c.save_s() + step / 2)
+
+    def _budget_end(self) -> float:
+        """When a --time-budget run aims to end, in seconds of the run: 1% past the budget, since
+        the cost guesses err early and a budget promises that much training."""
+        return 1.01 * self.cfg.time_budget
 
     def _time_left(self) -> float:
         """Seconds left of --time-budget (infinite without one)."""
         if not self.cfg.time_budget:
             return math.inf
-        return self.cfg.time_budget - self.progress.train_seconds - (time.perf_counter() - self._tick)
+        return self._budget_end() - self.progress.train_seconds - (time.perf_counter() - self._tick)
 
     def _compiled_forward(self, x, hidden):
         """torch.compile'd forward; if compiling fails (no compiler, unsupported device), warn
