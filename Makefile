@@ -29,7 +29,7 @@ $(VENV)/.installed: pyproject.toml
 corpus: corpora/shakespeare.txt
 
 corpora/shakespeare.txt: | $(VENV)/.installed
-	$(BIN)/python -m charrnn.datasets shakespeare $@
+	$(BIN)/python -m charrnn.data.datasets shakespeare $@
 
 demo: setup corpus
 	$(BIN)/charrnn train corpora/shakespeare.txt --time-budget $(DEMO_SECONDS) --overwrite

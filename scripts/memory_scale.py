@@ -99,7 +99,7 @@ def report():
 
 atexit.register(report)
 sys.argv[0] = "charrnn"
-from charrnn.cli import main
+from charrnn.cli.app import main
 main()
 """
 

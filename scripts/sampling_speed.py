@@ -21,11 +21,11 @@ import torch
 
 from charrnn import numpy_ref
 from charrnn.config import ModelConfig, SampleConfig
-from charrnn.engines import numpy_stepper
+from charrnn.sample.engines import numpy_stepper
 from charrnn.model import CharRNN
-from charrnn.sample import generate_text
-from charrnn.stepper import TorchStepper
-from charrnn.vocab import Vocab
+from charrnn.sample.generate import generate_text
+from charrnn.sample.torch_engine import TorchStepper
+from charrnn.data.vocab import Vocab
 
 
 class ReadableStepper:

@@ -1,6 +1,6 @@
 import numpy as np
 
-from charrnn.batches import batchify, fit_batch_size, get_chunk, num_chunks
+from charrnn.data.batches import batchify, fit_batch_size, get_chunk, num_chunks
 
 
 def test_streams_are_contiguous_and_chunks_continue():

@@ -16,7 +16,7 @@ import zipfile
 import pytest
 import torch
 
-from charrnn import checkpoint
+from charrnn.store import checkpoint
 from charrnn.errors import CharRNNError
 
 from conftest import TINY, invoke, run_cli, words_text
@@ -199,7 +199,7 @@ def test_saved_files_take_the_umask_like_any_other_file(run, tmp_path):
     """mkstemp makes 0600 files; a checkpoint (and an export) should be as shareable as the
     user's other files: 0666 less the umask."""
     _, _, folder = run
-    save = "import sys; from charrnn import checkpoint; checkpoint.save(checkpoint.load(sys.argv[1]), sys.argv[2])"
+    save = "import sys; from charrnn.store import checkpoint; checkpoint.save(checkpoint.load(sys.argv[1]), sys.argv[2])"
     for umask in (0o022, 0o077):
         pt = tmp_path / f"{umask:o}.pt"
         for args in (["-c", save, str(folder / "last.pt"), str(pt)], ["-m", "charrnn", "export", str(pt)]):
@@ -227,7 +227,7 @@ def test_summary_does_not_name_a_best_checkpoint_that_was_never_written(tmp_path
 
     from rich.console import Console
 
-    from charrnn.display import TrainDisplay
+    from charrnn.cli.display import TrainDisplay
 
     (tmp_path / "last.pt").write_bytes(b"x")
     summary = {"step": 5, "chars_seen": 640, "elapsed_s": 1.0, "best_loss": float("inf"), "skipped_steps": 0, "last": str(tmp_path / "last.pt"), "best": str(tmp_path / "best.pt")}

@@ -18,8 +18,8 @@ import pytest
 from charrnn.config import ModelConfig, SampleConfig, read_toml
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN, count_parameters
-from charrnn.sample import probabilities
-from charrnn.train import training_bytes, unigram_entropy
+from charrnn.sample.generate import probabilities
+from charrnn.train.trainer import training_bytes, unigram_entropy
 
 from conftest import ROOT, TINY, invoke, repeat_text, words_text
 from test_input import assert_one_line_error

@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from charrnn.display import TrainDisplay
+from charrnn.cli.display import TrainDisplay
 
 from conftest import TINY, run_cli, words_text
 

@@ -9,9 +9,9 @@ import time
 import pytest
 import torch
 
-from charrnn import checkpoint
-from charrnn.batches import resume_batch_size, shard_rows
-from charrnn.distributed import Dist, command_started, launch_command, state_digest, strip_option
+from charrnn.store import checkpoint
+from charrnn.data.batches import resume_batch_size, shard_rows
+from charrnn.train.distributed import Dist, command_started, launch_command, state_digest, strip_option
 
 from conftest import TINY, invoke, run_cli, words_text
 
@@ -84,11 +84,11 @@ def test_two_processes_train_in_step_and_resume_on_one(tmp_path):
 
 EXACT = """
 import json, sys, torch
-from charrnn import checkpoint
+from charrnn.store import checkpoint
 from charrnn.config import TrainConfig
-from charrnn.distributed import Dist
-from charrnn.train import Trainer
-from charrnn.vocab import Vocab
+from charrnn.train.distributed import Dist
+from charrnn.train.trainer import Trainer
+from charrnn.data.vocab import Vocab
 
 text = open(sys.argv[1], encoding="utf-8").read()
 vocab = Vocab.from_text(text)
@@ -154,7 +154,7 @@ def test_a_device_that_is_not_here_is_refused_before_torchrun_starts(tmp_path):
 
 CRASH = """
 import sys, torch
-from charrnn.distributed import Dist
+from charrnn.train.distributed import Dist
 from charrnn.errors import CharRNNError
 
 dist = Dist.from_env()

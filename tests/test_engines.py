@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 import charrnn
-from charrnn import checkpoint
-from charrnn.engines import choose_engine, open_stepper
+from charrnn.store import checkpoint
+from charrnn.sample.engines import choose_engine, open_stepper
 from charrnn.errors import CharRNNError
-from charrnn.export import load_npz
+from charrnn.store.export import load_npz
 
 from conftest import invoke, run_cli, words_text
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charrnn import checkpoint
+from charrnn.store import checkpoint
 from charrnn.errors import CharRNNError
-from charrnn.evaluate import drop_unknown, score_ids, score_text
-from charrnn.train import model_from_checkpoint
-from charrnn.vocab import Vocab
+from charrnn.insight.scores import drop_unknown, score_ids, score_text
+from charrnn.train.trainer import model_from_checkpoint
+from charrnn.data.vocab import Vocab
 
 from tiny_run import invoke, structured_text, train_tiny_run
 

@@ -14,9 +14,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from charrnn import export
+from charrnn.store import export
 from charrnn.errors import CharRNNError
-from charrnn.export import export_npz, load_npz
+from charrnn.store.export import export_npz, load_npz
 
 from conftest import invoke
 from tiny_run import structured_text, train_tiny_run
@@ -94,7 +94,7 @@ def test_a_member_declaring_149_gib_is_refused_from_its_header(arrays, tmp_path)
 PEAK = """
 import resource, sys
 from charrnn.errors import CharRNNError
-from charrnn.export import load_npz
+from charrnn.store.export import load_npz
 
 def peak_mb():  # ru_maxrss: KiB on Linux, bytes on macOS
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)

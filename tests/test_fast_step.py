@@ -4,9 +4,9 @@ import torch
 
 from charrnn.config import ModelConfig, SampleConfig
 from charrnn.model import CharRNN
-from charrnn.sample import generate_text
-from charrnn.stepper import TorchStepper, fused_stepper
-from charrnn.vocab import Vocab
+from charrnn.sample.generate import generate_text
+from charrnn.sample.torch_engine import TorchStepper, fused_stepper
+from charrnn.data.vocab import Vocab
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])

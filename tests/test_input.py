@@ -3,8 +3,8 @@ awkward but valid text trains."""
 
 import pytest
 
-from charrnn.corpus import read_bytes
-from charrnn.decoding import decode
+from charrnn.data.corpus import read_bytes
+from charrnn.data.decoding import decode
 from charrnn.errors import CharRNNError
 
 from conftest import TINY, invoke, run_cli, words_text
@@ -146,8 +146,8 @@ def test_encodings_that_cannot_read_the_file_are_one_line_errors(tmp_path, encod
 def test_resume_hint_can_be_pasted_into_a_shell(monkeypatch):
     import shlex
 
-    from charrnn import cli
-    from charrnn.distributed import Dist
+    from charrnn.cli import training as cli
+    from charrnn.train.distributed import Dist
 
     monkeypatch.delenv(cli.LAUNCHED_AS, raising=False)
     monkeypatch.setattr("sys.argv", ["charrnn", "train", "/tmp/my corpus/t.txt", "--sample-prime", "To be", "--overwrite"])

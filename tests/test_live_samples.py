@@ -8,7 +8,7 @@ import torch
 from rich.console import Console
 
 from charrnn.config import TrainConfig, build
-from charrnn.display import TrainDisplay
+from charrnn.cli.display import TrainDisplay
 from charrnn.errors import CharRNNError
 
 from conftest import repeat_text

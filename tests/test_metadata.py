@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from charrnn import checkpoint
+from charrnn.store import checkpoint
 from charrnn.errors import CharRNNError
 
 from conftest import invoke, run_cli

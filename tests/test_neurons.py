@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn import checkpoint
+from charrnn.store import checkpoint
 from charrnn.errors import CharRNNError
-from charrnn.neurons import activations, check_choice, correlations, rank_units, text_features
-from charrnn.neurons_view import colour
-from charrnn.train import model_from_checkpoint
+from charrnn.insight.neurons import activations, check_choice, correlations, rank_units, text_features
+from charrnn.insight.neurons_view import colour
+from charrnn.train.trainer import model_from_checkpoint
 
 from tiny_run import invoke, structured_text, train_tiny_run
 
@@ -156,7 +156,7 @@ def test_colours_reach_a_terminal(run):
     folder, _, _, sample = run
     from typer.testing import CliRunner
 
-    from charrnn.cli import app
+    from charrnn.cli.app import app
 
     result = CliRunner(env={"FORCE_COLOR": "1", "COLORTERM": "truecolor", "NO_COLOR": None}).invoke(
         app, ["neurons", str(folder), str(sample), "--max-chars", "40"])

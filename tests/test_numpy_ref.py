@@ -5,11 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from charrnn import checkpoint, numpy_ref
+from charrnn import numpy_ref
+from charrnn.store import checkpoint
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.model import CharRNN
-from charrnn.train import Trainer, model_from_checkpoint
-from charrnn.vocab import Vocab
+from charrnn.train.trainer import Trainer, model_from_checkpoint
+from charrnn.data.vocab import Vocab
 
 from conftest import words_text
 

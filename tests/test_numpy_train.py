@@ -6,9 +6,9 @@ import math
 import pytest
 
 from charrnn.config import TrainConfig
-from charrnn.numpy_train import NumpyTrainer
-from charrnn.train import Trainer
-from charrnn.vocab import Vocab
+from charrnn.train.numpy_engine import NumpyTrainer
+from charrnn.train.trainer import Trainer
+from charrnn.data.vocab import Vocab
 
 from conftest import TINY, invoke, repeat_text, words_text
 

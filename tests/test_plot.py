@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from charrnn.errors import CharRNNError
-from charrnn.plot import load_curves, save_figure, terminal_chart
+from charrnn.insight.plot import load_curves, save_figure, terminal_chart
 
 from conftest import run_cli
 from tiny_run import invoke

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charrnn.corpus import CHUNK_BYTES
-from charrnn.decoding import decode
+from charrnn.data.corpus import CHUNK_BYTES
+from charrnn.data.decoding import decode
 from charrnn.errors import CharRNNError
-from charrnn.prepare import prepare_corpus
-from charrnn.vocab import Vocab
+from charrnn.data.prepare import prepare_corpus
+from charrnn.data.vocab import Vocab
 
 from conftest import TINY, invoke, words_text
 
@@ -139,7 +139,7 @@ def test_a_change_the_file_system_cannot_show_is_caught_when_the_ids_are_made_ag
         (Path(first.info["entry"]).parent / name).unlink()
     rewrite_keeping_size_and_mtime(path, "dcba" * 1000)
     with monkeypatch.context() as m:
-        m.setattr("charrnn.prepare._trusted", lambda source, stats: True)  # as if its ctime had not moved either
+        m.setattr("charrnn.data.prepare._trusted", lambda source, stats: True)  # as if its ctime had not moved either
         with pytest.raises(CharRNNError, match="changed while it was being prepared"):
             prepare_corpus([path], cache_dir=cache)
     again = prepare_corpus([path], cache_dir=cache)  # read afresh
@@ -308,7 +308,7 @@ def test_prepare_command_reports_on_stderr_and_json_on_stdout(tmp_path):
 MEASURE = """
 import json, resource, sys
 from pathlib import Path
-from charrnn.prepare import prepare_corpus
+from charrnn.data.prepare import prepare_corpus
 
 def peak_kb():
     # VmHWM: this process' own peak RSS. (ru_maxrss would start at the RSS of the parent that

@@ -19,10 +19,11 @@ import types
 
 import pytest
 
-from charrnn import checkpoint, runlock
+from charrnn.store import checkpoint
+from charrnn.train import runlock
 from charrnn.errors import CharRNNError
-from charrnn.files import atomic_write
-from charrnn.runlock import LOCK_HOLDER, RunLock
+from charrnn.store.files import atomic_write
+from charrnn.train.runlock import LOCK_HOLDER, RunLock
 
 from conftest import TINY, invoke, words_text
 from test_checkpoint import start_training, wait_for
@@ -198,7 +199,7 @@ def test_a_full_disk_on_the_first_last_pt_keeps_the_run_resumable(tmp_path, corp
 def test_a_full_disk_on_the_first_metrics_line_leaves_no_run(tmp_path, corpus, monkeypatch):
     import builtins
 
-    from charrnn import train
+    from charrnn.train import trainer as train
 
     def full_for_metrics(path, *args, **kwargs):
         if str(path).endswith("metrics.jsonl"):

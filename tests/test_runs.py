@@ -7,7 +7,7 @@ import pytest
 
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN, count_parameters
-from charrnn.runs import age, human, list_runs
+from charrnn.insight.runs import age, human, list_runs
 
 from tiny_run import invoke, structured_text, train_tiny_run
 
@@ -44,7 +44,7 @@ def test_runs_are_found_and_summarised(root):
 
 
 def _model_config(folder):
-    from charrnn import checkpoint
+    from charrnn.store import checkpoint
     from charrnn.config import ModelConfig
 
     return ModelConfig(**checkpoint.load(folder / "best.pt").meta["model"])

@@ -5,9 +5,9 @@ import torch
 from charrnn.config import ModelConfig, SampleConfig
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
-from charrnn.sample import draw, generate_text, prime_ids, probabilities
-from charrnn.stepper import TorchStepper
-from charrnn.vocab import Vocab
+from charrnn.sample.generate import draw, generate_text, prime_ids, probabilities
+from charrnn.sample.torch_engine import TorchStepper
+from charrnn.data.vocab import Vocab
 
 
 @pytest.fixture(params=["lstm", "gru", "rnn"])

@@ -4,8 +4,8 @@ one as soon as those before it have ended; the text is the one the same seed alw
 import numpy as np
 
 from charrnn.config import SampleConfig
-from charrnn.sample import OneAfterAnother, generate, generate_text
-from charrnn.vocab import Vocab
+from charrnn.sample.generate import OneAfterAnother, generate, generate_text
+from charrnn.data.vocab import Vocab
 
 from conftest import TINY, invoke, words_text
 
@@ -57,7 +57,8 @@ def test_the_next_sample_follows_as_soon_as_the_one_before_stops():
 
 
 def test_num_samples_through_the_cli_streams_the_same_text_as_before(tmp_path, monkeypatch):
-    from charrnn import cli, sample
+    from charrnn.cli import sampling as cli
+    from charrnn.sample import generate as sample
 
     corpus = tmp_path / "c.txt"
     corpus.write_text(words_text(8000), encoding="utf-8")
@@ -70,7 +71,7 @@ def test_num_samples_through_the_cli_streams_the_same_text_as_before(tmp_path, m
     two = invoke(*args, "--num-samples", "2").stdout.decode()
     assert writes[0] == 0 and writes[1] == 1 and len(steps) == 30  # the prime, then each character at once
     monkeypatch.setattr(sample, "probabilities", counted)
-    from charrnn.engines import open_stepper
+    from charrnn.sample.engines import open_stepper
 
     stepper, vocab, _ = open_stepper(tmp_path / "ck" / "c" / "best.pt", "auto", "cpu")
     cfg = SampleConfig(length=30, seed=4, prime="th", num_samples=2)

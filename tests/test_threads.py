@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from charrnn.threads import CpuMeter, Decision, ThreadPolicy, cgroup_quota, free_cores, set_openmp_defaults, usable_cores
+from charrnn.machine.threads import CpuMeter, Decision, ThreadPolicy, cgroup_quota, free_cores, set_openmp_defaults, usable_cores
 
 
 class Clock:
@@ -157,7 +157,7 @@ def test_decision_says_what_was_measured():
 
 
 def test_blas_threads_are_set_unless_the_user_did():
-    from charrnn.threads import limit_blas_threads
+    from charrnn.machine.threads import limit_blas_threads
 
     env = {"MKL_NUM_THREADS": "4"}
     limit_blas_threads(1, env)

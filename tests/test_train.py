@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from charrnn import checkpoint
+from charrnn.store import checkpoint
 from charrnn.config import TrainConfig
 from charrnn.errors import CharRNNError
-from charrnn.train import Trainer, evaluate
-from charrnn.vocab import Vocab
+from charrnn.train.trainer import Trainer, evaluate
+from charrnn.data.vocab import Vocab
 
 from conftest import repeat_text
 

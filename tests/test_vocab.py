@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from charrnn.errors import CharRNNError
-from charrnn.vocab import Vocab, codepoints, id_dtype
+from charrnn.data.vocab import Vocab, codepoints, id_dtype
 
 
 def test_round_trip_unicode_and_sorted_ids():

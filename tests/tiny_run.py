@@ -11,10 +11,10 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from charrnn.cli import app
+from charrnn.cli.app import app
 from charrnn.config import TrainConfig
-from charrnn.train import Trainer
-from charrnn.vocab import Vocab
+from charrnn.train.trainer import Trainer
+from charrnn.data.vocab import Vocab
 
 WORDS = "the a of to and in that is was he for it with as his on".split()
 

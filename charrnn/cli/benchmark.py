@@ -1,0 +1,59 @@
+"""`charrnn bench`: the flags, the tables on stderr, --json on stdout; the measuring is bench/'s."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from charrnn.errors import CharRNNError
+from charrnn.cli.console import fail as _fail, stderr as _stderr
+
+# ---------------------------------------------------------------------------------- bench
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="A one-minute version: fewer steps, smaller corpus.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
+    precision: Annotated[str, typer.Option(help="Training precision to measure: fp32, bf16 or fp16.")] = "fp32",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "cpu",
+    rounds: Annotated[Optional[int], typer.Option(help="Measure peak, training and sampling this many times, interleaved, and report medians. \\[default: 3, 1 with --quick]", show_default=False)] = None,
+    quality: Annotated[Optional[Path], typer.Option(help="Also train the default model on this corpus for --quality-seconds and report its validation loss.", show_default=False)] = None,
+    quality_seconds: Annotated[float, typer.Option(help="Wall time of the --quality run.")] = 600.0,
+    load: Annotated[bool, typer.Option("--load", help="Also train the default model alone, beside a busy core and as two trainings at once, with charrnn's thread policy and with torch's defaults.")] = False,
+    load_seconds: Annotated[float, typer.Option(help="Training time of each --load run.")] = 30.0,
+    speed: Annotated[bool, typer.Option("--speed/--no-speed", help="Measure the speed tables (peak, training, sampling, tokenising); --no-speed with --load or --quality runs only those.")] = True,
+) -> None:
+    """Measure training, sampling and tokenising speed against this machine and a textbook loop.
+
+    Peak matmul, training, the reference loop and sampling are measured in interleaved rounds of one run and reported as medians. A table on stderr; --json on stdout."""
+    try:
+        from charrnn.bench import measure as benchmark
+        from charrnn.cli.display import bench_tables
+
+        console = _stderr()
+        if rounds is not None and rounds < 1:
+            raise CharRNNError(f"--rounds {rounds} must be at least 1")
+        if not (speed or load or quality):
+            raise CharRNNError("--no-speed leaves nothing to measure: add --load or --quality FILE")
+        if load and not load_seconds >= 10:
+            raise CharRNNError(f"--load-seconds {load_seconds:g} must be at least 10 (the policy measures over a few seconds)")
+        say = lambda what: console.print(f"measuring {what}…")  # noqa: E731
+        result = benchmark.run(quick=quick, precision=precision, device=device, rounds=rounds, progress=say) if speed else {}
+        if load:
+            from charrnn.bench.load import run_load
+
+            result["load"] = run_load(load_seconds, progress=say)
+        if quality is not None:
+            console.print(f"training the default model on {quality} for {quality_seconds:.0f} s…", soft_wrap=True)
+            result["quality"] = benchmark.quality(quality, quality_seconds)
+        for table in bench_tables(result):
+            console.print(table)
+        if json_out:
+            typer.echo(benchmark.to_json(result))
+    except CharRNNError as exc:
+        _fail(exc)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(bench)

@@ -1,0 +1,42 @@
+"""What every command shares: the console on stderr, one line per error (or the traceback with
+--debug), and how a flag shows its default."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from charrnn.config import SampleConfig, TrainConfig, defaults
+from charrnn.errors import CharRNNError
+
+state = {"debug": False}  # set by the app's --debug
+TRAIN_DEFAULTS = defaults(TrainConfig)
+SAMPLE_DEFAULTS = defaults(SampleConfig)
+
+
+def opt(name: str, help: str, panel: str, table: dict = TRAIN_DEFAULTS, **kw) -> Any:
+    default = table.get(name)
+    if default is not None:
+        help += f" [dim]\\[default: {default}][/]"
+    return typer.Option(help=help, show_default=False, rich_help_panel=panel, **kw)
+
+
+def stderr():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, markup=False)  # paths and text may hold [brackets]
+
+
+def fail(exc: CharRNNError) -> None:
+    if state["debug"]:
+        raise exc
+    if exc.elsewhere:  # another process of a distributed run prints it
+        import time
+
+        time.sleep(1.0)  # torchrun stops all processes when one ends: give that one time to print
+        raise typer.Exit(exc.exit_code)
+    from rich.markup import escape
+
+    stderr().print(f"[bold red]charrnn: error:[/] {escape(str(exc))}", markup=True, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)

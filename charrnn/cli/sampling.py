@@ -1,0 +1,170 @@
+"""`charrnn sample`, `info` and `export`: using a trained model (text to stdout, its description,
+a copy that needs no torch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from charrnn.config import SampleConfig
+from charrnn.errors import CharRNNError
+from charrnn.cli.console import SAMPLE_DEFAULTS, fail as _fail, opt as _opt, stderr as _stderr
+
+# ---------------------------------------------------------------------------------- sample
+def sample(
+    checkpoint_path: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint (.pt), run folder (its best.pt, else last.pt) or export (.npz, see `charrnn export`) to sample from. \\[default: the newest best.pt under checkpoints/, else the newest last.pt]", show_default=False)] = None,
+    length: Annotated[int, _opt("length", "Characters to generate (after the prime).", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["length"],
+    temp: Annotated[float, _opt("temp", "Temperature: lower is safer, higher is wilder, 0 always takes the most likely character.", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["temp"],
+    top_k: Annotated[int, _opt("top_k", "Sample only among the k most likely characters (0 = off).", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["top_k"],
+    top_p: Annotated[float, _opt("top_p", "Sample only among the most likely characters whose mass reaches p (1 = off).", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["top_p"],
+    prime: Annotated[Optional[str], typer.Option(help="Text to start from (echoed, then continued).", rich_help_panel="Text", show_default=False)] = None,
+    prime_file: Annotated[Optional[Path], typer.Option(help="Read the prime text from this UTF-8 file.", rich_help_panel="Text", show_default=False)] = None,
+    unknown: Annotated[str, typer.Option(help="Prime characters the model never saw: error, or skip them with a warning.", rich_help_panel="Text")] = "error",
+    stop: Annotated[Optional[list[str]], typer.Option(help="End a sample right after this string appears (repeatable).", rich_help_panel="Text", show_default=False)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed: the same seed gives the same text. \\[default: random]", rich_help_panel="Text", show_default=False)] = None,
+    num_samples: Annotated[int, _opt("num_samples", "Generate this many samples together (one batch), printed one after the other, the first as it is generated.", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["num_samples"],
+    separator: Annotated[str, typer.Option(help="Printed between samples when --num-samples > 1.", rich_help_panel="Text")] = "\n\n",
+    echo_prime: Annotated[bool, typer.Option(help="Print the prime before its continuation.", rich_help_panel="Text")] = True,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel="Run")] = "cpu",
+    engine: Annotated[str, typer.Option(help="What computes the logits: numpy (NumPy only, CPU; no torch needed for an .npz), torch (any device), or auto: numpy on the CPU, where it is the faster, torch on a GPU. Both give the same text for the same seed.", rich_help_panel="Run")] = "auto",
+) -> None:
+    """Generate text from a trained model and stream it to stdout."""
+    try:
+        _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop or [], seed, num_samples, separator, echo_prime, device, engine)
+    except CharRNNError as exc:
+        _fail(exc)
+
+
+def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop, seed, num_samples, separator, echo_prime, device, engine="auto") -> None:
+    if prime is not None and prime_file is not None:
+        raise CharRNNError("give --prime or --prime-file, not both")
+    if unknown not in ("error", "skip"):
+        raise CharRNNError(f"--unknown {unknown!r} is not one of: error, skip")
+    if prime_file is not None:
+        from charrnn.data.corpus import read_text
+
+        prime = read_text(prime_file, flags=(), what="the prime file")
+    cfg = SampleConfig(length=length, temp=temp, top_k=top_k, top_p=top_p, prime=prime or "", seed=seed, num_samples=num_samples, stop=stop).validate()
+
+    from charrnn.machine.threads import limit_blas_threads, threads_for_command, use_threads
+
+    # One stream is matrix-vector products, which a second thread does not speed up and a busy
+    # neighbour slows down several times over (measured: see README, Busy machines); several
+    # streams are matrix products: the free cores.
+    threads = 1 if num_samples == 1 else threads_for_command()
+    limit_blas_threads(threads)
+    from charrnn.sample.engines import open_stepper  # imports torch only if the engine or a .pt needs it
+    from charrnn.sample.generate import OneAfterAnother, generate, prime_ids
+
+    if checkpoint_path is None:
+        from charrnn.sample.engines import newest
+
+        checkpoint_path = newest("checkpoints")
+        _stderr().print(f"sampling from {checkpoint_path} (the newest {checkpoint_path.name} under checkpoints/; -c to choose)", soft_wrap=True)
+    stepper, vocab, chosen = open_stepper(checkpoint_path, engine, device)
+    if chosen == "torch":
+        use_threads(threads)
+    _, _, dropped = prime_ids(vocab, cfg.prime, unknown)
+    if dropped:
+        from charrnn.data.vocab import describe_chars
+
+        _stderr().print(f"warning: dropped prime characters the model never saw: {describe_chars(dropped)}", soft_wrap=True)
+    out = _Stdout()
+    samples = OneAfterAnother(out.write, num_samples, separator)  # the first streams at once
+    for b, piece in generate(stepper, vocab, cfg, unknown, echo_prime, on_end=samples.end):
+        samples.piece(b, piece)
+    samples.close()
+    out.close()
+
+
+class _Stdout:
+    """UTF-8 text to stdout whatever the locale; flushed per character on a terminal; a closed
+    pipe (`| head`) ends the program quietly. On a terminal the text ends with a newline, so the
+    shell's prompt starts on a line of its own; into a pipe or file, the bytes are the sample's."""
+
+    def __init__(self):
+        self.stream = sys.stdout.buffer
+        self.tty = sys.stdout.isatty()
+        self.ends_line = True
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        try:
+            self.stream.write(text.encode("utf-8", "surrogatepass"))
+            self.ends_line = text.endswith("\n")
+            if self.tty or "\n" in text:
+                self.stream.flush()
+        except BrokenPipeError:
+            self._closed_pipe()
+
+    def close(self) -> None:
+        try:
+            if self.tty and not self.ends_line:
+                self.stream.write(b"\n")
+            self.stream.flush()
+        except BrokenPipeError:
+            self._closed_pipe()
+
+    @staticmethod
+    def _closed_pipe() -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so Python's exit-time flush does not complain
+        raise typer.Exit(0)
+
+
+# ---------------------------------------------------------------------------------- info
+def info(
+    checkpoint_path: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A .pt checkpoint (or a run folder: its best.pt, else last.pt).", show_default=False)],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the checkpoint's metadata as JSON on stdout.")] = False,
+) -> None:
+    """Describe a checkpoint: model, vocabulary, training config and progress."""
+    try:
+        from charrnn.store import checkpoint
+        from charrnn.cli.display import checkpoint_table
+        from charrnn.sample.engines import resolve_checkpoint
+
+        path = resolve_checkpoint(checkpoint_path)
+        ckpt = checkpoint.load(path)
+        if json_out:
+            import json
+
+            typer.echo(json.dumps({"path": str(path), "format_version": checkpoint.FORMAT_VERSION, **ckpt.meta}, indent=2))
+            return
+        from rich.console import Console
+
+        Console(highlight=False).print(checkpoint_table(path, ckpt))
+    except CharRNNError as exc:
+        _fail(exc)
+
+
+# ---------------------------------------------------------------------------------- export
+def export(
+    checkpoint_path: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A .pt checkpoint (or a run folder: its best.pt, else last.pt).", show_default=False)],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="npz: the weights as NumPy arrays (torch's names) and the vocabulary and model as JSON; `charrnn sample -c FILE.npz` reads it without torch.")] = "npz",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write. \\[default: CHECKPOINT with the format's suffix]", show_default=False)] = None,
+) -> None:
+    """Write a checkpoint's weights and vocabulary in a form that needs no torch to read."""
+    try:
+        if fmt != "npz":
+            raise CharRNNError(f"--format {fmt!r} is not one of: npz")
+        from charrnn.sample.engines import resolve_checkpoint
+        from charrnn.store.export import export_npz
+
+        path = resolve_checkpoint(checkpoint_path)
+        written = export_npz(path, out or path.with_suffix(".npz"))
+        _stderr().print(f"wrote {written} ({written.stat().st_size:,} bytes); sample from it with: charrnn sample -c {shlex.quote(str(written))}", soft_wrap=True)
+    except CharRNNError as exc:
+        _fail(exc)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(sample)
+    app.command()(info)
+    app.command()(export)

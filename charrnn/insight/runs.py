@@ -1,0 +1,170 @@
+"""The runs under a checkpoints folder, summarised from their checkpoints and metrics.
+
+A run is any folder below the root that holds `last.pt`, `best.pt` or `metrics.jsonl`. Its
+model and progress come from the checkpoint's metadata (`last.pt`, else `best.pt`, read through
+`checkpoint.load`, which never runs code), its best validation loss from `metrics.jsonl`. A run
+whose files cannot be read is still listed, with the problem instead of the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from charrnn.store import checkpoint
+from charrnn.errors import CharRNNError
+
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")
+LN2 = math.log(2)
+
+
+@dataclass
+class RunSummary:
+    name: str  # path relative to the root
+    path: str
+    cell: str | None = None
+    layers: int | None = None
+    hidden: int | None = None
+    parameters: int | None = None
+    steps: int | None = None
+    chars_seen: int | None = None
+    best_val_loss: float | None = None  # nats/char, the lowest of metrics.jsonl
+    modified: float = 0.0  # seconds since the epoch: the newest of the run's files
+    problem: str | None = None
+
+    @property
+    def best_val_bpc(self) -> float | None:
+        return None if self.best_val_loss is None else self.best_val_loss / LN2
+
+    @property
+    def model(self) -> str:
+        return f"{self.cell.upper()} {self.layers}×{self.hidden}" if self.cell else "?"
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["best_val_bpc"] = self.best_val_bpc
+        out["modified"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.modified))
+        return out
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Every folder under `root` (itself included) holding one of the run files, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        if root.exists():
+            raise CharRNNError(f"{root}: a file, not a folder of runs (give --root a folder such as checkpoints)")
+        raise CharRNNError(f"{root}: no such folder (train a model first: charrnn train FILE)")
+    return sorted({p.parent for name in RUN_FILES for p in root.rglob(name) if p.is_file()})
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The evaluations of a metrics.jsonl. Lines that are not JSON objects (a torn last line) are
+    skipped, and so are notes about the run (rows with an "event" key, such as a change of
+    threads)."""
+    rows = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise CharRNNError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CharRNNError(f"{path}: cannot read: {exc}") from None
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "event" not in row:
+            rows.append(row)
+    return rows
+
+
+def summarise(folder: Path, root: Path) -> RunSummary:
+    files = [folder / f for f in RUN_FILES if (folder / f).is_file()]
+    run = RunSummary(
+        name=str(folder.relative_to(root)) if folder != root else folder.name,
+        path=str(folder),
+        modified=max(f.stat().st_mtime for f in files),
+    )
+    problems = []
+    ckpt_path = next((f for f in files if f.suffix == ".pt"), None)
+    if ckpt_path is not None:
+        try:
+            ckpt = checkpoint.load(ckpt_path)
+            model, progress = ckpt.meta["model"], ckpt.meta["progress"]
+            run.cell, run.layers, run.hidden = model["cell"], model["layers"], model["hidden"]
+            run.steps, run.chars_seen = progress["step"], progress["chars_seen"]
+            run.parameters = sum(t.numel() for t in ckpt.model.values())
+        except CharRNNError as exc:
+            problems.append(str(exc))
+        except (KeyError, TypeError):
+            problems.append(f"{ckpt_path}: damaged metadata")
+    metrics = folder / "metrics.jsonl"
+    if metrics.is_file():
+        try:
+            rows = read_metrics(metrics)
+        except CharRNNError as exc:
+            problems.append(str(exc))
+            rows = []
+        losses = [r["val_loss"] for r in rows if _finite(r.get("val_loss"))]
+        run.best_val_loss = min(losses) if losses else None
+        if rows and run.steps is None:
+            run.steps = rows[-1].get("step")
+            run.chars_seen = rows[-1].get("chars_seen")
+    run.problem = "; ".join(problems) or None
+    return run
+
+
+def list_runs(root: str | Path = "checkpoints") -> list[RunSummary]:
+    """The runs under `root`, the most recently modified first."""
+    root = Path(root)
+    runs = [summarise(folder, root) for folder in find_runs(root)]
+    return sorted(runs, key=lambda r: r.modified, reverse=True)
+
+
+def human(n: float) -> str:
+    """1234567 -> '1.23M': short numbers for tables and axes."""
+    for size, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{suffix}"
+    return f"{n:.3g}"
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def age(seconds_ago: float) -> str:
+    """How long ago, briefly: '40s ago', '5m ago', '3h ago', '12d ago'."""
+    for size, suffix in ((86400, "d"), (3600, "h"), (60, "m")):
+        if seconds_ago >= size:
+            return f"{int(seconds_ago // size)}{suffix} ago"
+    return f"{max(0, int(seconds_ago))}s ago"
+
+
+def runs_table(runs: list[RunSummary], root: str | Path, now: float | None = None):
+    """`charrnn runs` as a rich table (numbers shortened; --json has them in full). "val loss" is
+    the best validation loss in nats per character, "bpc" the same in bits."""
+    from rich import box
+    from rich.table import Table
+
+    now = time.time() if now is None else now
+    table = Table(title=f"runs under {root}/", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("run", overflow="fold", min_width=min(12, max(len(r.name) for r in runs)))
+    for name in ("model", "params", "steps", "chars", "val loss", "bpc", "modified"):
+        table.add_column(name, justify="left" if name == "model" else "right", no_wrap=True)
+    for r in runs:
+        model = r.model if r.problem is None else f"[red]{'unreadable' if r.cell is None else r.model}[/]"
+        table.add_row(
+            r.name,
+            model,
+            "-" if r.parameters is None else human(r.parameters),
+            "-" if r.steps is None else f"{r.steps:,}",
+            "-" if r.chars_seen is None else human(r.chars_seen),
+            "-" if r.best_val_loss is None else f"{r.best_val_loss:.3f}",
+            "-" if r.best_val_bpc is None else f"{r.best_val_bpc:.3f}",
+            age(now - r.modified),
+        )
+    return table

@@ -1,0 +1,37 @@
+"""The torch engine for generation: one character per step through a `CharRNN`."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from charrnn.model import CharRNN
+
+
+class TorchStepper:
+    """Turns the last character ids into next-character logits, keeping the hidden state."""
+
+    def __init__(self, model: CharRNN, device: torch.device | str = "cpu"):
+        self.model = model.eval()
+        self.device = torch.device(device)
+        self.hidden = None
+
+    @torch.inference_mode()
+    def prime(self, ids: list[int], batch_size: int) -> np.ndarray:
+        x = torch.tensor(ids, dtype=torch.long, device=self.device).unsqueeze(0).expand(batch_size, -1)
+        logits, self.hidden = self.model(x, None)  # (B, T, V)
+        return logits[:, -1].float().cpu().numpy()
+
+    @torch.inference_mode()
+    def step(self, ids: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.asarray(ids, dtype=np.int64)).view(-1, 1).to(self.device)
+        logits, self.hidden = self.model(x, self.hidden)  # (B, 1, V)
+        return logits[:, -1].float().cpu().numpy()
+
+
+def fused_stepper(model: CharRNN):
+    """The fused NumPy engine (charrnn.fast_step) loaded with this model's weights."""
+    from charrnn.sample.numpy_engine import FusedStepper
+
+    weights = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+    return FusedStepper(weights, model.cfg.cell, model.cfg.layers, model.cfg.hidden)

@@ -1,0 +1,195 @@
+"""A checkpoint's metadata as typed records: written from `CheckpointInfo.to_meta`, read back
+(and checked) by `read_info`, so that what a file claims is known good before anyone uses it.
+
+The metadata is a JSON object: the vocabulary, the model and training configs, the progress of
+the run, its corpus, the batch layout (streams per process x processes) and version fields.
+`read_info` refuses a missing or unexpected key, a value of the wrong type (a bool is not an
+int), a value out of range, and parts that disagree with each other (vocabulary and model, model
+and training config). Checkpoints written before a field existed still load: a training option
+missing from their config takes its default, a missing `world_size` means one process.
+
+This module imports no torch; `checkpoint.validate` adds the checks of the tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any, Callable
+
+from charrnn.config import CELLS, ModelConfig, TrainConfig, typed_value
+from charrnn.errors import CharRNNError
+from charrnn.data.vocab import Vocab
+
+
+class Invalid(ValueError):
+    """What is wrong with a piece of metadata, for a message that names the file."""
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    chunk: int = 0  # next chunk index within the epoch
+    chars_seen: int = 0
+    train_seconds: float = 0.0
+    best_loss: float = math.inf
+    loss_sum: float = 0.0  # train loss accumulated since the last evaluation
+    loss_count: int = 0
+    skipped_steps: int = 0
+
+
+@dataclass
+class Corpus:
+    """The text a run trains on: its path, the length of its training split and a fingerprint."""
+
+    path: str
+    train_chars: int
+    digest: str
+
+
+@dataclass
+class CheckpointInfo:
+    """Everything a checkpoint says about itself besides its tensors."""
+
+    charrnn_version: str
+    vocab: Vocab
+    model: ModelConfig
+    config: TrainConfig
+    progress: Progress
+    batch_size: int  # streams per process
+    world_size: int  # processes (absent before distributed training: 1)
+    corpus: Corpus
+    saved_at: float  # seconds since the epoch
+    weights_digests: list[str] | None  # under distributed training: each process' weights, hashed
+
+    @property
+    def streams(self) -> int:
+        """Parallel streams of the whole run: the width of its saved hidden state."""
+        return self.batch_size * self.world_size
+
+    def to_meta(self) -> dict[str, Any]:
+        meta = {f.name: getattr(self, f.name) for f in fields(self)}
+        meta |= {"vocab": self.vocab.to_json(), **{k: asdict(meta[k]) for k in ("model", "config", "progress", "corpus")}}
+        if self.weights_digests is None:
+            del meta["weights_digests"]
+        return meta
+
+
+def read_info(meta: Any) -> CheckpointInfo:
+    """The metadata of a checkpoint as a CheckpointInfo, or Invalid saying what is wrong."""
+    info = read_record(CheckpointInfo, meta, "meta", defaults={"world_size": 1, "weights_digests": None})
+    _at_least(info, "meta", ("batch_size", "world_size"), 1)
+    _require(math.isfinite(info.saved_at), "meta.saved_at", info.saved_at, "must be a finite number")
+    if info.weights_digests is not None and len(info.weights_digests) != info.world_size:
+        raise Invalid(f"meta.weights_digests has {len(info.weights_digests)} entries for {info.world_size} processes")
+    check_vocab(info.vocab, info.model)
+    for name in ("cell", "layers", "hidden", "embed", "dropout"):
+        mine, theirs = getattr(info.model, name), getattr(info.config, name)
+        if mine != theirs:
+            raise Invalid(f"meta.model.{name} {mine!r} and meta.config.{name} {theirs!r} disagree")
+    return info
+
+
+def check_vocab(vocab: Vocab, model: ModelConfig) -> None:
+    if len(vocab) != model.vocab_size:
+        raise Invalid(f"a vocabulary of {len(vocab)} characters, but meta.model.vocab_size is {model.vocab_size}")
+
+
+def read_record(cls, data: Any, where: str, defaults: dict[str, Any] | None = None):
+    """`data` (a JSON object) as a `cls`: each field present (or given in `defaults`), of its
+    type, no other key. A field whose type is itself a record is read by its entry in READERS."""
+    if not isinstance(data, dict):
+        raise Invalid(f"{where} is {_short(data)}, expected an object")
+    known = {f.name: f for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            raise Invalid(f"unexpected key {where}.{str(key)[:40]}")
+    values = dict(defaults or {})
+    for name, f in known.items():
+        if name in data:
+            reader = READERS.get(str(f.type))
+            values[name] = reader(data[name], f"{where}.{name}") if reader else _typed(f.type, data[name], f"{where}.{name}")
+        elif name not in values:
+            raise Invalid(f"{where}.{name} is missing")
+    return cls(**values)
+
+
+def _typed(annotation: str, value: Any, where: str) -> Any:
+    try:
+        return typed_value(str(annotation), value)
+    except TypeError:
+        raise Invalid(f"{where} is {_short(value)}, expected {annotation}") from None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _require(ok: bool, where: str, value: Any, why: str) -> None:
+    if not ok:
+        raise Invalid(f"{where} {value!r} {why}")
+
+
+def _at_least(record, where: str, names: tuple[str, ...], least: int) -> None:
+    for name in names:
+        _require(getattr(record, name) >= least, f"{where}.{name}", getattr(record, name), f"must be at least {least}")
+
+
+def read_vocab(data: Any, where: str) -> Vocab:
+    chars = read_record(_VocabRecord, data, where).chars
+    try:
+        return Vocab(tuple(chars))
+    except ValueError:
+        raise Invalid(f"{where}.chars must be distinct characters sorted by code point") from None
+
+
+@dataclass
+class _VocabRecord:
+    chars: str
+
+
+def read_model(data: Any, where: str) -> ModelConfig:
+    model = read_record(ModelConfig, data, where)
+    _require(model.cell in CELLS, f"{where}.cell", model.cell, f"is not one of {', '.join(CELLS)}")
+    _at_least(model, where, ("vocab_size", "layers", "hidden", "embed"), 1)
+    _require(0 <= model.dropout < 1, f"{where}.dropout", model.dropout, "must be in [0, 1)")
+    return model
+
+
+def _read_config(data: Any, where: str) -> TrainConfig:
+    """A training config; options that older versions did not have take their defaults."""
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    config = read_record(TrainConfig, data, where, defaults)
+    try:
+        return config.validate()
+    except CharRNNError as exc:
+        raise Invalid(f"{where}: {exc}") from None
+
+
+def _read_progress(data: Any, where: str) -> Progress:
+    progress = read_record(Progress, data, where)
+    _at_least(progress, where, ("step", "epoch", "chunk", "chars_seen", "loss_count", "skipped_steps"), 0)
+    for name in ("train_seconds", "loss_sum"):
+        value = getattr(progress, name)
+        _require(math.isfinite(value) and value >= 0, f"{where}.{name}", value, "must be a finite number, 0 or more")
+    _require(progress.best_loss >= 0, f"{where}.best_loss", progress.best_loss, "must be 0 or more (or Infinity)")
+    return progress
+
+
+def _read_corpus(data: Any, where: str) -> Corpus:
+    corpus = read_record(Corpus, data, where)
+    _at_least(corpus, where, ("train_chars",), 0)
+    return corpus
+
+
+READERS: dict[str, Callable[[Any, str], Any]] = {  # a field's type (as annotated) -> its reader
+    "Vocab": read_vocab,
+    "ModelConfig": read_model,
+    "TrainConfig": _read_config,
+    "Progress": _read_progress,
+    "Corpus": _read_corpus,
+}
