@@ -13,9 +13,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from charrnn.cells import CELLS as _CELL_DESCRIPTIONS
 from charrnn.errors import CharRNNError
 
-CELLS = ("lstm", "gru", "rnn")
+CELLS = tuple(_CELL_DESCRIPTIONS)  # lstm, gru, rnn: described in cells.py
 SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")

@@ -10,9 +10,14 @@ V = vocabulary size.
 
 from __future__ import annotations
 
+import time
+
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from charrnn.cells import CELLS
 from charrnn.config import ModelConfig
 
 RNN_MODULES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -39,7 +44,8 @@ class CharRNN(nn.Module):
         """A zero state: (L, B, H), or an (h, c) pair of them for the LSTM."""
         device = device or self.head.weight.device
         zeros = lambda: torch.zeros(self.cfg.layers, batch_size, self.cfg.hidden, device=device)  # noqa: E731
-        return (zeros(), zeros()) if self.cfg.cell == "lstm" else zeros()
+        state = tuple(zeros() for _ in CELLS[self.cfg.cell].state)  # (h,) or (h, c)
+        return state if len(state) > 1 else state[0]
 
     def forward(self, ids: torch.Tensor, hidden: Hidden | None = None):
         """ids (B, T) -> logits (B, T, V), new hidden state.
@@ -70,8 +76,38 @@ def hidden_from_list(tensors: list[torch.Tensor], cell: str, device) -> Hidden |
     if not tensors:
         return None
     tensors = [t.to(device) for t in tensors]
-    return tuple(tensors) if cell == "lstm" else tensors[0]
+    return tuple(tensors) if len(CELLS[cell].state) > 1 else tensors[0]
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def numpy_weights(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """A model's weights (a state dict) as float32 NumPy arrays on the CPU, torch's names."""
+    return {name: tensor.detach().float().cpu().numpy() for name, tensor in state.items()}
+
+
+def stream_loss(model: CharRNN, streams: np.ndarray, seq_len: int, device, carry_state: bool = True, whole: bool = False, deadline: float | None = None, on_progress=None) -> tuple[float, int]:
+    """Summed cross-entropy (nats) of predicting each next character of `streams` (B, N), and
+    how many characters that covers: chunks of `seq_len` inputs read in order, the hidden state
+    carried from one to the next (unless `carry_state` is off). Validation reads full chunks
+    only (the same chunks every time); with `whole` the last, shorter chunk is read too (`eval`
+    scores every character). At `deadline` (a time.perf_counter() value) it stops after the
+    chunk in hand; `on_progress(done, total)` counts the targets of one stream."""
+    n_targets = streams.shape[1] - 1
+    n_chunks = -(-n_targets // seq_len) if whole else n_targets // seq_len
+    was_training = model.training
+    model.eval()
+    total, count, hidden = 0.0, 0, None
+    try:
+        with torch.no_grad():
+            for start in range(0, max(n_chunks, 0) * seq_len, seq_len):
+                block = torch.from_numpy(np.asarray(streams[:, start : start + seq_len + 1], dtype=np.int64)).to(device)  # (B, T + 1)
+                x, y = block[:, :-1], block[:, 1:]  # (B, T) each
+                logits, hidden = model(x, hidden if carry_state else None)  # (B, T, V)
+                total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
+                count += y.numel()
+                if on_progress is not None:
+                    on_progress(min(start + seq_len, n_targets), n_targets)
+                if deadline is not None and time.perf_counter() >= deadline:
+                    break
+    finally:
+        model.train(was_training)
+    return total, count

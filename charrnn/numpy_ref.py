@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from charrnn.cells import CELLS as DESCRIBED  # gate counts and state: the one description
+
 
 def sigmoid(u: np.ndarray) -> np.ndarray:
     """sigmoid(u) = 1 / (1 + exp(-u)), written as (1 + tanh(u / 2)) / 2: the same function,
@@ -61,8 +63,7 @@ def sigmoid(u: np.ndarray) -> np.ndarray:
 class RNNCell:
     """Vanilla (Elman) RNN:  h_t = tanh(W_xh x_t + W_hh h_{t-1} + b_h)."""
 
-    gates = 1
-    state = ("h",)
+    gates, state = DESCRIBED["rnn"].gates, DESCRIBED["rnn"].state
 
     @staticmethod
     def step(a_x, a_h, state):
@@ -91,8 +92,7 @@ class LSTMCell:
         h_t = o * tanh(c_t)
     """
 
-    gates = 4
-    state = ("h", "c")
+    gates, state = DESCRIBED["lstm"].gates, DESCRIBED["lstm"].state
 
     @staticmethod
     def step(a_x, a_h, state):
@@ -128,8 +128,7 @@ class GRUCell:
         h_t = (1 - z) * n + z * h_{t-1}
     """
 
-    gates = 3
-    state = ("h",)
+    gates, state = DESCRIBED["gru"].gates, DESCRIBED["gru"].state
 
     @staticmethod
     def step(a_x, a_h, state):

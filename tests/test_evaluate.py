@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from charrnn.store import checkpoint
 from charrnn.errors import CharRNNError
 from charrnn.insight.scores import drop_unknown, score_ids, score_text
-from charrnn.train.trainer import model_from_checkpoint
+from charrnn.store.model_file import build_model, open_model_file
 from charrnn.data.vocab import Vocab
 
 from tiny_run import invoke, structured_text, train_tiny_run
@@ -23,7 +23,8 @@ TEXT = structured_text(6000)
 def run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("eval") / "run"
     train_tiny_run(folder, TEXT)
-    model, vocab = model_from_checkpoint(checkpoint.load(folder / "best.pt"))
+    record = open_model_file(folder / "best.pt")
+    model, vocab = build_model(record), record.vocab
     return folder, model, vocab
 
 

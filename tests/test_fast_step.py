@@ -5,8 +5,14 @@ import torch
 from charrnn.config import ModelConfig, SampleConfig
 from charrnn.model import CharRNN
 from charrnn.sample.generate import generate_text
-from charrnn.sample.torch_engine import TorchStepper, fused_stepper
+from charrnn.model import numpy_weights
+from charrnn.sample.engines import numpy_stepper
+from charrnn.sample.torch_engine import TorchStepper
 from charrnn.data.vocab import Vocab
+
+
+def fused_stepper(model):
+    return numpy_stepper(numpy_weights(model.state_dict()), model.cfg)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])

@@ -10,7 +10,7 @@ from charrnn.store import checkpoint
 from charrnn.errors import CharRNNError
 from charrnn.insight.neurons import activations, check_choice, correlations, rank_units, text_features
 from charrnn.insight.neurons_view import colour
-from charrnn.train.trainer import model_from_checkpoint
+from charrnn.store.model_file import build_model, open_model_file
 
 from tiny_run import invoke, structured_text, train_tiny_run
 
@@ -21,7 +21,8 @@ TEXT = structured_text(5000)
 def run(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp("neurons") / request.param
     train_tiny_run(folder, TEXT, cell=request.param)
-    model, vocab = model_from_checkpoint(checkpoint.load(folder / "best.pt"))
+    record = open_model_file(folder / "best.pt")
+    model, vocab = build_model(record), record.vocab
     sample = folder.parent / "sample.txt"
     sample.write_text(structured_text(400, seed=3), encoding="utf-8")
     return folder, model, vocab, sample

@@ -9,7 +9,8 @@ from charrnn import numpy_ref
 from charrnn.store import checkpoint
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.model import CharRNN
-from charrnn.train.trainer import Trainer, model_from_checkpoint
+from charrnn.store.model_file import build_model, open_model_file
+from charrnn.train.trainer import Trainer
 from charrnn.data.vocab import Vocab
 
 from conftest import words_text
@@ -92,7 +93,7 @@ def test_forward_logits_agree_with_torch_for_a_trained_checkpoint(cell, tmp_path
     ids = vocab.encode(text)
     Trainer(cfg, vocab, ids[:3600], ids[3600:], tmp_path / "run").fit()
     ckpt = checkpoint.load(tmp_path / "run" / "best.pt")
-    model, _ = model_from_checkpoint(ckpt)
+    model = build_model(open_model_file(tmp_path / "run" / "best.pt"))
     params = {name: tensor.numpy() for name, tensor in ckpt.model.items()}
     assert params["rnn.weight_hh_l1"].dtype == np.float32
 

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from charrnn.errors import CharRNNError
-from charrnn.model import CharRNN, count_parameters
+from charrnn.model import CharRNN
 from charrnn.insight.runs import age, human, list_runs
 
 from tiny_run import invoke, structured_text, train_tiny_run
@@ -35,7 +35,7 @@ def test_runs_are_found_and_summarised(root):
     assert [r.name for r in runs] == ["broken", "sweep/gru-run", "lstm-run"]  # the newest first
     broken, gru, lstm = runs
     assert (lstm.cell, lstm.layers, lstm.hidden, lstm.steps, lstm.chars_seen) == ("lstm", 2, 16, 20, 20 * 4 * 16)
-    assert lstm.parameters == count_parameters(CharRNN(_model_config(root / "lstm-run")))
+    assert lstm.parameters == sum(p.numel() for p in CharRNN(_model_config(root / "lstm-run")).parameters())
     metrics = [json.loads(line) for line in (root / "lstm-run" / "metrics.jsonl").read_text().splitlines()]
     assert lstm.best_val_loss == min(r["val_loss"] for r in metrics)
     assert (gru.model, gru.steps) == ("GRU 2×24", 10)
@@ -64,7 +64,7 @@ def test_runs_command_prints_a_table(root):
 
 
 def _params(folder):
-    return count_parameters(CharRNN(_model_config(folder)))
+    return sum(p.numel() for p in CharRNN(_model_config(folder)).parameters())
 
 
 def test_runs_json(root):

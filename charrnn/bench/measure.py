@@ -26,14 +26,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+from charrnn.cells import CELLS
+
 VOCAB = 65  # tiny-shakespeare's
 
 
 def forward_flops_per_char(cell: str, layers: int, hidden: int, embed: int, vocab: int) -> int:
     flops, width = 0, embed
     for _ in range(layers):
-        flops += 2 * GATES[cell] * hidden * (width + hidden)
+        flops += 2 * CELLS[cell].gates * hidden * (width + hidden)
         width = hidden
     return flops + 2 * hidden * vocab
 
@@ -243,7 +244,11 @@ def bench_sampling(quick: bool) -> list[dict[str, Any]]:
     from charrnn.config import ModelConfig, SampleConfig
     from charrnn.model import CharRNN
     from charrnn.sample.generate import generate_text
-    from charrnn.sample.torch_engine import TorchStepper, fused_stepper
+    from charrnn.model import numpy_weights
+    from charrnn.sample.engines import numpy_stepper
+    from charrnn.sample.torch_engine import TorchStepper
+
+    fused_stepper = lambda model: numpy_stepper(numpy_weights(model.state_dict()), model.cfg)  # noqa: E731
     from charrnn.data.vocab import Vocab
 
     torch.manual_seed(0)

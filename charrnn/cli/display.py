@@ -33,9 +33,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from charrnn.cells import parameter_count
 from charrnn.errors import plural
+from charrnn.units import LN2
 
-LN2 = math.log(2)
 
 
 def _fmt_loss(nats: float | None) -> str:
@@ -242,7 +243,7 @@ def checkpoint_table(path, ckpt) -> Table:
     """`charrnn info` as a two-column table."""
     meta = ckpt.meta
     model, cfg, prog = meta["model"], meta["config"], meta["progress"]
-    n_params = sum(t.numel() for t in ckpt.model.values())
+    n_params = parameter_count(ckpt.info.model)
     table = Table(title=str(path), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()

@@ -38,20 +38,16 @@ def _stdout():
 
 
 def _load_model(path: Path, device: str = "cpu", threads: int = 1):
-    from charrnn.store import checkpoint
     from charrnn.machine.device import pick_device
     from charrnn.machine.threads import use_threads
-    from charrnn.train.trainer import model_from_checkpoint
+    from charrnn.store.model_file import build_model, open_model_file
 
     if threads < 1:
         raise CharRNNError(f"--threads {threads} must be at least 1")
     use_threads(threads)
-    from charrnn.sample.engines import resolve_checkpoint
-
-    path = resolve_checkpoint(path)
     torch_device = pick_device(device)
-    model, vocab = model_from_checkpoint(checkpoint.load(path), torch_device)
-    return path, model, vocab, torch_device
+    record = open_model_file(path)
+    return record.path, build_model(record, torch_device), record.vocab, torch_device
 
 
 def _read(path: Path, encoding: str) -> str:

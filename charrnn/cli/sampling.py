@@ -128,7 +128,7 @@ def info(
     try:
         from charrnn.store import checkpoint
         from charrnn.cli.display import checkpoint_table
-        from charrnn.sample.engines import resolve_checkpoint
+        from charrnn.store.model_file import resolve_checkpoint
 
         path = resolve_checkpoint(checkpoint_path)
         ckpt = checkpoint.load(path)
@@ -154,7 +154,7 @@ def export(
     try:
         if fmt != "npz":
             raise CharRNNError(f"--format {fmt!r} is not one of: npz")
-        from charrnn.sample.engines import resolve_checkpoint
+        from charrnn.store.model_file import resolve_checkpoint
         from charrnn.store.export import export_npz
 
         path = resolve_checkpoint(checkpoint_path)

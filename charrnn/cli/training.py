@@ -245,8 +245,10 @@ def _plan_run(lock: RunLock, run_dir: Path, cfg: TrainConfig, file_values: dict,
     or None)."""
     lock.acquire()  # before anything in the folder is read: one writer per run folder
     planned = _read_run(run_dir, cfg, file_values, given, resume, overwrite, init_from, world)
-    if planned[0].engine == "numpy" and world > 1:
-        raise CharRNNError("--engine numpy trains in one process (its hand-written gradients are not averaged across processes): leave out --nproc, or use --engine torch")
+    if planned[0].engine == "numpy":
+        from charrnn.train.numpy_engine import check_one_process
+
+        check_one_process(world)
     return planned
 
 

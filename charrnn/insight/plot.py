@@ -15,9 +15,9 @@ from pathlib import Path
 from rich.text import Text
 
 from charrnn.errors import CharRNNError
+from charrnn.units import LN2
 from charrnn.insight.runs import human, read_metrics
 
-LN2 = math.log(2)
 COLOURS = ("cyan", "magenta", "yellow", "green", "blue", "red", "bright_white")
 HEX_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 # braille dot bit for (column 0-1, row 0-3) inside one character cell

@@ -14,11 +14,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from charrnn.cells import parameter_count
 from charrnn.store import checkpoint
 from charrnn.errors import CharRNNError
+from charrnn.units import LN2
 
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")
-LN2 = math.log(2)
 
 
 @dataclass
@@ -96,7 +97,7 @@ def summarise(folder: Path, root: Path) -> RunSummary:
             model, progress = ckpt.meta["model"], ckpt.meta["progress"]
             run.cell, run.layers, run.hidden = model["cell"], model["layers"], model["hidden"]
             run.steps, run.chars_seen = progress["step"], progress["chars_seen"]
-            run.parameters = sum(t.numel() for t in ckpt.model.values())
+            run.parameters = parameter_count(ckpt.info.model)
         except CharRNNError as exc:
             problems.append(str(exc))
         except (KeyError, TypeError):

@@ -17,14 +17,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from charrnn.errors import CharRNNError, plural
-from charrnn.model import CharRNN
+from charrnn.units import LN2
+from charrnn.model import CharRNN, stream_loss
 from charrnn.data.vocab import Vocab
 
-LN2 = math.log(2)
 CHUNK_LEN = 1024  # characters per forward pass
 
 
@@ -82,22 +80,8 @@ def score_ids(
     """Mean cross-entropy (nats) of predicting ids[1:] from the ids before them, in one stream."""
     if len(ids) < 2:
         raise CharRNNError("the text needs at least 2 characters the model knows to be scored")
-    was_training = model.training
-    model.eval()
-    total, hidden = 0.0, None
-    n_targets = len(ids) - 1
-    try:
-        with torch.inference_mode():
-            for start in range(0, n_targets, chunk_len):
-                block = torch.from_numpy(np.asarray(ids[start : start + chunk_len + 1], dtype=np.int64))
-                block = block.to(device).unsqueeze(0)  # (1, T + 1)
-                logits, hidden = model(block[:, :-1], hidden)  # (1, T, V)
-                total += F.cross_entropy(logits[0].float(), block[0, 1:], reduction="sum").item()
-                if on_progress is not None:
-                    on_progress(min(start + chunk_len, n_targets), n_targets)
-    finally:
-        model.train(was_training)
-    return total / n_targets
+    total, count = stream_loss(model, np.asarray(ids)[None, :], chunk_len, device, whole=True, on_progress=on_progress)  # one stream: (1, N)
+    return total / count
 
 
 def score_text(

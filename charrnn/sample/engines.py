@@ -1,4 +1,5 @@
-"""The two sampling engines, the choice between them, and loading a model for either.
+"""The two sampling engines and the choice between them (a model file is opened by
+store/model_file.py).
 
     torch   `TorchStepper`: the CharRNN through torch, on any device (CPU, CUDA, MPS).
     numpy   `FusedStepper` (charrnn/sample/numpy_engine.py): NumPy only, on the CPU. No torch runs in its
@@ -21,14 +22,9 @@ import numpy as np
 
 from charrnn.config import ModelConfig
 from charrnn.errors import CharRNNError
-from charrnn.store.export import load_npz
-from charrnn.data.vocab import Vocab
+from charrnn.store.model_file import ModelFile, build_model, is_export, open_model_file, resolve_checkpoint
 
 ENGINES = ("auto", "torch", "numpy")
-
-
-def is_export(path: Path) -> bool:
-    return Path(path).suffix == ".npz"
 
 
 def choose_engine(engine: str, device: str, path: Path) -> str:
@@ -48,18 +44,6 @@ def choose_engine(engine: str, device: str, path: Path) -> str:
     return "numpy" if pick_device(device).type == "cpu" else "torch"
 
 
-def resolve_checkpoint(path: Path) -> Path:
-    """The file a user means by `path`: itself, or for a run folder its best.pt (its last.pt
-    when no validation ever wrote a best one)."""
-    path = Path(path)
-    if not path.is_dir():
-        return path
-    for name in ("best.pt", "last.pt"):
-        if (path / name).is_file():
-            return path / name
-    raise CharRNNError(f"{path}: a folder with no best.pt or last.pt in it; give a run folder (checkpoints/NAME) or a .pt file")
-
-
 def newest(root: str | Path = "checkpoints") -> Path:
     """For `sample` without -c: the most recently written best.pt anywhere under `root`, or
     when there is none (no run has evaluated yet), the most recent last.pt."""
@@ -71,50 +55,30 @@ def newest(root: str | Path = "checkpoints") -> Path:
     raise CharRNNError(f"no checkpoint under {root}/: train a model first (charrnn train FILE) or pass --checkpoint")
 
 
-def load_model(path: Path) -> tuple[dict[str, np.ndarray], Vocab, ModelConfig]:
-    """The weights (NumPy arrays, torch's names), vocabulary and model config of a .pt
-    checkpoint or an .npz export."""
-    path = Path(path)
-    if is_export(path):
-        return load_npz(path)
-    try:
-        from charrnn.store import checkpoint
-    except ImportError as exc:
-        raise CharRNNError(
-            f"{path}: reading a .pt checkpoint needs torch, which cannot be imported here ({exc}); "
-            f"where torch is installed, run `charrnn export {path}` and sample from the .npz"
-        ) from None
-    ckpt = checkpoint.load(path)  # checked: weights, vocabulary and model agree
-    weights = {name: tensor.detach().float().cpu().numpy() for name, tensor in ckpt.model.items()}
-    return weights, ckpt.info.vocab, ckpt.info.model
-
-
 def numpy_stepper(weights: dict[str, np.ndarray], cfg: ModelConfig):
+    """The fused NumPy engine, from float32 weights (torch's names) and the model config."""
     from charrnn.sample.numpy_engine import FusedStepper
 
     return FusedStepper(weights, cfg.cell, cfg.layers, cfg.hidden)
 
 
-def torch_stepper(weights: dict[str, np.ndarray], cfg: ModelConfig, device: str = "cpu"):
+def torch_stepper(record: ModelFile, device: str = "cpu"):
     try:
-        import torch
+        import torch  # noqa: F401
     except ImportError as exc:
         raise CharRNNError(f"--engine torch needs torch, which cannot be imported here ({exc}); use --engine numpy") from None
 
     from charrnn.machine.device import pick_device
-    from charrnn.model import CharRNN
     from charrnn.sample.torch_engine import TorchStepper
 
     torch_device = pick_device(device)
-    model = CharRNN(cfg)
-    model.load_state_dict({name: torch.from_numpy(array) for name, array in weights.items()})
-    return TorchStepper(model.to(torch_device).eval(), torch_device)
+    return TorchStepper(build_model(record, torch_device), torch_device)
 
 
 def open_stepper(path: Path, engine: str = "auto", device: str = "cpu"):
     """(stepper, vocabulary, the engine chosen) for sampling from a .pt, a run folder or an .npz."""
     path = resolve_checkpoint(path)
     chosen = choose_engine(engine, device, path)
-    weights, vocab, cfg = load_model(path)
-    stepper = numpy_stepper(weights, cfg) if chosen == "numpy" else torch_stepper(weights, cfg, device)
-    return stepper, vocab, chosen
+    record = open_model_file(path)
+    stepper = numpy_stepper(record.weights, record.model) if chosen == "numpy" else torch_stepper(record, device)
+    return stepper, record.vocab, chosen

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+from charrnn.cells import CELLS
+
 
 
 class FusedStepper:
@@ -32,7 +33,7 @@ class FusedStepper:
     def __init__(self, weights: dict[str, np.ndarray], cell: str, layers: int, hidden: int):
         self.cell, self.layers, self.hidden = cell, layers, hidden
         w = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
-        H, G = hidden, GATES[cell]
+        H, G = hidden, CELLS[cell].gates
         order = np.r_[0:H, H : 2 * H, 3 * H : 4 * H, 2 * H : 3 * H] if cell == "lstm" else np.arange(G * H)
         scale = np.ones(G * H, np.float32)
         if cell == "lstm":
@@ -66,7 +67,7 @@ class FusedStepper:
 
     # -------------------------------------------------------------------------- buffers
     def _allocate(self, batch: int) -> None:
-        H, G, L = self.hidden, GATES[self.cell], self.layers
+        H, G, L = self.hidden, CELLS[self.cell].gates, self.layers
         self.batch = batch
         self.xh = [np.zeros((batch, 2 * H), np.float32) for _ in range(L)]  # [input | own h]
         self.c = [np.zeros((batch, H), np.float32) for _ in range(L)]  # LSTM cell state

@@ -27,11 +27,3 @@ class TorchStepper:
         x = torch.from_numpy(np.asarray(ids, dtype=np.int64)).view(-1, 1).to(self.device)
         logits, self.hidden = self.model(x, self.hidden)  # (B, 1, V)
         return logits[:, -1].float().cpu().numpy()
-
-
-def fused_stepper(model: CharRNN):
-    """The fused NumPy engine (charrnn.fast_step) loaded with this model's weights."""
-    from charrnn.sample.numpy_engine import FusedStepper
-
-    weights = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
-    return FusedStepper(weights, model.cfg.cell, model.cfg.layers, model.cfg.hidden)

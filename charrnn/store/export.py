@@ -54,7 +54,9 @@ def export_npz(checkpoint_path: str | Path, out_path: str | Path) -> Path:
         raise CharRNNError(f"{out_path}: an npz export's name must end in .npz")
     ckpt = checkpoint.load(checkpoint_path)  # checked: weights, vocabulary and model agree
     info = ckpt.info
-    weights = {name: tensor.detach().float().cpu().numpy() for name, tensor in ckpt.model.items()}
+    from charrnn.model import numpy_weights
+
+    weights = numpy_weights(ckpt.model)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -44,13 +44,19 @@ def check_supported(cfg: TrainConfig) -> None:
         raise CharRNNError("--engine numpy does not support " + "; ".join(problems) + "; or use --engine torch")
 
 
+def check_one_process(world: int) -> None:
+    """The numpy engine's hand-written gradients are not averaged across processes."""
+    if world > 1:
+        raise CharRNNError("--engine numpy trains in one process (its hand-written gradients are not averaged across processes): leave out --nproc, or use --engine torch")
+
+
 class NumpyTrainer(Trainer):
     """A Trainer whose gradients come from numpy_ref's BPTT; always on the CPU."""
 
     def __init__(self, cfg: TrainConfig, *args, **kwargs):
         check_supported(cfg)
-        if kwargs.get("dist") is not None and kwargs["dist"].world > 1:
-            raise CharRNNError("--engine numpy trains in one process: its gradients are not averaged across processes")
+        if kwargs.get("dist") is not None:
+            check_one_process(kwargs["dist"].world)
         super().__init__(dataclasses.replace(cfg, device="cpu"), *args, **kwargs)
 
     def gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, Any]:

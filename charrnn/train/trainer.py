@@ -37,17 +37,16 @@ from charrnn.config import ModelConfig, SampleConfig, TrainConfig
 from charrnn.machine.device import memory_bytes, pick_device
 from charrnn.train.distributed import Dist, state_digest
 from charrnn.errors import CharRNNError, plural
+from charrnn.units import LN2
 from charrnn.store.files import make_folder, write_failure
 from charrnn.store.metadata import CheckpointInfo, Corpus, Progress
-from charrnn.model import CharRNN, count_parameters, detach_hidden, hidden_from_list, hidden_to_list
-from charrnn.numpy_ref import CELLS
+from charrnn.model import CharRNN, detach_hidden, stream_loss, hidden_from_list, hidden_to_list
+from charrnn.cells import CELLS, parameter_count
 from charrnn.sample.generate import generate_text
 from charrnn.sample.torch_engine import TorchStepper
 from charrnn.machine.threads import METER, ThreadPolicy, cores_here
 from charrnn.data.vocab import Vocab, describe_chars
-from charrnn.store.weights import expected_shapes
 
-LN2 = math.log(2)
 MAX_BAD_STEPS = 10  # consecutive non-finite losses/gradients before giving up
 
 Events = Callable[[dict[str, Any]], None]
@@ -123,7 +122,7 @@ def training_bytes(model_cfg: ModelConfig, batch_size: int, seq_len: int) -> tup
     `batch_size` x `seq_len` characters keeps for back-propagation (the embedding, each layer's
     gates and states, the logits and their gradient). Computed from the shapes, allocating
     nothing."""
-    params = sum(math.prod(shape) for shape in expected_shapes(model_cfg).values())
+    params = parameter_count(model_cfg)
     layer = (CELLS[model_cfg.cell].gates + 2) * model_cfg.hidden
     per_char = model_cfg.embed + model_cfg.layers * layer + 3 * model_cfg.vocab_size
     return params, 4 * (4 * params + batch_size * seq_len * per_char)
@@ -153,19 +152,9 @@ def evaluate_sum(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int,
     seq_len = min(seq_len, len(ids) - 1)
     n_streams = max(1, fit_batch_size(len(ids), seq_len, batch_size * world))
     streams = batchify(ids, n_streams)[shard_rows(n_streams, rank, world)]
-    was_training = model.training
-    model.eval()
-    total, count, hidden = 0.0, 0, None
-    with torch.no_grad():
-        for index in range(num_chunks(streams, seq_len) if len(streams) else 0):
-            x, y = (t.to(device) for t in get_chunk(streams, index, seq_len))
-            logits, hidden = model(x, hidden if carry_state else None)
-            total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
-            count += y.numel()
-            if deadline is not None and time.perf_counter() >= deadline:
-                break
-    model.train(was_training)
-    return total, count
+    if not len(streams):
+        return 0.0, 0
+    return stream_loss(model, streams, seq_len, device, carry_state, deadline=deadline)
 
 
 def evaluate(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device, carry_state: bool = True) -> float:
@@ -383,7 +372,7 @@ class Trainer:
         self.events(
             {
                 "event": "start",
-                "parameters": count_parameters(self.model),
+                "parameters": parameter_count(self.model.cfg),
                 "device": str(self.device),
                 "threads": self.threads,
                 "threads_auto": self.policy is not None,
@@ -511,7 +500,7 @@ class Trainer:
         step of the batch, a third of a training step over seq_len (at least 0.5 ms)."""
         c = self.costs
         c.step = seconds
-        c.guess_save = 0.01 + 12 * count_parameters(self.model) / 200e6
+        c.guess_save = 0.01 + 12 * parameter_count(self.model.cfg) / 200e6
         c.guess_sample_per_char = max(seconds / (3 * self.cfg.seq_len), 5e-4)
 
     def end_reserve(self) -> float:
@@ -811,14 +800,3 @@ class Trainer:
 
     def _warn(self, message: str) -> None:
         self.events({"event": "warning", "message": message})
-
-
-def model_from_checkpoint(ckpt: checkpoint.Checkpoint, device="cpu") -> tuple[CharRNN, Vocab]:
-    """Rebuild the model and vocabulary stored in a checkpoint."""
-    try:
-        vocab = Vocab.from_json(ckpt.meta["vocab"])
-        model = CharRNN(ModelConfig(**ckpt.meta["model"]))
-        model.load_state_dict(ckpt.model)
-    except Exception as exc:
-        raise CharRNNError(f"damaged checkpoint: cannot rebuild the model ({exc})") from None
-    return model.to(device).eval(), vocab

@@ -1,0 +1,77 @@
+"""Opening a model file: one function reads a .pt checkpoint or an .npz export (or a run folder:
+its best.pt, else last.pt) into one typed record, validated on load, and one builds the torch
+model from it. `sample`, `eval`, `neurons`, `export` and the engines all start here.
+
+Opening an .npz imports no torch; a .pt needs it (the message says what to do without it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from charrnn.config import ModelConfig
+from charrnn.data.vocab import Vocab
+from charrnn.errors import CharRNNError
+from charrnn.store.export import load_npz
+from charrnn.store.metadata import CheckpointInfo
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """What any model file holds: the weights (float32 NumPy arrays, torch's names), the
+    vocabulary and the model config; and for a checkpoint, its training metadata."""
+
+    path: Path
+    weights: dict[str, np.ndarray]
+    vocab: Vocab
+    model: ModelConfig
+    info: CheckpointInfo | None = None  # None for an export, which keeps no training state
+
+
+def is_export(path: Path) -> bool:
+    return Path(path).suffix == ".npz"
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """The file a user means by `path`: itself, or for a run folder its best.pt (its last.pt
+    when no validation ever wrote a best one)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in ("best.pt", "last.pt"):
+        if (path / name).is_file():
+            return path / name
+    raise CharRNNError(f"{path}: a folder with no best.pt or last.pt in it; give a run folder (checkpoints/NAME) or a .pt file")
+
+
+def open_model_file(path: str | Path) -> ModelFile:
+    """Read and check the model in a .pt checkpoint, an .npz export or a run folder."""
+    path = resolve_checkpoint(Path(path))
+    if is_export(path):
+        weights, vocab, cfg = load_npz(path)
+        return ModelFile(path, weights, vocab, cfg)
+    try:
+        from charrnn.store import checkpoint
+    except ImportError as exc:
+        raise CharRNNError(
+            f"{path}: reading a .pt checkpoint needs torch, which cannot be imported here ({exc}); "
+            f"where torch is installed, run `charrnn export {path}` and sample from the .npz"
+        ) from None
+    ckpt = checkpoint.load(path)  # checked: weights, vocabulary and model agree
+    from charrnn.model import numpy_weights
+
+    return ModelFile(path, numpy_weights(ckpt.model), ckpt.info.vocab, ckpt.info.model, ckpt.info)
+
+
+def build_model(record: ModelFile, device="cpu"):
+    """The CharRNN of a model file, on `device`, in eval mode."""
+    import torch
+
+    from charrnn.model import CharRNN
+
+    model = CharRNN(record.model)
+    model.load_state_dict({name: torch.from_numpy(array) for name, array in record.weights.items()})
+    return model.to(device).eval()
