@@ -6,7 +6,6 @@ Every flag of `train` defaults to "not given" (None) and shows the real default 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
@@ -90,12 +89,6 @@ def train(
         _fail(exc)
 
 
-# Options that may change when a run is resumed: they do not change the model or the data.
-RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "eval_chars", "save_every", "device", "threads", "precision", "compile", "engine", "name", "out"}
-
-RESUMABLE |= {"sample_every", "sample_chars", "sample_prime"}  # live samples change nothing of the run
-
-
 def _threads_option(value: str) -> int | str:
     if value == "auto":
         return value
@@ -107,23 +100,17 @@ def _threads_option(value: str) -> int | str:
 def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, overwrite: bool, init_from: Path | None, quiet: bool, read_options: dict, cache_dir: Path | None, nproc: int | None, log_every: float = 30.0) -> None:
     from charrnn.data.prepare import load_corpus
     from charrnn.cli.display import TrainDisplay
+    from charrnn.train import plan
     from charrnn.train.distributed import Dist
     from charrnn.data.prepare import forget
     from charrnn.train.trainer import CorpusTooShort
 
     dist = Dist.from_env()
-    if nproc is not None and nproc < 1:
-        raise CharRNNError(f"--nproc {nproc} must be at least 1")
-    if nproc is not None and dist.world > 1:
-        raise CharRNNError("--nproc launches torchrun; this process already runs under torchrun: leave --nproc out")
-    if resume and overwrite:
-        raise CharRNNError("--resume and --overwrite contradict each other: choose one")
-    if resume and init_from:
-        raise CharRNNError("--resume continues a run; --init-from starts a new one from weights: choose one")
+    plan.check_flags(resume, overwrite, init_from, nproc, dist.world)
     file_values = read_toml(config, TrainConfig) if config else {}
     cfg = build(TrainConfig, file_values, given)
-    run_dir = Path(cfg.out) / (cfg.name or _corpus_name(corpora))
-    lock = RunLock(run_dir)  # taken by _plan_run, on the process that writes the run folder
+    run_dir = plan.run_folder(cfg, corpora)
+    lock = RunLock(run_dir)  # taken by plan_run, on the process that writes the run folder
     display = TrainDisplay(_stderr(), quiet=quiet or not dist.main, log_every=log_every)
 
     def load(vocab):
@@ -132,7 +119,8 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
 
     if nproc is not None and nproc > 1:  # check and prepare everything here, then hand over to torchrun
         with lock:  # held for the workers until they end (their rank 0 finds it held by us)
-            cfg, _, _, vocab = _plan_run(lock, run_dir, cfg, file_values, given, resume, overwrite, init_from, nproc)
+            planned = plan.plan_run(lock, run_dir, cfg, file_values, given, resume, overwrite, init_from, nproc)
+            cfg, vocab = planned.cfg, planned.vocab
             from charrnn.machine.device import pick_device
 
             pick_device(cfg.device)  # a device that is not here: one error now, not one per process
@@ -144,31 +132,26 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
 
         dist.start(pick_device(cfg.device))
     try:
-        cfg, resume_ckpt, init_ckpt, vocab = dist.from_main(lambda: _plan_run(lock, run_dir, cfg, file_values, given, resume, overwrite, init_from, dist.world))
-        data = dist.local_first(lambda: load(vocab))
-        if init_ckpt is not None and len(data.vocab) != init_ckpt.meta["model"]["vocab_size"]:
-            raise CharRNNError(f"--init-from {init_from}: damaged checkpoint (vocabulary and model disagree)")
+        planned = dist.from_main(lambda: plan.plan_run(lock, run_dir, cfg, file_values, given, resume, overwrite, init_from, dist.world))
+        cfg = planned.cfg
+        data = dist.local_first(lambda: load(planned.vocab))
+        plan.check_init_vocab(planned, len(data.vocab), init_from)
         train_ids, val_ids = data.split(cfg.val_frac)
-
+        Trainer = plan.trainer_class(cfg)
         if cfg.engine == "numpy":
-            from charrnn.train.numpy_engine import NumpyTrainer as Trainer
-
             display.message("engine numpy: gradients by the hand-written BPTT of charrnn/numpy_ref.py")
-        else:
-            from charrnn.train.trainer import Trainer
 
         from charrnn import STARTED
         from charrnn.train.distributed import command_started
 
         try:
-            trainer = Trainer(cfg, data.vocab, train_ids, val_ids, run_dir, events=display, resume_from=resume_ckpt, init_from=init_ckpt,
+            trainer = Trainer(cfg, data.vocab, train_ids, val_ids, run_dir, events=display, resume_from=planned.resume_ckpt, init_from=planned.init_ckpt,
                               corpus_path=data.path, corpus_digest=data.digest, dist=dist, started_at=command_started(STARTED))
         except CorpusTooShort:
             forget(data)  # a refused corpus leaves no cache entry behind
             raise
         if overwrite and dist.main:  # only now that everything checked out: the old run is replaced, not lost to a typo
-            for f in ("last.pt", "best.pt", "metrics.jsonl"):
-                (run_dir / f).unlink(missing_ok=True)
+            plan.clear_for_overwrite(run_dir)
         _describe(display, data, cfg)
         received: list[int] = []
 
@@ -183,7 +166,7 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
             with display:
                 summary = trainer.fit()
         except WriteError as exc:
-            raise _after_failed_write(exc, run_dir, dist) from None
+            raise plan.after_failed_write(exc, run_dir, lambda resume: _resume_hint(dist, resume)) from None
         finally:
             for s, handler in old.items():
                 signal.signal(s, handler)
@@ -219,76 +202,6 @@ def _resume_hint(dist, resume: bool = True) -> str:
     if dist.world > 1 and not launched:
         return f"resume with the same torchrun command, adding --resume to: charrnn {argv}"
     return f"resume with: charrnn {argv} --resume"
-
-
-def _after_failed_write(exc: WriteError, run_dir: Path, dist) -> WriteError:
-    """A write failed during training (a full disk): leave the run folder resumable, or clean if
-    nothing of the run can be resumed, and say the one command that goes on once there is room."""
-    last, best = run_dir / "last.pt", run_dir / "best.pt"
-    if not last.exists() and best.exists():  # best.pt is a whole checkpoint: the run resumes from its step
-        try:
-            os.link(best, last)  # a second name takes no room on a full disk
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.replace(best, last)
-    if last.exists():
-        return WriteError(f"{exc}; once there is room, {_resume_hint(dist)}")
-    for name in ("best.pt", "metrics.jsonl"):  # a new run with nothing to resume from: leave no trace
-        with contextlib.suppress(OSError):
-            (run_dir / name).unlink(missing_ok=True)
-    return WriteError(f"{exc}; nothing of this run was kept: once there is room, {_resume_hint(dist, resume=False)}")
-
-
-def _plan_run(lock: RunLock, run_dir: Path, cfg: TrainConfig, file_values: dict, given: dict, resume: bool, overwrite: bool, init_from: Path | None, world: int):
-    """Lock the run folder, check it and read the checkpoint to continue or start from (on
-    `world` processes): (config, checkpoint to resume, checkpoint to initialise from, vocabulary
-    or None)."""
-    lock.acquire()  # before anything in the folder is read: one writer per run folder
-    planned = _read_run(run_dir, cfg, file_values, given, resume, overwrite, init_from, world)
-    if planned[0].engine == "numpy":
-        from charrnn.train.numpy_engine import check_one_process
-
-        check_one_process(world)
-    return planned
-
-
-def _read_run(run_dir: Path, cfg: TrainConfig, file_values: dict, given: dict, resume: bool, overwrite: bool, init_from: Path | None, world: int):
-    from charrnn.store import checkpoint
-    from charrnn.train.trainer import resumed_batch_size
-    from charrnn.data.vocab import Vocab
-
-    if resume:
-        last = run_dir / "last.pt"
-        if not last.exists():
-            raise CharRNNError(f"--resume: there is no {last} to continue (train without --resume first)")
-        resume_ckpt = checkpoint.load(last)
-        saved = TrainConfig(**resume_ckpt.meta["config"])
-        changed = sorted(k for k, v in {**file_values, **given}.items() if k not in RESUMABLE and getattr(saved, k) != v)
-        if changed:
-            raise CharRNNError(f"--resume continues the run as it was: cannot change {', '.join('--' + k.replace('_', '-') for k in changed)}")
-        cfg = build(TrainConfig, {**resume_ckpt.meta["config"], **file_values}, given)
-        resumed_batch_size(resume_ckpt.meta, world, cfg.batch_size)  # can the run go on with this many processes?
-        return cfg, resume_ckpt, None, Vocab.from_json(resume_ckpt.meta["vocab"])
-    existing = [f for f in ("last.pt", "best.pt", "metrics.jsonl") if (run_dir / f).exists()]
-    if existing and not overwrite:
-        raise CharRNNError(
-            f"{run_dir} already holds a run ({', '.join(existing)}): use --resume to continue it, "
-            f"--overwrite to replace it, or --name to start another"
-        )
-    if not init_from:
-        return cfg, None, None, None
-    init_ckpt = checkpoint.load(init_from)
-    shape = {k: init_ckpt.meta["model"][k] for k in ("cell", "layers", "hidden", "embed")}
-    clash = sorted(k for k, v in shape.items() if k in given and given[k] != v)
-    if clash:
-        raise CharRNNError(f"--init-from {init_from}: the model's shape is fixed by the checkpoint; drop {', '.join('--' + k for k in clash)}")
-    cfg = build(TrainConfig, {**file_values, **shape}, given)
-    return cfg, None, init_ckpt, Vocab.from_json(init_ckpt.meta["vocab"])
-
-
-def _corpus_name(corpora: list[Path]) -> str:
-    first = corpora[0]
-    return (first.resolve().name if first.is_dir() else first.stem) or "corpus"
 
 
 def _default_cache() -> Path:

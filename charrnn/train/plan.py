@@ -1,0 +1,150 @@
+"""Planning a run before it starts: its folder, whether it is new, resumed or started from
+another model's weights (and what may change on a resume), what --overwrite deletes and when,
+which engine computes the gradients, and what is left after a write failed mid-run.
+
+The command line parses the flags and calls these; every decision about a run is made here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from charrnn.config import TrainConfig, build
+from charrnn.errors import CharRNNError, WriteError
+from charrnn.train.runlock import RunLock
+
+# Options that may change when a run is resumed: they do not change the model or the data.
+RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "eval_chars", "save_every", "device", "threads", "precision", "compile", "engine", "name", "out"}
+
+RESUMABLE |= {"sample_every", "sample_chars", "sample_prime"}  # live samples change nothing of the run
+
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")
+
+
+@dataclass
+class Plan:
+    """What a run starts from: its config, the checkpoint it resumes or takes its weights from,
+    and the vocabulary those fix (None for a new run: the corpus decides)."""
+
+    cfg: TrainConfig
+    resume_ckpt: Any = None
+    init_ckpt: Any = None
+    vocab: Any = None
+
+
+def check_flags(resume: bool, overwrite: bool, init_from: Path | None, nproc: int | None, world: int) -> None:
+    """The flags that contradict each other, or this process."""
+    if nproc is not None and nproc < 1:
+        raise CharRNNError(f"--nproc {nproc} must be at least 1")
+    if nproc is not None and world > 1:
+        raise CharRNNError("--nproc launches torchrun; this process already runs under torchrun: leave --nproc out")
+    if resume and overwrite:
+        raise CharRNNError("--resume and --overwrite contradict each other: choose one")
+    if resume and init_from:
+        raise CharRNNError("--resume continues a run; --init-from starts a new one from weights: choose one")
+
+
+def run_folder(cfg: TrainConfig, corpora: list[Path]) -> Path:
+    """--out/--name, the name taken from the corpus when none is given."""
+    first = corpora[0]
+    return Path(cfg.out) / (cfg.name or (first.resolve().name if first.is_dir() else first.stem) or "corpus")
+
+
+def plan_run(lock: RunLock, run_dir: Path, cfg: TrainConfig, file_values: dict, given: dict, resume: bool, overwrite: bool, init_from: Path | None, world: int) -> Plan:
+    """Lock the run folder, check it and read the checkpoint to continue or start from (on
+    `world` processes)."""
+    lock.acquire()  # before anything in the folder is read: one writer per run folder
+    plan = read_run(run_dir, cfg, file_values, given, resume, overwrite, init_from, world)
+    if plan.cfg.engine == "numpy":
+        from charrnn.train.numpy_engine import check_one_process
+
+        check_one_process(world)
+    return plan
+
+
+def read_run(run_dir: Path, cfg: TrainConfig, file_values: dict, given: dict, resume: bool, overwrite: bool, init_from: Path | None, world: int) -> Plan:
+    from charrnn.data.vocab import Vocab
+    from charrnn.store import checkpoint
+
+    if resume:
+        return _resumed(run_dir, file_values, given, world)
+    existing = [f for f in RUN_FILES if (run_dir / f).exists()]
+    if existing and not overwrite:
+        raise CharRNNError(
+            f"{run_dir} already holds a run ({', '.join(existing)}): use --resume to continue it, "
+            f"--overwrite to replace it, or --name to start another"
+        )
+    if not init_from:
+        return Plan(cfg)
+    init_ckpt = checkpoint.load(init_from)
+    shape = {k: init_ckpt.meta["model"][k] for k in ("cell", "layers", "hidden", "embed")}
+    clash = sorted(k for k, v in shape.items() if k in given and given[k] != v)
+    if clash:
+        raise CharRNNError(f"--init-from {init_from}: the model's shape is fixed by the checkpoint; drop {', '.join('--' + k for k in clash)}")
+    cfg = build(TrainConfig, {**file_values, **shape}, given)
+    return Plan(cfg, init_ckpt=init_ckpt, vocab=Vocab.from_json(init_ckpt.meta["vocab"]))
+
+
+def _resumed(run_dir: Path, file_values: dict, given: dict, world: int) -> Plan:
+    from charrnn.data.vocab import Vocab
+    from charrnn.store import checkpoint
+    from charrnn.train.trainer import resumed_batch_size
+
+    last = run_dir / "last.pt"
+    if not last.exists():
+        raise CharRNNError(f"--resume: there is no {last} to continue (train without --resume first)")
+    resume_ckpt = checkpoint.load(last)
+    saved = TrainConfig(**resume_ckpt.meta["config"])
+    changed = sorted(k for k, v in {**file_values, **given}.items() if k not in RESUMABLE and getattr(saved, k) != v)
+    if changed:
+        raise CharRNNError(f"--resume continues the run as it was: cannot change {', '.join('--' + k.replace('_', '-') for k in changed)}")
+    cfg = build(TrainConfig, {**resume_ckpt.meta["config"], **file_values}, given)
+    resumed_batch_size(resume_ckpt.meta, world, cfg.batch_size)  # can the run go on with this many processes?
+    return Plan(cfg, resume_ckpt=resume_ckpt, vocab=Vocab.from_json(resume_ckpt.meta["vocab"]))
+
+
+def check_init_vocab(plan: Plan, vocab_size: int, init_from: Path | None) -> None:
+    """The corpus read with an --init-from checkpoint's vocabulary must fit its model."""
+    if plan.init_ckpt is not None and vocab_size != plan.init_ckpt.meta["model"]["vocab_size"]:
+        raise CharRNNError(f"--init-from {init_from}: damaged checkpoint (vocabulary and model disagree)")
+
+
+def trainer_class(cfg: TrainConfig):
+    """Who computes the gradients: torch's autograd, or the hand-written BPTT (--engine numpy)."""
+    if cfg.engine == "numpy":
+        from charrnn.train.numpy_engine import NumpyTrainer
+
+        return NumpyTrainer
+    from charrnn.train.trainer import Trainer
+
+    return Trainer
+
+
+def clear_for_overwrite(run_dir: Path) -> None:
+    """--overwrite: the old run's files go, only once the new run has checked out (so a typo
+    does not lose a run)."""
+    for f in RUN_FILES:
+        (run_dir / f).unlink(missing_ok=True)
+
+
+def after_failed_write(exc: WriteError, run_dir: Path, hint: Callable[[bool], str]) -> WriteError:
+    """A write failed during training (a full disk): leave the run folder resumable, or clean if
+    nothing of the run can be resumed, and say the one command that goes on once there is room
+    (`hint(resume)` writes it)."""
+    last, best = run_dir / "last.pt", run_dir / "best.pt"
+    if not last.exists() and best.exists():  # best.pt is a whole checkpoint: the run resumes from its step
+        try:
+            os.link(best, last)  # a second name takes no room on a full disk
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.replace(best, last)
+    if last.exists():
+        return WriteError(f"{exc}; once there is room, {hint(True)}")
+    for name in ("best.pt", "metrics.jsonl"):  # a new run with nothing to resume from: leave no trace
+        with contextlib.suppress(OSError):
+            (run_dir / name).unlink(missing_ok=True)
+    return WriteError(f"{exc}; nothing of this run was kept: once there is room, {hint(False)}")
