@@ -22,7 +22,7 @@ from charrnn.sample.generate import probabilities
 from charrnn.train.trainer import training_bytes, unigram_entropy
 
 from conftest import ROOT, TINY, invoke, repeat_text, words_text
-from test_input import assert_one_line_error
+from data.test_input import assert_one_line_error
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from charrnn.cli.display import TrainDisplay
 from charrnn.errors import CharRNNError
 
 from conftest import repeat_text
-from test_train import make_trainer
+from train.test_train import make_trainer
 
 TEXT = repeat_text(3000, "to be or not to be, that is the question.\n")
 

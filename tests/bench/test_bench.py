@@ -48,7 +48,7 @@ def test_the_hand_written_gru_of_the_experiment_script_is_nn_grus_gru():
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "scripts" / "gru_by_hand.py"
+    path = Path(__file__).resolve().parents[2] / "scripts" / "gru_by_hand.py"
     spec = importlib.util.spec_from_file_location("gru_by_hand", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

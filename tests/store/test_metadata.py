@@ -12,7 +12,7 @@ from charrnn.store import checkpoint
 from charrnn.errors import CharRNNError
 
 from conftest import invoke, run_cli
-from test_checkpoint import run  # noqa: F401  (the tiny trained run, a fixture)
+from store.test_checkpoint import run  # noqa: F401  (the tiny trained run, a fixture)
 
 
 def recrafted(good, dest, edit):

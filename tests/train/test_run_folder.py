@@ -26,7 +26,7 @@ from charrnn.store.files import atomic_write
 from charrnn.train.runlock import LOCK_HOLDER, RunLock
 
 from conftest import TINY, invoke, words_text
-from test_checkpoint import start_training, wait_for
+from store.test_checkpoint import start_training, wait_for
 
 
 def wait_for_lock(folder, proc, timeout=60):
