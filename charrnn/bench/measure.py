@@ -192,7 +192,7 @@ def bench_run_overheads(quick: bool, precision: str = "fp32", device: str = "cpu
     re-laid out) would show. A resumed run gets one warm-up step, like the undisturbed one."""
     from charrnn.store import checkpoint
     from charrnn.config import TrainConfig, defaults
-    from charrnn.train.trainer import evaluate_sum
+    from charrnn.train.evaluation import evaluate_sum
 
     default = defaults(TrainConfig)
     case = TRAIN_CASES[0]

@@ -179,7 +179,7 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
         return
     display.summary(summary)
     if summary["reason"] == "done" and trainer.last_eval is not None:
-        from charrnn.train.trainer import learned_nothing
+        from charrnn.train.evaluation import learned_nothing
 
         warning = learned_nothing(trainer.last_eval, data.ids, len(data.vocab))
         if warning:

@@ -92,7 +92,7 @@ def read_run(run_dir: Path, cfg: TrainConfig, file_values: dict, given: dict, re
 def _resumed(run_dir: Path, file_values: dict, given: dict, world: int) -> Plan:
     from charrnn.data.vocab import Vocab
     from charrnn.store import checkpoint
-    from charrnn.train.trainer import resumed_batch_size
+    from charrnn.train.resume import resumed_batch_size
 
     last = run_dir / "last.pt"
     if not last.exists():

@@ -19,7 +19,8 @@ from charrnn.config import ModelConfig, SampleConfig, read_toml
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
 from charrnn.sample.generate import probabilities
-from charrnn.train.trainer import training_bytes, unigram_entropy
+from charrnn.train.evaluation import unigram_entropy
+from charrnn.train.resources import training_bytes
 
 from conftest import ROOT, TINY, invoke, repeat_text, words_text
 from data.test_input import assert_one_line_error

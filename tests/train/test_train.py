@@ -9,7 +9,8 @@ import torch
 from charrnn.store import checkpoint
 from charrnn.config import TrainConfig
 from charrnn.errors import CharRNNError
-from charrnn.train.trainer import Trainer, evaluate
+from charrnn.train.evaluation import evaluate
+from charrnn.train.trainer import Trainer
 from charrnn.data.vocab import Vocab
 
 from conftest import repeat_text

@@ -1,0 +1,66 @@
+"""What training needs of the device: memory for a model of a given shape (checked before a run
+starts), and the precision its forward pass can run in."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import torch
+
+from charrnn.cells import CELLS, parameter_count
+from charrnn.config import ModelConfig
+from charrnn.machine.device import memory_bytes
+from charrnn.model import CharRNN
+
+
+def training_bytes(model_cfg: ModelConfig, batch_size: int, seq_len: int) -> tuple[int, int]:
+    """(parameters, bytes) to train a model of this shape, at least: 16 bytes a parameter (fp32
+    weights, gradients and AdamW's two moments) and the activations that one chunk of
+    `batch_size` x `seq_len` characters keeps for back-propagation (the embedding, each layer's
+    gates and states, the logits and their gradient). Computed from the shapes, allocating
+    nothing."""
+    params = parameter_count(model_cfg)
+    layer = (CELLS[model_cfg.cell].gates + 2) * model_cfg.hidden
+    per_char = model_cfg.embed + model_cfg.layers * layer + 3 * model_cfg.vocab_size
+    return params, 4 * (4 * params + batch_size * seq_len * per_char)
+
+
+def memory_problem(model_cfg: ModelConfig, batch_size: int, seq_len: int, device: torch.device, processes: int = 1) -> str | None:
+    """Why a model cannot be trained on `device` (shared by `processes` processes when it is the
+    machine's memory), or None when it may fit."""
+    params, need = training_bytes(model_cfg, batch_size, seq_len)
+    have = memory_bytes(device)
+    share = processes if device.type != "cuda" else 1
+    if have is None or need * share <= have:
+        return None
+    where = "the GPU" if device.type == "cuda" else "this machine"
+    return (
+        f"the model is too large to train here: {params:,} parameters need about {need * share / 1e9:,.1f} GB "
+        f"(weights, gradients, optimizer state and activations{f' in each of {share} processes' if share > 1 else ''}), "
+        f"and {where} has {have / 1e9:,.1f} GB; choose a smaller --hidden, --layers, --embed or --batch-size"
+    )
+
+
+def autocast_for(precision: str, model: CharRNN, device: torch.device, warn: Callable[[str], None]):
+    """A context-manager factory that runs the forward pass in `precision` (autocast), or in
+    fp32 with a warning where this device cannot (fp16 on a CPU; bf16 RNN kernels on CPUs
+    without bf16 support, found by a one-off probe that touches no state or RNG)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if dtype is None:
+        return contextlib.nullcontext
+    if device.type == "cpu" and dtype is torch.float16:
+        warn("--precision fp16 is not supported on the CPU; training in fp32 (try bf16)")
+        return contextlib.nullcontext
+    factory = lambda: torch.autocast(device_type=device.type, dtype=dtype)  # noqa: E731
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad(), factory():
+            model(torch.zeros(1, 2, dtype=torch.long, device=device))
+    except RuntimeError as exc:
+        warn(f"--precision {precision} is not supported here ({str(exc).splitlines()[0][:120]}); training in fp32")
+        return contextlib.nullcontext
+    finally:
+        model.train(was_training)
+    return factory
