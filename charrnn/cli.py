@@ -481,15 +481,17 @@ def sample(
     echo_prime: Annotated[bool, typer.Option(help="Print the prime before its continuation.", rich_help_panel="Text")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel="Run")] = "cpu",
     engine: Annotated[str, typer.Option(help="What computes the logits: numpy (NumPy only, CPU; no torch needed for an .npz), torch (any device), or auto: numpy on the CPU, where it is the faster, torch on a GPU. Both give the same text for the same seed.", rich_help_panel="Run")] = "auto",
+    beam: Annotated[int, typer.Option(help="Beam search of this width instead of sampling: the most likely continuation, the same every time (--temp, --top-k, --top-p and --seed do not apply); with --num-samples K (at most the width), the K best, best first. 0 = sample.", rich_help_panel="Beam search")] = 0,
+    beam_norm: Annotated[float, typer.Option(help="Compare beams by log-probability / length^this, so that beams ended early by --stop are not preferred for being short; 0 = plain log-probability.", rich_help_panel="Beam search")] = 0.0,
 ) -> None:
     """Generate text from a trained model and stream it to stdout."""
     try:
-        _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop or [], seed, num_samples, separator, echo_prime, device, engine)
+        _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop or [], seed, num_samples, separator, echo_prime, device, engine, beam, beam_norm)
     except CharRNNError as exc:
         _fail(exc)
 
 
-def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop, seed, num_samples, separator, echo_prime, device, engine="auto") -> None:
+def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop, seed, num_samples, separator, echo_prime, device, engine="auto", beam=0, beam_norm=0.0) -> None:
     if prime is not None and prime_file is not None:
         raise CharRNNError("give --prime or --prime-file, not both")
     if unknown not in ("error", "skip"):
@@ -498,14 +500,14 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
         from charrnn.corpus import read_text
 
         prime = read_text(prime_file, flags=(), what="the prime file")
-    cfg = SampleConfig(length=length, temp=temp, top_k=top_k, top_p=top_p, prime=prime or "", seed=seed, num_samples=num_samples, stop=stop).validate()
+    cfg = SampleConfig(length=length, temp=temp, top_k=top_k, top_p=top_p, prime=prime or "", seed=seed, num_samples=num_samples, stop=stop, beam=beam, beam_norm=beam_norm).validate()
 
     from charrnn.threads import limit_blas_threads, threads_for_command, use_threads
 
     # One stream is matrix-vector products, which a second thread does not speed up and a busy
     # neighbour slows down several times over (measured: see README, Busy machines); several
     # streams are matrix products: the free cores.
-    threads = 1 if num_samples == 1 else threads_for_command()
+    threads = 1 if max(num_samples, beam) == 1 else threads_for_command()
     limit_blas_threads(threads)
     from charrnn.engines import open_stepper  # imports torch only if the engine or a .pt needs it
     from charrnn.sample import OneAfterAnother, generate, prime_ids
@@ -524,6 +526,12 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
 
         _stderr().print(f"warning: dropped prime characters the model never saw: {describe_chars(dropped)}", soft_wrap=True)
     out = _Stdout()
+    if beam:  # (the best beam is known only at the end: nothing to stream)
+        from charrnn.beam import beam_texts
+
+        out.write(separator.join(beam_texts(stepper, vocab, cfg, unknown, echo_prime)))
+        out.close()
+        return
     samples = OneAfterAnother(out.write, num_samples, separator)  # the first streams at once
     for b, piece in generate(stepper, vocab, cfg, unknown, echo_prime, on_end=samples.end):
         samples.piece(b, piece)

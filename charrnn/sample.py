@@ -24,6 +24,9 @@ class Stepper(Protocol):
     def step(self, ids: np.ndarray) -> np.ndarray:
         """Feed one id per row (B,), return the logits (B, V) for the next character."""
 
+    def select(self, rows: np.ndarray) -> None:
+        """Keep the state of `rows` only: row i becomes the old row rows[i] (beam search)."""
+
 
 # ------------------------------------------------------------------ pure sampling filters
 def probabilities(logits: np.ndarray, temp: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
