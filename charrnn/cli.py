@@ -539,6 +539,42 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
     out.close()
 
 
+# ---------------------------------------------------------------------------------- play
+@app.command()
+def play(
+    checkpoint_path: Annotated[Optional[Path], typer.Argument(metavar="CHECKPOINT", help="Checkpoint (.pt), run folder or export (.npz). \\[default: the newest best.pt under checkpoints/]", show_default=False)] = None,
+    engine: Annotated[str, typer.Option(help="numpy, torch or auto, as for sample.")] = "auto",
+) -> None:
+    """Talk to a model: type a prime, read its continuation; :help lists the settings.
+
+    Ctrl-C stops a text and stays; Ctrl-D leaves. Needs a terminal: in scripts, use `sample`."""
+    try:
+        if not sys.stdin.isatty():
+            raise CharRNNError("play needs a terminal on stdin (it reads what you type); in scripts and pipes use: charrnn sample --prime TEXT")
+        from charrnn.threads import limit_blas_threads
+
+        limit_blas_threads(1)  # one stream
+        from charrnn.engines import newest, open_stepper
+        from charrnn.play import Session, run_session
+
+        path = checkpoint_path or newest("checkpoints")
+        stepper, vocab, chosen = open_stepper(path, engine, "cpu")
+        if chosen == "torch":
+            from charrnn.threads import use_threads
+
+            use_threads(1)
+        try:
+            import readline  # noqa: F401  (history on the arrow keys, where Python has it)
+        except ImportError:
+            pass
+        out = _Stdout()
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops a text, not the session
+        _stderr().print(f"model: {path}", soft_wrap=True)
+        run_session(Session(stepper, vocab), input, out.write, lambda text: _stderr().print(text, style="dim", soft_wrap=True))
+    except CharRNNError as exc:
+        _fail(exc)
+
+
 class _Stdout:
     """UTF-8 text to stdout whatever the locale; flushed per character on a terminal; a closed
     pipe (`| head`) ends the program quietly. On a terminal the text ends with a newline, so the
