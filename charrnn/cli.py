@@ -377,12 +377,10 @@ def _launch(nproc: int, display) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    from charrnn.distributed import launch_command
-
     import time
 
     from charrnn import STARTED
-
+    from charrnn.distributed import launch_command
     from charrnn.threads import cores_here
 
     args, env = launch_command(sys.argv[1:], nproc, cores_here(), started_wall=time.time() - (time.monotonic() - STARTED))
@@ -707,7 +705,23 @@ def main() -> None:
     if hasattr(signal, "SIGXFSZ"):  # a file-size limit becomes a write error we can report, not a crash
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     quit_quietly_on_signals()  # (again: main() may be called without __main__); training installs gentler ones
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if "torch.distributed" in sys.modules and not _state["debug"]:
+            _exit_now(exc.code)
+        raise
+
+
+def _exit_now(code) -> None:
+    """End a process that ran torch.distributed (a torchrun worker, or `train --nproc`'s
+    launcher) without the interpreter's teardown, once everything is written: there, gloo's and
+    the rendezvous store's C++ threads can abort it now and then ("terminate called without an
+    active exception", exit 134; seen in about 1 run of 6 of tests/test_distributed.py on a busy
+    machine, before this session's changes too; pytorch/pytorch#179291 describes the cause)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 0 if code is None else 1)
 
 
 if __name__ == "__main__":
