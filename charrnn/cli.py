@@ -23,6 +23,7 @@ from charrnn.cli_insight import register as register_insight_commands
 from charrnn.config import DEFAULT_SEPARATOR, SampleConfig, TrainConfig, build, defaults, read_toml
 from charrnn.errors import CharRNNError, WriteError, plural
 from charrnn.runlock import LOCK_HOLDER, RunLock
+from charrnn.serve.command import register as register_serve_command
 from charrnn.signals import install as quit_quietly_on_signals
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ app = typer.Typer(
 _state = {"debug": False}
 LAUNCHED_AS = "CHARRNN_LAUNCHED_AS"  # set for the processes `train --nproc` starts: the user's command
 register_insight_commands(app)  # eval, plot, neurons, runs (in their own help panel)
+register_serve_command(app)  # serve (charrnn/serve/)
 
 MODEL, DATA, OPTIM, LENGTH, OUTPUT, RUN = "Model", "Data", "Optimisation", "Length of training", "Evaluation and checkpoints", "Run"
 TRAIN_DEFAULTS = defaults(TrainConfig)
