@@ -184,13 +184,16 @@ def test_only_the_models_named_at_start_are_served(server, tiny_checkpoint, tmp_
 
 
 def test_many_clients_at_once_each_get_their_own_text(server):
-    expected = {seed: sample(server, length=300, seed=seed)["text"] for seed in range(8)}
+    clients = 32  # (more than socketserver's default backlog of 5 connections, all at once)
+    expected = {seed: sample(server, length=300, seed=seed)["text"] for seed in range(clients)}
     got: dict[int, str] = {}
+    together = threading.Barrier(clients)
 
     def client(seed: int) -> None:
+        together.wait()
         got[seed] = sample(server, length=300, seed=seed)["text"]
 
-    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(8)]
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(clients)]
     for t in threads:
         t.start()
     for t in threads:

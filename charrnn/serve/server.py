@@ -46,6 +46,7 @@ def is_local(host: str) -> bool:
 class Server(ThreadingHTTPServer):
     daemon_threads = True  # a request still running does not keep Ctrl-C waiting
     allow_reuse_address = True
+    request_queue_size = 128  # connections waiting to be accepted (socketserver's 5 resets a burst of 16 clients)
 
     def __init__(self, address: tuple[str, int], models: dict[str, ServedModel], limits: Limits):
         if ":" in address[0]:
