@@ -64,8 +64,8 @@ class Served:
 def server(tiny_checkpoint):
     served = Served(str(tiny_checkpoint), "--max-length", str(MAX_LENGTH), "--max-seconds", str(MAX_SECONDS))
     yield served
-    if served.process.poll() is None:
-        served.stop()
+    code, said = served.stop()
+    assert code == 130 and "Traceback" not in said  # no request made it fail (a 500 prints one)
 
 
 def post(url: str, body, timeout: float = 60) -> tuple[int, dict]:
@@ -138,6 +138,25 @@ def test_time_bound_ends_a_sample_and_keeps_its_text(server):
     answer = sample(server, length=MAX_LENGTH)
     assert answer["stopped"] == "max_seconds" and 0 < len(answer["text"]) < MAX_LENGTH
     assert MAX_SECONDS <= time.monotonic() - started < MAX_SECONDS + 3
+
+
+def test_a_beam_search_past_the_time_bound_is_refused_naming_beam(server):
+    started = time.monotonic()
+    status, answer = post(server.url + "v1/sample", {"beam": 32, "length": MAX_LENGTH})
+    assert status == 400 and answer["field"] == "beam" and "max_seconds" in answer["error"].replace("-", "_")
+    assert time.monotonic() - started < MAX_SECONDS + 3
+
+
+def test_a_client_that_leaves_mid_stream_does_not_trouble_the_server(server):
+    import http.client
+
+    host, port = server.url.split("//")[1].rstrip("/").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.request("POST", "/v1/sample", body=json.dumps({"length": MAX_LENGTH}))
+    answer = connection.getresponse()
+    assert json.loads(answer.readline())["sample"] == 0
+    connection.close()  # gone before the end
+    assert sample(server, length=10, seed=2)["text"]  # and the server goes on
 
 
 @pytest.mark.parametrize(
