@@ -50,7 +50,8 @@ def _serve(checkpoints: list[Path], host: str, port: int, max_length: int, max_s
     from charrnn.threads import limit_blas_threads
 
     limit_blas_threads(1)  # one stream per request: one core each (see server.py)
-    from charrnn.serve.api import Limits, load_models
+    from charrnn.serve.api import Limits
+    from charrnn.serve.models import load_models
     from charrnn.serve.server import is_local, start
 
     if not checkpoints:

@@ -27,7 +27,8 @@ from importlib import resources
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from charrnn.serve.api import BadRequest, Generation, Limits, ServedModel, neurons, parse_sample, sample_all, score
+from charrnn.serve.api import BadRequest, Generation, Limits, neurons, parse_sample, sample_all, score
+from charrnn.serve.models import ServedModel
 
 MAX_BODY = 1 << 20  # bytes of a request body
 FLUSH_SECONDS = 0.02  # a streamed answer is written at most this often (the first piece at once)
