@@ -308,3 +308,16 @@ def test_warns_when_listening_beyond_this_machine(tiny_checkpoint, monkeypatch):
 def test_bad_flags_are_one_line(tiny_checkpoint, flags, message):
     result = invoke("serve", str(tiny_checkpoint), *flags)
     assert result.returncode != 0 and message in result.stderr.decode()
+
+
+def test_a_port_in_use_and_no_model_are_one_line(tiny_checkpoint, tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = invoke("serve", str(tiny_checkpoint), "--port", str(taken.getsockname()[1]))
+    assert result.returncode != 0 and "cannot listen on 127.0.0.1:" in result.stderr.decode()
+    monkeypatch.chdir(tmp_path)
+    result = invoke("serve")
+    assert result.returncode != 0 and "charrnn serve CKPT" in result.stderr.decode()

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
 
 def serve_command(
-    checkpoints: Annotated[Optional[list[Path]], typer.Argument(metavar="[CKPT]...", help="Checkpoints (.pt) or run folders to serve, each by its run folder's name. \\[default: the newest best.pt under checkpoints/, as `sample`]", show_default=False)] = None,
+    checkpoints: Annotated[Optional[list[Path]], typer.Argument(metavar="CKPT", help="Checkpoints (.pt) or run folders to serve, each by its run folder's name. \\[default: the newest best.pt under checkpoints/, as `sample`]", show_default=False)] = None,
     host: Annotated[str, typer.Option(help="Address to listen on. Anything but a loopback address (127.0.0.1, ::1, localhost) lets other machines use the models (there is no authentication).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on; 0 lets the system choose a free one (printed).")] = 8000,
     max_length: Annotated[int, typer.Option(help="The most characters a request may ask to generate (per sample).")] = 2000,
@@ -57,7 +57,10 @@ def _serve(checkpoints: list[Path], host: str, port: int, max_length: int, max_s
     if not checkpoints:
         from charrnn.engines import newest
 
-        checkpoints = [newest("checkpoints")]
+        try:
+            checkpoints = [newest("checkpoints")]
+        except CharRNNError:
+            raise CharRNNError("no checkpoint under checkpoints/: train a model first (charrnn train FILE) or name one (charrnn serve CKPT)") from None
         console.print(f"serving {checkpoints[0]} (the newest {checkpoints[0].name} under checkpoints/; name checkpoints to choose)", soft_wrap=True)
     models = load_models(checkpoints)
     try:
