@@ -321,3 +321,10 @@ def test_a_port_in_use_and_no_model_are_one_line(tiny_checkpoint, tmp_path, monk
     monkeypatch.chdir(tmp_path)
     result = invoke("serve")
     assert result.returncode != 0 and "charrnn serve CKPT" in result.stderr.decode()
+
+
+def test_the_activation_view_is_bounded(server):
+    text = words_text(5000, seed=3)
+    status, answer = post(server.url + "v1/neurons", {"text": text})
+    assert status == 200 and answer["truncated"] and answer["text"] == text[:2000]
+    assert len(base64.b64decode(answer["values"])) == 2000 * answer["layers"] * answer["hidden"]
