@@ -23,6 +23,7 @@ from charrnn.cli_insight import register as register_insight_commands
 from charrnn.config import DEFAULT_SEPARATOR, SampleConfig, TrainConfig, build, defaults, read_toml
 from charrnn.errors import CharRNNError, WriteError, plural
 from charrnn.runlock import LOCK_HOLDER, RunLock
+from charrnn.serve.command import register as register_serve_command
 from charrnn.signals import install as quit_quietly_on_signals
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ app = typer.Typer(
 _state = {"debug": False}
 LAUNCHED_AS = "CHARRNN_LAUNCHED_AS"  # set for the processes `train --nproc` starts: the user's command
 register_insight_commands(app)  # eval, plot, neurons, runs (in their own help panel)
+register_serve_command(app)  # serve (charrnn/serve/)
 
 MODEL, DATA, OPTIM, LENGTH, OUTPUT, RUN = "Model", "Data", "Optimisation", "Length of training", "Evaluation and checkpoints", "Run"
 TRAIN_DEFAULTS = defaults(TrainConfig)
@@ -668,7 +670,9 @@ def bench(
     quality_seconds: Annotated[float, typer.Option(help="Wall time of the --quality run.")] = 600.0,
     load: Annotated[bool, typer.Option("--load", help="Also train the default model alone, beside a busy core and as two trainings at once, with charrnn's thread policy and with torch's defaults.")] = False,
     load_seconds: Annotated[float, typer.Option(help="Training time of each --load run.")] = 30.0,
-    speed: Annotated[bool, typer.Option("--speed/--no-speed", help="Measure the speed tables (peak, training, sampling, tokenising); --no-speed with --load or --quality runs only those.")] = True,
+    speed: Annotated[bool, typer.Option("--speed/--no-speed", help="Measure the speed tables (peak, training, sampling, tokenising); --no-speed with --load, --serve or --quality runs only those.")] = True,
+    serve: Annotated[bool, typer.Option("--serve", help="Also measure `charrnn serve`: requests per second and p50/p99 latency of 200-character samples with 1, 4 and 16 clients at once.")] = False,
+    serve_seconds: Annotated[float, typer.Option(help="Time of each --serve row.")] = 10.0,
 ) -> None:
     """Measure training, sampling and tokenising speed against this machine and a textbook loop.
 
@@ -680,8 +684,10 @@ def bench(
         console = _stderr()
         if rounds is not None and rounds < 1:
             raise CharRNNError(f"--rounds {rounds} must be at least 1")
-        if not (speed or load or quality):
-            raise CharRNNError("--no-speed leaves nothing to measure: add --load or --quality FILE")
+        if not (speed or load or quality or serve):
+            raise CharRNNError("--no-speed leaves nothing to measure: add --load, --serve or --quality FILE")
+        if serve and not serve_seconds > 0:
+            raise CharRNNError(f"--serve-seconds {serve_seconds:g} must be positive")
         if load and not load_seconds >= 10:
             raise CharRNNError(f"--load-seconds {load_seconds:g} must be at least 10 (the policy measures over a few seconds)")
         say = lambda what: console.print(f"measuring {what}…")  # noqa: E731
@@ -690,6 +696,10 @@ def bench(
             from charrnn.bench_load import run_load
 
             result["load"] = run_load(load_seconds, progress=say)
+        if serve:
+            from charrnn.bench_serve import run_serve
+
+            result["serve"] = run_serve(serve_seconds, progress=say)
         if quality is not None:
             console.print(f"training the default model on {quality} for {quality_seconds:.0f} s…", soft_wrap=True)
             result["quality"] = benchmark.quality(quality, quality_seconds)

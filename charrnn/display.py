@@ -271,6 +271,10 @@ def bench_tables(result: dict) -> list[Table]:
     tables = _speed_tables(result) if "machine" in result else []
     if "load" in result:
         tables.append(load_table(result["load"]))
+    if "serve" in result:
+        from charrnn.bench_serve import serve_table
+
+        tables.append(serve_table(result["serve"]))
     if "quality" in result:
         q = result["quality"]
         quality = Table(title_justify="left")
