@@ -56,7 +56,17 @@ def _opt(name: str, help: str, panel: str, table: dict = TRAIN_DEFAULTS, **kw) -
 def _stderr():
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, markup=False)  # paths and text may hold [brackets]
+    console = Console(stderr=True, highlight=False, markup=False)  # paths and text may hold [brackets]
+    console.on_broken_pipe = lambda: _stderr_gone(console)  # (rich's own ends the program: exit 1)
+    return console
+
+
+def _stderr_gone(console) -> None:
+    """The reader of stderr went away (`2>&1 | head`, a killed `tee`): what is for people is
+    dropped from then on, and the work goes on (a training to its end and its last.pt)."""
+    console.quiet = True
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stderr.fileno())  # (Python's own writes, at exit too)
 
 
 def _fail(exc: CharRNNError) -> None:
@@ -113,7 +123,7 @@ def train(
     weight_decay: Annotated[Optional[float], _opt("weight_decay", "AdamW weight decay.", OPTIM)] = None,
     max_steps: Annotated[Optional[int], _opt("max_steps", "Stop after this many steps.", LENGTH)] = None,
     max_epochs: Annotated[Optional[float], _opt("max_epochs", "Stop after this many passes over the corpus.", LENGTH)] = None,
-    time_budget: Annotated[Optional[float], _opt("time_budget", "Stop after this many seconds (the LR schedule follows the clock).", LENGTH)] = None,
+    time_budget: Annotated[Optional[float], _opt("time_budget", "Stop after this many seconds of wall clock: the whole command, start-up, evaluations and the final save included (the LR schedule follows the clock). With --resume, the run's total: the time it trained before counts.", LENGTH)] = None,
     eval_every: Annotated[Optional[int], _opt("eval_every", "Evaluate on the validation split every N steps.", OUTPUT)] = None,
     eval_chars: Annotated[Optional[int], _opt("eval_chars", "Validation characters per evaluation (0 = all).", OUTPUT)] = None,
     save_every: Annotated[Optional[int], _opt("save_every", "Write last.pt every N steps.", OUTPUT)] = None,
@@ -240,7 +250,7 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
             if dist.world == 1:  # a second one ends at once (torchrun repeats signals, and kills after 30 s)
                 signal.signal(signum, signal.SIG_DFL)
 
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN}
         try:
             with display:
                 summary = trainer.fit()
@@ -718,17 +728,19 @@ def main() -> None:
     try:
         app()
     except SystemExit as exc:
-        if "torch.distributed" in sys.modules and not _state["debug"]:
+        if "torch" in sys.modules and not _state["debug"]:
             _exit_now(exc.code)
         raise
 
 
 def _exit_now(code) -> None:
-    """End a process that ran torch.distributed (a torchrun worker, or `train --nproc`'s
-    launcher) without the interpreter's teardown, once everything is written: there, gloo's and
-    the rendezvous store's C++ threads can abort it now and then ("terminate called without an
-    active exception", exit 134; seen in about 1 run of 6 of tests/test_distributed.py on a busy
-    machine, before this session's changes too; pytorch/pytorch#179291 describes the cause)."""
+    """End a process that loaded torch without the interpreter's teardown, once everything is
+    written and flushed. torch's teardown takes 1-2 s here (more on a busy machine), which
+    --time-budget, the whole command's wall clock, would not see; and in a process that ran
+    torch.distributed (a torchrun worker, `train --nproc`'s launcher) gloo's and the rendezvous
+    store's C++ threads can abort it ("terminate called without an active exception", exit 134:
+    about 1 run in 6 of tests/test_distributed.py on a busy machine, before this session's
+    changes too; pytorch/pytorch#179291 describes the cause)."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code if isinstance(code, int) else 0 if code is None else 1)

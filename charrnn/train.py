@@ -17,6 +17,7 @@ random states of all of them), laid out as if one process had trained all the st
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -250,6 +251,7 @@ class Trainer:
         self.device = self.dist.device if self.dist.world > 1 else pick_device(cfg.device)
         self.started_at = time.monotonic() if started_at is None else started_at
         self.costs = Costs()
+        self._recent_steps: collections.deque[float] = collections.deque(maxlen=25)
         self._reserve = 0.0  # seconds kept for the end of a --time-budget run (agreed by all processes)
         self._time_up = False
         self._tick = time.perf_counter()
@@ -509,7 +511,8 @@ class Trainer:
         moments (at a modest 200 MB/s); a live sample's character costs about a forward time
         step of the batch, a third of a training step over seq_len (at least 0.5 ms)."""
         c = self.costs
-        c.step = seconds
+        self._recent_steps.append(seconds)
+        c.step = float(np.median(self._recent_steps))  # one slow step under load would swing the reserve
         c.guess_save = 0.01 + 12 * count_parameters(self.model) / 200e6
         c.guess_sample_per_char = max(seconds / (3 * self.cfg.seq_len), 5e-4)
 
