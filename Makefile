@@ -10,13 +10,14 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 DEMO_SECONDS ?= 300
 
-.PHONY: setup demo test bench bench-quick corpus clean help
+.PHONY: setup demo test bench bench-quick bench-serve corpus clean help
 help:
 	@echo "make demo   set up, get the Shakespeare corpus, train ~$(DEMO_SECONDS)s, print a sample"
 	@echo "make test   set up and run the tests"
 	@echo "make setup  create $(VENV) and install charrnn into it"
 	@echo "make corpus get corpora/shakespeare.txt"
 	@echo "make bench  measure speed, idle and on a busy machine (charrnn bench --load; bench-quick: one minute, idle)"
+	@echo "make bench-serve  requests/s and latency of charrnn serve with 1, 4 and 16 clients (under a minute)"
 
 setup: $(VENV)/.installed
 
@@ -47,3 +48,6 @@ bench: setup
 
 bench-quick: setup
 	$(BIN)/charrnn bench --quick
+
+bench-serve: setup
+	$(BIN)/charrnn bench --no-speed --serve

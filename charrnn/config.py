@@ -136,6 +136,8 @@ class SampleConfig:
     seed: int | None = None
     num_samples: int = 1
     stop: list[str] = field(default_factory=list)
+    beam: int = 0  # beam search width; 0 = sample
+    beam_norm: float = 0.0  # compare beams by log-probability / length**beam_norm
 
     def validate(self) -> "SampleConfig":
         _check(self.length >= 0, "length", self.length, "must be 0 or more")
@@ -146,6 +148,10 @@ class SampleConfig:
         _check(self.num_samples >= 1, "num_samples", self.num_samples, "must be at least 1")
         if "" in self.stop:
             raise CharRNNError("--stop must not be an empty string")
+        _check(self.beam >= 0, "beam", self.beam, "must be 0 (sample) or more")
+        _check(math.isfinite(self.beam_norm) and self.beam_norm >= 0, "beam_norm", self.beam_norm, "must be 0 (off) or more")
+        if self.beam and self.num_samples > self.beam:
+            raise CharRNNError(f"--num-samples {self.num_samples} must be at most --beam {self.beam}: the best beams are printed")
         if self.seed is not None:
             _check_seed(self.seed)
         return self

@@ -18,5 +18,8 @@ def quit_quietly(signum, frame) -> None:
 
 
 def install() -> None:
+    """Ctrl-C and SIGTERM end charrnn with one line; a signal this process was started ignoring
+    (a background job of a script) stays ignored, as Python itself leaves it."""
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, quit_quietly)
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, quit_quietly)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from charrnn.bench.measure import generated_corpus
-from charrnn.machine.threads import cores_here
+from charrnn.machine.threads import CpuMeter, cores_here
 
 LIBGOMP_DEFAULT_SPINCOUNT = "300000"  # what torch's OpenMP does when nobody sets a wait policy
 SITUATIONS = ("alone", "beside a busy core", "two trainings at once")
@@ -31,8 +31,8 @@ SITUATIONS = ("alone", "beside a busy core", "two trainings at once")
 def policies(cores: int) -> dict[str, tuple[list[str], dict[str, str]]]:
     """Flags and environment of each way of choosing threads."""
     return {
-        "charrnn --threads auto": (["--threads", "auto"], {}),
-        f"torch defaults: {cores} threads": (["--threads", str(cores)], {"GOMP_SPINCOUNT": LIBGOMP_DEFAULT_SPINCOUNT}),
+        "charrnn auto": (["--threads", "auto"], {}),
+        f"torch, {cores}": (["--threads", str(cores)], {"GOMP_SPINCOUNT": LIBGOMP_DEFAULT_SPINCOUNT}),
     }
 
 
@@ -71,6 +71,9 @@ def run_load(seconds: float = 30.0, progress: Callable[[str], None] = lambda s: 
     """Every situation with every policy (interleaved), `seconds` of training each."""
     cores = cores_here()
     ways = policies(cores)
+    meter = CpuMeter()
+    time.sleep(1.0)
+    busy_before = meter.others()  # "alone" means alone only on an idle machine
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -89,4 +92,4 @@ def run_load(seconds: float = 30.0, progress: Callable[[str], None] = lambda s: 
                 label = which + (f" ({('first', 'second')[i]})" if len(results[name, which]) > 1 else "")
                 rows.append({"policy": name, "situation": label, "chars_per_sec": result["chars_per_sec"], "vs_alone": result["chars_per_sec"] / alone, "threads": result["threads"]})
     auto, torch_default = (results[name, "alone"][0]["chars_per_sec"] for name in ways)
-    return {"cores": cores, "seconds": seconds, "rows": rows, "auto_vs_torch_alone": auto / torch_default}
+    return {"cores": cores, "seconds": seconds, "rows": rows, "auto_vs_torch_alone": auto / torch_default, "busy_before": busy_before}

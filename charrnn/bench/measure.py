@@ -100,7 +100,8 @@ def bench_trainer(case: TrainCase, run_dir: str, precision: str = "fp32", device
 
 def charrnn_train_step(case: TrainCase, precision: str = "fp32", device: str = "cpu") -> Callable[[], None]:
     """One real training step of charrnn's Trainer (TBPTT chunk, clipping, AdamW, carried state)."""
-    trainer = bench_trainer(case, tempfile.mkdtemp(prefix="charrnn-bench-"), precision, device)
+    with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as run_dir:  # (train_step writes nothing there)
+        trainer = bench_trainer(case, run_dir, precision, device)
     return lambda: trainer.train_step()
 
 

@@ -22,7 +22,9 @@ def bench(
     quality_seconds: Annotated[float, typer.Option(help="Wall time of the --quality run.")] = 600.0,
     load: Annotated[bool, typer.Option("--load", help="Also train the default model alone, beside a busy core and as two trainings at once, with charrnn's thread policy and with torch's defaults.")] = False,
     load_seconds: Annotated[float, typer.Option(help="Training time of each --load run.")] = 30.0,
-    speed: Annotated[bool, typer.Option("--speed/--no-speed", help="Measure the speed tables (peak, training, sampling, tokenising); --no-speed with --load or --quality runs only those.")] = True,
+    speed: Annotated[bool, typer.Option("--speed/--no-speed", help="Measure the speed tables (peak, training, sampling, tokenising); --no-speed with --load, --serve or --quality runs only those.")] = True,
+    serve: Annotated[bool, typer.Option("--serve", help="Also measure `charrnn serve`: requests per second and p50/p99 latency of 200-character samples with 1, 4 and 16 clients at once.")] = False,
+    serve_seconds: Annotated[float, typer.Option(help="Time of each --serve row.")] = 10.0,
 ) -> None:
     """Measure training, sampling and tokenising speed against this machine and a textbook loop.
 
@@ -34,8 +36,10 @@ def bench(
         console = _stderr()
         if rounds is not None and rounds < 1:
             raise CharRNNError(f"--rounds {rounds} must be at least 1")
-        if not (speed or load or quality):
-            raise CharRNNError("--no-speed leaves nothing to measure: add --load or --quality FILE")
+        if not (speed or load or quality or serve):
+            raise CharRNNError("--no-speed leaves nothing to measure: add --load, --serve or --quality FILE")
+        if serve and not serve_seconds > 0:
+            raise CharRNNError(f"--serve-seconds {serve_seconds:g} must be positive")
         if load and not load_seconds >= 10:
             raise CharRNNError(f"--load-seconds {load_seconds:g} must be at least 10 (the policy measures over a few seconds)")
         say = lambda what: console.print(f"measuring {what}…")  # noqa: E731
@@ -44,6 +48,10 @@ def bench(
             from charrnn.bench.load import run_load
 
             result["load"] = run_load(load_seconds, progress=say)
+        if serve:
+            from charrnn.bench.serve import run_serve
+
+            result["serve"] = run_serve(serve_seconds, progress=say)
         if quality is not None:
             console.print(f"training the default model on {quality} for {quality_seconds:.0f} s…", soft_wrap=True)
             result["quality"] = benchmark.quality(quality, quality_seconds)

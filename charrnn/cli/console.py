@@ -25,7 +25,20 @@ def opt(name: str, help: str, panel: str, table: dict = TRAIN_DEFAULTS, **kw) ->
 def stderr():
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, markup=False)  # paths and text may hold [brackets]
+    console = Console(stderr=True, highlight=False, markup=False)  # paths and text may hold [brackets]
+    console.on_broken_pipe = lambda: _stderr_gone(console)  # (rich's own ends the program: exit 1)
+    return console
+
+
+def _stderr_gone(console) -> None:
+    """The reader of stderr went away (`2>&1 | head`, a killed `tee`): what is for people is
+    dropped from then on, and the work goes on (a training to its end and its last.pt)."""
+    import os
+    import sys
+
+    console.quiet = True
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stderr.fileno())  # (Python's own writes, at exit too)
 
 
 def fail(exc: CharRNNError) -> None:

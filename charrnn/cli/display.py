@@ -42,7 +42,10 @@ from charrnn.units import LN2
 def _fmt_loss(nats: float | None) -> str:
     if nats is None or not math.isfinite(nats):
         return "-"
+    if abs(nats) >= 1e4:  # a run that diverged
+        return f"{nats:.4g} ({nats / LN2:.4g} bpc)"
     return f"{nats:.3f} ({nats / LN2:.3f} bpc)"
+
 
 
 def _clock(seconds: float) -> str:
@@ -272,6 +275,10 @@ def bench_tables(result: dict) -> list[Table]:
     tables = _speed_tables(result) if "machine" in result else []
     if "load" in result:
         tables.append(load_table(result["load"]))
+    if "serve" in result:
+        from charrnn.bench.serve import serve_table
+
+        tables.append(serve_table(result["serve"]))
     if "quality" in result:
         q = result["quality"]
         quality = Table(title_justify="left")
@@ -315,9 +322,12 @@ def _speed_tables(result: dict) -> list[Table]:
 def load_table(result: dict) -> Table:
     """`charrnn bench --load`: chars/s of each policy in each situation, and the ratio to alone."""
     table = Table(title=f"training the default model on a busy machine · {plural(result['cores'], 'core')} · {result['seconds']:g} s each", title_justify="left")
-    for col in ("threads", "situation", "chars/s", "vs alone", "threads used"):
+    for col in ("threads", "situation", "chars/s", "vs alone", "used"):
         table.add_column(col, justify="right" if col in ("chars/s", "vs alone") else "left")
     for row in result["rows"]:
         table.add_row(row["policy"], row["situation"], f"{row['chars_per_sec']:,.0f}", f"{row['vs_alone']:.0%}", " → ".join(str(n) for n in row["threads"]))
-    table.caption = f"alone, charrnn's policy runs at {result['auto_vs_torch_alone']:.0%} of torch's defaults"
+    table.caption = f"alone, charrnn's policy runs at {result['auto_vs_torch_alone']:.0%} of torch's defaults (torch, {result['cores']}: {result['cores']} threads, libgomp's default spin)"
+    busy = result.get("busy_before")
+    if busy is not None and busy > 0.3:
+        table.caption += f"; the machine was not idle: other processes kept {busy:.1f} cores busy before it started, so 'alone' was not"
     return table

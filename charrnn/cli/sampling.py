@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -33,15 +34,17 @@ def sample(
     echo_prime: Annotated[bool, typer.Option(help="Print the prime before its continuation.", rich_help_panel="Text")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel="Run")] = "cpu",
     engine: Annotated[str, typer.Option(help="What computes the logits: numpy (NumPy only, CPU; no torch needed for an .npz), torch (any device), or auto: numpy on the CPU, where it is the faster, torch on a GPU. Both give the same text for the same seed.", rich_help_panel="Run")] = "auto",
+    beam: Annotated[int, typer.Option(help="Beam search of this width instead of sampling: the most likely continuation, the same every time (--temp, --top-k, --top-p and --seed do not apply); with --num-samples K (at most the width), the K best, best first. 0 = sample.", rich_help_panel="Beam search")] = 0,
+    beam_norm: Annotated[float, typer.Option(help="Compare beams by log-probability / length^this, so that beams ended early by --stop are not preferred for being short; 0 = plain log-probability.", rich_help_panel="Beam search")] = 0.0,
 ) -> None:
     """Generate text from a trained model and stream it to stdout."""
     try:
-        _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop or [], seed, num_samples, separator, echo_prime, device, engine)
+        _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop or [], seed, num_samples, separator, echo_prime, device, engine, beam, beam_norm)
     except CharRNNError as exc:
         _fail(exc)
 
 
-def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop, seed, num_samples, separator, echo_prime, device, engine="auto") -> None:
+def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop, seed, num_samples, separator, echo_prime, device, engine="auto", beam=0, beam_norm=0.0) -> None:
     if prime is not None and prime_file is not None:
         raise CharRNNError("give --prime or --prime-file, not both")
     if unknown not in ("error", "skip"):
@@ -50,14 +53,14 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
         from charrnn.data.corpus import read_text
 
         prime = read_text(prime_file, flags=(), what="the prime file")
-    cfg = SampleConfig(length=length, temp=temp, top_k=top_k, top_p=top_p, prime=prime or "", seed=seed, num_samples=num_samples, stop=stop).validate()
+    cfg = SampleConfig(length=length, temp=temp, top_k=top_k, top_p=top_p, prime=prime or "", seed=seed, num_samples=num_samples, stop=stop, beam=beam, beam_norm=beam_norm).validate()
 
     from charrnn.machine.threads import limit_blas_threads, threads_for_command, use_threads
 
     # One stream is matrix-vector products, which a second thread does not speed up and a busy
     # neighbour slows down several times over (measured: see README, Busy machines); several
     # streams are matrix products: the free cores.
-    threads = 1 if num_samples == 1 else threads_for_command()
+    threads = 1 if max(num_samples, beam) == 1 else threads_for_command()
     limit_blas_threads(threads)
     from charrnn.sample.engines import open_stepper  # imports torch only if the engine or a .pt needs it
     from charrnn.sample.generate import OneAfterAnother, generate, prime_ids
@@ -76,11 +79,52 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
 
         _stderr().print(f"warning: dropped prime characters the model never saw: {describe_chars(dropped)}", soft_wrap=True)
     out = _Stdout()
+    if beam:  # (the best beam is known only at the end: nothing to stream)
+        from charrnn.sample.beam import beam_texts
+
+        out.write(separator.join(beam_texts(stepper, vocab, cfg, unknown, echo_prime)))
+        out.close()
+        return
     samples = OneAfterAnother(out.write, num_samples, separator)  # the first streams at once
     for b, piece in generate(stepper, vocab, cfg, unknown, echo_prime, on_end=samples.end):
         samples.piece(b, piece)
     samples.close()
     out.close()
+
+
+# ---------------------------------------------------------------------------------- play
+def play(
+    checkpoint_path: Annotated[Optional[Path], typer.Argument(metavar="CHECKPOINT", help="Checkpoint (.pt), run folder or export (.npz). \\[default: the newest best.pt under checkpoints/]", show_default=False)] = None,
+    engine: Annotated[str, typer.Option(help="numpy, torch or auto, as for sample.")] = "auto",
+) -> None:
+    """Talk to a model: type a prime, read its continuation; :help lists the settings.
+
+    Ctrl-C stops a text and stays; Ctrl-D leaves. Needs a terminal: in scripts, use `sample`."""
+    try:
+        if not sys.stdin.isatty():
+            raise CharRNNError("play needs a terminal on stdin (it reads what you type); in scripts and pipes use: charrnn sample --prime TEXT")
+        from charrnn.machine.threads import limit_blas_threads
+
+        limit_blas_threads(1)  # one stream
+        from charrnn.sample.engines import newest, open_stepper
+        from charrnn.sample.play import Session, run_session
+
+        path = checkpoint_path or newest("checkpoints")
+        stepper, vocab, chosen = open_stepper(path, engine, "cpu")
+        if chosen == "torch":
+            from charrnn.machine.threads import use_threads
+
+            use_threads(1)
+        try:
+            import readline  # noqa: F401  (history on the arrow keys, where Python has it)
+        except ImportError:
+            pass
+        out = _Stdout()
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops a text, not the session
+        _stderr().print(f"model: {path}", soft_wrap=True)
+        run_session(Session(stepper, vocab), input, out.write, lambda text: _stderr().print(text, style="dim", soft_wrap=True))
+    except CharRNNError as exc:
+        _fail(exc)
 
 
 class _Stdout:
@@ -166,5 +210,6 @@ def export(
 
 def register(app: typer.Typer) -> None:
     app.command()(sample)
+    app.command()(play)
     app.command()(info)
     app.command()(export)

@@ -50,7 +50,7 @@ def train(
     weight_decay: Annotated[Optional[float], _opt("weight_decay", "AdamW weight decay.", OPTIM)] = None,
     max_steps: Annotated[Optional[int], _opt("max_steps", "Stop after this many steps.", LENGTH)] = None,
     max_epochs: Annotated[Optional[float], _opt("max_epochs", "Stop after this many passes over the corpus.", LENGTH)] = None,
-    time_budget: Annotated[Optional[float], _opt("time_budget", "Stop after this many seconds (the LR schedule follows the clock).", LENGTH)] = None,
+    time_budget: Annotated[Optional[float], _opt("time_budget", "Stop after this many seconds of wall clock: the whole command, start-up, evaluations and the final save included (the LR schedule follows the clock). With --resume, the run's total: the time it trained before counts.", LENGTH)] = None,
     eval_every: Annotated[Optional[int], _opt("eval_every", "Evaluate on the validation split every N steps.", OUTPUT)] = None,
     eval_chars: Annotated[Optional[int], _opt("eval_chars", "Validation characters per evaluation (0 = all).", OUTPUT)] = None,
     save_every: Annotated[Optional[int], _opt("save_every", "Write last.pt every N steps.", OUTPUT)] = None,
@@ -161,7 +161,7 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
             if dist.world == 1:  # a second one ends at once (torchrun repeats signals, and kills after 30 s)
                 signal.signal(signum, signal.SIG_DFL)
 
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN}
         try:
             with display:
                 summary = trainer.fit()

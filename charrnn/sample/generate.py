@@ -8,6 +8,7 @@ engine computes the logits.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterator, Protocol
 
 import numpy as np
@@ -23,6 +24,9 @@ class Stepper(Protocol):
 
     def step(self, ids: np.ndarray) -> np.ndarray:
         """Feed one id per row (B,), return the logits (B, V) for the next character."""
+
+    def select(self, rows: np.ndarray) -> None:
+        """Keep the state of `rows` only: row i becomes the old row rows[i] (beam search)."""
 
 
 # ------------------------------------------------------------------ pure sampling filters
@@ -96,6 +100,15 @@ def prime_ids(vocab: Vocab, prime: str, unknown: str = "error") -> tuple[list[in
 
 
 # ------------------------------------------------------------------ the generator
+@dataclass
+class Carry:
+    """What a conversation carries from one text to the next (`play` with `:keep on`): the
+    logits of the next character after all the text so far (the stepper holds the hidden
+    state). `logits` None: the next text starts afresh."""
+
+    logits: np.ndarray | None = None
+
+
 def generate(
     stepper: Stepper,
     vocab: Vocab,
@@ -103,11 +116,14 @@ def generate(
     unknown: str = "error",
     echo_prime: bool = True,
     on_end: Callable[[int], None] = lambda b: None,
+    carry: Carry | None = None,
 ) -> Iterator[tuple[int, str]]:
     """Yield (sample index, text) pieces: the prime (if echoed), then one character at a time.
 
     Samples that hit a stop string end early (the stop string is included; `on_end(b)` is
-    called then); the others go on.
+    called then); the others go on. With a `carry` (one sample), the text goes on from where
+    the last one stopped: the prime (if any) is read from that state, and the state after the
+    text is kept in it.
     """
     ids, echo, _ = prime_ids(vocab, cfg.prime, unknown)
     batch = cfg.num_samples
@@ -117,7 +133,12 @@ def generate(
             yield b, echo
     if cfg.length == 0:
         return
-    logits = stepper.prime(ids, batch)
+    if carry is not None and carry.logits is not None:
+        logits = carry.logits
+        for i in ids if echo else []:  # (an empty prime stands for a newline only when starting afresh)
+            logits = stepper.step(np.array([i], dtype=np.intp))
+    else:
+        logits = stepper.prime(ids, batch)
     alive = list(range(batch))  # the samples still going
     tails = [""] * batch  # the end of each generated text, to spot stop strings
     longest_stop = max((len(s) for s in cfg.stop), default=0)
@@ -135,8 +156,12 @@ def generate(
                 on_end(b)
             alive = [b for b in alive if b not in stopped]
             if not alive:
+                if carry is not None:
+                    carry.logits = stepper.step(next_ids).copy()
                 return
         logits = stepper.step(next_ids)
+    if carry is not None:
+        carry.logits = logits.copy()  # (a stepper may reuse its logits buffer)
 
 
 def generate_text(stepper: Stepper, vocab: Vocab, cfg: SampleConfig, unknown: str = "error") -> list[str]:

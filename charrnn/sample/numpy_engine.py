@@ -151,6 +151,13 @@ class FusedStepper:
         self.logits += self.head_b
         return self.logits
 
+    def select(self, rows: np.ndarray) -> None:
+        kept = [buf[rows] for buf in (*self.xh, *self.c)]  # (copies)
+        if len(rows) != self.batch:
+            self._allocate(len(rows))
+        for buf, rows_kept in zip((*self.xh, *self.c), kept):
+            buf[...] = rows_kept
+
     def prime(self, ids: list[int], batch_size: int) -> np.ndarray:
         self.reset(batch_size)
         logits = None

@@ -27,3 +27,9 @@ class TorchStepper:
         x = torch.from_numpy(np.asarray(ids, dtype=np.int64)).view(-1, 1).to(self.device)
         logits, self.hidden = self.model(x, self.hidden)  # (B, 1, V)
         return logits[:, -1].float().cpu().numpy()
+
+    def select(self, rows: np.ndarray) -> None:
+        index = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=self.device)
+        parts = self.hidden if isinstance(self.hidden, tuple) else (self.hidden,)  # each (L, B, H)
+        kept = tuple(part.index_select(1, index) for part in parts)
+        self.hidden = kept if isinstance(self.hidden, tuple) else kept[0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from charrnn.cells import parameter_count
@@ -48,6 +49,7 @@ class ThreadUse:
         moments (at a modest 200 MB/s); a live sample's character costs about a forward time
         step of the batch, a third of a training step over seq_len (at least 0.5 ms)."""
         c = self.costs
-        c.step = seconds
+        self._recent_steps.append(seconds)
+        c.step = float(np.median(self._recent_steps))  # one slow step under load would swing the reserve
         c.guess_save = 0.01 + 12 * parameter_count(self.model.cfg) / 200e6
         c.guess_sample_per_char = max(seconds / (3 * self.cfg.seq_len), 5e-4)

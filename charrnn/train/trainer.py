@@ -17,6 +17,7 @@ random states of all of them), laid out as if one process had trained all the st
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import time
@@ -81,6 +82,7 @@ class Trainer(Schedule, ThreadUse, LiveSamples, RunState):
         self.device = self.dist.device if self.dist.world > 1 else pick_device(cfg.device)
         self.started_at = time.monotonic() if started_at is None else started_at
         self.costs = Costs()
+        self._recent_steps: collections.deque[float] = collections.deque(maxlen=25)
         self._reserve = 0.0  # seconds kept for the end of a --time-budget run (agreed by all processes)
         self._time_up = False
         self._tick = time.perf_counter()
@@ -219,6 +221,8 @@ class Trainer(Schedule, ThreadUse, LiveSamples, RunState):
             self._agree_on_stop_and_clock()
             if self.fraction_done() >= 1.0:
                 reason = "done"
+                if p.step and self._any_train_loss():  # the time ran out after the last step's checks (a save, a larger reserve)
+                    self._evaluate(self.lr_at(p.step, 1.0), window_chars / max(time.perf_counter() - window_start, 1e-9))
                 break
             if until_step is not None and p.step >= until_step:
                 reason = "until_step"

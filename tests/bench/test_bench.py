@@ -73,7 +73,7 @@ def test_load_bench_reads_each_training_and_shows_ratios(tmp_path):
     assert _result(done, tmp_path) == {"chars_per_sec": 12345.0, "threads": [2, 1]}
     auto, torch_default = policies(2)
     assert policies(2)[torch_default][1] == {"GOMP_SPINCOUNT": "300000"} and policies(2)[auto][0] == ["--threads", "auto"]
-    result = {"load": {"cores": 2, "seconds": 30, "auto_vs_torch_alone": 0.99, "rows": [
+    result = {"load": {"cores": 2, "seconds": 30, "auto_vs_torch_alone": 0.99, "busy_before": 1.0, "rows": [
         {"policy": auto, "situation": "alone", "chars_per_sec": 40000.0, "vs_alone": 1.0, "threads": [2]},
         {"policy": auto, "situation": "beside a busy core", "chars_per_sec": 26000.0, "vs_alone": 0.65, "threads": [1]}]}}
     console = Console(record=True, width=200)
@@ -81,3 +81,4 @@ def test_load_bench_reads_each_training_and_shows_ratios(tmp_path):
         console.print(table)
     text = console.export_text()
     assert "26,000" in text and "65%" in text and "99% of torch's defaults" in text
+    assert "the machine was not idle: other processes kept 1.0 cores busy" in " ".join(text.split())

@@ -61,3 +61,41 @@ def test_a_log_gets_heartbeats_from_a_real_run(write_corpus, tmp_path):
     assert all("1 thread" in line for line in beats)
     evals = [line for line in lines if "val " in line]
     assert len(evals) == 1  # the final evaluation
+
+
+def test_a_closed_stderr_does_not_end_the_training(write_corpus, tmp_path):
+    """`charrnn train ... 2>&1 | head -2`: once the reader is gone, training goes on quietly and
+    ends as it would have, with its last.pt."""
+    import os
+    import subprocess
+    import sys
+
+    corpus = write_corpus(words_text(20_000))
+    out = tmp_path / "ck"
+    args = [sys.executable, "-m", "charrnn", "train", str(corpus), *TINY, "--max-steps", "300", "--eval-every", "5", "--sample-every", "0", "--out", str(out)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process.stderr.readline()
+    process.stderr.close()  # the reader goes away after one line
+    assert process.wait(timeout=300) == 0
+    assert (out / "corpus" / "last.pt").exists()
+    steps = [line for line in (out / "corpus" / "metrics.jsonl").read_text().splitlines() if '"event"' not in line]
+    assert len(steps) == 60  # every evaluation, to step 300
+
+
+def test_a_signal_ignored_from_the_start_stays_ignored(write_corpus, tmp_path):
+    """A script's background job starts with SIGINT ignored: Ctrl-C meant for the script's
+    foreground command must not end the training."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    corpus = write_corpus(words_text(20_000))
+    args = [sys.executable, "-m", "charrnn", "train", str(corpus), *TINY, "--time-budget", "6", "--out", str(tmp_path / "ck")]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    for delay in (0.3, 1.5, 3.0):
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err.decode()
+    assert b"interrupted" not in err

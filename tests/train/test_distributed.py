@@ -105,6 +105,9 @@ trainer("straight").fit()
 trainer("split").fit(until_step=12)  # as if interrupted at step 12
 trainer("split", dist.from_main(lambda: checkpoint.load(f"{sys.argv[2]}/split/last.pt"))).fit()  # as the CLI does
 dist.close()
+import os
+sys.stdout.flush()
+os._exit(0)  # as the CLI ends (cli/app.py _exit_now): gloo's threads can abort the interpreter's teardown
 """
 
 
@@ -167,7 +170,8 @@ try:
     dist.local_first(work)
 except CharRNNError as exc:  # the process that did not run `work` hears of it, and does not wait
     print(f"rank {dist.rank} told: {exc} (elsewhere={exc.elsewhere})", flush=True)
-    sys.exit(3)
+    import os
+    os._exit(3)  # as the CLI ends (cli/app.py _exit_now): gloo's threads can abort the interpreter's teardown
 """
 
 

@@ -1,0 +1,144 @@
+"""`charrnn bench --serve`: how many requests `charrnn serve` answers, and how fast.
+
+The default model (LSTM 2×256) is trained for a few steps (its weights' values do not change
+the speed), served by a real `charrnn serve` process on a free port of 127.0.0.1, and asked
+for 200-character samples (one JSON answer each, "stream": false) by 1, 4 and 16 clients at
+once, each sending its next request when the last is answered, for a fixed time per row.
+Reported: requests per second, and the 50th and 99th percentile of a request's latency.
+The clients run in this process, on the same machine: their own CPU is part of the cost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from rich.table import Table
+
+from charrnn.bench.measure import generated_corpus
+from charrnn.errors import plural
+from charrnn.machine.threads import cores_here
+
+CLIENTS = (1, 4, 16)
+LENGTH = 200  # characters per sample
+
+
+def _model(out: Path) -> Path:
+    """A default-size model, trained for two steps: a real checkpoint in seconds."""
+    corpus = generated_corpus(out / "corpus.txt", 0.1)
+    args = [sys.executable, "-m", "charrnn", "train", str(corpus), "--out", str(out), "--name", "served", "--max-steps", "2",
+            "--eval-every", "2", "--eval-chars", "2048", "--sample-every", "0", "--log-every", "0", "--cache-dir", str(out / "cache"), "-q"]
+    done = subprocess.run(args, capture_output=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the benchmark's model could not be trained ({done.returncode}): {done.stderr.decode(errors='replace')[-500:]}")
+    return out / "served" / "best.pt"
+
+
+def start_server(checkpoint: Path, *flags: str, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
+    """`charrnn serve CHECKPOINT --port 0 FLAGS` and the URL it prints, once it listens."""
+    process = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", str(checkpoint), "--port", "0", *flags],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    said, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        said.append(line)
+        found = re.search(r" at (http://\S+/) ", line)
+        if found:
+            return process, found.group(1)
+    process.kill()
+    raise RuntimeError(f"charrnn serve did not start: {''.join(said)[-500:]}")
+
+
+def _request(url: str, seed: int) -> float:
+    body = json.dumps({"length": LENGTH, "seed": seed, "stream": False}).encode()
+    started = time.perf_counter()
+    with urllib.request.urlopen(urllib.request.Request(url + "v1/sample", data=body, method="POST"), timeout=120) as answer:
+        text = json.loads(answer.read())["text"]
+    assert len(text) == LENGTH
+    return time.perf_counter() - started
+
+
+def _load(url: str, clients: int, seconds: float) -> dict[str, Any]:
+    """`clients` threads, each sending a request after the last for `seconds`."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    failures: list[str] = []
+    end = time.perf_counter() + seconds
+
+    def client(i: int) -> None:
+        seed = i * 1_000_000
+        while time.perf_counter() < end:
+            try:
+                latencies[i].append(_request(url, seed))
+            except (OSError, ValueError, AssertionError) as exc:  # (urllib's errors are OSErrors)
+                failures.append(f"{type(exc).__name__}: {exc}")
+                return
+            seed += 1
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(f"{plural(len(failures), 'request')} of {plural(clients, 'client')} at once failed: {failures[0]}")
+    every = np.array([x for per_client in latencies for x in per_client])
+    return {
+        "clients": clients,
+        "requests": len(every),
+        "requests_per_sec": len(every) / elapsed,
+        "chars_per_sec": len(every) * LENGTH / elapsed,
+        "p50_ms": float(np.percentile(every, 50)) * 1000,
+        "p99_ms": float(np.percentile(every, 99)) * 1000,
+    }
+
+
+def run_serve(seconds: float = 10.0, progress: Callable[[str], None] = lambda s: None, clients: tuple[int, ...] = CLIENTS) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        progress("training the default model for two steps, to serve it")
+        checkpoint = _model(Path(tmp))
+        process, url = start_server(checkpoint, "--max-length", str(LENGTH))
+        try:
+            with urllib.request.urlopen(url + "v1/models", timeout=60) as answer:
+                info = json.loads(answer.read())["models"][0]
+            for seed in range(3):  # warm up: first requests, imports, caches
+                _request(url, seed)
+            rows = []
+            for n in clients:
+                progress(f"serving {LENGTH}-character samples to {plural(n, 'client')} at once, {seconds:g} s")
+                rows.append(_load(url, n, seconds))
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+    model = f"{info['cell'].upper()} {info['layers']}×{info['hidden']}"
+    return {"model": model, "parameters": info["parameters"], "length": LENGTH, "seconds": seconds, "cores": cores_here(), "rows": rows}
+
+
+def serve_table(result: dict[str, Any]) -> Table:
+    """`charrnn bench --serve`: requests per second and latency by clients at once."""
+    title = f"charrnn serve · {result['length']}-character samples · {result['model']} ({result['parameters']:,} parameters) · {plural(result['cores'], 'core')} · {result['seconds']:g} s each"
+    table = Table(title=title, title_justify="left")
+    for col in ("clients at once", "requests", "requests/s", "chars/s", "p50 latency", "p99 latency"):
+        table.add_column(col, justify="right")
+    for row in result["rows"]:
+        table.add_row(str(row["clients"]), f"{row['requests']:,}", f"{row['requests_per_sec']:,.1f}", f"{row['chars_per_sec']:,.0f}", f"{row['p50_ms']:,.0f} ms", f"{row['p99_ms']:,.0f} ms")
+    table.caption = "clients and server on the same machine; each client sends its next request when the last is answered"
+    return table

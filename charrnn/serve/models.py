@@ -1,0 +1,88 @@
+"""The models `charrnn serve` serves: loaded once, at start, from the paths named on the command
+line, and known from then on by name only."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from charrnn.config import ModelConfig
+from charrnn.errors import CharRNNError
+from charrnn.data.vocab import Vocab
+
+
+@dataclass
+class ServedModel:
+    name: str
+    path: Path
+    weights: dict[str, np.ndarray]  # torch's names, float32: the numpy engine's, shared read-only
+    vocab: Vocab
+    cfg: ModelConfig
+    module: Any  # the CharRNN (torch, CPU, eval mode): for scores and activations
+    info: dict[str, Any]  # `charrnn info`'s fields
+
+    def stepper(self):
+        from charrnn.sample.engines import numpy_stepper
+
+        return numpy_stepper(self.weights, self.cfg)
+
+
+def load_models(paths: list[Path]) -> dict[str, ServedModel]:
+    """The models to serve, by name: a run folder's name (checkpoints/NAME/best.pt is NAME),
+    else the file's stem; a second model of the same name gets -2, and so on."""
+    from charrnn.store import checkpoint
+    from charrnn.store.model_file import ModelFile, build_model, is_export, resolve_checkpoint
+
+    models: dict[str, ServedModel] = {}
+    for given in paths:
+        path = resolve_checkpoint(given)
+        if is_export(path):
+            raise CharRNNError(f"{path}: serve needs a .pt checkpoint (scores and the activation view use torch), not an export")
+        ckpt = checkpoint.load(path)
+        weights = {name: tensor.detach().float().cpu().numpy() for name, tensor in ckpt.model.items()}
+        vocab = ckpt.info.vocab
+        module = build_model(ModelFile(path, weights, vocab, ckpt.info.model, ckpt.info))
+        base = path.parent.name if path.stem in ("best", "last") and path.parent.name else path.stem
+        name, n = base, 1
+        while name in models:
+            n += 1
+            name = f"{base}-{n}"
+        models[name] = ServedModel(name, path, weights, vocab, ckpt.info.model, module, model_info(name, path, ckpt))
+    return models
+
+
+def model_info(name: str, path: Path, ckpt) -> dict[str, Any]:
+    """`charrnn info`'s fields (display.checkpoint_table) as JSON."""
+    from charrnn.store import checkpoint
+
+    meta = ckpt.meta
+    model, prog = meta["model"], meta["progress"]
+    best = prog["best_loss"]
+    return {
+        "name": name,
+        "path": str(path),
+        "cell": model["cell"],
+        "layers": model["layers"],
+        "hidden": model["hidden"],
+        "embed": model["embed"],
+        "dropout": model["dropout"],
+        "parameters": sum(t.numel() for t in ckpt.model.values()),
+        "vocab_size": len(meta["vocab"]["chars"]),
+        "vocabulary": "".join(meta["vocab"]["chars"]),
+        "steps": prog["step"],
+        "epoch": prog["epoch"],
+        "chars_seen": prog["chars_seen"],
+        "best_loss_nats": best if best is not None and math.isfinite(best) else None,
+        "best_bpc": best / math.log(2) if best is not None and math.isfinite(best) else None,
+        "train_seconds": prog["train_seconds"],
+        "corpus": meta["corpus"]["path"],
+        "train_chars": meta["corpus"]["train_chars"],
+        "config": {k: v for k, v in meta["config"].items() if v is not None},
+        "saved_at": meta["saved_at"],
+        "format_version": ckpt.format_version or checkpoint.FORMAT_VERSION,
+        "charrnn_version": meta["charrnn_version"],
+    }

@@ -1,0 +1,34 @@
+"""`charrnn bench --serve`: one short pass through its machinery (a real server, real clients).
+Speed itself is never asserted: the bench prints it."""
+
+from __future__ import annotations
+
+import pytest
+from rich.console import Console
+
+from conftest import invoke
+
+
+def test_serve_bench_measures_each_number_of_clients():
+    from charrnn.bench.serve import LENGTH, run_serve
+    from charrnn.cli.display import bench_tables
+
+    result = run_serve(seconds=0.3, clients=(1, 3))
+    assert result["length"] == LENGTH == 200 and result["model"] == "LSTM 2×256"
+    assert [row["clients"] for row in result["rows"]] == [1, 3]
+    for row in result["rows"]:
+        assert row["requests"] >= 1 and row["requests_per_sec"] > 0
+        assert 0 < row["p50_ms"] <= row["p99_ms"]
+        assert row["chars_per_sec"] == pytest.approx(row["requests_per_sec"] * LENGTH)
+    console = Console(record=True, width=200)
+    for table in bench_tables({"serve": result}):
+        console.print(table)
+    shown = console.export_text()
+    assert "charrnn serve" in shown and "p99 latency" in shown and "requests/s" in shown
+
+
+def test_no_speed_names_serve_as_something_to_measure():
+    result = invoke("bench", "--no-speed")
+    assert result.returncode != 0 and "--serve" in result.stderr.decode()
+    result = invoke("bench", "--no-speed", "--serve", "--serve-seconds", "0")
+    assert result.returncode != 0 and "--serve-seconds" in result.stderr.decode()

@@ -1,0 +1,330 @@
+"""`charrnn serve` as a client sees it: a real server in a subprocess on a free port of
+127.0.0.1, with a tiny model trained here, called over HTTP with urllib."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY, invoke, words_text
+
+MAX_SECONDS = 1.0
+MAX_LENGTH = 200_000  # more than the tiny model writes in MAX_SECONDS
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("serve")
+    corpus = folder / "words.txt"
+    corpus.write_text(words_text(20_000), encoding="utf-8")
+    result = invoke("train", str(corpus), *TINY, "--max-steps", "40", "--eval-every", "20", "--out", str(folder / "ck"), "--name", "tiny", "-q")
+    assert result.returncode == 0, result.stderr.decode()
+    return folder / "ck" / "tiny" / "best.pt"
+
+
+class Served:
+    """A `charrnn serve` subprocess and its URL."""
+
+    def __init__(self, *args: str):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", *args, "--port", "0"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+        self.lines: list[str] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = self.process.stderr.readline()
+            if not line:
+                raise AssertionError(f"charrnn serve ended ({self.process.wait()}): {''.join(self.lines)}")
+            self.lines.append(line)
+            found = re.search(r"at (http://127\.0\.0\.1:\d+/) ", line)
+            if found:
+                self.url = found.group(1)
+                return
+        raise AssertionError("charrnn serve did not say where it listens")
+
+    def stop(self, sig=signal.SIGINT) -> tuple[int, str]:
+        self.process.send_signal(sig)
+        _, err = self.process.communicate(timeout=30)
+        return self.process.returncode, "".join(self.lines) + err
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint):
+    served = Served(str(tiny_checkpoint), "--max-length", str(MAX_LENGTH), "--max-seconds", str(MAX_SECONDS))
+    yield served
+    code, said = served.stop()
+    assert code == 130 and "Traceback" not in said  # no request made it fail (a 500 prints one)
+
+
+def post(url: str, body, timeout: float = 60) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def sample(server, **fields) -> dict:
+    status, answer = post(server.url + "v1/sample", {"stream": False, **fields})
+    assert status == 200, answer
+    return answer
+
+
+def test_models_lists_info_fields(server, tiny_checkpoint):
+    with urllib.request.urlopen(server.url + "v1/models", timeout=30) as answer:
+        models = json.loads(answer.read())["models"]
+    assert [m["name"] for m in models] == ["tiny"]
+    info = models[0]
+    assert (info["cell"], info["layers"], info["hidden"], info["embed"]) == ("lstm", 1, 32, 16)
+    assert info["steps"] == 40 and info["path"] == str(tiny_checkpoint)
+    assert info["vocab_size"] == len(info["vocabulary"]) and info["parameters"] > 0
+    assert {"chars_seen", "best_loss_nats", "best_bpc", "train_seconds", "corpus", "config", "saved_at", "format_version"} <= set(info)
+
+
+def test_sample_as_one_object_is_the_sample_command_text(server, tiny_checkpoint):
+    answer = sample(server, prime="The ", length=80, seed=3, temp=0.7, top_k=10)
+    assert answer["stopped"] == "length" and answer["model"] == "tiny"
+    cli = invoke("sample", "-c", str(tiny_checkpoint), "--prime", "The ", "--length", "80", "--seed", "3", "--temp", "0.7", "--top-k", "10")
+    assert answer["text"] == cli.stdout.decode()
+
+
+def test_stop_strings_and_several_samples(server):
+    answer = sample(server, prime="The", length=500, seed=1, stop=["."], num_samples=3)
+    assert len(answer["samples"]) == 3 and answer["text"] == answer["samples"][0]
+    assert all(s.endswith(".") for s in answer["samples"]) and answer["stopped"] == "stop"
+
+
+def test_beam_search_as_the_sample_command(server, tiny_checkpoint):
+    answer = sample(server, prime="the", length=20, beam=4, num_samples=2)
+    cli = invoke("sample", "-c", str(tiny_checkpoint), "--prime", "the", "--length", "20", "--beam", "4", "--num-samples", "2", "--separator", "|")
+    assert "|".join(answer["samples"]) == cli.stdout.decode()
+
+
+def test_streaming_sends_the_first_text_before_the_end(server):
+    request = urllib.request.Request(server.url + "v1/sample", data=json.dumps({"prime": "A", "length": MAX_LENGTH, "seed": 0}).encode(), method="POST")
+    started = time.monotonic()
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        assert answer.headers["Transfer-Encoding"] == "chunked"
+        assert answer.headers["Content-Type"].startswith("application/x-ndjson")
+        first = json.loads(answer.readline())
+        first_seconds = time.monotonic() - started
+        events = [first] + [json.loads(line) for line in answer]
+        all_seconds = time.monotonic() - started
+    assert first == {"sample": 0, "text": "A"}  # the prime, at once
+    assert first_seconds < 0.5 * all_seconds and all_seconds >= MAX_SECONDS
+    done = events[-1]
+    assert done["done"] and done["stopped"] == "max_seconds"  # the time bound, not the length
+    text = "".join(e["text"] for e in events[:-1])
+    assert len(text) == done["chars"] and 1 < len(text) < MAX_LENGTH
+    assert len(events) > 10  # written as it is generated, not at the end
+
+
+def test_time_bound_ends_a_sample_and_keeps_its_text(server):
+    started = time.monotonic()
+    answer = sample(server, length=MAX_LENGTH)
+    assert answer["stopped"] == "max_seconds" and 0 < len(answer["text"]) < MAX_LENGTH
+    assert MAX_SECONDS <= time.monotonic() - started < MAX_SECONDS + 3
+
+
+def test_a_beam_search_past_the_time_bound_is_refused_naming_beam(server):
+    started = time.monotonic()
+    status, answer = post(server.url + "v1/sample", {"beam": 32, "length": MAX_LENGTH})
+    assert status == 400 and answer["field"] == "beam" and "max_seconds" in answer["error"].replace("-", "_")
+    assert time.monotonic() - started < MAX_SECONDS + 3
+
+
+def test_a_client_that_leaves_mid_stream_does_not_trouble_the_server(server):
+    import http.client
+
+    host, port = server.url.split("//")[1].rstrip("/").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection.request("POST", "/v1/sample", body=json.dumps({"length": MAX_LENGTH}))
+    answer = connection.getresponse()
+    assert json.loads(answer.readline())["sample"] == 0
+    connection.close()  # gone before the end
+    assert sample(server, length=10, seed=2)["text"]  # and the server goes on
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"length": MAX_LENGTH + 1}, "length"),
+        ({"length": -1}, "length"),
+        ({"temp": "hot"}, "temp"),
+        ({"temp": -1}, "temp"),
+        ({"top_k": -1}, "top_k"),
+        ({"top_p": 0}, "top_p"),
+        ({"seed": -5}, "seed"),
+        ({"seed": 1.5}, "seed"),
+        ({"stop": [""]}, "stop"),
+        ({"beam": 2, "num_samples": 3}, "num_samples"),
+        ({"num_samples": 1000}, "num_samples"),
+        ({"prime": "zebra ½"}, "prime"),
+        ({"lenght": 10}, "lenght"),
+        ({"stream": "yes"}, "stream"),
+        ({"unknown": "maybe"}, "unknown"),
+    ],
+)
+def test_bad_requests_name_their_field(server, body, field):
+    status, answer = post(server.url + "v1/sample", body)
+    assert status == 400 and answer["field"] == field, answer
+    assert answer["error"] and "--" not in answer["error"].replace("--max-length", "")  # (a flag of the server)
+
+
+def test_bodies_that_are_not_json_objects(server):
+    for body in (b"{not json", b"[1, 2]", b"\xff\xfe"):
+        status, answer = post(server.url + "v1/sample", body)
+        assert status == 400 and answer["field"] is None and answer["error"]
+
+
+def test_only_the_models_named_at_start_are_served(server, tiny_checkpoint, tmp_path):
+    for name in ("other", str(tiny_checkpoint), str(tiny_checkpoint.parent), "../../../etc/passwd", "tiny/../tiny"):
+        status, answer = post(server.url + "v1/sample", {"model": name, "length": 5})
+        assert status == 404 and answer["field"] == "model" and "not served" in answer["error"]
+    for path in ("/etc/passwd", "/../../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/charrnn/serve/page.html", "/v1/../../README.md"):
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(server.url.rstrip("/") + path, timeout=30)
+        assert caught.value.code == 404
+        assert b"root:" not in caught.value.read()
+
+
+def test_many_clients_at_once_each_get_their_own_text(server):
+    clients = 32  # (more than socketserver's default backlog of 5 connections, all at once)
+    expected = {seed: sample(server, length=300, seed=seed)["text"] for seed in range(clients)}
+    got: dict[int, str] = {}
+    together = threading.Barrier(clients)
+
+    def client(seed: int) -> None:
+        together.wait()
+        got[seed] = sample(server, length=300, seed=seed)["text"]
+
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert got == expected  # all answered, and no request's stream disturbed another's
+
+
+def test_a_long_request_does_not_hold_up_a_short_one(server):
+    long_done: list[float] = []
+    long_client = threading.Thread(target=lambda: (sample(server, length=MAX_LENGTH), long_done.append(time.monotonic())))
+    long_client.start()
+    time.sleep(0.2)  # the long one is generating
+    started = time.monotonic()
+    short = sample(server, length=20, seed=1)
+    short_done = time.monotonic()
+    long_client.join(60)
+    assert len(short["text"]) == 20 and short_done - started < 0.5
+    assert long_done and short_done < long_done[0]
+
+
+def test_score_is_the_eval_command_loss(server, tiny_checkpoint, tmp_path):
+    text = words_text(500, seed=7)
+    status, answer = post(server.url + "v1/score", {"text": text})
+    assert status == 200
+    (tmp_path / "text.txt").write_text(text, encoding="utf-8")
+    cli = json.loads(invoke("eval", str(tiny_checkpoint), str(tmp_path / "text.txt"), "--json").stdout)
+    assert answer["loss_nats"] == pytest.approx(cli["loss_nats"], rel=1e-5)
+    assert answer["bpc"] == pytest.approx(cli["bpc"], rel=1e-5) and answer["chars_scored"] == 499
+    for body, field in (({"text": "a"}, "text"), ({}, "text"), ({"text": 3}, "text"), ({"text": "ab", "model": "x"}, "model")):
+        status, answer = post(server.url + "v1/score", body)
+        assert status in (400, 404) and answer["field"] == field
+
+
+def test_neurons_are_the_activation_view(server, tiny_checkpoint):
+    from charrnn.insight.neurons import activations
+    from charrnn.insight.neurons_view import colour
+    from charrnn.store.model_file import build_model, open_model_file
+
+    text = "The a of to and\nin that. He was at"
+    status, answer = post(server.url + "v1/neurons", {"text": text + "[]"})
+    assert status == 200 and answer["text"] == text and answer["state"] == "c"
+    assert answer["unknown"] == {"[": 1, "]": 1}  # characters the model never saw: dropped, named
+    values = np.frombuffer(base64.b64decode(answer["values"]), dtype=np.int8).reshape(len(text), answer["layers"], answer["hidden"])
+    record = open_model_file(tiny_checkpoint)
+    model, vocab = build_model(record), record.vocab
+    np.testing.assert_allclose(values / 127, activations(model, vocab, text, "c"), atol=0.5 / 127 + 1e-6)
+    assert answer["palette"][0] == "#%02x%02x%02x" % colour(-1) and answer["palette"][127] == "#ffffff"
+    assert answer["shown"][text.index("\n")] == "↵"
+    assert answer["best"] and {"feature", "layer", "unit", "correlation"} == set(answer["best"][0])
+    status, answer = post(server.url + "v1/neurons", {"text": "ab", "state": "x"})
+    assert status == 400 and answer["field"] == "state"
+
+
+def test_the_page_needs_nothing_from_elsewhere(server):
+    with urllib.request.urlopen(server.url, timeout=30) as answer:
+        page = answer.read().decode()
+        assert answer.headers["Content-Type"].startswith("text/html")
+    assert "Generate" in page and "/v1/sample" in page and "/v1/neurons" in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "@import" not in page and "url(" not in page
+
+
+def test_ctrl_c_stops_it_with_one_line(tiny_checkpoint):
+    served = Served(str(tiny_checkpoint))
+    sample(served, length=10)
+    code, err = served.stop(signal.SIGINT)
+    assert code == 130
+    assert err.splitlines()[-1] == "charrnn: interrupted (SIGINT)" and "Traceback" not in err
+
+
+def test_warns_when_listening_beyond_this_machine(tiny_checkpoint, monkeypatch):
+    from charrnn.serve import server as server_module
+
+    class NotListening:
+        url = "http://0.0.0.0:8000/"
+
+        def serve_forever(self):
+            pass
+
+        def server_close(self):
+            pass
+
+    monkeypatch.setattr(server_module, "start", lambda *args: NotListening())
+    result = invoke("serve", str(tiny_checkpoint), "--host", "0.0.0.0")
+    assert result.returncode == 0
+    assert "warning: listening on 0.0.0.0" in result.stderr.decode()
+    quiet = invoke("serve", str(tiny_checkpoint), "--host", "127.0.0.1")
+    assert "warning" not in quiet.stderr.decode()
+    assert server_module.is_local("::1") and server_module.is_local("localhost") and not server_module.is_local("::")
+
+
+@pytest.mark.parametrize("flags, message", [(["--max-length", "0"], "--max-length"), (["--max-seconds", "0"], "--max-seconds"), (["--port", "70000"], "--port")])
+def test_bad_flags_are_one_line(tiny_checkpoint, flags, message):
+    result = invoke("serve", str(tiny_checkpoint), *flags)
+    assert result.returncode != 0 and message in result.stderr.decode()
+
+
+def test_a_port_in_use_and_no_model_are_one_line(tiny_checkpoint, tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = invoke("serve", str(tiny_checkpoint), "--port", str(taken.getsockname()[1]))
+    assert result.returncode != 0 and "cannot listen on 127.0.0.1:" in result.stderr.decode()
+    monkeypatch.chdir(tmp_path)
+    result = invoke("serve")
+    assert result.returncode != 0 and "charrnn serve CKPT" in result.stderr.decode()
+
+
+def test_the_activation_view_is_bounded(server):
+    text = words_text(5000, seed=3)
+    status, answer = post(server.url + "v1/neurons", {"text": text})
+    assert status == 200 and answer["truncated"] and answer["text"] == text[:2000]
+    assert len(base64.b64decode(answer["values"])) == 2000 * answer["layers"] * answer["hidden"]
