@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,14 @@ import pytest
 import torch
 
 torch.set_num_threads(1)  # deterministic and fair on a shared 2-core machine
+
+# A shell's background job (`make test &`, some CI runners) starts with SIGINT ignored, and a
+# process keeps an ignored signal through exec: charrnn, rightly, leaves it ignored. The tests
+# that interrupt charrnn need it started as from a terminal, so this process handles the
+# signals itself, and its children start with the default.
+for _sig in (signal.SIGINT, signal.SIGTERM):
+    if signal.getsignal(_sig) is signal.SIG_IGN:
+        signal.signal(_sig, signal.default_int_handler if _sig == signal.SIGINT else signal.SIG_DFL)
 
 # Subprocesses (`python -m charrnn`, torchrun's workers) import the package from this checkout,
 # whatever copy of charrnn the interpreter has installed.
