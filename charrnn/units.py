@@ -6,7 +6,3 @@ from __future__ import annotations
 import math
 
 LN2 = math.log(2)  # nats in one bit
-
-
-def bits_per_char(nats: float) -> float:
-    return nats / LN2

@@ -30,12 +30,6 @@ def check_shapes(shapes: Mapping[str, tuple[int, ...]], cfg: ModelConfig, source
             raise CharRNNError(f"{source}: damaged model: {name} has shape {tuple(shapes[name])}, expected {expected[name]}")
 
 
-def check_weights(weights: Mapping[str, Any], cfg: ModelConfig, source: str) -> None:
-    """Names and shapes as `cfg` needs them, then finite values: NumPy arrays or torch tensors."""
-    check_shapes({name: tuple(w.shape) for name, w in weights.items()}, cfg, source)
-    check_finite(weights, source)
-
-
 def check_finite(weights: Mapping[str, Any], source: str) -> None:
     """A CharRNNError naming the first weight holding a NaN or an infinity (such a model samples
     garbage, a run resumed from it learns nothing)."""
