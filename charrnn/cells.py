@@ -44,6 +44,16 @@ def weight_shapes(cfg) -> dict[str, tuple[int, ...]]:
     return shapes | {"head.weight": (V, H), "head.bias": (V,)}
 
 
+def parameter_shapes(cfg) -> dict[str, tuple[int, ...]]:
+    """The weights a CharRNN learns, in the order of model.parameters(): those of weight_shapes,
+    less head.weight when it is the embedding's matrix (tie_weights: torch lists a shared
+    parameter once)."""
+    shapes = weight_shapes(cfg)
+    if getattr(cfg, "tie_weights", False):
+        del shapes["head.weight"]
+    return shapes
+
+
 def parameter_count(cfg) -> int:
     """How many numbers a CharRNN with this model config learns."""
-    return sum(math.prod(shape) for shape in weight_shapes(cfg).values())
+    return sum(math.prod(shape) for shape in parameter_shapes(cfg).values())

@@ -21,6 +21,8 @@ SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
 TRAIN_ENGINES = ("torch", "numpy")
+SIZES = ("auto", "default")
+DEFAULT_EPOCHS = 10.0  # the limit of a run given no --max-steps, --max-epochs or --time-budget
 DEFAULT_SEPARATOR = "\n\n"  # between the files of a corpus made of several
 
 
@@ -34,6 +36,7 @@ class ModelConfig:
     hidden: int = 256
     embed: int = 64
     dropout: float = 0.0
+    tie_weights: bool = False  # the read-out shares the embedding's matrix (needs embed == hidden)
 
 
 @dataclass
@@ -46,6 +49,8 @@ class TrainConfig:
     hidden: int = 256
     embed: int = 64
     dropout: float = 0.0
+    tie_weights: bool = False  # the read-out shares the embedding's matrix (needs embed == hidden)
+    size: str | None = None  # auto: the model options not given are chosen for the corpus, budget and machine; default: the fixed defaults; None: auto when no model option is given
     # Data
     seq_len: int = 128  # truncated-BPTT chunk length T
     batch_size: int = 32  # number of parallel streams B
@@ -60,7 +65,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     # Length of training: the first limit reached ends it
     max_steps: int | None = None
-    max_epochs: float | None = 10.0
+    max_epochs: float | None = None  # None: DEFAULT_EPOCHS when no other limit is given
     time_budget: float | None = None  # seconds of training (evaluation included)
     # Evaluation and checkpoints
     eval_every: int = 200
@@ -88,6 +93,7 @@ class TrainConfig:
             hidden=self.hidden,
             embed=self.embed,
             dropout=self.dropout,
+            tie_weights=self.tie_weights,
         )
 
     def validate(self) -> "TrainConfig":
@@ -96,6 +102,10 @@ class TrainConfig:
         _check_choice("device", self.device, DEVICES)
         _check_choice("precision", self.precision, PRECISIONS)
         _check_choice("engine", self.engine, TRAIN_ENGINES)
+        if self.size is not None:
+            _check_choice("size", self.size, SIZES)
+        if self.tie_weights and self.embed != self.hidden:
+            raise CharRNNError(f"--tie-weights shares one matrix between the embedding and the read-out: it needs --embed equal to --hidden (here {self.embed} and {self.hidden})")
         for name in ("layers", "hidden", "embed", "seq_len", "batch_size", "eval_every", "save_every"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
         _check(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
@@ -111,6 +121,8 @@ class TrainConfig:
         for name in ("max_steps", "max_epochs", "time_budget"):
             value = getattr(self, name)
             _check(value is None or value > 0, name, value, "must be positive")
+        if self.max_steps is None and self.max_epochs is None and self.time_budget is None:
+            self.max_epochs = DEFAULT_EPOCHS  # a run needs a limit; a --time-budget alone is not cut short by this one
         if self.threads is None:  # (checkpoints from before --threads auto)
             self.threads = "auto"
         _check(self.threads == "auto" or (isinstance(self.threads, int) and self.threads >= 1), "threads", self.threads, "must be auto or at least 1")

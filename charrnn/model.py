@@ -39,6 +39,8 @@ class CharRNN(nn.Module):
         )
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.hidden, cfg.vocab_size)
+        if cfg.tie_weights:  # one (V, H) matrix reads characters in and scores them out (embed == hidden)
+            self.head.weight = self.embed.weight
 
     def init_hidden(self, batch_size: int, device=None) -> Hidden:
         """A zero state: (L, B, H), or an (h, c) pair of them for the LSTM."""

@@ -32,7 +32,9 @@ def train(
     layers: Annotated[Optional[int], _opt("layers", "Number of stacked recurrent layers.", MODEL)] = None,
     hidden: Annotated[Optional[int], _opt("hidden", "Hidden units per layer.", MODEL)] = None,
     embed: Annotated[Optional[int], _opt("embed", "Size of the character embedding.", MODEL)] = None,
-    dropout: Annotated[Optional[float], _opt("dropout", "Dropout between layers and before the output.", MODEL)] = None,
+    dropout: Annotated[Optional[float], _opt("dropout", "Dropout on the non-recurrent connections: the embedding's output, between layers and before the read-out.", MODEL)] = None,
+    tie_weights: Annotated[Optional[bool], _opt("tie_weights", "Share one matrix between the embedding and the read-out (needs --embed equal to --hidden).", MODEL)] = None,
+    size: Annotated[Optional[str], typer.Option(help="auto: choose --layers, --hidden, --embed, --batch-size and --dropout for this corpus, --time-budget (or epochs) and this machine's measured speed (the flags you give win); default: the fixed defaults shown here. \\[default: auto when none of those five flags is given, else default]", rich_help_panel=MODEL, show_default=False)] = None,
     seq_len: Annotated[Optional[int], _opt("seq_len", "Characters per truncated-BPTT chunk (the gradient is cut between chunks; the hidden state is carried).", DATA)] = None,
     batch_size: Annotated[Optional[int], _opt("batch_size", "Parallel streams of the corpus per step.", DATA)] = None,
     val_frac: Annotated[Optional[float], _opt("val_frac", "Fraction of the corpus (its contiguous tail) held out for validation.", DATA)] = None,
@@ -49,7 +51,7 @@ def train(
     grad_clip: Annotated[Optional[float], _opt("grad_clip", "Clip the global gradient norm to this; 0 = off.", OPTIM)] = None,
     weight_decay: Annotated[Optional[float], _opt("weight_decay", "AdamW weight decay.", OPTIM)] = None,
     max_steps: Annotated[Optional[int], _opt("max_steps", "Stop after this many steps.", LENGTH)] = None,
-    max_epochs: Annotated[Optional[float], _opt("max_epochs", "Stop after this many passes over the corpus.", LENGTH)] = None,
+    max_epochs: Annotated[Optional[float], typer.Option(help="Stop after this many passes over the corpus. \\[default: 10 when neither --max-steps nor --time-budget is given]", rich_help_panel=LENGTH, show_default=False)] = None,
     time_budget: Annotated[Optional[float], _opt("time_budget", "Stop after this many seconds of wall clock: the whole command, start-up, evaluations and the final save included (the LR schedule follows the clock). With --resume, the run's total: the time it trained before counts.", LENGTH)] = None,
     eval_every: Annotated[Optional[int], _opt("eval_every", "Evaluate on the validation split every N steps.", OUTPUT)] = None,
     eval_chars: Annotated[Optional[int], _opt("eval_chars", "Validation characters per evaluation (0 = all).", OUTPUT)] = None,
@@ -133,16 +135,16 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
         dist.start(pick_device(cfg.device))
     try:
         planned = dist.from_main(lambda: plan.plan_run(lock, run_dir, cfg, file_values, given, resume, overwrite, init_from, dist.world))
-        cfg = planned.cfg
         data = dist.local_first(lambda: load(planned.vocab))
         plan.check_init_vocab(planned, len(data.vocab), init_from)
-        train_ids, val_ids = data.split(cfg.val_frac)
+        train_ids, val_ids = data.split(planned.cfg.val_frac)
+        from charrnn import STARTED
+        from charrnn.train.distributed import command_started
+
+        cfg, choice = dist.from_main(lambda: plan.size_model(planned, set(given) | set(file_values), len(train_ids), len(data.vocab), command_started(STARTED), dist.local_world))
         Trainer = plan.trainer_class(cfg)
         if cfg.engine == "numpy":
             display.message("engine numpy: gradients by the hand-written BPTT of charrnn/numpy_ref.py")
-
-        from charrnn import STARTED
-        from charrnn.train.distributed import command_started
 
         try:
             trainer = Trainer(cfg, data.vocab, train_ids, val_ids, run_dir, events=display, resume_from=planned.resume_ckpt, init_from=planned.init_ckpt,
@@ -153,6 +155,8 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
         if overwrite and dist.main:  # only now that everything checked out: the old run is replaced, not lost to a typo
             plan.clear_for_overwrite(run_dir)
         _describe(display, data, cfg)
+        if choice is not None:
+            display.message(choice.describe(cfg))
         received: list[int] = []
 
         def on_signal(signum, frame):
@@ -184,6 +188,12 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
         warning = learned_nothing(trainer.last_eval, data.ids, len(data.vocab))
         if warning:
             display({"event": "warning", "message": warning})
+        elif trainer.last_eval["val_loss"] is not None:
+            from charrnn.train.expected import run_verdict
+
+            line = run_verdict(summary["best_loss"], summary["chars_seen"], data.vocab.chars, data.ids)
+            if line:
+                display.message(line)
     if received or summary["reason"] == "stopped by another process":
         why = signal.Signals(received[0]).name if received else "a signal to another process"
         display.console.print(f"stopped by {why}; progress saved in {summary['last']}\n{_resume_hint(dist)}", soft_wrap=True, markup=False)

@@ -30,7 +30,7 @@ import torch
 from charrnn.errors import CharRNNError, plural
 from charrnn.store.files import atomic_write, file_kind
 from charrnn.store.metadata import CheckpointInfo, Invalid, read_info
-from charrnn.cells import weight_shapes
+from charrnn.cells import parameter_shapes
 from charrnn.store.weights import check_finite, check_shapes
 
 FORMAT = "charrnn-checkpoint"
@@ -168,7 +168,7 @@ def validate(data: dict[str, Any], path: Path) -> CheckpointInfo:
         info = read_info(_parse_json(data["meta"]))
         _check_weights(data["model"], info, path)
         _check_hidden(data["hidden"], info)
-        _check_optimizer(data["optimizer"], list(weight_shapes(info.model).items()))
+        _check_optimizer(data["optimizer"], list(parameter_shapes(info.model).items()))
         _check_rng(data["rng"], info.world_size)
     except Invalid as exc:
         raise CharRNNError(f"{path}: damaged checkpoint: {exc}") from None

@@ -86,7 +86,7 @@ def read_info(meta: Any) -> CheckpointInfo:
     if info.weights_digests is not None and len(info.weights_digests) != info.world_size:
         raise Invalid(f"meta.weights_digests has {len(info.weights_digests)} entries for {info.world_size} processes")
     check_vocab(info.vocab, info.model)
-    for name in ("cell", "layers", "hidden", "embed", "dropout"):
+    for name in ("cell", "layers", "hidden", "embed", "dropout", "tie_weights"):
         mine, theirs = getattr(info.model, name), getattr(info.config, name)
         if mine != theirs:
             raise Invalid(f"meta.model.{name} {mine!r} and meta.config.{name} {theirs!r} disagree")
@@ -153,10 +153,11 @@ class _VocabRecord:
 
 
 def read_model(data: Any, where: str) -> ModelConfig:
-    model = read_record(ModelConfig, data, where)
+    model = read_record(ModelConfig, data, where, {"tie_weights": False})  # (older checkpoints: untied)
     _require(model.cell in CELLS, f"{where}.cell", model.cell, f"is not one of {', '.join(CELLS)}")
     _at_least(model, where, ("vocab_size", "layers", "hidden", "embed"), 1)
     _require(0 <= model.dropout < 1, f"{where}.dropout", model.dropout, "must be in [0, 1)")
+    _require(not model.tie_weights or model.embed == model.hidden, f"{where}.tie_weights", model.tie_weights, "needs embed equal to hidden")
     return model
 
 

@@ -36,6 +36,8 @@ def check_supported(cfg: TrainConfig) -> None:
         problems.append(f"--device {cfg.device} (it runs on the CPU only)")
     if cfg.dropout > 0:
         problems.append(f"--dropout {cfg.dropout} (numpy_ref has no dropout; use --dropout 0)")
+    if cfg.tie_weights:
+        problems.append("--tie-weights (numpy_ref's gradients are for separate embedding and read-out matrices)")
     if cfg.precision != "fp32":
         problems.append(f"--precision {cfg.precision} (it computes in fp32)")
     if cfg.compile:

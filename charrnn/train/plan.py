@@ -18,7 +18,7 @@ from charrnn.errors import CharRNNError, WriteError
 from charrnn.train.runlock import RunLock
 
 # Options that may change when a run is resumed: they do not change the model or the data.
-RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "eval_chars", "save_every", "device", "threads", "precision", "compile", "engine", "name", "out"}
+RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "eval_chars", "save_every", "device", "threads", "precision", "compile", "engine", "name", "out", "size"}
 
 RESUMABLE |= {"sample_every", "sample_chars", "sample_prime"}  # live samples change nothing of the run
 
@@ -148,3 +148,38 @@ def after_failed_write(exc: WriteError, run_dir: Path, hint: Callable[[bool], st
         with contextlib.suppress(OSError):
             (run_dir / name).unlink(missing_ok=True)
     return WriteError(f"{exc}; nothing of this run was kept: once there is room, {hint(False)}")
+
+
+def size_model(plan: Plan, given: set[str], train_chars: int, vocab_size: int, started: float, local_world: int = 1):
+    """--size auto: choose the model options `given` leaves out, for this corpus, budget and
+    machine (see sizing.py), on a new run; returns (config, Choice or None). A resumed run or
+    one started from another model's weights keeps its shape."""
+    import time
+
+    from charrnn.train import sizing
+
+    cfg = plan.cfg
+    size = cfg.size or ("default" if given & set(sizing.CHOSEN) else "auto")  # auto unless a model option is given
+    if size != "auto" or plan.resume_ckpt is not None or plan.init_ckpt is not None or cfg.engine == "numpy":
+        return cfg, None
+    import torch
+
+    from charrnn.machine.device import pick_device
+    from charrnn.machine.threads import cores_here, threads_for_command
+    from charrnn.train.resources import memory_problem
+
+    device = pick_device(cfg.device)
+    threads = cfg.threads if isinstance(cfg.threads, int) else threads_for_command(max(1, cores_here() // local_world))
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        left = None if cfg.time_budget is None else cfg.time_budget - (time.monotonic() - started)
+        choice = sizing.choose(
+            cfg, given, train_chars, vocab_size,
+            speed_of=lambda m, batch, seq_len: sizing.measure_speed(m, batch, seq_len, sizing.probe_seconds(left), device),
+            seconds_left=left,
+            fits=lambda m, batch: memory_problem(m, batch, cfg.seq_len, device, local_world) is None,
+        )
+    finally:
+        torch.set_num_threads(before)
+    return sizing.apply(cfg, choice), choice

@@ -1,0 +1,184 @@
+"""`--size auto`: the model a run can afford, chosen before it starts.
+
+A model learns about as much as the characters it reads let it: too small and it stops
+improving while the budget lasts, too large and it has read too little when the time is up. The
+rule, fitted on runs measured across corpora and budgets (README, "What loss to expect"):
+
+- The run will read C characters: its --time-budget (less what start-up, evaluations and saves
+  take) times this model's speed on this machine (a few training steps of probing, on the
+  threads the run will use), or its epochs (or steps) times what one of them reads.
+- The model is the largest of `LADDER` for which C is at least `CHARS_PER_WEIGHT` times the
+  weights that compute (those of the recurrent layers and the read-out; the embedding is a
+  lookup), and which fits in memory.
+- Dropout, on the non-recurrent connections, grows with the passes over the corpus it will
+  make: none for one pass or less (every character is new), `DROPOUT_PER_DOUBLING` more for each
+  doubling, at most `MAX_DROPOUT`.
+- The embedding is 64 wide, wider for a vocabulary of thousands of characters (Chinese): there a
+  narrow embedding is the bottleneck, and the read-out costs more than the cells anyway.
+
+It is the default when none of the options it chooses is given; with `--size auto` and some of
+them given, only those left out are chosen: explicit flags (and keys of a --config file) win.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from charrnn.cells import CELLS
+from charrnn.config import ModelConfig, TrainConfig
+
+LADDER: tuple[tuple[int, int], ...] = ((1, 128), (2, 128), (2, 192), (2, 256), (2, 384), (2, 512), (3, 512), (3, 768))
+CHARS_PER_WEIGHT = 2.0  # characters read per computing weight, at least (fitted; README)
+DROPOUT_PER_DOUBLING = 0.1
+MAX_DROPOUT = 0.3
+BUDGET_FOR_STEPS = 0.85  # the share of a --time-budget spent on training steps (start-up, evaluations, saves)
+CHOSEN = ("layers", "hidden", "embed", "batch_size", "dropout")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What --size auto chose, and why (one line for the user)."""
+
+    values: dict  # the options chosen: a subset of CHOSEN, those the user left out
+    reads: float  # characters the run is expected to read
+    passes: float  # passes over the training split
+    speed: float | None  # measured characters per second of the chosen model (None: not probed)
+
+    def describe(self, cfg: TrainConfig) -> str:
+        model = f"{cfg.cell.upper()} {cfg.layers}×{cfg.hidden}, embedding {cfg.embed}, dropout {cfg.dropout:g}, batch {cfg.batch_size}"
+        pace = f" at {self.speed:,.0f} chars/s" if self.speed else ""
+        return (f"--size auto: {model}: the run will read about {self.reads / 1e6:,.1f} M characters{pace}, "
+                f"{self.passes:,.1f} passes over the training text (explicit flags win; --size default for the fixed defaults)")
+
+
+def computing_weights(cell: str, layers: int, hidden: int, embed: int, vocab: int) -> int:
+    """The weights that cost a multiply-add per character: the cells' and the read-out's."""
+    gates = CELLS[cell].gates
+    cells = sum(gates * hidden * ((embed if k == 0 else hidden) + hidden + 2) for k in range(layers))
+    return cells + vocab * (hidden + 1)
+
+
+def embed_for(vocab: int, hidden: int) -> int:
+    """64 for an alphabet; up to a quarter of the hidden width for thousands of characters."""
+    return 64 if vocab <= 1000 else max(64, min(hidden // 2, 256))
+
+
+def dropout_for(passes: float) -> float:
+    if passes <= 1:
+        return 0.0
+    return round(min(MAX_DROPOUT, DROPOUT_PER_DOUBLING * math.log2(passes)) * 20) / 20  # in steps of 0.05
+
+
+def choose(cfg: TrainConfig, given: set[str], train_chars: int, vocab: int, speed_of: Callable[[ModelConfig, int, int], float] | None,
+           seconds_left: float | None, fits: Callable[[ModelConfig, int], bool] = lambda m, b: True) -> Choice | None:
+    """The options of CHOSEN that are not in `given`, for a run of `cfg` on `train_chars`
+    characters of a `vocab`-character alphabet. `speed_of(model, batch, seq_len)` measures
+    characters per second (used when the run has a time budget: `seconds_left` of it);
+    `fits(model, batch)`: whether the model fits in memory. None when nothing is left to choose."""
+    free = [name for name in CHOSEN if name not in given]
+    if not free:
+        return None
+    batch = cfg.batch_size if "batch_size" in given else 32
+    ladder = [(L, H) for L, H in LADDER]
+    if "layers" in given or "hidden" in given:  # one of them fixed: the ladder's rungs that keep it
+        ladder = [(cfg.layers if "layers" in given else L, cfg.hidden if "hidden" in given else H) for L, H in ladder]
+        ladder = sorted(set(ladder), key=lambda lh: computing_weights(cfg.cell, lh[0], lh[1], 64, vocab))
+
+    def model(L: int, H: int) -> ModelConfig:
+        embed = cfg.embed if "embed" in given else H if cfg.tie_weights else embed_for(vocab, H)
+        return ModelConfig(vocab_size=vocab, cell=cfg.cell, layers=L, hidden=H, embed=embed, tie_weights=cfg.tie_weights and embed == H)
+
+    def weights(m: ModelConfig) -> int:
+        return computing_weights(m.cell, m.layers, m.hidden, m.embed, vocab)
+
+    timed = cfg.time_budget is not None and speed_of is not None and seconds_left is not None
+    per_step = batch * cfg.seq_len
+    untimed_reads = _untimed_reads(cfg, train_chars, per_step)
+    reads, speed, pick = 0.0, None, None
+    if timed:
+        seconds = max(seconds_left, 0.0) * BUDGET_FOR_STEPS
+        reference = model(*ladder[min(3, len(ladder) - 1)])
+        ref_speed = speed_of(reference, batch, cfg.seq_len)
+        estimate = lambda m: ref_speed * weights(reference) / weights(m)  # noqa: E731  (cost per character ~ weights)
+        pick = _largest(ladder, model, weights, fits, batch, lambda m: min(seconds * estimate(m), untimed_reads))
+        m = model(*pick)
+        speed = ref_speed if m == reference else speed_of(m, batch, cfg.seq_len)
+        if seconds * speed < CHARS_PER_WEIGHT * weights(m) and ladder.index(pick) > 0:  # slower than estimated: one rung down
+            pick = ladder[ladder.index(pick) - 1]
+            m = model(*pick)
+            speed = ref_speed if m == reference else estimate(m)
+        reads = min(seconds * speed, untimed_reads)
+    else:
+        pick = _largest(ladder, model, weights, fits, batch, lambda m: untimed_reads)
+        reads = untimed_reads
+    m = model(*pick)
+    passes = reads / max(train_chars, 1)
+    chosen = {"layers": m.layers, "hidden": m.hidden, "embed": m.embed, "batch_size": batch, "dropout": dropout_for(passes)}
+    values = {k: v for k, v in chosen.items() if k in free}
+    return Choice(values, reads, passes, speed)
+
+
+def _untimed_reads(cfg: TrainConfig, train_chars: int, per_step: int) -> float:
+    """Characters the run reads by its step or epoch limit (infinite without one)."""
+    limits = [math.inf]
+    if cfg.max_epochs:
+        limits.append(cfg.max_epochs * train_chars)
+    if cfg.max_steps:
+        limits.append(cfg.max_steps * per_step)
+    return min(limits)
+
+
+def _largest(ladder, model, weights, fits, batch, reads_of) -> tuple[int, int]:
+    """The largest rung that reads enough characters for its weights and fits; else the smallest."""
+    best = ladder[0]
+    for rung in ladder:
+        m = model(*rung)
+        if reads_of(m) >= CHARS_PER_WEIGHT * weights(m) and fits(m, batch):
+            best = rung
+    return best
+
+
+def apply(cfg: TrainConfig, choice: Choice | None) -> TrainConfig:
+    if choice is None:
+        return cfg
+    return replace(cfg, **choice.values).validate()
+
+
+def probe_seconds(budget_left: float | None) -> float:
+    """How long to time each model: a second, less for a budget under 100 s (at least 0.1 s)."""
+    return 1.0 if budget_left is None else min(1.0, max(0.1, 0.01 * budget_left))
+
+
+def measure_speed(model_cfg: ModelConfig, batch: int, seq_len: int, seconds: float = 1.0, device=None) -> float:
+    """Characters per second of training steps of this model (random ids; one warm-up step, then
+    steps for about `seconds`), on the threads torch is set to use now."""
+    import torch
+    import torch.nn.functional as F
+
+    from charrnn.model import CharRNN, detach_hidden
+
+    rng = torch.random.get_rng_state()
+    try:
+        model = CharRNN(model_cfg).to(device or "cpu")
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        x = torch.randint(0, model_cfg.vocab_size, (batch, seq_len + 1), device=device or "cpu")
+        hidden, steps, started = None, 0, None
+        while True:
+            logits, hidden = model(x[:, :-1], hidden)
+            loss = F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            hidden = detach_hidden(hidden)
+            if started is None:
+                started = time.perf_counter()  # after the warm-up step
+                continue
+            steps += 1
+            elapsed = time.perf_counter() - started
+            if elapsed >= seconds and steps >= 2:
+                return steps * batch * seq_len / elapsed
+    finally:
+        torch.random.set_rng_state(rng)

@@ -1,0 +1,96 @@
+"""The network's regularisation and weight sharing: where dropout acts, and tied weights."""
+
+import pytest
+import torch
+
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.errors import CharRNNError
+from charrnn.model import CharRNN
+from charrnn.store import checkpoint
+from charrnn.store.model_file import build_model, open_model_file
+
+from tiny_run import invoke, structured_text, train_tiny_run
+
+
+def recorded(model: CharRNN, ids: torch.Tensor):
+    """The inputs of the recurrent layers and of the read-out, and the layers' own outputs."""
+    seen = {}
+    hooks = [
+        model.rnn.register_forward_hook(lambda m, args, out: seen.update(rnn_in=args[0], rnn_out=out[0], rnn_state=out[1])),
+        model.head.register_forward_hook(lambda m, args, out: seen.update(head_in=args[0])),
+    ]
+    model(ids)
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+def zero_share(t: torch.Tensor) -> float:
+    return (t == 0).float().mean().item()
+
+
+def test_dropout_acts_on_the_non_recurrent_connections_only():
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=20, layers=1, hidden=64, embed=64, dropout=0.5))
+    ids = torch.randint(0, 20, (8, 50))
+    model.train()
+    seen = recorded(model, ids)
+    assert 0.4 < zero_share(seen["rnn_in"]) < 0.6  # the embedding's output
+    assert 0.4 < zero_share(seen["head_in"]) < 0.6  # the read-out's input
+    assert zero_share(seen["rnn_out"]) < 0.01  # the recurrent path itself is never dropped:
+    h_last = seen["rnn_state"][0][-1]  # the state carried to the next chunk is the undropped output
+    assert torch.equal(h_last, seen["rnn_out"][-1])
+    model.eval()
+    quiet = recorded(model, ids)
+    assert zero_share(quiet["rnn_in"]) < 0.01 and zero_share(quiet["head_in"]) < 0.01  # no dropout when sampling
+
+
+def test_dropout_between_layers():
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=20, layers=2, hidden=32, embed=32, dropout=0.5))
+    assert model.rnn.dropout == 0.5  # torch's LSTM drops the outputs of every layer but the last
+    assert CharRNN(ModelConfig(vocab_size=20, layers=1, hidden=32, embed=32, dropout=0.5)).rnn.dropout == 0.0
+
+
+def test_tied_weights_share_one_matrix_through_training_and_a_checkpoint(tmp_path):
+    text = structured_text(6000)
+    trainer = train_tiny_run(tmp_path / "run", text, max_steps=12, hidden=16, embed=16, tie_weights=True)
+    model = trainer.model
+    assert model.head.weight is model.embed.weight
+    untied = sum(p.numel() for p in CharRNN(ModelConfig(vocab_size=model.cfg.vocab_size, layers=2, hidden=16, embed=16)).parameters())
+    assert sum(p.numel() for p in model.parameters()) == untied - model.embed.weight.numel()
+    record = open_model_file(tmp_path / "run" / "last.pt")
+    assert record.model.tie_weights
+    rebuilt = build_model(record)
+    assert rebuilt.head.weight is rebuilt.embed.weight
+    assert torch.equal(rebuilt.head.weight, model.embed.weight.detach())
+
+
+def test_tied_weights_survive_export_and_sampling(tmp_path):
+    text = structured_text(6000)
+    train_tiny_run(tmp_path / "run", text, max_steps=4, hidden=16, embed=16, tie_weights=True)
+    out = tmp_path / "m.npz"
+    assert invoke("export", tmp_path / "run" / "last.pt", "--out", out).exit_code == 0
+    for source in (tmp_path / "run" / "last.pt", out):
+        result = invoke("sample", "--checkpoint", source, "--length", 20, "--seed", 1)
+        assert result.exit_code == 0, result.stderr
+        assert len(result.stdout) >= 20
+
+
+def test_tied_weights_need_embed_equal_to_hidden():
+    with pytest.raises(CharRNNError, match="--embed equal to --hidden"):
+        TrainConfig(tie_weights=True, embed=64, hidden=256).validate()
+    assert TrainConfig(tie_weights=True, embed=128, hidden=128).validate().tie_weights
+
+
+def test_checkpoints_from_before_tied_weights_load_untied(tmp_path):
+    train_tiny_run(tmp_path / "run", structured_text(6000), max_steps=4)
+    ckpt = checkpoint.load(tmp_path / "run" / "last.pt")
+    assert ckpt.meta["model"]["tie_weights"] is False
+    meta = dict(ckpt.meta)
+    meta["model"] = {k: v for k, v in meta["model"].items() if k != "tie_weights"}
+    meta["config"] = {k: v for k, v in meta["config"].items() if k not in ("tie_weights", "size")}
+    from charrnn.store.metadata import read_info
+
+    info = read_info(meta)
+    assert info.model.tie_weights is False and info.config.tie_weights is False

@@ -1,0 +1,143 @@
+"""--size auto: the rule on fake speeds and sizes, and its place in a real `charrnn train`."""
+
+import json
+
+import pytest
+
+from charrnn.config import TrainConfig
+from charrnn.train import plan, sizing
+from charrnn.train.sizing import CHARS_PER_WEIGHT, choose, computing_weights
+
+from tiny_run import invoke, structured_text
+
+VOCAB = 65
+
+
+def weights_of(m) -> int:
+    return computing_weights(m.cell, m.layers, m.hidden, m.embed, m.vocab_size)
+
+
+def speed_inverse_to_weights(flops_per_second: float = 6e10):
+    """A fake machine: characters per second = its FLOP/s over 6 FLOPs per weight per character."""
+    calls = []
+
+    def speed_of(m, batch, seq_len):
+        calls.append((m.layers, m.hidden))
+        return flops_per_second / (6 * weights_of(m))
+
+    speed_of.calls = calls
+    return speed_of
+
+
+def pick(seconds=None, train_chars=1_000_000, given=(), fits=lambda m, b: True, speed_of=None, **cfg):
+    config = TrainConfig(time_budget=seconds, **cfg).validate()
+    choice = choose(config, set(given), train_chars, VOCAB, speed_of or speed_inverse_to_weights(), seconds, fits)
+    return sizing.apply(config, choice), choice
+
+
+def size(cfg) -> int:
+    return computing_weights(cfg.cell, cfg.layers, cfg.hidden, cfg.embed, VOCAB)
+
+
+def test_a_longer_budget_never_chooses_a_smaller_model():
+    sizes = [size(pick(seconds)[0]) for seconds in (5, 30, 60, 300, 600, 3600, 36_000, 360_000)]
+    assert sizes == sorted(sizes)
+    assert sizes[0] < sizes[-1]  # (the rule does move)
+    assert len(set(sizes)) >= 4
+
+
+def test_more_epochs_or_a_larger_corpus_never_choose_a_smaller_model():
+    by_epochs = [size(pick(max_epochs=e)[0]) for e in (0.1, 1, 3, 10, 30, 100)]
+    by_corpus = [size(pick(train_chars=n, max_epochs=10)[0]) for n in (10_000, 100_000, 1_000_000, 10_000_000, 100_000_000)]
+    assert by_epochs == sorted(by_epochs) and by_epochs[0] < by_epochs[-1]
+    assert by_corpus == sorted(by_corpus) and by_corpus[0] < by_corpus[-1]
+
+
+def test_the_chosen_model_reads_enough_characters_for_its_weights():
+    for seconds in (60, 600, 6000):
+        cfg, choice = pick(seconds)
+        assert choice.reads >= CHARS_PER_WEIGHT * size(cfg)
+        bigger = [rung for rung in sizing.LADDER if computing_weights("lstm", *rung, 64, VOCAB) > size(cfg)]
+        if bigger:  # and the next rung up would not have
+            L, H = bigger[0]
+            assert choice.reads * size(cfg) / computing_weights("lstm", L, H, 64, VOCAB) < CHARS_PER_WEIGHT * computing_weights("lstm", L, H, 64, VOCAB)
+
+
+def test_dropout_grows_with_the_passes_over_the_corpus_and_is_off_for_one_pass():
+    dropouts = [pick(600, train_chars=n)[0].dropout for n in (100_000_000, 10_000_000, 1_000_000, 100_000, 10_000)]
+    assert dropouts[0] == 0.0  # less than one pass: every character is new
+    assert dropouts == sorted(dropouts) and dropouts[-1] == sizing.MAX_DROPOUT
+
+
+def test_the_model_fits_in_memory():
+    limit = computing_weights("lstm", 2, 256, 64, VOCAB)
+    cfg, _ = pick(360_000, fits=lambda m, b: weights_of(m) <= limit)
+    assert size(cfg) == limit  # the largest that fits, although the budget would allow more
+
+
+def test_a_slower_model_than_estimated_steps_one_rung_down():
+    fast = speed_inverse_to_weights()
+    reference = computing_weights("lstm", 2, 256, 64, VOCAB)  # the rung probed first
+    honest, _ = pick(6000, speed_of=fast)
+    assert size(honest) > reference
+
+    def slow_for_large(m, batch, seq_len):  # the reference is measured right; larger models are 5x slower
+        return fast(m, batch, seq_len) / (5 if weights_of(m) > computing_weights("lstm", 2, 256, 64, VOCAB) else 1)
+
+    cautious, choice = pick(600, speed_of=slow_for_large)
+    assert size(cautious) < size(honest)
+    assert choice.speed is not None
+
+
+def test_given_options_win_and_the_rest_is_chosen():
+    cfg, choice = pick(600, given={"hidden", "dropout"}, hidden=100, dropout=0.05)
+    assert cfg.hidden == 100 and cfg.dropout == 0.05
+    assert "hidden" not in choice.values and "dropout" not in choice.values
+    assert set(choice.values) == {"layers", "embed", "batch_size"}
+    assert pick(600, given=set(sizing.CHOSEN))[1] is None  # nothing left to choose
+
+
+def test_large_alphabets_get_a_wider_embedding():
+    assert sizing.embed_for(65, 512) == 64
+    assert 64 < sizing.embed_for(6523, 512) <= 512
+
+
+def test_tied_weights_make_the_embedding_as_wide_as_the_cells():
+    cfg, _ = pick(600, tie_weights=True, embed=64, hidden=64)
+    assert cfg.tie_weights and cfg.embed == cfg.hidden
+
+
+def test_auto_is_the_default_only_without_model_options(tmp_path):
+    started = __import__("time").monotonic()
+    fresh = plan.Plan(TrainConfig(max_steps=5).validate())
+    cfg, choice = plan.size_model(fresh, set(), 50_000, VOCAB, started)
+    assert choice is not None and choice.values["layers"] == cfg.layers
+    assert plan.size_model(fresh, {"hidden"}, 50_000, VOCAB, started) == (fresh.cfg, None)
+    explicit = plan.Plan(TrainConfig(max_steps=5, size="auto", hidden=48).validate())
+    cfg, choice = plan.size_model(explicit, {"hidden"}, 50_000, VOCAB, started)
+    assert cfg.hidden == 48 and "hidden" not in choice.values
+    off = plan.Plan(TrainConfig(max_steps=5, size="default").validate())
+    assert plan.size_model(off, set(), 50_000, VOCAB, started) == (off.cfg, None)
+    numpy = plan.Plan(TrainConfig(max_steps=5, engine="numpy").validate())
+    assert plan.size_model(numpy, set(), 50_000, VOCAB, started)[1] is None
+
+
+def test_train_without_model_flags_says_what_it_chose_and_trains_that(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(structured_text(30_000))
+    result = invoke("train", corpus, "--max-steps", 2, "--seq-len", 16, "--out", tmp_path / "runs", "--threads", 1, "--cache-dir", tmp_path / "cache")
+    assert result.exit_code == 0, result.stderr
+    line = next(line for line in result.stderr.splitlines() if line.startswith("--size auto:"))
+    info = invoke("info", tmp_path / "runs" / "c" / "last.pt", "--json")
+    model = json.loads(info.stdout)["model"]
+    assert f"{model['layers']}×{model['hidden']}, embedding {model['embed']}" in line
+    given = invoke("train", corpus, "--max-steps", 2, "--seq-len", 16, "--hidden", 16, "--out", tmp_path / "runs", "--name", "d", "--threads", 1, "--cache-dir", tmp_path / "cache")
+    assert given.exit_code == 0, given.stderr
+    assert "--size auto" not in given.stderr
+
+
+@pytest.mark.parametrize("value", ["big", "AUTO"])
+def test_bad_size_values_are_refused(value, tmp_path):
+    result = invoke("train", tmp_path / "missing.txt", "--size", value)
+    assert result.exit_code == 2
+    assert "--size" in result.stderr and "auto, default" in result.stderr
