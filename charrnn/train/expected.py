@@ -1,0 +1,79 @@
+"""What loss to expect: the validation loss that runs of the default recipe reached on each kind
+of text, by the characters they had read, and the one line at the end of a run that compares the
+run with it (README, "What loss to expect", holds the same measurements as a table).
+
+Characters read, not seconds, are the measure of a run's length here, so that the expectation
+holds on a faster or slower machine; the kind of text matters more than anything else (prose is
+easier to predict than Chinese poems, which are easier per character than nothing else).
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+
+# kind -> (characters read, best validation loss in nats/char) of measured runs with the
+# default recipe (--size auto), 2-core CPU; see the README's table for the runs.
+CURVES: dict[str, tuple[tuple[float, float], ...]] = {
+    "English text": ((1e6, 2.0), (4e6, 1.62), (12e6, 1.50), (30e6, 1.44)),
+    "Chinese text": ((1e6, 6.0), (4e6, 5.3), (12e6, 5.0)),
+    "source code": ((1e6, 1.9), (4e6, 1.35), (12e6, 1.1)),
+}
+TOLERANCE = 0.10  # nats/char either side: runs on other texts of a kind differ about this much
+
+
+def kind_of(chars: str, counts=None) -> str:
+    """The kind of text an alphabet (and, if given, how often each character occurs) looks like:
+    "Chinese text" when most characters are CJK ideographs, "source code" when brackets,
+    operators and underscores are frequent, else "English text" (any alphabetic text)."""
+    weights = counts if counts is not None else [1] * len(chars)
+    total = sum(weights) or 1
+    cjk = sum(w for c, w in zip(chars, weights) if "CJK" in unicodedata.name(c, ""))
+    if cjk / total > 0.3:
+        return "Chinese text"
+    code = sum(w for c, w in zip(chars, weights) if c in "{}[]()<>=;_*/\\|&#$%+")
+    return "source code" if code / total > 0.03 else "English text"  # (prose: under 1%; Python 5-7%, C 9%)
+
+
+def expected_loss(kind: str, chars_read: float) -> float | None:
+    """The loss runs of this kind reached after `chars_read` characters: interpolated in log
+    characters between measured points, or the nearest end point beyond them."""
+    points = CURVES.get(kind)
+    if not points or chars_read <= 0:
+        return None
+    x = math.log(chars_read)
+    xs = [math.log(c) for c, _ in points]
+    if x <= xs[0]:
+        return points[0][1]
+    if x >= xs[-1]:
+        return points[-1][1]
+    for (x0, (_, y0)), (x1, (_, y1)) in zip(zip(xs, points), zip(xs[1:], points[1:])):
+        if x0 <= x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return None
+
+
+def verdict(val_loss: float | None, kind: str, chars_read: float) -> str | None:
+    """One line that says whether a run went as expected, or None when there is nothing to
+    compare (no validation loss)."""
+    expected = expected_loss(kind, chars_read)
+    if val_loss is None or expected is None or not math.isfinite(val_loss):
+        return None
+    read = f"{chars_read / 1e6:,.1f} M characters" if chars_read >= 1e5 else f"{chars_read:,.0f} characters"
+    head = f"expected: runs on {kind} reach about {expected:.2f} nats/char after {read} (README, What loss to expect)"
+    gap = val_loss - expected
+    if gap > TOLERANCE:
+        return (f"{head}; this one reached {val_loss:.2f}, worse than expected: a harder text, a run cut short, "
+                "or options that do not suit it (try the defaults, or a longer --time-budget)")
+    if gap < -TOLERANCE:
+        return f"{head}; this one reached {val_loss:.2f}, better than expected (an easier or more repetitive text)"
+    return f"{head}; this one reached {val_loss:.2f}, as expected"
+
+
+def run_verdict(val_loss: float, chars_read: float, alphabet: str, ids) -> str | None:
+    """The verdict on a finished run: its kind of text judged from how often each character of
+    `alphabet` occurs among (the first million of) its `ids`."""
+    import numpy as np
+
+    counts = np.bincount(np.asarray(ids[:1_000_000], dtype=np.int64), minlength=len(alphabet))
+    return verdict(val_loss, kind_of(alphabet, counts.tolist()), chars_read)
