@@ -1,10 +1,11 @@
 """`charrnn bench --load`: training speed on a busy machine.
 
-The default model trains for a fixed time in real `charrnn train` processes, in three
-situations: alone; beside a process that keeps one core busy; and as two trainings at once. Each
-situation runs twice, once with charrnn's thread policy (`--threads auto`) and once with torch's
-defaults (every core, libgomp's default spin-wait), in one run, so the table compares them on
-the same machine at the same time: chars/s, and the ratio to the same policy alone.
+The default model (`--size default`: the same model on every machine) trains for a fixed time in
+real `charrnn train` processes, in three situations: alone; beside a process that keeps one core
+busy; and as two trainings at once. Each situation runs twice, once with charrnn's thread policy
+(`--threads auto`) and once with torch's defaults (every core, libgomp's default spin-wait), in
+one run, so the table compares them on the same machine at the same time: chars/s, and the ratio
+to the same policy alone.
 
 A training's speed is the chars/s of its final evaluation row in metrics.jsonl: the characters
 it trained on over its training time, probes and thread changes included.
@@ -40,7 +41,7 @@ def _train(corpus: Path, out: Path, name: str, seconds: float, flags: list[str],
     args = [
         sys.executable, "-m", "charrnn", "train", str(corpus), "--out", str(out), "--name", name, "--overwrite",
         "--time-budget", f"{seconds:g}", "--max-epochs", "1000", "--eval-every", "1000000", "--eval-chars", "8192",
-        "--save-every", "1000000", "--sample-every", "0", "--log-every", "0", "--cache-dir", str(out / "cache"), *flags,
+        "--save-every", "1000000", "--sample-every", "0", "--log-every", "0", "--cache-dir", str(out / "cache"), "--size", "default", *flags,
     ]
     return subprocess.Popen(args, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

@@ -11,7 +11,6 @@ LSTM 8·H·(I+H), GRU 6·H·(I+H), RNN 2·H·(I+H); read-out 2·H·V; training �
 from __future__ import annotations
 
 import json
-import math
 import os
 import resource
 import statistics
@@ -376,29 +375,6 @@ def run(quick: bool = False, precision: str = "fp32", device: str = "cpu", progr
     result["tokenising"] = bench_tokenising(20 if quick else 100)
     result["startup"] = bench_startup()
     return result
-
-
-def quality(corpus: str | Path, seconds: float, progress: Callable[[dict], None] = lambda e: None) -> dict[str, Any]:
-    """Train the default model for a fixed wall time; report the validation loss it reaches."""
-    from charrnn.config import TrainConfig
-    from charrnn.data.prepare import load_corpus
-    from charrnn.train.trainer import Trainer
-
-    cfg = TrainConfig(time_budget=seconds, max_epochs=None, val_frac=0.1, eval_chars=0).validate()
-    data = load_corpus(corpus)
-    train_ids, val_ids = data.split(cfg.val_frac)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, data.vocab, train_ids, val_ids, tmp, events=progress)
-        summary = trainer.fit()
-    return {
-        "corpus": str(corpus),
-        "seconds": seconds,
-        "steps": summary["step"],
-        "chars_seen": summary["chars_seen"],
-        "val_loss_nats": summary["best_loss"],
-        "val_bpc": summary["best_loss"] / math.log(2),
-        "config": {k: getattr(cfg, k) for k in ("cell", "layers", "hidden", "embed", "seq_len", "batch_size", "lr", "lr_schedule", "dropout")},
-    }
 
 
 def _cpu_name() -> str:

@@ -18,8 +18,8 @@ def bench(
     precision: Annotated[str, typer.Option(help="Training precision to measure: fp32, bf16 or fp16.")] = "fp32",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "cpu",
     rounds: Annotated[Optional[int], typer.Option(help="Measure peak, training and sampling this many times, interleaved, and report medians. \\[default: 3, 1 with --quick]", show_default=False)] = None,
-    quality: Annotated[Optional[Path], typer.Option(help="Also train the default model on this corpus for --quality-seconds and report its validation loss.", show_default=False)] = None,
-    quality_seconds: Annotated[float, typer.Option(help="Wall time of the --quality run.")] = 600.0,
+    quality: Annotated[Optional[Path], typer.Option(help="Also train on this corpus for --seconds with the default recipe and with the previous defaults (2×256 LSTM, no dropout), one after the other, and report the validation loss (last 10%) of each against time.", show_default=False)] = None,
+    quality_seconds: Annotated[float, typer.Option("--seconds", "--quality-seconds", help="Time budget of each --quality training.")] = 600.0,
     load: Annotated[bool, typer.Option("--load", help="Also train the default model alone, beside a busy core and as two trainings at once, with charrnn's thread policy and with torch's defaults.")] = False,
     load_seconds: Annotated[float, typer.Option(help="Training time of each --load run.")] = 30.0,
     speed: Annotated[bool, typer.Option("--speed/--no-speed", help="Measure the speed tables (peak, training, sampling, tokenising); --no-speed with --load, --serve or --quality runs only those.")] = True,
@@ -53,8 +53,13 @@ def bench(
 
             result["serve"] = run_serve(serve_seconds, progress=say)
         if quality is not None:
-            console.print(f"training the default model on {quality} for {quality_seconds:.0f} s…", soft_wrap=True)
-            result["quality"] = benchmark.quality(quality, quality_seconds)
+            from charrnn.bench.quality import run_quality
+
+            if not quality.is_file():
+                raise CharRNNError(f"--quality {quality}: not a file")
+            if not quality_seconds > 0:
+                raise CharRNNError(f"--seconds {quality_seconds:g} must be positive")
+            result["quality"] = run_quality(quality, quality_seconds, progress=lambda what: console.print(f"training: {what}…", soft_wrap=True))
         for table in bench_tables(result):
             console.print(table)
         if json_out:

@@ -280,12 +280,9 @@ def bench_tables(result: dict) -> list[Table]:
 
         tables.append(serve_table(result["serve"]))
     if "quality" in result:
-        q = result["quality"]
-        quality = Table(title_justify="left")
-        quality.add_column("quality")
-        quality.add_column("result", justify="right")
-        quality.add_row(f"default model, {q['seconds']:.0f} s on {q['corpus']}", f"val {q['val_loss_nats']:.3f} nats ({q['val_bpc']:.3f} bpc), {q['chars_seen']:,} chars")
-        tables.append(quality)
+        from charrnn.bench.quality import quality_table
+
+        tables.append(quality_table(result["quality"]))
     return tables
 
 
