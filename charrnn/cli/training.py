@@ -98,12 +98,9 @@ def _threads_option(value: str) -> int | str:
 
 
 def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, overwrite: bool, init_from: Path | None, quiet: bool, read_options: dict, cache_dir: Path | None, nproc: int | None, log_every: float = 30.0) -> None:
-    from charrnn.data.prepare import load_corpus
     from charrnn.cli.display import TrainDisplay
     from charrnn.train import plan
     from charrnn.train.distributed import Dist
-    from charrnn.data.prepare import forget
-    from charrnn.train.trainer import CorpusTooShort
 
     dist = Dist.from_env()
     plan.check_flags(resume, overwrite, init_from, nproc, dist.world)
@@ -114,65 +111,95 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
     display = TrainDisplay(_stderr(), quiet=quiet or not dist.main, log_every=log_every)
 
     def load(vocab):
+        from charrnn.data.prepare import load_corpus
+
         with display.preparing() as progress:
             return load_corpus(corpora, vocab=vocab, cache_dir=cache_dir or _default_cache(), progress=progress, warn=display.warning, **read_options)
 
+    def plan_run(world: int):
+        return plan.plan_run(lock, run_dir, cfg, file_values, given, resume, overwrite, init_from, world)
+
     if nproc is not None and nproc > 1:  # check and prepare everything here, then hand over to torchrun
-        with lock:  # held for the workers until they end (their rank 0 finds it held by us)
-            planned = plan.plan_run(lock, run_dir, cfg, file_values, given, resume, overwrite, init_from, nproc)
-            cfg, vocab = planned.cfg, planned.vocab
-            from charrnn.machine.device import pick_device
-
-            pick_device(cfg.device)  # a device that is not here: one error now, not one per process
-            load(vocab)  # the processes find it in the cache
-            _launch(nproc, display)
-
+        _prepare_and_launch(nproc, lock, plan_run, load, display)
     if dist.world > 1:  # (a single process picks its device in the Trainer, after checking the options)
         from charrnn.machine.device import pick_device
 
         dist.start(pick_device(cfg.device))
     try:
-        planned = dist.from_main(lambda: plan.plan_run(lock, run_dir, cfg, file_values, given, resume, overwrite, init_from, dist.world))
-        cfg = planned.cfg
+        planned = dist.from_main(lambda: plan_run(dist.world))
         data = dist.local_first(lambda: load(planned.vocab))
-        plan.check_init_vocab(planned, len(data.vocab), init_from)
-        train_ids, val_ids = data.split(cfg.val_frac)
-        Trainer = plan.trainer_class(cfg)
-        if cfg.engine == "numpy":
-            display.message("engine numpy: gradients by the hand-written BPTT of charrnn/numpy_ref.py")
-
-        from charrnn import STARTED
-        from charrnn.train.distributed import command_started
-
-        try:
-            trainer = Trainer(cfg, data.vocab, train_ids, val_ids, run_dir, events=display, resume_from=planned.resume_ckpt, init_from=planned.init_ckpt,
-                              corpus_path=data.path, corpus_digest=data.digest, dist=dist, started_at=command_started(STARTED))
-        except CorpusTooShort:
-            forget(data)  # a refused corpus leaves no cache entry behind
-            raise
+        trainer = _make_trainer(planned, data, init_from, run_dir, display, dist)
         if overwrite and dist.main:  # only now that everything checked out: the old run is replaced, not lost to a typo
             plan.clear_for_overwrite(run_dir)
-        _describe(display, data, cfg)
-        received: list[int] = []
-
-        def on_signal(signum, frame):
-            received.append(signum)
-            trainer.stop(signal.Signals(signum).name)
-            if dist.world == 1:  # a second one ends at once (torchrun repeats signals, and kills after 30 s)
-                signal.signal(signum, signal.SIG_DFL)
-
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN}
-        try:
-            with display:
-                summary = trainer.fit()
-        except WriteError as exc:
-            raise plan.after_failed_write(exc, run_dir, lambda resume: _resume_hint(dist, resume)) from None
-        finally:
-            for s, handler in old.items():
-                signal.signal(s, handler)
+        _describe(display, data, planned.cfg)
+        summary, received = _fit(trainer, display, dist, run_dir)
     finally:
         dist.close()
         lock.release()
+    _after_fit(trainer, summary, received, data, display, dist)
+
+
+def _prepare_and_launch(nproc: int, lock: RunLock, plan_run, load, display) -> None:
+    """`train --nproc N`: plan the run and prepare the corpus here, then start the processes."""
+    from charrnn.machine.device import pick_device
+
+    with lock:  # held for the workers until they end (their rank 0 finds it held by us)
+        planned = plan_run(nproc)
+        pick_device(planned.cfg.device)  # a device that is not here: one error now, not one per process
+        load(planned.vocab)  # the processes find it in the cache
+        _launch(nproc, display)
+
+
+def _make_trainer(planned, data, init_from: Path | None, run_dir: Path, display, dist):
+    """The Trainer of the planned run on the loaded corpus (a corpus too short for it leaves no
+    cache entry behind)."""
+    from charrnn import STARTED
+    from charrnn.data.prepare import forget
+    from charrnn.train import plan
+    from charrnn.train.distributed import command_started
+    from charrnn.train.trainer import CorpusTooShort
+
+    cfg = planned.cfg
+    plan.check_init_vocab(planned, len(data.vocab), init_from)
+    train_ids, val_ids = data.split(cfg.val_frac)
+    Trainer = plan.trainer_class(cfg)
+    if cfg.engine == "numpy":
+        display.message("engine numpy: gradients by the hand-written BPTT of charrnn/numpy_ref.py")
+    try:
+        return Trainer(cfg, data.vocab, train_ids, val_ids, run_dir, events=display, resume_from=planned.resume_ckpt, init_from=planned.init_ckpt,
+                       corpus_path=data.path, corpus_digest=data.digest, dist=dist, started_at=command_started(STARTED))
+    except CorpusTooShort:
+        forget(data)  # a refused corpus leaves no cache entry behind
+        raise
+
+
+def _fit(trainer, display, dist, run_dir: Path) -> tuple[dict, list[int]]:
+    """Train, with SIGINT and SIGTERM asking the trainer to stop (a second one, in a single
+    process, ends at once); the summary and the signals received."""
+    from charrnn.train import plan
+
+    received: list[int] = []
+
+    def on_signal(signum, frame):
+        received.append(signum)
+        trainer.stop(signal.Signals(signum).name)
+        if dist.world == 1:  # a second one ends at once (torchrun repeats signals, and kills after 30 s)
+            signal.signal(signum, signal.SIG_DFL)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN}
+    try:
+        with display:
+            return trainer.fit(), received
+    except WriteError as exc:
+        raise plan.after_failed_write(exc, run_dir, lambda resume: _resume_hint(dist, resume)) from None
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def _after_fit(trainer, summary: dict, received: list[int], data, display, dist) -> None:
+    """The summary (rank 0), a warning if the model learned nothing, and after a signal how to go
+    on and its exit code."""
     if not dist.main:
         if received:
             raise typer.Exit(128 + received[0])

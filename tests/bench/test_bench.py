@@ -23,7 +23,7 @@ def test_run_overheads_measure_a_real_evaluation_save_and_resume(monkeypatch):
     """A tiny stand-in for the LSTM 2×512: every row is measured and the table renders."""
     from rich.console import Console
 
-    from charrnn.cli.display import bench_tables
+    from charrnn.cli.tables import bench_tables
 
     monkeypatch.setattr(bench, "TRAIN_CASES", [bench.TrainCase("lstm", 1, 16, 8, 4)])
     rows = bench.bench_run_overheads(quick=True)
@@ -64,7 +64,7 @@ def test_load_bench_reads_each_training_and_shows_ratios(tmp_path):
     from rich.console import Console
 
     from charrnn.bench.load import _result, policies
-    from charrnn.cli.display import bench_tables
+    from charrnn.cli.tables import bench_tables
 
     rows = [{"event": "threads", "step": 0, "threads": 2}, {"event": "threads", "step": 30, "threads": 2},
             {"event": "threads", "step": 60, "threads": 1}, {"step": 90, "chars_per_sec": 12345.0, "threads": 1}]
