@@ -14,25 +14,26 @@ from charrnn.errors import plural
 
 def checkpoint_table(path, ckpt) -> Table:
     """`charrnn info` as a two-column table."""
-    meta = ckpt.meta
-    model, cfg, prog = meta["model"], meta["config"], meta["progress"]
-    n_params = parameter_count(ckpt.info.model)
+    info = ckpt.info
+    model, prog = info.model, info.progress
+    cfg = ckpt.meta["config"]  # as saved (the typed config would add the defaults of options newer than the run)
+    n_params = parameter_count(model)
     table = Table(title=str(path), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    vocab = meta["vocab"]["chars"]
+    vocab = "".join(info.vocab.chars)
     rows = [
-        ("model", f"{model['cell'].upper()} {model['layers']}×{model['hidden']}, embedding {model['embed']}, dropout {model['dropout']}"),
+        ("model", f"{model.cell.upper()} {model.layers}×{model.hidden}, embedding {model.embed}, dropout {model.dropout}"),
         ("parameters", f"{n_params:,}"),
         ("vocabulary", f"{plural(len(vocab), 'character')}: {''.join(c if c.isprintable() else '·' for c in vocab[:80])}{'…' if len(vocab) > 80 else ''}"),
-        ("steps", f"{prog['step']:,} (epoch {prog['epoch']}, chunk {prog['chunk']})"),
-        ("characters seen", f"{prog['chars_seen']:,}"),
-        ("best loss", fmt_loss(prog["best_loss"])),
-        ("training time", fmt_clock(prog["train_seconds"])),
-        ("corpus", f"{meta['corpus']['path']} ({meta['corpus']['train_chars']:,} training characters)"),
+        ("steps", f"{prog.step:,} (epoch {prog.epoch}, chunk {prog.chunk})"),
+        ("characters seen", f"{prog.chars_seen:,}"),
+        ("best loss", fmt_loss(prog.best_loss)),
+        ("training time", fmt_clock(prog.train_seconds)),
+        ("corpus", f"{info.corpus.path} ({info.corpus.train_chars:,} training characters)"),
         ("training config", ", ".join(f"{k}={v}" for k, v in cfg.items() if v is not None)),
-        ("saved", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(meta["saved_at"]))),
-        ("format", f"version {ckpt.format_version}, charrnn {meta['charrnn_version']}"),
+        ("saved", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.saved_at))),
+        ("format", f"version {ckpt.format_version}, charrnn {info.charrnn_version}"),
     ]
     for key, value in rows:
         table.add_row(key, value)
