@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from charrnn.bench.measure import generated_corpus
+from charrnn.bench.tokenising import generated_corpus
 from charrnn.machine.threads import CpuMeter, cores_here
 
 LIBGOMP_DEFAULT_SPINCOUNT = "300000"  # what torch's OpenMP does when nobody sets a wait policy

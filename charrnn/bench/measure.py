@@ -4,38 +4,28 @@ Every figure is taken in the same process and run, so ratios (ours vs the refere
 achieved vs peak matmul FLOP/s) stay meaningful on a shared, noisy machine. Nothing here is
 asserted: it prints numbers.
 
-FLOPs per character and layer, forward (I = layer input size, H = hidden, V = vocabulary):
-LSTM 8·H·(I+H), GRU 6·H·(I+H), RNN 2·H·(I+H); read-out 2·H·V; training ≈ 3 × forward.
+This module holds the whole run (peak matmul, the rounds and their medians, start-up); what is
+measured lives beside it: training.py (training speed and run overheads), sampling.py,
+tokenising.py, and load.py, serve.py and quality.py for their own flags.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
-from charrnn.cells import CELLS
-
-VOCAB = 65  # tiny-shakespeare's
-
-
-def forward_flops_per_char(cell: str, layers: int, hidden: int, embed: int, vocab: int) -> int:
-    flops, width = 0, embed
-    for _ in range(layers):
-        flops += 2 * CELLS[cell].gates * hidden * (width + hidden)
-        width = hidden
-    return flops + 2 * hidden * vocab
+from charrnn.bench.sampling import bench_sampling
+from charrnn.bench.tokenising import bench_tokenising
+from charrnn.bench.training import bench_run_overheads, bench_training
 
 
 def peak_matmul_gflops(n: int = 2048, repeats: int = 7) -> float:
@@ -48,119 +38,6 @@ def peak_matmul_gflops(n: int = 2048, repeats: int = 7) -> float:
         torch.mm(a, b)
         times.append(time.perf_counter() - t)
     return 2 * n**3 / statistics.median(times) / 1e9
-
-
-def _timed(step: Callable[[], None], warmup: int, steps: int) -> float:
-    """Median seconds per call of `step` after `warmup` calls (median of 3 groups)."""
-    for _ in range(warmup):
-        step()
-    groups = []
-    per_group = max(1, steps // 3)
-    for _ in range(3):
-        t = time.perf_counter()
-        for _ in range(per_group):
-            step()
-        groups.append((time.perf_counter() - t) / per_group)
-    return statistics.median(groups)
-
-
-@dataclass
-class TrainCase:
-    cell: str
-    layers: int
-    hidden: int
-    seq_len: int
-    batch_size: int
-    embed: int = 64
-
-    @property
-    def label(self) -> str:
-        return f"{self.cell.upper()} {self.layers}×{self.hidden} (seq {self.seq_len}, batch {self.batch_size})"
-
-
-def bench_trainer(case: TrainCase, run_dir: str, precision: str = "fp32", device: str = "cpu", val_chars: int = 0, resume_from=None):
-    """charrnn's real Trainer on random ids of a 65-character vocabulary: `val_chars` of them
-    for validation, and a checkpoint to resume from if given."""
-    from charrnn.config import TrainConfig
-    from charrnn.train.trainer import Trainer
-    from charrnn.data.vocab import Vocab
-
-    vocab = Vocab(tuple(chr(32 + i) for i in range(VOCAB)))
-    rng = np.random.default_rng(0)
-    ids = rng.integers(0, VOCAB, size=case.batch_size * (case.seq_len * 50 + 1) + val_chars, dtype=np.uint8)
-    cfg = TrainConfig(
-        cell=case.cell, layers=case.layers, hidden=case.hidden, embed=case.embed, seq_len=case.seq_len,
-        batch_size=case.batch_size, max_steps=10**9, eval_every=10**9, save_every=10**9, device=device,
-        threads=torch.get_num_threads(), precision=precision, val_frac=0.0, sample_every=0,
-    ).validate()
-    split = len(ids) - val_chars
-    return Trainer(cfg, vocab, ids[:split], ids[split:], run_dir, resume_from=resume_from, corpus_digest="bench")
-
-
-def charrnn_train_step(case: TrainCase, precision: str = "fp32", device: str = "cpu") -> Callable[[], None]:
-    """One real training step of charrnn's Trainer (TBPTT chunk, clipping, AdamW, carried state)."""
-    with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as run_dir:  # (train_step writes nothing there)
-        trainer = bench_trainer(case, run_dir, precision, device)
-    return lambda: trainer.train_step()
-
-
-def textbook_train_step(case: TrainCase) -> Callable[[], None]:
-    """The reference: nn.LSTMCell stepped in a Python loop, plain Adam, fp32 (LSTM only)."""
-    emb = torch.nn.Embedding(VOCAB, case.embed)
-    cells = torch.nn.ModuleList(
-        torch.nn.LSTMCell(case.embed if i == 0 else case.hidden, case.hidden) for i in range(case.layers)
-    )
-    head = torch.nn.Linear(case.hidden, VOCAB)
-    params = [*emb.parameters(), *cells.parameters(), *head.parameters()]
-    opt = torch.optim.Adam(params, lr=1e-3)
-    x = torch.randint(0, VOCAB, (case.batch_size, case.seq_len))
-    y = torch.randint(0, VOCAB, (case.batch_size, case.seq_len))
-    state = [(torch.zeros(case.batch_size, case.hidden), torch.zeros(case.batch_size, case.hidden)) for _ in cells]
-
-    def step():
-        nonlocal state
-        state = [(h.detach(), c.detach()) for h, c in state]
-        outputs = []
-        for t in range(case.seq_len):
-            inp = emb(x[:, t])
-            for i, cell in enumerate(cells):
-                state[i] = cell(inp, state[i])
-                inp = state[i][0]
-            outputs.append(head(inp))
-        loss = torch.nn.functional.cross_entropy(torch.stack(outputs, 1).flatten(0, 1), y.flatten())
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-
-    return step
-
-
-TRAIN_CASES = [
-    TrainCase("lstm", 2, 512, 100, 64),
-    TrainCase("gru", 2, 512, 100, 64),
-    TrainCase("rnn", 2, 512, 100, 64),
-    TrainCase("lstm", 1, 128, 64, 32),
-]
-
-
-def bench_training(peak: float, quick: bool, precision: str, device: str) -> list[dict[str, Any]]:
-    """One round: chars/s of every case, then of the textbook loop on the first case."""
-    steps = 3 if quick else 6
-    rows = []
-    for case in TRAIN_CASES:
-        seconds = _timed(charrnn_train_step(case, precision, device), warmup=2, steps=steps)
-        rows.append(_train_row(f"train {case.label}", case, case.batch_size * case.seq_len / seconds, peak))
-    ref_case = TRAIN_CASES[0]
-    seconds = _timed(textbook_train_step(ref_case), warmup=1, steps=steps)
-    rows.append(_train_row(f"reference: LSTMCell loop {ref_case.label}", ref_case, ref_case.batch_size * ref_case.seq_len / seconds, peak))
-    rows[0]["vs_reference"] = rows[0]["chars_per_sec"] / rows[-1]["chars_per_sec"]
-    return rows
-
-
-def _train_row(what: str, case: TrainCase, chars_per_sec: float, peak: float) -> dict[str, Any]:
-    gflops = chars_per_sec * 3 * forward_flops_per_char(case.cell, case.layers, case.hidden, case.embed, VOCAB) / 1e9
-    return {"what": what, "chars_per_sec": chars_per_sec, "gflops": gflops, "of_peak": gflops / peak}
 
 
 def median_rows(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -179,157 +56,6 @@ def median_rows(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
             row["chars_per_sec_runs"] = [r["chars_per_sec"] for r in same]
         rows.append(row)
     return rows
-
-
-def bench_run_overheads(quick: bool, precision: str = "fp32", device: str = "cpu") -> list[dict[str, Any]]:
-    """Is training as fast per character right after an evaluation, and after `--resume`, as in
-    a run going on undisturbed (the first training case, LSTM 2×512)? And what would evaluating
-    and saving at the default intervals (--eval-every, --eval-chars, --save-every) cost this
-    model and batch, as a share of its training time?
-
-    The undisturbed speed is measured before and after the others and averaged. The first step
-    after an evaluation is timed alone: that is where a slow path (a mode left on, weights
-    re-laid out) would show. A resumed run gets one warm-up step, like the undisturbed one."""
-    from charrnn.store import checkpoint
-    from charrnn.config import TrainConfig, defaults
-    from charrnn.train.evaluation import evaluate_sum
-
-    default = defaults(TrainConfig)
-    case = TRAIN_CASES[0]
-    steps = 2 if quick else 4
-    val_chars = case.batch_size * (case.seq_len * (2 if quick else 6) + 1)
-    chars = case.batch_size * case.seq_len
-
-    def seconds_per_step(trainer) -> float:
-        t = time.perf_counter()
-        for _ in range(steps):
-            trainer.train_step()
-        return (time.perf_counter() - t) / steps
-
-    with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as tmp:
-        trainer = bench_trainer(case, tmp, precision, device, val_chars)
-        trainer.train_step()
-        before = seconds_per_step(trainer)
-        one_chunk = trainer.val_ids[: trainer.batch_size * (case.seq_len + 1)]
-        evaluate_sum(trainer.model, one_chunk, trainer.batch_size, case.seq_len, trainer.device)  # warm-up
-        t = time.perf_counter()
-        _, count = evaluate_sum(trainer.model, trainer.val_ids, trainer.batch_size, case.seq_len, trainer.device)
-        eval_chars_per_s = count / (time.perf_counter() - t)
-        trainer._evaluate(lr=0.0, chars_per_sec=0.0)  # the real one: metrics, best.pt, train mode again
-        wrote = sorted(p.name for p in Path(tmp).iterdir())
-        t = time.perf_counter()
-        trainer.train_step()
-        first_after_eval = time.perf_counter() - t
-        t = time.perf_counter()
-        path = trainer.save("last.pt")
-        save_s = time.perf_counter() - t
-        resumed = bench_trainer(case, tmp, precision, device, val_chars, resume_from=checkpoint.load(path))
-        resumed_at = resumed.progress.step
-        resumed.train_step()
-        after_resume = seconds_per_step(resumed)
-        del resumed
-        undisturbed = (before + seconds_per_step(trainer)) / 2
-    between = default["eval_every"] * undisturbed  # training seconds between two evaluations
-    return [
-        {"what": f"train {case.label}, undisturbed", "chars_per_sec": chars / undisturbed},
-        {"what": "  the first step after an evaluation", "chars_per_sec": chars / first_after_eval, "vs_undisturbed": undisturbed / first_after_eval, "evaluation_wrote": wrote},
-        {"what": "  after --resume from a checkpoint", "chars_per_sec": chars / after_resume, "vs_undisturbed": undisturbed / after_resume, "resumed_at_step": resumed_at},
-        {"what": f"  evaluating {default['eval_chars']:,} chars every {default['eval_every']} steps", "chars_per_sec": eval_chars_per_s, "cost": default["eval_chars"] / eval_chars_per_s / between},
-        {"what": f"  saving last.pt every {default['save_every']} steps", "seconds": save_s, "cost": save_s / (default["save_every"] * undisturbed)},
-    ]
-
-
-def bench_sampling(quick: bool) -> list[dict[str, Any]]:
-    """Batch-1 and batch-64 generation from a 2×512 LSTM, against the naive per-character loop."""
-    from charrnn.config import ModelConfig, SampleConfig
-    from charrnn.model import CharRNN
-    from charrnn.sample.generate import generate_text
-    from charrnn.model import numpy_weights
-    from charrnn.sample.engines import numpy_stepper
-    from charrnn.sample.torch_engine import TorchStepper
-
-    fused_stepper = lambda model: numpy_stepper(numpy_weights(model.state_dict()), model.cfg)  # noqa: E731
-    from charrnn.data.vocab import Vocab
-
-    torch.manual_seed(0)
-    vocab = Vocab(tuple(chr(32 + i) for i in range(VOCAB)))
-    model = CharRNN(ModelConfig(vocab_size=VOCAB, cell="lstm", layers=2, hidden=512, embed=64)).eval()
-    length = 500 if quick else 2000
-    rows = []
-
-    def rate(make, batch: int, n: int) -> float:
-        stepper = make(model)
-        cfg = SampleConfig(length=n, temp=1.0, seed=0, num_samples=batch, prime="A")
-        generate_text(stepper, vocab, SampleConfig(length=20, seed=0, num_samples=batch, prime="A"))
-        t = time.perf_counter()
-        generate_text(stepper, vocab, cfg)
-        return batch * n / (time.perf_counter() - t)
-
-    one = rate(fused_stepper, 1, length)  # what `sample` uses on the CPU (--engine auto)
-    many = rate(fused_stepper, 64, length // 4)
-    via_torch = rate(TorchStepper, 1, length // 4)
-    naive = _naive_lstm_sampling(model, 100 if quick else 300)
-    rows.append({"what": "sample LSTM 2×512, batch 1 (fused NumPy step, --engine numpy)", "chars_per_sec": one, "vs_naive": one / naive, "vs_torch_stepper": one / via_torch})
-    rows.append({"what": "sample LSTM 2×512, 64 at once, summed (fused NumPy step)", "chars_per_sec": many, "vs_batch_1": many / one})
-    rows.append({"what": "sample LSTM 2×512, batch 1 (nn.LSTM stepper, --engine torch)", "chars_per_sec": via_torch})
-    rows.append({"what": "reference: nn.LSTM called per character, batch 1", "chars_per_sec": naive})
-    return rows
-
-
-def _naive_lstm_sampling(model, n: int) -> float:
-    x = torch.zeros(1, 1, dtype=torch.long)
-    hidden = None
-    with torch.inference_mode():
-        t = time.perf_counter()
-        for _ in range(n):
-            emb = model.embed(x)
-            out, hidden = model.rnn(emb, hidden)
-            probs = torch.softmax(model.head(out[-1]), -1)
-            x = torch.multinomial(probs, 1)
-        return n / (time.perf_counter() - t)
-
-
-# The peak RSS is this process' own (VmHWM): ru_maxrss would start from the RSS of the parent
-# that forked it (Linux carries it across exec), here a benchmark holding torch and models.
-TOKENISE_SCRIPT = """
-import resource, sys, time
-from charrnn.data.prepare import load_corpus
-t = time.perf_counter()
-corpus = load_corpus(sys.argv[1])
-seconds = time.perf_counter() - t
-try:
-    kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-    rss = kb * 1024
-except (OSError, StopIteration):  # not Linux: the best there is
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-print(seconds, len(corpus.ids), len(corpus.vocab), rss)
-"""
-
-
-def generated_corpus(path: Path, megabytes: float) -> Path:
-    """A corpus of common English words in random order (no third-party text), about this big."""
-    rng = np.random.default_rng(0)
-    words = np.array("the of and to in that is was he for it with as his on be at by I you".split() + ["\n"])
-    with path.open("w", encoding="utf-8") as fh:
-        block = " ".join(rng.choice(words, size=200_000))
-        for _ in range(max(1, int(megabytes * 2**20) // len(block))):
-            fh.write(block)
-    return path
-
-
-def bench_tokenising(megabytes: int) -> dict[str, Any]:
-    """Read, check, build the vocabulary and encode a generated corpus, in a fresh process so
-    that its peak RSS is its own."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = generated_corpus(Path(tmp) / "corpus.txt", megabytes)
-        size = path.stat().st_size
-        out = subprocess.run([sys.executable, "-c", TOKENISE_SCRIPT, str(path)], capture_output=True, text=True, check=True)
-        seconds, n_chars, vocab, rss = out.stdout.split()
-    return {
-        "what": f"tokenise a generated {size / 2**20:.0f} MB corpus",
-        "mb_per_sec": size / 2**20 / float(seconds),
-        "peak_rss_mb": int(rss) / 2**20,
-    }
 
 
 def bench_startup() -> dict[str, Any]:

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 from rich.table import Table
 
-from charrnn.bench.measure import generated_corpus
+from charrnn.bench.tokenising import generated_corpus
 from charrnn.errors import plural
 from charrnn.machine.threads import cores_here
 

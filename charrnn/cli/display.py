@@ -14,7 +14,6 @@ terminal, and as one log line (`sample @ step N: ...`) otherwise; newlines are s
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -30,32 +29,11 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
-from charrnn.cells import parameter_count
+from charrnn.cli.formats import fmt_clock, fmt_loss, one_line
+from charrnn.cli.tables import bench_tables  # noqa: F401  (imported from here by cli/benchmark.py)
 from charrnn.errors import plural
-from charrnn.units import LN2
-
-
-
-def _fmt_loss(nats: float | None) -> str:
-    if nats is None or not math.isfinite(nats):
-        return "-"
-    if abs(nats) >= 1e4:  # a run that diverged
-        return f"{nats:.4g} ({nats / LN2:.4g} bpc)"
-    return f"{nats:.3f} ({nats / LN2:.3f} bpc)"
-
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60:02d}:{seconds % 60:02d}"
-
-
-def one_line(text: str) -> str:
-    """A sample on one line: newlines as ↵, other control characters as ·."""
-    return "".join("↵" if c == "\n" else c if c.isprintable() else "·" for c in text)
 
 
 class _ProgressWithSample(Progress):
@@ -175,15 +153,15 @@ class TrainDisplay:
             if self.progress is not None:
                 self.progress.update(
                     self.task,
-                    val=_fmt_loss(self.val),
+                    val=fmt_loss(self.val),
                     speed=f"{event['chars_per_sec']:,.0f} chars/s",
                 )
             elif not self.quiet:
                 self._beat, self._losses = (self.clock(), event["chars_seen"], event["elapsed_s"]), []
                 self.console.print(
-                    f"step {event['step']:>6} | epoch {event['epoch']:.2f} | train {_fmt_loss(event['train_loss'])} | "
-                    f"val {_fmt_loss(event['val_loss'])}{' *' if event['best'] else ''} | "
-                    f"{event['chars_per_sec']:,.0f} chars/s | lr {event['lr']:.2e} | {_clock(event['elapsed_s'])}",
+                    f"step {event['step']:>6} | epoch {event['epoch']:.2f} | train {fmt_loss(event['train_loss'])} | "
+                    f"val {fmt_loss(event['val_loss'])}{' *' if event['best'] else ''} | "
+                    f"{event['chars_per_sec']:,.0f} chars/s | lr {event['lr']:.2e} | {fmt_clock(event['elapsed_s'])}",
                     soft_wrap=True,
                     highlight=False,
                 )
@@ -202,11 +180,11 @@ class TrainDisplay:
             return
         speed = (event["chars_seen"] - chars) / max(event["elapsed_s"] - elapsed, 1e-9)
         done = event["fraction"]
-        eta = _clock(event["elapsed_s"] * (1 - done) / done) if done > 0 else "?"
+        eta = fmt_clock(event["elapsed_s"] * (1 - done) / done) if done > 0 else "?"
         loss = sum(self._losses) / len(self._losses)
         self.console.print(
-            f"step {event['step']:>6} | epoch {event['epoch']:.2f} | train {_fmt_loss(loss)} | {speed:,.0f} chars/s | "
-            f"{plural(event['threads'], 'thread')} | {_clock(event['elapsed_s'])}, ETA {eta}",
+            f"step {event['step']:>6} | epoch {event['epoch']:.2f} | train {fmt_loss(loss)} | {speed:,.0f} chars/s | "
+            f"{plural(event['threads'], 'thread')} | {fmt_clock(event['elapsed_s'])}, ETA {eta}",
             soft_wrap=True,
             highlight=False,
             markup=False,
@@ -231,8 +209,8 @@ class TrainDisplay:
 
     def summary(self, summary: dict[str, Any]) -> None:
         self.console.print(
-            f"done: {plural(summary['step'], 'step')}, {plural(summary['chars_seen'], 'character')} in {_clock(summary['elapsed_s'])}; "
-            f"best loss {_fmt_loss(summary['best_loss'])}"
+            f"done: {plural(summary['step'], 'step')}, {plural(summary['chars_seen'], 'character')} in {fmt_clock(summary['elapsed_s'])}; "
+            f"best loss {fmt_loss(summary['best_loss'])}"
             + (f"; {plural(summary['skipped_steps'], 'non-finite step')} skipped" if summary["skipped_steps"] else "")
             + f"\nlast: {summary['last']}\nbest: "
             + (str(summary["best"]) if summary.get("best") and Path(summary["best"]).exists() else "none yet (no evaluation ran)"),
@@ -240,91 +218,3 @@ class TrainDisplay:
             highlight=False,
             markup=False,
         )
-
-
-def checkpoint_table(path, ckpt) -> Table:
-    """`charrnn info` as a two-column table."""
-    meta = ckpt.meta
-    model, cfg, prog = meta["model"], meta["config"], meta["progress"]
-    n_params = parameter_count(ckpt.info.model)
-    table = Table(title=str(path), show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    vocab = meta["vocab"]["chars"]
-    rows = [
-        ("model", f"{model['cell'].upper()} {model['layers']}×{model['hidden']}, embedding {model['embed']}, dropout {model['dropout']}"),
-        ("parameters", f"{n_params:,}"),
-        ("vocabulary", f"{plural(len(vocab), 'character')}: {''.join(c if c.isprintable() else '·' for c in vocab[:80])}{'…' if len(vocab) > 80 else ''}"),
-        ("steps", f"{prog['step']:,} (epoch {prog['epoch']}, chunk {prog['chunk']})"),
-        ("characters seen", f"{prog['chars_seen']:,}"),
-        ("best loss", _fmt_loss(prog["best_loss"])),
-        ("training time", _clock(prog["train_seconds"])),
-        ("corpus", f"{meta['corpus']['path']} ({meta['corpus']['train_chars']:,} training characters)"),
-        ("training config", ", ".join(f"{k}={v}" for k, v in cfg.items() if v is not None)),
-        ("saved", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(meta["saved_at"]))),
-        ("format", f"version {ckpt.format_version}, charrnn {meta['charrnn_version']}"),
-    ]
-    for key, value in rows:
-        table.add_row(key, value)
-    return table
-
-
-
-def bench_tables(result: dict) -> list[Table]:
-    """`charrnn bench` as tables: one per section measured."""
-    tables = _speed_tables(result) if "machine" in result else []
-    if "load" in result:
-        tables.append(load_table(result["load"]))
-    if "serve" in result:
-        from charrnn.bench.serve import serve_table
-
-        tables.append(serve_table(result["serve"]))
-    if "quality" in result:
-        from charrnn.bench.quality import quality_table
-
-        tables.append(quality_table(result["quality"]))
-    return tables
-
-
-def _speed_tables(result: dict) -> list[Table]:
-    machine = result["machine"]
-    title = f"{machine['cpu']} · {plural(machine['threads'], 'thread')} · {machine['device']} · torch {machine['torch']} · peak matmul {result['peak_gflops']:.1f} GFLOP/s" + (f" · medians of {result['rounds']} rounds" if result.get("rounds", 1) > 1 else "")
-    train = Table(title=title, title_justify="left")
-    for col in ("training", "chars/s", "GFLOP/s", "of peak", "vs reference"):
-        train.add_column(col, justify="left" if col == "training" else "right")
-    for row in result["training"]:
-        train.add_row(row["what"], f"{row['chars_per_sec']:,.0f}", f"{row['gflops']:.1f}", f"{row['of_peak']:.0%}", f"{row['vs_reference']:.2f}×" if "vs_reference" in row else "")
-    overheads = Table(title_justify="left")
-    for col in ("during a run", "chars/s", "ratio or cost"):
-        overheads.add_column(col, justify="left" if col == "during a run" else "right")
-    for row in result.get("overheads", []):
-        speed = f"{row['chars_per_sec']:,.0f}" if "chars_per_sec" in row else f"{row['seconds']:.2f} s"
-        ratio = f"{row['vs_undisturbed']:.2f}× undisturbed" if "vs_undisturbed" in row else f"{row['cost']:.1%} of training time" if "cost" in row else ""
-        overheads.add_row(row["what"], speed, ratio)
-    sample = Table(title_justify="left")
-    for col in ("sampling", "chars/s", "ratio"):
-        sample.add_column(col, justify="left" if col == "sampling" else "right")
-    for row in result["sampling"]:
-        ratio = f"{row['vs_naive']:.1f}× naive, {row['vs_torch_stepper']:.1f}× torch" if "vs_torch_stepper" in row else f"{row['vs_naive']:.1f}× naive" if "vs_naive" in row else f"{row['vs_batch_1']:.1f}× batch 1" if "vs_batch_1" in row else ""
-        sample.add_row(row["what"], f"{row['chars_per_sec']:,.0f}", ratio)
-    other = Table(title_justify="left")
-    other.add_column("other")
-    other.add_column("result", justify="right")
-    tok = result["tokenising"]
-    other.add_row(tok["what"], f"{tok['mb_per_sec']:.1f} MB/s, peak RSS {tok['peak_rss_mb']:.0f} MB")
-    other.add_row(result["startup"]["what"], f"{result['startup']['seconds']:.2f} s")
-    return [train, overheads, sample, other] if result.get("overheads") else [train, sample, other]
-
-
-def load_table(result: dict) -> Table:
-    """`charrnn bench --load`: chars/s of each policy in each situation, and the ratio to alone."""
-    table = Table(title=f"training the default model on a busy machine · {plural(result['cores'], 'core')} · {result['seconds']:g} s each", title_justify="left")
-    for col in ("threads", "situation", "chars/s", "vs alone", "used"):
-        table.add_column(col, justify="right" if col in ("chars/s", "vs alone") else "left")
-    for row in result["rows"]:
-        table.add_row(row["policy"], row["situation"], f"{row['chars_per_sec']:,.0f}", f"{row['vs_alone']:.0%}", " → ".join(str(n) for n in row["threads"]))
-    table.caption = f"alone, charrnn's policy runs at {result['auto_vs_torch_alone']:.0%} of torch's defaults (torch, {result['cores']}: {result['cores']} threads, libgomp's default spin)"
-    busy = result.get("busy_before")
-    if busy is not None and busy > 0.3:
-        table.caption += f"; the machine was not idle: other processes kept {busy:.1f} cores busy before it started, so 'alone' was not"
-    return table

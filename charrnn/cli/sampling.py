@@ -171,7 +171,7 @@ def info(
     """Describe a checkpoint: model, vocabulary, training config and progress."""
     try:
         from charrnn.store import checkpoint
-        from charrnn.cli.display import checkpoint_table
+        from charrnn.cli.tables import checkpoint_table
         from charrnn.store.model_file import resolve_checkpoint
 
         path = resolve_checkpoint(checkpoint_path)

@@ -1,5 +1,5 @@
-"""`charrnn train` and `charrnn prepare`: a run's flags, its progress on stderr, and how to go on
-after a failure or an interruption.
+"""`charrnn train` and `charrnn prepare`: their flags, and the steps of a training run from the
+flags to the report (each step's console side: training_run.py).
 
 Every flag of `train` defaults to "not given" (None) and shows the real default from
 `TrainConfig`, so that a `--config FILE.toml` can fill what the command line leaves out."""
@@ -7,21 +7,16 @@ Every flag of `train` defaults to "not given" (None) and shows the real default 
 from __future__ import annotations
 
 import json
-import os
-import shlex
-import signal
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from charrnn.config import DEFAULT_SEPARATOR, TrainConfig, build, read_toml
-from charrnn.errors import CharRNNError, WriteError, plural
-from charrnn.train.runlock import LOCK_HOLDER, RunLock
-from charrnn.cli.console import TRAIN_DEFAULTS, fail as _fail, opt as _opt, state as _state, stderr as _stderr
+from charrnn.errors import CharRNNError, plural
+from charrnn.train.runlock import RunLock
+from charrnn.cli.console import TRAIN_DEFAULTS, fail as _fail, opt as _opt, stderr as _stderr
 
-LAUNCHED_AS = "CHARRNN_LAUNCHED_AS"  # set for the processes `train --nproc` starts: the user's command
 MODEL, DATA, OPTIM, LENGTH, OUTPUT, RUN = "Model", "Data", "Optimisation", "Length of training", "Evaluation and checkpoints", "Run"
 
 
@@ -100,12 +95,10 @@ def _threads_option(value: str) -> int | str:
 
 
 def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, overwrite: bool, init_from: Path | None, quiet: bool, read_options: dict, cache_dir: Path | None, nproc: int | None, log_every: float = 30.0) -> None:
-    from charrnn.data.prepare import load_corpus
     from charrnn.cli.display import TrainDisplay
+    from charrnn.cli.training_run import choose_size, describe_corpus, fit_under_signals, make_trainer, prepare_and_launch, report
     from charrnn.train import plan
     from charrnn.train.distributed import Dist
-    from charrnn.data.prepare import forget
-    from charrnn.train.trainer import CorpusTooShort
 
     dist = Dist.from_env()
     plan.check_flags(resume, overwrite, init_from, nproc, dist.world)
@@ -116,157 +109,41 @@ def _train(corpora: list[Path], given: dict, config: Path | None, resume: bool, 
     display = TrainDisplay(_stderr(), quiet=quiet or not dist.main, log_every=log_every)
 
     def load(vocab):
+        from charrnn.data.prepare import load_corpus
+
         with display.preparing() as progress:
             return load_corpus(corpora, vocab=vocab, cache_dir=cache_dir or _default_cache(), progress=progress, warn=display.warning, **read_options)
 
+    def plan_run(world: int):
+        return plan.plan_run(lock, run_dir, cfg, file_values, given, resume, overwrite, init_from, world)
+
     if nproc is not None and nproc > 1:  # check and prepare everything here, then hand over to torchrun
-        with lock:  # held for the workers until they end (their rank 0 finds it held by us)
-            planned = plan.plan_run(lock, run_dir, cfg, file_values, given, resume, overwrite, init_from, nproc)
-            cfg, vocab = planned.cfg, planned.vocab
-            from charrnn.machine.device import pick_device
-
-            pick_device(cfg.device)  # a device that is not here: one error now, not one per process
-            load(vocab)  # the processes find it in the cache
-            _launch(nproc, display)
-
+        prepare_and_launch(nproc, lock, plan_run, load, display)
     if dist.world > 1:  # (a single process picks its device in the Trainer, after checking the options)
         from charrnn.machine.device import pick_device
 
         dist.start(pick_device(cfg.device))
     try:
-        planned = dist.from_main(lambda: plan.plan_run(lock, run_dir, cfg, file_values, given, resume, overwrite, init_from, dist.world))
+        planned = dist.from_main(lambda: plan_run(dist.world))
         data = dist.local_first(lambda: load(planned.vocab))
-        plan.check_init_vocab(planned, len(data.vocab), init_from)
-        train_ids, val_ids = data.split(planned.cfg.val_frac)
-        from charrnn import STARTED
-        from charrnn.train.distributed import command_started
-
-        cfg, choice = dist.from_main(lambda: plan.size_model(planned, set(given) | set(file_values), len(train_ids), len(data.vocab), command_started(STARTED), dist.local_world))
-        Trainer = plan.trainer_class(cfg)
-        if cfg.engine == "numpy":
-            display.message("engine numpy: gradients by the hand-written BPTT of charrnn/numpy_ref.py")
-
-        try:
-            trainer = Trainer(cfg, data.vocab, train_ids, val_ids, run_dir, events=display, resume_from=planned.resume_ckpt, init_from=planned.init_ckpt,
-                              corpus_path=data.path, corpus_digest=data.digest, dist=dist, started_at=command_started(STARTED))
-        except CorpusTooShort:
-            forget(data)  # a refused corpus leaves no cache entry behind
-            raise
+        planned, choice = choose_size(planned, data, set(given) | set(file_values), dist)
+        trainer = make_trainer(planned, data, init_from, run_dir, display, dist)
         if overwrite and dist.main:  # only now that everything checked out: the old run is replaced, not lost to a typo
             plan.clear_for_overwrite(run_dir)
-        _describe(display, data, cfg)
+        describe_corpus(display, data, planned.cfg)
         if choice is not None:
-            display.message(choice.describe(cfg))
-        received: list[int] = []
-
-        def on_signal(signum, frame):
-            received.append(signum)
-            trainer.stop(signal.Signals(signum).name)
-            if dist.world == 1:  # a second one ends at once (torchrun repeats signals, and kills after 30 s)
-                signal.signal(signum, signal.SIG_DFL)
-
-        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN}
-        try:
-            with display:
-                summary = trainer.fit()
-        except WriteError as exc:
-            raise plan.after_failed_write(exc, run_dir, lambda resume: _resume_hint(dist, resume)) from None
-        finally:
-            for s, handler in old.items():
-                signal.signal(s, handler)
+            display.message(choice.describe(planned.cfg))
+        summary, received = fit_under_signals(trainer, display, dist, run_dir)
     finally:
         dist.close()
         lock.release()
-    if not dist.main:
-        if received:
-            raise typer.Exit(128 + received[0])
-        return
-    display.summary(summary)
-    if summary["reason"] == "done" and trainer.last_eval is not None:
-        from charrnn.train.evaluation import learned_nothing
-
-        warning = learned_nothing(trainer.last_eval, data.ids, len(data.vocab))
-        if warning:
-            display({"event": "warning", "message": warning})
-        elif trainer.last_eval["val_loss"] is not None:
-            from charrnn.train.expected import run_verdict
-
-            line = run_verdict(summary["best_loss"], summary["chars_seen"], data.vocab.chars, data.ids)
-            if line:
-                display.message(line)
-    if received or summary["reason"] == "stopped by another process":
-        why = signal.Signals(received[0]).name if received else "a signal to another process"
-        display.console.print(f"stopped by {why}; progress saved in {summary['last']}\n{_resume_hint(dist)}", soft_wrap=True, markup=False)
-        if received:
-            raise typer.Exit(128 + received[0])
-
-
-def _resume_hint(dist, resume: bool = True) -> str:
-    """The command that goes on: the user's own, with --resume (or, for a run that kept nothing,
-    without: it starts again)."""
-    launched = os.environ.get(LAUNCHED_AS)  # the command the user typed, when --nproc started torchrun
-    argv = json.loads(launched) if launched else sys.argv[1:]
-    argv = shlex.join(a for a in argv if a not in ("--overwrite", "--resume"))
-    if not resume:
-        return f"start again with{' the same torchrun command' if dist.world > 1 and not launched else ''}: charrnn {argv}"
-    if dist.world > 1 and not launched:
-        return f"resume with the same torchrun command, adding --resume to: charrnn {argv}"
-    return f"resume with: charrnn {argv} --resume"
+    report(trainer, summary, received, data, display, dist)
 
 
 def _default_cache() -> Path:
     from charrnn.data.prepare import default_cache_dir
 
     return default_cache_dir()
-
-
-def _describe(display, data, cfg: TrainConfig) -> None:
-    train_ids, val_ids = data.split(cfg.val_frac)
-    display.message(
-        f"{data.path}: {plural(len(data.ids), 'character')}, {len(data.vocab):,} distinct{_prepared(data.info)}; "
-        f"{len(train_ids):,} to train on, {len(val_ids):,} for validation"
-    )
-
-
-def _prepared(info: dict | None) -> str:
-    if not info or info.get("cached"):
-        return ""
-    seconds = (info.get("counted_s") or 0) + (info.get("encoded_s") or 0)
-    return f" (prepared in {seconds:.1f} s)" if seconds >= 0.5 else ""
-
-
-def _launch(nproc: int, display) -> None:
-    """Run the same command in `nproc` processes under torchrun (in this process, so that its
-    failures become an exit code and the workers' one-line errors are all that is printed)."""
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import parse_args, run
-
-    from charrnn.train.distributed import launch_command
-
-    import time
-
-    from charrnn import STARTED
-
-    from charrnn.machine.threads import cores_here
-
-    args, env = launch_command(sys.argv[1:], nproc, cores_here(), started_wall=time.time() - (time.monotonic() - STARTED))
-    display.message(f"launching {nproc} processes: torchrun {' '.join(args)}")
-    os.environ.update(env, **{LOCK_HOLDER: str(os.getpid())})  # we hold the run folder's lock for them
-    if not _state["debug"]:  # the workers report their own errors; torchrun's log would repeat them
-        import logging
-
-        quiet = logging.getLogger("torch.distributed.elastic")
-        quiet.addHandler(logging.NullHandler())
-        quiet.propagate = False
-    try:
-        run(parse_args(args))
-    except ChildFailedError as exc:
-        codes = [f.exitcode for f in exc.failures.values()]
-        raise typer.Exit(next((c if c > 0 else 128 - c for c in codes if c), 1)) from None
-    except SignalException as exc:  # the workers were told too; they saved and stopped
-        raise typer.Exit(128 + int(exc.sigval)) from None
-    raise typer.Exit(0)
 
 
 # ---------------------------------------------------------------------------------- prepare

@@ -26,6 +26,7 @@ import numpy as np
 
 from charrnn.data.vocab import Vocab, id_dtype
 
+CACHE_FORMAT = 2  # 2: ctime and inode of the files, checksummed records, the SHA-256 of the ids
 READ_BYTES = 1 << 20  # an ids file is checked this many bytes at a time
 
 

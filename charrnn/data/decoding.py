@@ -123,79 +123,90 @@ def decode_chunks(
     file), mostly control characters in the first 64k characters (binary).
     An empty file yields nothing; deciding whether that is an error is the caller's.
     """
-    codec = check_encoding(encoding)
-    check_errors(errors)
-    wide = codec.startswith(("utf-16", "utf-32"))  # NUL bytes are normal there
-    utf8 = codec in ("utf-8", "utf-8-sig")
-    decoder = codecs.getincrementaldecoder("utf-8" if utf8 else codec)(errors)  # BOM dropped below
-    offset = 0  # bytes fed to the decoder before the current chunk
-    at_start = True  # no character decoded yet (a BOM may come)
-    pending_cr = ""  # a '\r' at the end of a piece waits: a '\n' may start the next chunk
-    head: list[str] | None = []  # the first SAMPLE_CHARS characters, held back until checked
-    head_len = 0
+    reader = _FileDecoder(name, encoding, errors, keep_newlines, flags)
+    for chunk in _head_first(chunks):
+        reader.check_bytes(chunk)
+        yield from reader.emit(reader.feed(chunk, False), False)
+    yield from reader.emit(reader.feed(b"", True), True)
 
-    def normalise(text: str, final: bool) -> str:
-        nonlocal at_start, pending_cr
-        if at_start and text:
-            at_start = False
-            if utf8 and text[0] == "\ufeff":
+
+class _FileDecoder:
+    """The state of decoding one file: the incremental decoder, the byte offset reached, a BOM or
+    a '\\r' that may still come, and the first characters, held back until checked."""
+
+    def __init__(self, name: str, encoding: str, errors: str, keep_newlines: bool, flags: tuple[str, ...]):
+        codec = check_encoding(encoding)
+        check_errors(errors)
+        self.name, self.encoding, self.keep_newlines, self.flags = name, encoding, keep_newlines, flags
+        self.wide = codec.startswith(("utf-16", "utf-32"))  # NUL bytes are normal there
+        self.utf8 = codec in ("utf-8", "utf-8-sig")
+        self.decoder = codecs.getincrementaldecoder("utf-8" if self.utf8 else codec)(errors)  # BOM dropped below
+        self.offset = 0  # bytes fed to the decoder before the current chunk
+        self.at_start = True  # no character decoded yet (a BOM may come)
+        self.pending_cr = ""  # a '\r' at the end of a piece waits: a '\n' may start the next chunk
+        self.head: list[str] | None = []  # the first SAMPLE_CHARS characters, held back until checked
+        self.head_len = 0
+
+    def check_bytes(self, chunk: bytes) -> None:
+        """Wide text read as a narrow encoding (in the first chunk), NUL bytes in the first MiB."""
+        name, offset = self.name, self.offset
+        if offset == 0 and not self.wide and (error := _wide_text_error(chunk, name, self.utf8, self.encoding, self.flags)):
+            raise error
+        if not self.wide and offset < NUL_WINDOW and b"\x00" in chunk[: NUL_WINDOW - offset]:
+            raise CharRNNError(f"{name}: looks like a binary file (it contains NUL bytes), not text")
+
+    def normalise(self, text: str, final: bool) -> str:
+        if self.at_start and text:
+            self.at_start = False
+            if self.utf8 and text[0] == "\ufeff":
                 text = text[1:]
-        if keep_newlines:
+        if self.keep_newlines:
             return text
-        text = pending_cr + text
-        pending_cr = ""
+        text = self.pending_cr + text
+        self.pending_cr = ""
         if text.endswith("\r") and not final:
-            text, pending_cr = text[:-1], "\r"
+            text, self.pending_cr = text[:-1], "\r"
         if "\r" in text:
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         return text
 
-    def feed(chunk: bytes, final: bool) -> str:
-        nonlocal offset
-        buffered = len(decoder.getstate()[0])
+    def feed(self, chunk: bytes, final: bool) -> str:
+        name, encoding, flags = self.name, self.encoding, self.flags
+        buffered = len(self.decoder.getstate()[0])
         try:
-            text = decoder.decode(chunk, final)
+            text = self.decoder.decode(chunk, final)
         except UnicodeDecodeError as exc:
-            at = offset - buffered + exc.start
+            at = self.offset - buffered + exc.start
             advice = " or ".join(
                 [*(["--encoding (e.g. latin-1, cp1252)"] if "--encoding" in flags else []), *(["--errors replace"] if "--errors" in flags else [])]
             )
             raise CharRNNError(
-                f"{name}: not valid {encoding if not utf8 else 'utf-8'} at byte offset {at} "
+                f"{name}: not valid {encoding if not self.utf8 else 'utf-8'} at byte offset {at} "
                 f"(byte 0x{exc.object[exc.start]:02x}); " + (f"pass {advice}" if advice else "save it as UTF-8")
             ) from None
         except UnicodeError as exc:  # e.g. UTF-16 without a byte-order mark
             raise CharRNNError(f"{name}: cannot be read as {encoding}: {exc}; pass another --encoding") from None
-        offset += len(chunk)
-        return normalise(text, final)
+        self.offset += len(chunk)
+        return self.normalise(text, final)
 
-    def check_head(text: str) -> None:
+    def check_head(self, text: str) -> None:
         sample = text[:SAMPLE_CHARS]
         controls = sum(1 for c in sample if ord(c) < 32 and c not in "\n\r\t\f\v")
         if controls > BINARY_CONTROL_FRACTION * len(sample):
-            raise CharRNNError(f"{name}: looks like a binary file (mostly control characters), not text")
+            raise CharRNNError(f"{self.name}: looks like a binary file (mostly control characters), not text")
 
-    def emit(text: str, final: bool) -> Iterator[str]:
-        nonlocal head, head_len
-        if head is None:
+    def emit(self, text: str, final: bool) -> Iterator[str]:
+        if self.head is None:
             if text:
                 yield text
             return
-        head.append(text)
-        head_len += len(text)
-        if head_len >= SAMPLE_CHARS or final:
-            joined, head = "".join(head), None
-            check_head(joined)
+        self.head.append(text)
+        self.head_len += len(text)
+        if self.head_len >= SAMPLE_CHARS or final:
+            joined, self.head = "".join(self.head), None
+            self.check_head(joined)
             if joined:
                 yield joined
-
-    for chunk in _head_first(chunks):
-        if offset == 0 and not wide and (error := _wide_text_error(chunk, name, utf8, encoding, flags)):
-            raise error
-        if not wide and offset < NUL_WINDOW and b"\x00" in chunk[: NUL_WINDOW - offset]:
-            raise CharRNNError(f"{name}: looks like a binary file (it contains NUL bytes), not text")
-        yield from emit(feed(chunk, False), False)
-    yield from emit(feed(b"", True), True)
 
 
 def decode(

@@ -14,12 +14,13 @@ $CHARRNN_CACHE elsewhere), one entry per corpus and read options:
         ids.npy, vocab.json          the corpus encoded with its own vocabulary (and the ids' SHA-256)
         ids.<v>.npy, vocab.<v>.json  ... with another vocabulary (--init-from a checkpoint)
 
-(their records: `charrnn.data.cache_entry`). A file whose size, mtime, ctime and inode are as recorded
-is trusted (unless it was modified within a moment of being read, when a same-size rewrite could
-keep its mtime); otherwise pass 1 runs again, and if the content hash is unchanged the ids are
-reused. An ids file counts only if its vocab JSON names the current content hash, so a crash at
-any point leaves nothing that is taken as valid; and only once its SHA-256 and the range of its
-ids are checked, so a damaged or edited entry is made again (with a warning), never trained on.
+(their records: `charrnn.data.cache_entry`; the two passes: `charrnn.data.two_passes`). A file
+whose size, mtime, ctime and inode are as recorded is trusted (unless it was modified within a
+moment of being read, when a same-size rewrite could keep its mtime); otherwise pass 1 runs again,
+and if the content hash is unchanged the ids are reused. An ids file counts only if its vocab JSON
+names the current content hash, so a crash at any point leaves nothing that is taken as valid; and
+only once its SHA-256 and the range of its ids are checked, so a damaged or edited entry is made
+again (with a warning), never trained on.
 """
 
 from __future__ import annotations
@@ -30,28 +31,21 @@ import os
 import shutil
 import socket
 import tempfile
-import time
 import warnings
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-from charrnn.data.cache_entry import Damaged, IdsRecord, SourceRecord, read_record, verified_ids, write_record
-from charrnn.data.corpus import CHUNK_BYTES, DEFAULT_SEPARATOR, Corpus, corpus_files, iter_corpus_text
+from charrnn.data.cache_entry import CACHE_FORMAT, Damaged, IdsRecord, SourceRecord, read_record, verified_ids, write_record
+from charrnn.data.corpus import CHUNK_BYTES, DEFAULT_SEPARATOR, Corpus, corpus_files
 from charrnn.data.decoding import check_encoding, check_errors
+from charrnn.data.two_passes import CorpusChanged, Progress, TwoPasses
 from charrnn.errors import CharRNNError, plural, write_error
-from charrnn.data.vocab import Vocab, codepoints, describe_chars, id_dtype, surrogates
+from charrnn.data.vocab import Vocab, codepoints, describe_chars, surrogates
 
-CACHE_FORMAT = 2  # 2: ctime and inode of the files, checksummed records, the SHA-256 of the ids
 DEFAULT_CACHE = ".charrnn-cache"
 RACY_NS = 2_000_000_000  # a file modified this close before it was read is re-checked next time
-
-class CorpusChanged(CharRNNError):
-    """The text read by the encoding pass is not the text the counting pass saw."""
-
-
-Progress = Callable[[str, int, int], None]  # (phase, bytes done, bytes total)
 
 
 def default_cache_dir() -> Path:
@@ -85,25 +79,36 @@ def prepare_corpus(
     check_encoding(encoding)
     check_errors(errors)
     options = {"encoding": encoding, "errors": errors, "keep_newlines": keep_newlines, "separator": separator}
-    reader = _Reader(files, options, chunk_bytes, progress)
+    reader = TwoPasses(files, options, chunk_bytes, progress)
     display_name = " ".join(str(p) for p in paths)
     info = {"files": len(files), "bytes": reader.total_bytes, "counted_s": None, "encoded_s": None}
 
     if cache_dir is None:
-        source, info["counted_s"] = reader.count()
-        target = _target_vocab(source, vocab, display_name)
-        with tempfile.TemporaryDirectory(prefix="charrnn-") as tmp:
-            path = Path(tmp) / "ids.npy"
-            info["encoded_s"], _ = reader.encode(target, source, path)
-            ids = np.load(path, mmap_mode="r")  # stays valid after the file is deleted
-        return Corpus(display_name, target, ids, _digest(source, options, target), {**info, "cached": False})
-
+        return _prepare_uncached(reader, vocab, display_name, options, info)
     entry = Path(cache_dir) / _entry_name(files, options)
     try:
         found = _look_up(entry, reader, vocab, display_name, trust=True)
     except Damaged as exc:  # something in the entry is not what was written: nothing of it is believed
         warn(f"{exc}; preparing the corpus again")
         found = _look_up(entry, reader, vocab, display_name, trust=False)
+    ids = _complete_entry(entry, reader, found, info)
+    cached = info["counted_s"] is None and info["encoded_s"] is None
+    return Corpus(display_name, found.target, ids, _digest(found.source, options, found.target), {**info, "cached": cached, "entry": str(found.ids_path)})
+
+
+def _prepare_uncached(reader: TwoPasses, vocab: Vocab | None, display_name: str, options: dict, info: dict) -> Corpus:
+    """Both passes into a temporary folder, deleted as soon as the ids are mapped."""
+    source, info["counted_s"] = reader.count()
+    target = _target_vocab(source, vocab, display_name)
+    with tempfile.TemporaryDirectory(prefix="charrnn-") as tmp:
+        path = Path(tmp) / "ids.npy"
+        info["encoded_s"], _ = reader.encode(target, source, path)
+        ids = np.load(path, mmap_mode="r")  # stays valid after the file is deleted
+    return Corpus(display_name, target, ids, _digest(source, options, target), {**info, "cached": False})
+
+
+def _complete_entry(entry: Path, reader: TwoPasses, found: _Found, info: dict) -> np.ndarray:
+    """Write what the cache entry lacks (the ids, a new count) and return the ids, mapped."""
     source, target, ids = found.source, found.target, found.ids
     info["counted_s"] = found.counted_s
     try:
@@ -121,8 +126,7 @@ def prepare_corpus(
             write_record(entry / "source.json", source)
     except OSError as exc:
         raise CharRNNError(f"{entry}: cannot write the prepared corpus ({write_error(exc)}); --cache-dir can put it elsewhere", exit_code=1) from None
-    cached = info["counted_s"] is None and info["encoded_s"] is None
-    return Corpus(display_name, target, ids, _digest(source, options, target), {**info, "cached": cached, "entry": str(found.ids_path)})
+    return ids
 
 
 class _Found(NamedTuple):
@@ -136,7 +140,7 @@ class _Found(NamedTuple):
     ids: np.ndarray | None  # None: to be made
 
 
-def _look_up(entry: Path, reader: _Reader, vocab: Vocab | None, name: str, trust: bool) -> _Found:
+def _look_up(entry: Path, reader: TwoPasses, vocab: Vocab | None, name: str, trust: bool) -> _Found:
     """The cached count and ids of the corpus; Damaged if a file of the entry is not what was
     written. With `trust` False, the corpus is counted afresh and only ids that this count
     proves (their record names its content and characters, their SHA-256 is right) are kept."""
@@ -154,81 +158,6 @@ def _look_up(entry: Path, reader: _Reader, vocab: Vocab | None, name: str, trust
             raise
         ids = None
     return _Found(source, counted_s, target, ids_path, vocab_path, ids)
-
-
-class _Reader:
-    """The two passes over a corpus' files."""
-
-    def __init__(self, files: list[Path], options: dict, chunk_bytes: int, progress: Progress | None):
-        self.files, self.options, self.chunk_bytes = files, options, chunk_bytes
-        self.progress = progress or (lambda phase, done, total: None)
-        self.stats = []
-        for f in files:
-            st = f.stat()
-            # ctime and inode too: an edit that keeps the size and restores the mtime (touch -r)
-            # still moves the ctime, which no one can set back
-            self.stats.append({"path": str(f.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino})
-        self.total_bytes = sum(s["size"] for s in self.stats)
-
-    def _pieces(self, phase: str, hasher) -> iter:
-        done = 0
-
-        def on_bytes(chunk: bytes) -> None:
-            nonlocal done
-            hasher.update(chunk)
-            if not chunk.startswith(b"\x00end of file"):
-                done += len(chunk)
-                self.progress(phase, done, self.total_bytes)
-
-        self.progress(phase, 0, self.total_bytes)
-        return iter_corpus_text(self.files, chunk_bytes=self.chunk_bytes, on_bytes=on_bytes, **self.options)
-
-    def count(self) -> tuple[SourceRecord, float]:
-        """Pass 1: the character counts, length and content hash of the corpus; the seconds it took."""
-        started_ns, t0 = time.time_ns(), time.perf_counter()
-        hasher = hashlib.sha256()
-        counts = np.zeros(0, dtype=np.int64)
-        for piece in self._pieces("counting characters", hasher):
-            c = np.bincount(codepoints(piece))
-            if len(c) > len(counts):
-                counts = np.concatenate([counts, np.zeros(len(c) - len(counts), dtype=np.int64)])
-            counts[: len(c)] += c
-        present = np.flatnonzero(counts)
-        chars = "".join(map(chr, present))
-        source = SourceRecord(CACHE_FORMAT, self.stats, self.options, started_ns, hasher.hexdigest(), int(counts.sum()), chars, counts[present].tolist())
-        return source, time.perf_counter() - t0
-
-    def encode(self, vocab: Vocab, source: SourceRecord, path: Path) -> tuple[float, str]:
-        """Pass 2: write the ids to `path` (.npy) atomically; the seconds it took and the SHA-256
-        of the ids (after the header)."""
-        t0 = time.perf_counter()
-        dtype, n = id_dtype(len(vocab)), source.n_chars
-        points = np.array([ord(c) for c in vocab.chars], dtype=np.int64)
-        table = np.zeros(int(points.max()) + 1, dtype=dtype)  # code point -> id
-        table[points] = np.arange(len(points))
-        hasher, ids_hasher = hashlib.sha256(), hashlib.sha256()
-        tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-        written = 0
-        try:
-            with open(tmp, "wb") as fh:
-                header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n,)}
-                np.lib.format.write_array_header_1_0(fh, header)
-                for piece in self._pieces("encoding", hasher):
-                    ids = np.take(table, codepoints(piece), mode="clip")  # every character is known: pass 1
-                    written += len(ids)
-                    if written > n:
-                        break
-                    fh.write(ids.tobytes())
-                    ids_hasher.update(ids)
-                if written != n or hasher.hexdigest() != source.content:
-                    raise CorpusChanged(f"{self.files[0]}: the corpus changed while it was being prepared; run again")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return time.perf_counter() - t0, ids_hasher.hexdigest()
 
 
 def _target_vocab(source: SourceRecord, vocab: Vocab | None, name: str) -> Vocab:

@@ -94,9 +94,9 @@ def summarise(folder: Path, root: Path) -> RunSummary:
     if ckpt_path is not None:
         try:
             ckpt = checkpoint.load(ckpt_path)
-            model, progress = ckpt.meta["model"], ckpt.meta["progress"]
-            run.cell, run.layers, run.hidden = model["cell"], model["layers"], model["hidden"]
-            run.steps, run.chars_seen = progress["step"], progress["chars_seen"]
+            model, progress = ckpt.info.model, ckpt.info.progress
+            run.cell, run.layers, run.hidden = model.cell, model.layers, model.hidden
+            run.steps, run.chars_seen = progress.step, progress.chars_seen
             run.parameters = parameter_count(ckpt.info.model)
         except CharRNNError as exc:
             problems.append(str(exc))

@@ -1,5 +1,5 @@
-"""The machine a command runs on: its cores and how many threads to use (threads.py), the
-device and its memory (device.py, memory.py).
+"""The machine a command runs on: its cores and how many threads to use (threads.py; and while
+training, thread_policy.py), the device and its memory (device.py, memory.py).
 
 It sits beside config.py and errors.py at the bottom of the house, not in train/, because
 train/, sample/, insight/ and bench/ all use it (and the package's own __init__ starts the

@@ -59,30 +59,30 @@ def model_info(name: str, path: Path, ckpt) -> dict[str, Any]:
     """`charrnn info`'s fields (display.checkpoint_table) as JSON."""
     from charrnn.store import checkpoint
 
-    meta = ckpt.meta
-    model, prog = meta["model"], meta["progress"]
-    best = prog["best_loss"]
+    info = ckpt.info
+    model, prog = info.model, info.progress
+    best = prog.best_loss
     return {
         "name": name,
         "path": str(path),
-        "cell": model["cell"],
-        "layers": model["layers"],
-        "hidden": model["hidden"],
-        "embed": model["embed"],
-        "dropout": model["dropout"],
+        "cell": model.cell,
+        "layers": model.layers,
+        "hidden": model.hidden,
+        "embed": model.embed,
+        "dropout": model.dropout,
         "parameters": sum(t.numel() for t in ckpt.model.values()),
-        "vocab_size": len(meta["vocab"]["chars"]),
-        "vocabulary": "".join(meta["vocab"]["chars"]),
-        "steps": prog["step"],
-        "epoch": prog["epoch"],
-        "chars_seen": prog["chars_seen"],
+        "vocab_size": len(info.vocab),
+        "vocabulary": "".join(info.vocab.chars),
+        "steps": prog.step,
+        "epoch": prog.epoch,
+        "chars_seen": prog.chars_seen,
         "best_loss_nats": best if best is not None and math.isfinite(best) else None,
         "best_bpc": best / math.log(2) if best is not None and math.isfinite(best) else None,
-        "train_seconds": prog["train_seconds"],
-        "corpus": meta["corpus"]["path"],
-        "train_chars": meta["corpus"]["train_chars"],
-        "config": {k: v for k, v in meta["config"].items() if v is not None},
-        "saved_at": meta["saved_at"],
+        "train_seconds": prog.train_seconds,
+        "corpus": info.corpus.path,
+        "train_chars": info.corpus.train_chars,
+        "config": {k: v for k, v in ckpt.meta["config"].items() if v is not None},  # as saved, as `info` shows it
+        "saved_at": info.saved_at,
         "format_version": ckpt.format_version or checkpoint.FORMAT_VERSION,
-        "charrnn_version": meta["charrnn_version"],
+        "charrnn_version": info.charrnn_version,
     }

@@ -67,7 +67,6 @@ def plan_run(lock: RunLock, run_dir: Path, cfg: TrainConfig, file_values: dict, 
 
 
 def read_run(run_dir: Path, cfg: TrainConfig, file_values: dict, given: dict, resume: bool, overwrite: bool, init_from: Path | None, world: int) -> Plan:
-    from charrnn.data.vocab import Vocab
     from charrnn.store import checkpoint
 
     if resume:
@@ -81,16 +80,15 @@ def read_run(run_dir: Path, cfg: TrainConfig, file_values: dict, given: dict, re
     if not init_from:
         return Plan(cfg)
     init_ckpt = checkpoint.load(init_from)
-    shape = {k: init_ckpt.meta["model"][k] for k in ("cell", "layers", "hidden", "embed")}
+    shape = {k: getattr(init_ckpt.info.model, k) for k in ("cell", "layers", "hidden", "embed", "tie_weights")}
     clash = sorted(k for k, v in shape.items() if k in given and given[k] != v)
     if clash:
-        raise CharRNNError(f"--init-from {init_from}: the model's shape is fixed by the checkpoint; drop {', '.join('--' + k for k in clash)}")
+        raise CharRNNError(f"--init-from {init_from}: the model's shape is fixed by the checkpoint; drop {', '.join('--' + k.replace('_', '-') for k in clash)}")
     cfg = build(TrainConfig, {**file_values, **shape}, given)
-    return Plan(cfg, init_ckpt=init_ckpt, vocab=Vocab.from_json(init_ckpt.meta["vocab"]))
+    return Plan(cfg, init_ckpt=init_ckpt, vocab=init_ckpt.info.vocab)
 
 
 def _resumed(run_dir: Path, file_values: dict, given: dict, world: int) -> Plan:
-    from charrnn.data.vocab import Vocab
     from charrnn.store import checkpoint
     from charrnn.train.resume import resumed_batch_size
 
@@ -104,12 +102,12 @@ def _resumed(run_dir: Path, file_values: dict, given: dict, world: int) -> Plan:
         raise CharRNNError(f"--resume continues the run as it was: cannot change {', '.join('--' + k.replace('_', '-') for k in changed)}")
     cfg = build(TrainConfig, {**resume_ckpt.meta["config"], **file_values}, given)
     resumed_batch_size(resume_ckpt.meta, world, cfg.batch_size)  # can the run go on with this many processes?
-    return Plan(cfg, resume_ckpt=resume_ckpt, vocab=Vocab.from_json(resume_ckpt.meta["vocab"]))
+    return Plan(cfg, resume_ckpt=resume_ckpt, vocab=resume_ckpt.info.vocab)
 
 
 def check_init_vocab(plan: Plan, vocab_size: int, init_from: Path | None) -> None:
     """The corpus read with an --init-from checkpoint's vocabulary must fit its model."""
-    if plan.init_ckpt is not None and vocab_size != plan.init_ckpt.meta["model"]["vocab_size"]:
+    if plan.init_ckpt is not None and vocab_size != plan.init_ckpt.info.model.vocab_size:
         raise CharRNNError(f"--init-from {init_from}: damaged checkpoint (vocabulary and model disagree)")
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from charrnn.cells import parameter_count
-from charrnn.machine.threads import METER, ThreadPolicy, cores_here
+from charrnn.machine.thread_policy import ThreadPolicy
+from charrnn.machine.threads import METER, cores_here
 
 
 class ThreadUse:

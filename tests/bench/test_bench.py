@@ -1,7 +1,8 @@
 """The benchmark's pure parts (FLOP counts) and one tiny pass through its machinery.
 Speed itself is never asserted: `charrnn bench` prints it."""
 
-from charrnn.bench import measure as bench
+from charrnn.bench import training as bench
+from charrnn.bench.measure import median_rows
 
 
 def test_flop_counts_follow_the_gate_counts():
@@ -23,7 +24,7 @@ def test_run_overheads_measure_a_real_evaluation_save_and_resume(monkeypatch):
     """A tiny stand-in for the LSTM 2×512: every row is measured and the table renders."""
     from rich.console import Console
 
-    from charrnn.cli.display import bench_tables
+    from charrnn.cli.tables import bench_tables
 
     monkeypatch.setattr(bench, "TRAIN_CASES", [bench.TrainCase("lstm", 1, 16, 8, 4)])
     rows = bench.bench_run_overheads(quick=True)
@@ -33,7 +34,7 @@ def test_run_overheads_measure_a_real_evaluation_save_and_resume(monkeypatch):
     assert {"best.pt", "metrics.jsonl"} <= set(rows[1]["evaluation_wrote"])  # a real evaluation ran
     assert rows[2]["resumed_at_step"] == 1 + 2 + 1  # warm-up, 2 timed steps, the one after evaluating
     result = {"machine": {"cpu": "x", "threads": 1, "device": "cpu", "torch": "t"}, "peak_gflops": 1.0, "training": [],
-              "overheads": bench.median_rows([rows, rows]), "sampling": [],
+              "overheads": median_rows([rows, rows]), "sampling": [],
               "tokenising": {"what": "tok", "mb_per_sec": 1.0, "peak_rss_mb": 1.0}, "startup": {"what": "s", "seconds": 0.1}}
     console = Console(record=True, width=200)
     for table in bench_tables(result):
@@ -64,7 +65,7 @@ def test_load_bench_reads_each_training_and_shows_ratios(tmp_path):
     from rich.console import Console
 
     from charrnn.bench.load import _result, policies
-    from charrnn.cli.display import bench_tables
+    from charrnn.cli.tables import bench_tables
 
     rows = [{"event": "threads", "step": 0, "threads": 2}, {"event": "threads", "step": 30, "threads": 2},
             {"event": "threads", "step": 60, "threads": 1}, {"step": 90, "chars_per_sec": 12345.0, "threads": 1}]

@@ -11,7 +11,7 @@ from conftest import invoke
 
 def test_serve_bench_measures_each_number_of_clients():
     from charrnn.bench.serve import LENGTH, run_serve
-    from charrnn.cli.display import bench_tables
+    from charrnn.cli.tables import bench_tables
 
     result = run_serve(seconds=0.3, clients=(1, 3))
     assert result["length"] == LENGTH == 200 and result["model"] == "LSTM 2×256"

@@ -146,7 +146,7 @@ def test_encodings_that_cannot_read_the_file_are_one_line_errors(tmp_path, encod
 def test_resume_hint_can_be_pasted_into_a_shell(monkeypatch):
     import shlex
 
-    from charrnn.cli import training as cli
+    from charrnn.cli import training_run as cli
     from charrnn.train.distributed import Dist
 
     monkeypatch.delenv(cli.LAUNCHED_AS, raising=False)

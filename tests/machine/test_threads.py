@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from charrnn.machine.threads import CpuMeter, Decision, ThreadPolicy, cgroup_quota, free_cores, set_openmp_defaults, usable_cores
+from charrnn.machine.thread_policy import Decision, ThreadPolicy
+from charrnn.machine.threads import CpuMeter, cgroup_quota, free_cores, set_openmp_defaults, usable_cores
 
 
 class Clock:

@@ -199,7 +199,7 @@ def test_a_full_disk_on_the_first_last_pt_keeps_the_run_resumable(tmp_path, corp
 def test_a_full_disk_on_the_first_metrics_line_leaves_no_run(tmp_path, corpus, monkeypatch):
     import builtins
 
-    from charrnn.train import trainer as train
+    from charrnn.train import metrics as train
 
     def full_for_metrics(path, *args, **kwargs):
         if str(path).endswith("metrics.jsonl"):
