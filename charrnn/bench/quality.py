@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from charrnn.errors import CharRNNError
+
 # The recipe of charrnn 0.1 before --size auto: the fixed model every run got.
 PREVIOUS = {"size": "default", "layers": 2, "hidden": 256, "embed": 64, "dropout": 0.0, "batch_size": 32, "seq_len": 128, "lr": 0.003, "warmup": 50}
 RECIPES = {"default recipe": {}, "previous defaults": PREVIOUS}
@@ -36,11 +38,11 @@ def train_for(corpus: Path, seconds: float, options: dict[str, Any], folder: Pat
         code = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=err).returncode
     text = log.read_text(encoding="utf-8", errors="replace")
     if code != 0:
-        raise RuntimeError(f"a quality run failed (exit {code}): {text[-800:]}")
+        raise CharRNNError(f"a --quality training failed (exit {code}): {text[-800:]}", exit_code=1)
     rows = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "event" not in r and r.get("val_loss") is not None]
     if not evals:
-        raise RuntimeError(f"a quality run evaluated nothing: {text[-800:]}")
+        raise CharRNNError(f"a --quality training evaluated nothing in {seconds:g} s (start-up took it all?): give more --seconds; its log: {text[-800:]}", exit_code=1)
     meta = json.loads(subprocess.run([sys.executable, "-m", "charrnn", "info", str(folder / "run" / "best.pt"), "--json"], capture_output=True, text=True, check=True).stdout)
     model = meta["model"]
     best = min(evals, key=lambda r: r["val_loss"])

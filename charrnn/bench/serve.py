@@ -38,7 +38,7 @@ def _model(out: Path) -> Path:
     """A default-size model, trained for two steps: a real checkpoint in seconds."""
     corpus = generated_corpus(out / "corpus.txt", 0.1)
     args = [sys.executable, "-m", "charrnn", "train", str(corpus), "--out", str(out), "--name", "served", "--max-steps", "2",
-            "--eval-every", "2", "--eval-chars", "2048", "--sample-every", "0", "--log-every", "0", "--cache-dir", str(out / "cache"), "-q"]
+            "--eval-every", "2", "--eval-chars", "2048", "--sample-every", "0", "--log-every", "0", "--cache-dir", str(out / "cache"), "--size", "default", "-q"]
     done = subprocess.run(args, capture_output=True)
     if done.returncode != 0:
         raise RuntimeError(f"the benchmark's model could not be trained ({done.returncode}): {done.stderr.decode(errors='replace')[-500:]}")
