@@ -34,7 +34,9 @@ LADDER: tuple[tuple[int, int], ...] = ((1, 128), (2, 128), (2, 192), (2, 256), (
 CHARS_PER_WEIGHT = 2.0  # characters read per computing weight, at least (fitted; README)
 DROPOUT_PER_DOUBLING = 0.1
 MAX_DROPOUT = 0.3
-BUDGET_FOR_STEPS = 0.85  # the share of a --time-budget spent on training steps (start-up, evaluations, saves)
+BUDGET_FOR_STEPS = 0.92  # the share of a --time-budget spent on training steps (evaluations, saves, live samples: ~5-8%)
+ESTIMATE_SLACK = 1.5  # larger models use the cores better than the probed rung: estimate generously, then probe
+MAX_PROBES = 3  # models probed after the first (a second each, at most)
 CHOSEN = ("layers", "hidden", "embed", "batch_size", "dropout")
 
 
@@ -97,20 +99,29 @@ def choose(cfg: TrainConfig, given: set[str], train_chars: int, vocab: int, spee
     timed = cfg.time_budget is not None and speed_of is not None and seconds_left is not None
     per_step = batch * cfg.seq_len
     untimed_reads = _untimed_reads(cfg, train_chars, per_step)
-    reads, speed, pick = 0.0, None, None
-    if timed:
+    speed = None
+    if timed:  # probe a middle rung, estimate the others from it (generously), then probe down from the pick
         seconds = max(seconds_left, 0.0) * BUDGET_FOR_STEPS
-        reference = model(*ladder[min(3, len(ladder) - 1)])
-        ref_speed = speed_of(reference, batch, cfg.seq_len)
-        estimate = lambda m: ref_speed * weights(reference) / weights(m)  # noqa: E731  (cost per character ~ weights)
-        pick = _largest(ladder, model, weights, fits, batch, lambda m: min(seconds * estimate(m), untimed_reads))
-        m = model(*pick)
-        speed = ref_speed if m == reference else speed_of(m, batch, cfg.seq_len)
-        if seconds * speed < CHARS_PER_WEIGHT * weights(m) and ladder.index(pick) > 0:  # slower than estimated: one rung down
-            pick = ladder[ladder.index(pick) - 1]
-            m = model(*pick)
-            speed = ref_speed if m == reference else estimate(m)
-        reads = min(seconds * speed, untimed_reads)
+        measured: dict[tuple[int, int], float] = {}
+
+        def speed_at(rung) -> float:
+            if rung not in measured:
+                measured[rung] = speed_of(model(*rung), batch, cfg.seq_len)
+            return measured[rung]
+
+        reference = ladder[min(3, len(ladder) - 1)]
+        ref_speed, ref_weights = speed_at(reference), weights(model(*reference))
+        estimate = lambda rung: measured.get(rung) or ESTIMATE_SLACK * ref_speed * ref_weights / weights(model(*rung))  # noqa: E731
+        reads_at = lambda rung: min(seconds * estimate(rung), untimed_reads)  # noqa: E731
+        pick = _largest(ladder, model, weights, fits, batch, lambda m: reads_at((m.layers, m.hidden)))
+        for _ in range(MAX_PROBES):  # the estimate was generous: measure, and step down while it does not hold
+            index = ladder.index(pick)
+            speed = speed_at(pick)
+            if index == 0 or reads_at(pick) >= CHARS_PER_WEIGHT * weights(model(*pick)):
+                break
+            pick = ladder[index - 1]
+        speed = estimate(pick)
+        reads = reads_at(pick)
     else:
         pick = _largest(ladder, model, weights, fits, batch, lambda m: untimed_reads)
         reads = untimed_reads

@@ -82,9 +82,9 @@ def test_a_slower_model_than_estimated_steps_one_rung_down():
     assert size(honest) > reference
 
     def slow_for_large(m, batch, seq_len):  # the reference is measured right; larger models are 5x slower
-        return fast(m, batch, seq_len) / (5 if weights_of(m) > computing_weights("lstm", 2, 256, 64, VOCAB) else 1)
+        return fast(m, batch, seq_len) / (5 if weights_of(m) > reference else 1)
 
-    cautious, choice = pick(600, speed_of=slow_for_large)
+    cautious, choice = pick(6000, speed_of=slow_for_large)
     assert size(cautious) < size(honest)
     assert choice.speed is not None
 
@@ -141,3 +141,10 @@ def test_bad_size_values_are_refused(value, tmp_path):
     result = invoke("train", tmp_path / "missing.txt", "--size", value)
     assert result.exit_code == 2
     assert "--size" in result.stderr and "auto, default" in result.stderr
+
+
+def test_the_probe_times_few_models():
+    speed_of = speed_inverse_to_weights(1e9)  # a very slow machine: every estimate fails, down the ladder
+    pick(600, speed_of=speed_of)
+    assert len(speed_of.calls) <= 1 + sizing.MAX_PROBES
+    assert len(set(speed_of.calls)) == len(speed_of.calls)  # none twice
