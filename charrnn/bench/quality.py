@@ -58,12 +58,19 @@ def train_for(corpus: Path, seconds: float, options: dict[str, Any], folder: Pat
     }
 
 
-def run_quality(corpus: str | Path, seconds: float, progress: Callable[[str], None] = lambda s: None, recipes: dict[str, dict] = RECIPES) -> dict[str, Any]:
-    """Every recipe for `seconds` on `corpus`, one after the other."""
+def run_quality(corpus: str | Path, seconds: float, progress: Callable[[str], None] = lambda s: None, recipes: dict[str, dict] = RECIPES,
+                keep: Path | None = None) -> dict[str, Any]:
+    """Every recipe for `seconds` on `corpus`, one after the other; with `keep`, each run's
+    folder stays there (KEEP/<corpus>-<recipe>/run: `charrnn plot` draws them)."""
     corpus = Path(corpus)
     result: dict[str, Any] = {"corpus": str(corpus), "seconds": seconds, "recipes": {}}
     for name, options in recipes.items():
         progress(f"{name} on {corpus.name} for {seconds:g} s")
+        if keep is not None:
+            folder = Path(keep) / f"{corpus.stem}-{name.replace(' ', '-')}"
+            folder.mkdir(parents=True, exist_ok=True)
+            result["recipes"][name] = train_for(corpus, seconds, options, folder, ["--overwrite"])
+            continue
         with tempfile.TemporaryDirectory(prefix="charrnn-quality-") as tmp:
             result["recipes"][name] = train_for(corpus, seconds, options, Path(tmp))
     return result

@@ -20,6 +20,7 @@ def bench(
     rounds: Annotated[Optional[int], typer.Option(help="Measure peak, training and sampling this many times, interleaved, and report medians. \\[default: 3, 1 with --quick]", show_default=False)] = None,
     quality: Annotated[Optional[Path], typer.Option(help="Also train on this corpus for --seconds with the default recipe and with the previous defaults (2×256 LSTM, no dropout), one after the other, and report the validation loss (last 10%) of each against time.", show_default=False)] = None,
     quality_seconds: Annotated[float, typer.Option("--seconds", "--quality-seconds", help="Time budget of each --quality training.")] = 600.0,
+    quality_out: Annotated[Optional[Path], typer.Option(help="Keep the --quality runs' folders under this folder (for `charrnn plot`). \\[default: temporary]", show_default=False)] = None,
     load: Annotated[bool, typer.Option("--load", help="Also train the default model alone, beside a busy core and as two trainings at once, with charrnn's thread policy and with torch's defaults.")] = False,
     load_seconds: Annotated[float, typer.Option(help="Training time of each --load run.")] = 30.0,
     speed: Annotated[bool, typer.Option("--speed/--no-speed", help="Measure the speed tables (peak, training, sampling, tokenising); --no-speed with --load, --serve or --quality runs only those.")] = True,
@@ -59,7 +60,7 @@ def bench(
                 raise CharRNNError(f"--quality {quality}: not a file")
             if not quality_seconds > 0:
                 raise CharRNNError(f"--seconds {quality_seconds:g} must be positive")
-            result["quality"] = run_quality(quality, quality_seconds, progress=lambda what: console.print(f"training: {what}…", soft_wrap=True))
+            result["quality"] = run_quality(quality, quality_seconds, progress=lambda what: console.print(f"training: {what}…", soft_wrap=True), keep=quality_out)
         for table in bench_tables(result):
             console.print(table)
         if json_out:

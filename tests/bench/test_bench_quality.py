@@ -12,7 +12,7 @@ from tiny_run import structured_text
 def test_quality_trains_both_recipes_and_reports_their_curves(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text(structured_text(40_000))
-    done = subprocess.run([sys.executable, "-m", "charrnn", "bench", "--no-speed", "--quality", str(corpus), "--seconds", "10", "--json"],
+    done = subprocess.run([sys.executable, "-m", "charrnn", "bench", "--no-speed", "--quality", str(corpus), "--seconds", "10", "--json", "--quality-out", str(tmp_path / "kept")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)["quality"]
@@ -26,6 +26,8 @@ def test_quality_trains_both_recipes_and_reports_their_curves(tmp_path):
         assert run["curve"] and run["best_val_loss"] == min(row["val_loss"] for row in run["curve"])
         assert run["curve"][-1]["seconds"] <= 10 * 1.1
     assert "previous defaults" in done.stderr and "best" in done.stderr  # the table
+    for recipe in ("default-recipe", "previous-defaults"):  # kept for `charrnn plot`
+        assert (tmp_path / "kept" / f"c-{recipe}" / "run" / "metrics.jsonl").is_file()
 
 
 def test_the_table_shows_the_best_loss_up_to_each_time():
