@@ -148,3 +148,10 @@ def test_the_probe_times_few_models():
     pick(600, speed_of=speed_of)
     assert len(speed_of.calls) <= 1 + sizing.MAX_PROBES
     assert len(set(speed_of.calls)) == len(speed_of.calls)  # none twice
+
+
+def test_a_run_that_reads_its_text_less_than_twice_takes_more_smaller_steps():
+    few, _ = pick(600, train_chars=100_000_000)
+    many, _ = pick(600, train_chars=100_000)
+    assert few.batch_size < many.batch_size
+    assert pick(600, train_chars=100_000_000, given={"batch_size"}, batch_size=48)[0].batch_size == 48
