@@ -42,6 +42,7 @@ from charrnn.data.corpus import CHUNK_BYTES, DEFAULT_SEPARATOR, Corpus, corpus_f
 from charrnn.data.decoding import check_encoding, check_errors
 from charrnn.data.two_passes import CorpusChanged, Progress, TwoPasses
 from charrnn.errors import CharRNNError, plural, write_error
+from charrnn.signals import removed_if_interrupted
 from charrnn.data.vocab import Vocab, codepoints, describe_chars, surrogates
 
 DEFAULT_CACHE = ".charrnn-cache"
@@ -100,7 +101,7 @@ def _prepare_uncached(reader: TwoPasses, vocab: Vocab | None, display_name: str,
     """Both passes into a temporary folder, deleted as soon as the ids are mapped."""
     source, info["counted_s"] = reader.count()
     target = _target_vocab(source, vocab, display_name)
-    with tempfile.TemporaryDirectory(prefix="charrnn-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="charrnn-") as tmp, removed_if_interrupted(tmp):
         path = Path(tmp) / "ids.npy"
         info["encoded_s"], _ = reader.encode(target, source, path)
         ids = np.load(path, mmap_mode="r")  # stays valid after the file is deleted

@@ -18,6 +18,7 @@ from charrnn.data.cache_entry import CACHE_FORMAT, SourceRecord
 from charrnn.data.corpus import iter_corpus_text
 from charrnn.data.vocab import Vocab, codepoints, id_dtype
 from charrnn.errors import CharRNNError
+from charrnn.signals import removed_if_interrupted
 
 Progress = Callable[[str, int, int], None]  # (phase, bytes done, bytes total)
 
@@ -80,7 +81,7 @@ class TwoPasses:
         tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
         written = 0
         try:
-            with open(tmp, "wb") as fh:
+            with removed_if_interrupted(tmp), open(tmp, "wb") as fh:
                 header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n,)}
                 np.lib.format.write_array_header_1_0(fh, header)
                 for piece in self._pieces("encoding", hasher):
