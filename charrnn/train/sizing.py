@@ -139,6 +139,9 @@ def choose(cfg: TrainConfig, given: set[str], train_chars: int, vocab: int, spee
     passes = reads / max(train_chars, 1)
     if "batch_size" not in given:
         batch = batch_for(passes)
+        if cfg.max_steps:  # a step of fewer streams reads fewer characters
+            reads = min(reads, float(cfg.max_steps * batch * cfg.seq_len))
+            passes = reads / max(train_chars, 1)
     chosen = {"layers": m.layers, "hidden": m.hidden, "embed": m.embed, "batch_size": batch, "dropout": dropout_for(passes)}
     values = {k: v for k, v in chosen.items() if k in free}
     return Choice(values, reads, passes, speed)

@@ -155,3 +155,8 @@ def test_a_run_that_reads_its_text_less_than_twice_takes_more_smaller_steps():
     many, _ = pick(600, train_chars=100_000)
     assert few.batch_size < many.batch_size
     assert pick(600, train_chars=100_000_000, given={"batch_size"}, batch_size=48)[0].batch_size == 48
+
+
+def test_a_run_limited_by_steps_reads_what_its_chosen_batch_reads():
+    cfg, choice = pick(train_chars=100_000_000, max_steps=1000)
+    assert choice.reads == 1000 * cfg.batch_size * cfg.seq_len
