@@ -57,3 +57,12 @@ def parameter_shapes(cfg) -> dict[str, tuple[int, ...]]:
 def parameter_count(cfg) -> int:
     """How many numbers a CharRNN with this model config learns."""
     return sum(math.prod(shape) for shape in parameter_shapes(cfg).values())
+
+
+def weights_per_char(cell: str, layers: int, hidden: int, embed: int, vocab: int) -> int:
+    """The weights that each cost one multiply-add per character in the forward pass: the cells'
+    input and recurrent matrices and the read-out (the embedding is a lookup, biases are noise).
+    bench/ counts FLOPs with it (2 per multiply-add); --size auto, what a model costs."""
+    gates = CELLS[cell].gates
+    cells = sum(gates * hidden * ((embed if k == 0 else hidden) + hidden) for k in range(layers))
+    return cells + vocab * hidden

@@ -18,17 +18,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from charrnn.cells import CELLS
+from charrnn.cells import weights_per_char
 
 VOCAB = 65  # tiny-shakespeare's
 
 
 def forward_flops_per_char(cell: str, layers: int, hidden: int, embed: int, vocab: int) -> int:
-    flops, width = 0, embed
-    for _ in range(layers):
-        flops += 2 * CELLS[cell].gates * hidden * (width + hidden)
-        width = hidden
-    return flops + 2 * hidden * vocab
+    return 2 * weights_per_char(cell, layers, hidden, embed, vocab)
 
 
 def _timed(step: Callable[[], None], warmup: int, steps: int) -> float:

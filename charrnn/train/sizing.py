@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from charrnn.cells import CELLS
+from charrnn.cells import weights_per_char
 from charrnn.config import ModelConfig, TrainConfig
 
 LADDER: tuple[tuple[int, int], ...] = ((1, 128), (2, 128), (2, 192), (2, 256), (2, 384), (2, 512), (3, 512), (3, 768))
@@ -57,13 +57,6 @@ class Choice:
         pace = f" at {self.speed:,.0f} chars/s" if self.speed else ""
         return (f"--size auto: {model}: the run will read about {self.reads / 1e6:,.1f} M characters{pace}, "
                 f"{self.passes:,.1f} passes over the training text (explicit flags win; --size default for the fixed defaults)")
-
-
-def computing_weights(cell: str, layers: int, hidden: int, embed: int, vocab: int) -> int:
-    """The weights that cost a multiply-add per character: the cells' and the read-out's."""
-    gates = CELLS[cell].gates
-    cells = sum(gates * hidden * ((embed if k == 0 else hidden) + hidden + 2) for k in range(layers))
-    return cells + vocab * (hidden + 1)
 
 
 def embed_for(vocab: int, hidden: int) -> int:
@@ -97,14 +90,14 @@ def choose(cfg: TrainConfig, given: set[str], train_chars: int, vocab: int, spee
     ladder = [(L, H) for L, H in LADDER]
     if "layers" in given or "hidden" in given:  # one of them fixed: the ladder's rungs that keep it
         ladder = [(cfg.layers if "layers" in given else L, cfg.hidden if "hidden" in given else H) for L, H in ladder]
-        ladder = sorted(set(ladder), key=lambda lh: computing_weights(cfg.cell, lh[0], lh[1], 64, vocab))
+        ladder = sorted(set(ladder), key=lambda lh: weights_per_char(cfg.cell, lh[0], lh[1], 64, vocab))
 
     def model(L: int, H: int) -> ModelConfig:
         embed = cfg.embed if "embed" in given else H if cfg.tie_weights else embed_for(vocab, H)
         return ModelConfig(vocab_size=vocab, cell=cfg.cell, layers=L, hidden=H, embed=embed, tie_weights=cfg.tie_weights and embed == H)
 
     def weights(m: ModelConfig) -> int:
-        return computing_weights(m.cell, m.layers, m.hidden, m.embed, vocab)
+        return weights_per_char(m.cell, m.layers, m.hidden, m.embed, vocab)
 
     timed = cfg.time_budget is not None and speed_of is not None and seconds_left is not None
     per_step = batch * cfg.seq_len
@@ -126,7 +119,7 @@ def choose(cfg: TrainConfig, given: set[str], train_chars: int, vocab: int, spee
         pick = _largest(ladder, model, weights, fits, batch, lambda m: reads_at((m.layers, m.hidden)))
         for _ in range(MAX_PROBES):  # the estimate was generous: measure, and step down while it does not hold
             index = ladder.index(pick)
-            speed = speed_at(pick)
+            speed_at(pick)  # (measured now: estimate() uses it)
             if index == 0 or reads_at(pick) >= CHARS_PER_WEIGHT * weights(model(*pick)):
                 break
             pick = ladder[index - 1]

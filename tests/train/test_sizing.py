@@ -6,7 +6,8 @@ import pytest
 
 from charrnn.config import TrainConfig
 from charrnn.train import plan, sizing
-from charrnn.train.sizing import CHARS_PER_WEIGHT, choose, computing_weights
+from charrnn.cells import weights_per_char
+from charrnn.train.sizing import CHARS_PER_WEIGHT, choose
 
 from tiny_run import invoke, structured_text
 
@@ -14,7 +15,7 @@ VOCAB = 65
 
 
 def weights_of(m) -> int:
-    return computing_weights(m.cell, m.layers, m.hidden, m.embed, m.vocab_size)
+    return weights_per_char(m.cell, m.layers, m.hidden, m.embed, m.vocab_size)
 
 
 def speed_inverse_to_weights(flops_per_second: float = 6e10):
@@ -36,7 +37,7 @@ def pick(seconds=None, train_chars=1_000_000, given=(), fits=lambda m, b: True, 
 
 
 def size(cfg) -> int:
-    return computing_weights(cfg.cell, cfg.layers, cfg.hidden, cfg.embed, VOCAB)
+    return weights_per_char(cfg.cell, cfg.layers, cfg.hidden, cfg.embed, VOCAB)
 
 
 def test_a_longer_budget_never_chooses_a_smaller_model():
@@ -57,10 +58,10 @@ def test_the_chosen_model_reads_enough_characters_for_its_weights():
     for seconds in (60, 600, 6000):
         cfg, choice = pick(seconds)
         assert choice.reads >= CHARS_PER_WEIGHT * size(cfg)
-        bigger = [rung for rung in sizing.LADDER if computing_weights("lstm", *rung, 64, VOCAB) > size(cfg)]
+        bigger = [rung for rung in sizing.LADDER if weights_per_char("lstm", *rung, 64, VOCAB) > size(cfg)]
         if bigger:  # and the next rung up would not have
             L, H = bigger[0]
-            assert choice.reads * size(cfg) / computing_weights("lstm", L, H, 64, VOCAB) < CHARS_PER_WEIGHT * computing_weights("lstm", L, H, 64, VOCAB)
+            assert choice.reads * size(cfg) / weights_per_char("lstm", L, H, 64, VOCAB) < CHARS_PER_WEIGHT * weights_per_char("lstm", L, H, 64, VOCAB)
 
 
 def test_dropout_grows_with_the_passes_over_the_corpus_and_is_off_for_one_pass():
@@ -70,14 +71,14 @@ def test_dropout_grows_with_the_passes_over_the_corpus_and_is_off_for_one_pass()
 
 
 def test_the_model_fits_in_memory():
-    limit = computing_weights("lstm", 2, 256, 64, VOCAB)
+    limit = weights_per_char("lstm", 2, 256, 64, VOCAB)
     cfg, _ = pick(360_000, fits=lambda m, b: weights_of(m) <= limit)
     assert size(cfg) == limit  # the largest that fits, although the budget would allow more
 
 
 def test_a_slower_model_than_estimated_steps_one_rung_down():
     fast = speed_inverse_to_weights()
-    reference = computing_weights("lstm", 2, 256, 64, VOCAB)  # the rung probed first
+    reference = weights_per_char("lstm", 2, 256, 64, VOCAB)  # the rung probed first
     honest, _ = pick(6000, speed_of=fast)
     assert size(honest) > reference
 
