@@ -33,7 +33,7 @@ def sample(
     separator: Annotated[str, typer.Option(help="Printed between samples when --num-samples > 1.", rich_help_panel="Text")] = "\n\n",
     echo_prime: Annotated[bool, typer.Option(help="Print the prime before its continuation.", rich_help_panel="Text")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel="Run")] = "cpu",
-    engine: Annotated[str, typer.Option(help="What computes the logits: numpy (NumPy only, CPU; no torch needed for an .npz), torch (any device), or auto: numpy on the CPU, where it is the faster, torch on a GPU. Both give the same text for the same seed.", rich_help_panel="Run")] = "auto",
+    engine: Annotated[str, typer.Option(help="What computes the logits: packed (CPU: NumPy with oneDNN products on packed weights, the fastest for several samples), numpy (NumPy only, CPU; no torch needed for an .npz), torch (any device), or auto: packed on the CPU (numpy for an .npz), torch on a GPU. They give the same text for the same seed up to float32 rounding.", rich_help_panel="Run")] = "auto",
     beam: Annotated[int, typer.Option(help="Beam search of this width instead of sampling: the most likely continuation, the same every time (--temp, --top-k, --top-p and --seed do not apply); with --num-samples K (at most the width), the K best, best first. 0 = sample.", rich_help_panel="Beam search")] = 0,
     beam_norm: Annotated[float, typer.Option(help="Compare beams by log-probability / length^this, so that beams ended early by --stop are not preferred for being short; 0 = plain log-probability.", rich_help_panel="Beam search")] = 0.0,
 ) -> None:
@@ -63,7 +63,8 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
     threads = 1 if max(num_samples, beam) == 1 else threads_for_command()
     limit_blas_threads(threads)
     from charrnn.sample.engines import open_stepper  # imports torch only if the engine or a .pt needs it
-    from charrnn.sample.generate import OneAfterAnother, generate, prime_ids
+    from charrnn.sample.batch import Engine, config_streams
+    from charrnn.sample.generate import OneAfterAnother, prime_ids
 
     if checkpoint_path is None:
         from charrnn.sample.engines import newest
@@ -86,8 +87,14 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
         out.close()
         return
     samples = OneAfterAnother(out.write, num_samples, separator)  # the first streams at once
-    for b, piece in generate(stepper, vocab, cfg, unknown, echo_prime, on_end=samples.end):
-        samples.piece(b, piece)
+    ids, echo, _ = prime_ids(vocab, cfg.prime, unknown)
+    for b in range(num_samples):
+        if echo_prime:
+            samples.piece(b, echo)
+    streams = config_streams(cfg, ids, on_text=lambda s, char: samples.piece(s.tag, char), on_end=lambda s: samples.end(s.tag))
+    engine = Engine(stepper, vocab)  # the same engine as `charrnn serve`'s: the same text
+    engine.submit(streams)
+    engine.run_until_done(streams)
     samples.close()
     out.close()
 
@@ -95,7 +102,7 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
 # ---------------------------------------------------------------------------------- play
 def play(
     checkpoint_path: Annotated[Optional[Path], typer.Argument(metavar="CHECKPOINT", help="Checkpoint (.pt), run folder or export (.npz). \\[default: the newest best.pt under checkpoints/]", show_default=False)] = None,
-    engine: Annotated[str, typer.Option(help="numpy, torch or auto, as for sample.")] = "auto",
+    engine: Annotated[str, typer.Option(help="packed, numpy, torch or auto, as for sample.")] = "auto",
 ) -> None:
     """Talk to a model: type a prime, read its continuation; :help lists the settings.
 

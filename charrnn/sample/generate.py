@@ -71,9 +71,14 @@ def greedy(logits: np.ndarray) -> np.ndarray:
 
 def draw(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One index per row of `probs` (B, V) by inverse CDF on one uniform number per row."""
+    return draw_rows(probs, rng.random(len(probs)))
+
+
+def draw_rows(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """One index per row of `probs` (B, V): where the uniform number u[b] in [0, 1) falls in
+    the row's cumulative distribution. Each row's answer depends on that row alone."""
     cdf = np.cumsum(probs, axis=1)
-    u = rng.random(len(probs))[:, None] * cdf[:, -1:]
-    return np.minimum((cdf <= u).sum(axis=1), probs.shape[1] - 1)
+    return np.minimum((cdf <= u[:, None] * cdf[:, -1:]).sum(axis=1), probs.shape[1] - 1)
 
 
 # ------------------------------------------------------------------ prime text

@@ -152,11 +152,18 @@ class FusedStepper:
         return self.logits
 
     def select(self, rows: np.ndarray) -> None:
-        kept = [buf[rows] for buf in (*self.xh, *self.c)]  # (copies)
+        """Row i becomes the old row rows[i], or a fresh (zero) state where rows[i] is -1."""
+        rows = np.asarray(rows, dtype=np.intp)
+        fresh = rows < 0
+        kept = [buf[np.maximum(rows, 0)] for buf in (*self.xh, *self.c)] if self.batch else None  # (copies)
         if len(rows) != self.batch:
             self._allocate(len(rows))
-        for buf, rows_kept in zip((*self.xh, *self.c), kept):
-            buf[...] = rows_kept
+        for i, buf in enumerate((*self.xh, *self.c)):
+            if kept is None:
+                buf.fill(0.0)
+            else:
+                buf[...] = kept[i]
+                buf[fresh] = 0.0
 
     def prime(self, ids: list[int], batch_size: int) -> np.ndarray:
         self.reset(batch_size)

@@ -28,8 +28,16 @@ class TorchStepper:
         logits, self.hidden = self.model(x, self.hidden)  # (B, 1, V)
         return logits[:, -1].float().cpu().numpy()
 
+    @torch.inference_mode()
     def select(self, rows: np.ndarray) -> None:
-        index = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=self.device)
+        """Row i becomes the old row rows[i], or a fresh (zero) state where rows[i] is -1."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.hidden is None and (rows < 0).all():
+            return  # (no state yet: the model starts every row from zeros)
+        if self.hidden is None:
+            raise ValueError("select: no state to keep rows of")
+        index = torch.as_tensor(np.maximum(rows, 0), device=self.device)
+        fresh = torch.as_tensor(rows < 0, device=self.device).view(1, -1, 1)
         parts = self.hidden if isinstance(self.hidden, tuple) else (self.hidden,)  # each (L, B, H)
-        kept = tuple(part.index_select(1, index) for part in parts)
+        kept = tuple(part.index_select(1, index).masked_fill(fresh, 0.0) for part in parts)
         self.hidden = kept if isinstance(self.hidden, tuple) else kept[0]

@@ -26,9 +26,9 @@ class ServedModel:
     info: dict[str, Any]  # `charrnn info`'s fields
 
     def stepper(self):
-        from charrnn.sample.engines import numpy_stepper
+        from charrnn.sample.engines import cpu_stepper
 
-        return numpy_stepper(self.weights, self.cfg)
+        return cpu_stepper(self.weights, self.cfg)
 
 
 def load_models(paths: list[Path]) -> dict[str, ServedModel]:

@@ -47,11 +47,13 @@ def sample(*args: str) -> bytes:
 def test_numpy_engine_writes_the_same_text_as_torch(run):
     """Same checkpoint, seed and options (temperature, top-k, a prime, 3 samples at once)."""
     ckpt, _ = run
-    assert [type(open_stepper(ckpt, engine)[0]).__name__ for engine in ("torch", "numpy", "auto")] == ["TorchStepper", "FusedStepper", "FusedStepper"]
+    engines = ("torch", "numpy", "packed", "auto")
+    assert [type(open_stepper(ckpt, engine)[0]).__name__ for engine in engines] == ["TorchStepper", "FusedStepper", "PackedStepper", "PackedStepper"]
     torch_text = sample("-c", str(ckpt), "--engine", "torch", *SAMPLE, "--num-samples", "3")
     assert len(torch_text.decode()) > 3 * 300
     assert sample("-c", str(ckpt), "--engine", "numpy", *SAMPLE, "--num-samples", "3") == torch_text
-    assert sample("-c", str(ckpt), *SAMPLE, "--num-samples", "3") == torch_text  # auto (numpy on the CPU)
+    assert sample("-c", str(ckpt), "--engine", "packed", *SAMPLE, "--num-samples", "3") == torch_text
+    assert sample("-c", str(ckpt), *SAMPLE, "--num-samples", "3") == torch_text  # auto (packed on the CPU)
 
 
 def test_export_is_plain_arrays_and_json_with_the_checkpoints_weights(run):
@@ -91,11 +93,16 @@ def test_npz_samples_where_torch_cannot_be_imported(run, tmp_path):
 
 
 def test_engine_choice():
-    assert choose_engine("auto", "cpu", Path("m.pt")) == "numpy"
+    from charrnn.sample.packed_engine import packed_available
+
+    assert packed_available()  # torch's CPU wheel has oneDNN: the packed engine runs here
+    assert choose_engine("auto", "cpu", Path("m.pt")) == "packed"
+    assert choose_engine("packed", "cpu", Path("m.npz")) == "packed"
     assert choose_engine("auto", "cuda", Path("m.npz")) == "numpy"
     assert choose_engine("torch", "cpu", Path("m.npz")) == "torch"
-    with pytest.raises(CharRNNError, match="CPU only"):
-        choose_engine("numpy", "cuda", Path("m.pt"))
+    for engine in ("numpy", "packed"):
+        with pytest.raises(CharRNNError, match="CPU only"):
+            choose_engine(engine, "cuda", Path("m.pt"))
     with pytest.raises(CharRNNError, match="not one of"):
         choose_engine("jax", "cpu", Path("m.pt"))
 

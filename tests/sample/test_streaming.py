@@ -58,7 +58,7 @@ def test_the_next_sample_follows_as_soon_as_the_one_before_stops():
 
 def test_num_samples_through_the_cli_streams_the_same_text_as_before(tmp_path, monkeypatch):
     from charrnn.cli import sampling as cli
-    from charrnn.sample import generate as sample
+    from charrnn.sample import batch as sample
 
     corpus = tmp_path / "c.txt"
     corpus.write_text(words_text(8000), encoding="utf-8")
@@ -73,6 +73,11 @@ def test_num_samples_through_the_cli_streams_the_same_text_as_before(tmp_path, m
     monkeypatch.setattr(sample, "probabilities", counted)
     from charrnn.sample.engines import open_stepper
 
+    from charrnn.sample.batch import Engine, config_streams
+
     stepper, vocab, _ = open_stepper(tmp_path / "ck" / "c" / "best.pt", "auto", "cpu")
-    cfg = SampleConfig(length=30, seed=4, prime="th", num_samples=2)
-    assert two == "|".join(generate_text(stepper, vocab, cfg))
+    streams = config_streams(SampleConfig(length=30, seed=4, num_samples=2), [int(i) for i in vocab.encode("th")])
+    engine = Engine(stepper, vocab)
+    engine.submit(streams)
+    engine.run_until_done(streams)
+    assert two == "|".join("th" + s.generated for s in streams)  # the engine's streams, one after the other
