@@ -24,7 +24,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev,plot]"
+	$(BIN)/python -m pip install -q -e ".[dev,plot,serve]"
 	touch $@
 
 corpus: corpora/shakespeare.txt

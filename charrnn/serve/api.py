@@ -1,9 +1,9 @@
 """What `charrnn serve` answers, without the HTTP: the models served and the requests they take.
 
 The models are loaded once, at start (models.py); a request names one of them by its name
-(never by a path), so nothing a request says reaches the disk. Each request gets its own
-stepper (the hidden state of its streams) over the model's shared, read-only weights, so
-requests served side by side do not disturb each other.
+(never by a path), so nothing a request says reaches the disk. A request's samples are streams
+of the model's engine (sample/batch.py), each with its own state row and random numbers, so
+requests served side by side do not disturb each other; a beam search gets its own stepper.
 
 A request is a JSON object. Its fields are checked here for their type and then by
 `SampleConfig.validate`, the one home of the rules `charrnn sample` follows; a mistake is a
@@ -17,7 +17,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, fields
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -138,49 +138,7 @@ def parse_sample(body: bytes, models: dict[str, ServedModel], limits: Limits) ->
     return SampleRequest(model, cfg, stream, unknown)
 
 
-# ------------------------------------------------------------------ generating
-class Generation:
-    """The pieces of a request's samples, (sample index, text), as they are generated; after
-    the last, `stopped` says why it ended: length, stop (every sample reached a stop string)
-    or max_seconds (the request's time ran out; the text so far is kept)."""
-
-    def __init__(self, request: SampleRequest, limits: Limits):
-        self.request, self.limits = request, limits
-        self.stopped: str | None = None
-        self.started = time.monotonic()
-        self.chars = 0  # generated, over all samples
-
-    def __iter__(self) -> Iterator[tuple[int, str]]:
-        cfg = self.request.cfg
-        deadline = self.started + self.limits.max_seconds
-        stepper = self.request.model.stepper()
-        if cfg.beam:
-            yield from self._beams(_Deadline(stepper, deadline, self.limits.max_seconds))
-            return
-        from charrnn.sample.generate import generate
-
-        ended = []
-        for b, piece in generate(stepper, self.request.model.vocab, cfg, self.request.unknown, on_end=ended.append):
-            yield b, piece
-            self.chars += len(piece)
-            if time.monotonic() > deadline:
-                self.stopped = "max_seconds"
-                return
-        self.stopped = "stop" if len(ended) == cfg.num_samples else "length"
-
-    def _beams(self, stepper) -> Iterator[tuple[int, str]]:
-        from charrnn.sample.beam import beam_texts
-
-        for b, text in enumerate(beam_texts(stepper, self.request.model.vocab, self.request.cfg, self.request.unknown)):
-            yield b, text
-            self.chars += len(text)
-        self.stopped = "beam"
-
-    @property
-    def seconds(self) -> float:
-        return time.monotonic() - self.started
-
-
+# ------------------------------------------------------------------ beam search
 class _Deadline:
     """A stepper that refuses to step past the request's deadline (beam search has no text to
     give before its end, so running out of time is an error, not a shorter text)."""
@@ -200,13 +158,15 @@ class _Deadline:
         self.inner.select(rows)
 
 
-def sample_all(request: SampleRequest, limits: Limits) -> dict[str, Any]:
-    """A request answered as one JSON object: the samples whole, and why they ended."""
-    generation = Generation(request, limits)
-    samples = [""] * request.cfg.num_samples
-    for b, piece in generation:
-        samples[b] += piece
-    return {"model": request.model.name, "text": samples[0], "samples": samples, "stopped": generation.stopped, "seconds": round(generation.seconds, 4)}
+def beam_answer(request: SampleRequest, limits: Limits) -> dict[str, Any]:
+    """A beam search (in a thread of the pool, with a stepper of its own: the best beam is known
+    only at the end), answered as one JSON object."""
+    from charrnn.sample.beam import beam_texts
+
+    started = time.monotonic()
+    stepper = _Deadline(request.model.stepper(), started + limits.max_seconds, limits.max_seconds)
+    samples = list(beam_texts(stepper, request.model.vocab, request.cfg, request.unknown))
+    return {"model": request.model.name, "text": samples[0], "samples": samples, "stopped": "beam", "seconds": round(time.monotonic() - started, 4)}
 
 
 # ------------------------------------------------------------------ scores and activations

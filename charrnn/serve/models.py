@@ -14,6 +14,8 @@ from charrnn.config import ModelConfig
 from charrnn.errors import CharRNNError
 from charrnn.data.vocab import Vocab
 
+PATH_KEYS = ("corpus", "out", "cache_dir", "init_from", "resume", "config")  # the saved config's paths: names only
+
 
 @dataclass
 class ServedModel:
@@ -23,12 +25,28 @@ class ServedModel:
     vocab: Vocab
     cfg: ModelConfig
     module: Any  # the CharRNN (torch, CPU, eval mode): for scores and activations
-    info: dict[str, Any]  # `charrnn info`'s fields
+    info: dict[str, Any]  # `charrnn info`'s fields, without paths of this machine
+    created: int  # when the checkpoint was written (Unix seconds), for the OpenAI API's `created`
+    engine: Any = None  # the batched generation engine of its streams (sample/batch.py)
+
+    def __post_init__(self):
+        from charrnn.cells import weights_per_char
+        from charrnn.sample.batch import Engine
+
+        if self.engine is None:
+            flops = 2 * weights_per_char(self.cfg.cell, self.cfg.layers, self.cfg.hidden, self.cfg.embed, len(self.vocab))
+            self.engine = Engine(self.stepper(), self.vocab, flops_per_row=flops)
 
     def stepper(self):
         from charrnn.sample.engines import cpu_stepper
 
         return cpu_stepper(self.weights, self.cfg)
+
+    @property
+    def openai_info(self) -> dict[str, Any]:
+        """The OpenAI API's model object (id, object, created, owned_by), with info's fields beside."""
+        engine = {"active_streams": self.engine.active, "steps": self.engine.steps, "row_steps": self.engine.row_steps}
+        return {"id": self.name, "object": "model", "created": self.created, "owned_by": "charrnn", **self.info, "engine": engine}
 
 
 def load_models(paths: list[Path]) -> dict[str, ServedModel]:
@@ -51,7 +69,7 @@ def load_models(paths: list[Path]) -> dict[str, ServedModel]:
         while name in models:
             n += 1
             name = f"{base}-{n}"
-        models[name] = ServedModel(name, path, weights, vocab, ckpt.info.model, module, model_info(name, path, ckpt))
+        models[name] = ServedModel(name, path, weights, vocab, ckpt.info.model, module, model_info(name, path, ckpt), int(path.stat().st_mtime))
     return models
 
 
@@ -64,7 +82,7 @@ def model_info(name: str, path: Path, ckpt) -> dict[str, Any]:
     best = prog.best_loss
     return {
         "name": name,
-        "path": str(path),
+        "file": path.name,  # (the name alone: where it lies on this machine is not a client's business)
         "cell": model.cell,
         "layers": model.layers,
         "hidden": model.hidden,
@@ -79,9 +97,9 @@ def model_info(name: str, path: Path, ckpt) -> dict[str, Any]:
         "best_loss_nats": best if best is not None and math.isfinite(best) else None,
         "best_bpc": best / math.log(2) if best is not None and math.isfinite(best) else None,
         "train_seconds": prog.train_seconds,
-        "corpus": info.corpus.path,
+        "corpus": Path(info.corpus.path).name if info.corpus.path else None,
         "train_chars": info.corpus.train_chars,
-        "config": {k: v for k, v in ckpt.meta["config"].items() if v is not None},  # as saved, as `info` shows it
+        "config": {k: (Path(v).name if k in PATH_KEYS and isinstance(v, str) else v) for k, v in ckpt.meta["config"].items() if v is not None},  # as saved, less folders
         "saved_at": info.saved_at,
         "format_version": ckpt.format_version or checkpoint.FORMAT_VERSION,
         "charrnn_version": info.charrnn_version,

@@ -1,171 +1,291 @@
-"""The HTTP side of `charrnn serve`, on the standard library's ThreadingHTTPServer.
+"""The HTTP side of `charrnn serve`: Starlette on uvicorn, the generation engine in a thread of its own.
 
-    GET  /             the page (page.html: everything inline, nothing fetched from elsewhere)
-    GET  /v1/models    the models served, with `charrnn info`'s fields
-    POST /v1/sample    {model, prime, length, temp, top_k, top_p, seed, stop, beam, beam_norm,
-                       num_samples, unknown, stream}: streamed by default as newline-delimited
-                       JSON in HTTP chunks, {"sample": b, "text": "..."} as the text is
-                       generated, then {"done": true, "stopped": ..., ...}; with
-                       "stream": false, one JSON object
-    POST /v1/score     {model, text}: the loss of the text, as `charrnn eval --json`
-    POST /v1/neurons   {model, text, state, top}: the cell-activation view of the text
+    GET  /                 the page (page.html: everything inline, nothing fetched from elsewhere)
+    GET  /v1/models        the models served, in the OpenAI API's shape ({"object": "list", "data":
+                           [{"id", "object": "model", "created", "owned_by"}]}) with `charrnn
+                           info`'s fields beside (no paths of this machine)
+    POST /v1/completions   the OpenAI API's completions (openai_api.py): any OpenAI client
+    POST /v1/sample        {model, prime, length, temp, top_k, top_p, seed, stop, beam, beam_norm,
+                           num_samples, unknown, stream}: streamed by default as newline-delimited
+                           JSON, {"sample": b, "text": "..."} as the text is generated, then
+                           {"done": true, "stopped": ..., ...}; with "stream": false, one object
+    POST /v1/score         {model, text}: the loss of the text, as `charrnn eval --json`
+    POST /v1/neurons       {model, text, state, top}: the cell-activation view of the text
 
-Every request has a thread of its own (and its own stepper), so a long one does not hold up a
-short one; each thread's NumPy and torch work runs on one core (one stream is matrix-vector
-products, which more threads do not speed up). Errors are JSON: {"error": ..., "field": ...}.
+Every request's streams go to the model's engine (sample/batch.py), which steps all of them as
+one batch in its own thread; the event loop only parses, waits and writes, so one core serves
+HTTP while the engine computes. A client that goes away (a failed write, or the connection
+closed while it waits) cancels its streams: their rows leave the batch at the next step.
+Scores, activations and beam searches run in the thread pool, one core each.
+
+A server on this machine is kept to it (guard.py): a request must name this server in its Host
+(DNS rebinding), a foreign Origin is refused (no page elsewhere can make it work), POST bodies
+are JSON and bounded, slow or idle connections are closed, their number is bounded, and
+`--api-key` asks every /v1/ request for it. Errors are JSON: {"error": ..., "field": ...}.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import asyncio
 import json
 import socket
 import time
-import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from typing import Any, Callable
-from urllib.parse import urlsplit
+from typing import Any, AsyncIterator
 
-from charrnn.serve.api import BadRequest, Generation, Limits, neurons, parse_sample, sample_all, score
+from charrnn.errors import CharRNNError
+from charrnn.sample.batch import Stream, config_streams
+from charrnn.serve.api import BadRequest, Limits, beam_answer, neurons, parse_sample, score
+from charrnn.serve.guard import Guard, GuardedH11, Security, read_body
 from charrnn.serve.models import ServedModel
 
-MAX_BODY = 1 << 20  # bytes of a request body
 FLUSH_SECONDS = 0.02  # a streamed answer is written at most this often (the first piece at once)
 
 
 def is_local(host: str) -> bool:
-    """Whether listening on `host` keeps the server to this machine (a loopback address)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a name: it may resolve to anything
-        return False
+    from charrnn.serve.guard import is_loopback
+
+    return is_loopback(host)
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True  # a request still running does not keep Ctrl-C waiting
-    allow_reuse_address = True
-    request_queue_size = 128  # connections waiting to be accepted (socketserver's 5 resets a burst of 16 clients)
+# ------------------------------------------------------------------ streams, from async code
+class Waiter:
+    """The async side of a request's streams: woken (from the engine's thread) when one ends,
+    and able to tell when the client has gone."""
 
-    def __init__(self, address: tuple[str, int], models: dict[str, ServedModel], limits: Limits):
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.models, self.limits = models, limits
-        self.page = resources.files("charrnn.serve").joinpath("page.html").read_bytes()
-        super().__init__(address, Handler)
+    def __init__(self, streams: list[Stream], request):
+        self.streams, self.request = streams, request
+        self.loop = asyncio.get_running_loop()
+        self.woken = asyncio.Event()
+        for s in streams:
+            s.on_end = self._ended
+        self._gone = asyncio.ensure_future(self._client_gone())
+
+    def _ended(self, stream: Stream) -> None:  # (the engine's thread)
+        self.loop.call_soon_threadsafe(self.woken.set)
+
+    async def _client_gone(self) -> None:
+        while True:
+            message = await self.request.receive()
+            if message["type"] == "http.disconnect":
+                return
 
     @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+    def done(self) -> bool:
+        return all(s.done.is_set() for s in self.streams)
+
+    async def wait(self, seconds: float | None = None) -> bool:
+        """Until a stream ends or `seconds` pass; False when the client has gone (`close` then
+        cancels its streams)."""
+        woken = asyncio.ensure_future(self.woken.wait())
+        finished, _ = await asyncio.wait({woken, self._gone}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        woken.cancel()
+        self.woken.clear()
+        return self._gone not in finished
+
+    def cancel(self) -> None:
+        for s in self.streams:
+            s.cancelled = True
+
+    def close(self) -> None:
+        self._gone.cancel()
+        if not self.done:
+            self.cancel()
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: Server
-    server_version = "charrnn"
+async def run_streams(model: ServedModel, streams: list[Stream], request) -> Waiter | None:
+    """Submit `streams` to the model's engine and wait for all to end; None if the client left."""
+    waiter = Waiter(streams, request)
+    try:
+        model.engine.submit(streams)
+        while not waiter.done:
+            if not await waiter.wait():
+                return None
+        return waiter
+    finally:
+        waiter.close()
 
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: the terminal shows the URL only
-        pass
 
-    # ------------------------------------------------------------------ routes
-    def do_GET(self) -> None:
-        path = urlsplit(self.path).path
-        if path == "/":
-            self._send(200, self.server.page, "text/html; charset=utf-8")
-        elif path == "/v1/models":
-            self._json(200, {"models": [m.info for m in self.server.models.values()]})
-        else:
-            self._json(404, {"error": f"no such page: {path}", "field": None})
+async def stream_pieces(model: ServedModel, streams: list[Stream], request) -> AsyncIterator[list[tuple[int, str]]]:
+    """Submit `streams` and yield what each has added, [(index, text)], at most every
+    FLUSH_SECONDS, until all have ended. Leaving early (the client gone) cancels them."""
+    waiter = Waiter(streams, request)
+    sent = [0] * len(streams)
+    try:
+        model.engine.submit(streams)
+        while True:
+            done = waiter.done  # (read before the text: what ends a stream is written before)
+            pieces = []
+            for i, s in enumerate(streams):
+                n = len(s.text)
+                if n > sent[i]:
+                    pieces.append((i, "".join(s.text[sent[i] : n])))
+                    sent[i] = n
+            if pieces:
+                yield pieces
+            if done:
+                return
+            if not await waiter.wait(FLUSH_SECONDS):
+                return
+    finally:
+        waiter.close()
 
-    def do_POST(self) -> None:
-        path = urlsplit(self.path).path
-        routes: dict[str, Callable[[bytes], None]] = {"/v1/sample": self._sample, "/v1/score": self._score, "/v1/neurons": self._neurons}
+
+def stopped_of(streams: list[Stream]) -> str:
+    """Why a request ended: stop (every sample reached a stop string), max_seconds, or length."""
+    if all(s.stopped == "stop" for s in streams):
+        return "stop"
+    return "max_seconds" if any(s.stopped == "max_seconds" for s in streams) else "length"
+
+
+# ------------------------------------------------------------------ the app
+def make_app(models: dict[str, ServedModel], limits: Limits, security: Security):
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.routing import Route
+
+    from charrnn.serve import openai_api
+
+    page = resources.files("charrnn.serve").joinpath("page.html").read_bytes()
+
+    def error(exc: BadRequest) -> JSONResponse:
+        return JSONResponse(exc.to_json(), status_code=exc.status)
+
+    async def home(request):
+        return Response(page, media_type="text/html; charset=utf-8")
+
+    async def list_models(request):
+        return JSONResponse({"object": "list", "data": [m.openai_info for m in models.values()]})
+
+    async def sample(request):
         try:
-            body = self._body()
-            if path not in routes:
-                raise BadRequest(None, f"no such endpoint: POST {path}", status=404)
-            routes[path](body)
+            body = await read_body(request)
+            req = parse_sample(body, models, limits)
         except BadRequest as exc:
-            self._json(exc.status, exc.to_json())
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-        except Exception as exc:  # a bug: the client gets a 500 and the server goes on
-            traceback.print_exc()
-            self._json(500, {"error": f"internal error: {type(exc).__name__}: {exc}", "field": None})
+            return error(exc)
+        cfg, model = req.cfg, req.model
+        if cfg.beam:  # (the best beam is known only at the end: nothing to stream before it)
+            try:
+                answer = await run_in_threadpool(beam_answer, req, limits)
+            except BadRequest as exc:
+                return error(exc)
+            return StreamingResponse(_beam_lines(answer), media_type="application/x-ndjson; charset=utf-8") if req.stream else JSONResponse(answer)
+        from charrnn.sample.generate import prime_ids
 
-    def _body(self) -> bytes:
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            self.close_connection = True
-            raise BadRequest(None, "a POST needs a Content-Length", status=411)
-        if int(length) > MAX_BODY:
-            self.close_connection = True
-            raise BadRequest(None, f"the body of {int(length):,} bytes is more than {MAX_BODY:,}", status=413)
-        return self.rfile.read(int(length))
+        ids, echo, _ = prime_ids(model.vocab, cfg.prime, req.unknown)
+        started = time.monotonic()
+        streams = config_streams(cfg, ids, deadline=model.engine.clock() + limits.max_seconds)
+        if not req.stream:
+            if await run_streams(model, streams, request) is None:
+                return Response(status_code=499)  # (nobody reads it)
+            samples = [echo + s.generated for s in streams]
+            return JSONResponse({"model": model.name, "text": samples[0], "samples": samples, "stopped": stopped_of(streams), "seconds": round(time.monotonic() - started, 4)})
 
-    def _sample(self, body: bytes) -> None:
-        request = parse_sample(body, self.server.models, self.server.limits)
-        if not request.stream:
-            self._json(200, sample_all(request, self.server.limits))
-            return
-        generation = Generation(request, self.server.limits)
-        pieces = iter(generation)
-        first = next(pieces, None)  # (an error before the first piece is still a clean 4xx)
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-ndjson; charset=utf-8")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        pending: dict[int, str] = {}
-        last_write = 0.0
-        item = first
-        while item is not None:
-            b, piece = item
-            pending[b] = pending.get(b, "") + piece
-            if time.monotonic() - last_write >= FLUSH_SECONDS:
-                self._chunk("".join(_line({"sample": k, "text": v}) for k, v in sorted(pending.items())))
-                pending.clear()
-                last_write = time.monotonic()
-            item = next(pieces, None)
-        tail = "".join(_line({"sample": k, "text": v}) for k, v in sorted(pending.items()))
-        done = {"done": True, "model": request.model.name, "stopped": generation.stopped, "chars": generation.chars, "seconds": round(generation.seconds, 4)}
-        self._chunk(tail + _line(done))
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
+        async def lines():
+            if echo:
+                yield "".join(_line({"sample": b, "text": echo}) for b in range(len(streams)))
+            async for pieces in stream_pieces(model, streams, request):
+                yield "".join(_line({"sample": b, "text": text}) for b, text in pieces)
+            chars = sum(len(s.text) for s in streams)
+            yield _line({"done": True, "model": model.name, "stopped": stopped_of(streams), "chars": chars, "seconds": round(time.monotonic() - started, 4)})
 
-    def _score(self, body: bytes) -> None:
-        self._json(200, score(body, self.server.models))
+        return StreamingResponse(lines(), media_type="application/x-ndjson; charset=utf-8", headers={"Cache-Control": "no-store"})
 
-    def _neurons(self, body: bytes) -> None:
-        self._json(200, neurons(body, self.server.models))
+    async def _beam_lines(answer):
+        for b, text in enumerate(answer["samples"]):
+            yield _line({"sample": b, "text": text})
+        yield _line({"done": True, "model": answer["model"], "stopped": "beam", "chars": sum(map(len, answer["samples"])), "seconds": answer["seconds"]})
 
-    # ------------------------------------------------------------------ writing
-    def _chunk(self, text: str) -> None:
-        data = text.encode("utf-8", "surrogatepass")
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
+    async def scores(request):
+        try:
+            return JSONResponse(await run_in_threadpool(score, await read_body(request), models))
+        except BadRequest as exc:
+            return error(exc)
 
-    def _json(self, status: int, obj: dict[str, Any]) -> None:
-        self._send(status, json.dumps(obj).encode("utf-8"), "application/json")
+    async def activations(request):
+        try:
+            return JSONResponse(await run_in_threadpool(neurons, await read_body(request), models))
+        except BadRequest as exc:
+            return error(exc)
 
-    def _send(self, status: int, data: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    async def completions(request):
+        return await openai_api.completions(request, models, limits)
+
+    routes = [
+        Route("/", home, methods=["GET"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/sample", sample, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/score", scores, methods=["POST"]),
+        Route("/v1/neurons", activations, methods=["POST"]),
+    ]
+
+    async def not_found(request, exc):
+        what = f"no such endpoint: {request.method} {request.url.path}" if request.method != "GET" else f"no such page: {request.url.path}"
+        return JSONResponse({"error": what, "field": None}, status_code=404)
+
+    async def not_allowed(request, exc):
+        return JSONResponse({"error": f"{request.method} is not allowed on {request.url.path}", "field": None}, status_code=405)
+
+    async def internal(request, exc):  # a bug: the client gets a 500 and the server goes on
+        import traceback
+
+        traceback.print_exception(exc)
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}", "field": None}, status_code=500)
+
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed, Exception: internal})
+    app.state.security = security
+    return Guard(app, security)
 
 
 def _line(obj: dict[str, Any]) -> str:
     return json.dumps(obj, ensure_ascii=False) + "\n"
 
 
-def start(models: dict[str, ServedModel], host: str, port: int, limits: Limits) -> Server:
-    """A server bound to (host, port) (port 0: one the system picks), not yet serving."""
-    import torch
+# ------------------------------------------------------------------ listening
+class Server:
+    """A bound socket and the uvicorn server that will serve the app on it."""
 
-    torch.set_num_threads(1)  # each request's scores and activations on one core
-    return Server((host, port), models, limits)
+    def __init__(self, models: dict[str, ServedModel], host: str, port: int, limits: Limits, security: Security):
+        import uvicorn
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind((host, port))
+        except OSError:
+            self.sock.close()
+            raise
+        self.sock.listen(security.backlog)
+        self.models = models
+        bound_host, bound_port = self.sock.getsockname()[:2]
+        security.bind(bound_host if host not in ("localhost",) else host, bound_port)
+        self.url = f"http://[{bound_host}]:{bound_port}/" if ":" in bound_host else f"http://{bound_host}:{bound_port}/"
+        config = uvicorn.Config(
+            make_app(models, limits, security), http=GuardedH11.configured(security), lifespan="off", log_level="warning",
+            access_log=False, proxy_headers=False, server_header=False, limit_concurrency=security.max_connections,
+            timeout_keep_alive=security.keep_alive_seconds, h11_max_incomplete_event_size=security.max_header_bytes,
+        )
+        self.uvicorn = uvicorn.Server(config)
+
+    def serve_forever(self) -> None:
+        for model in self.models.values():
+            model.engine.start(f"charrnn-engine-{model.name}")
+        self.uvicorn.run(sockets=[self.sock])
+
+    def server_close(self) -> None:
+        for model in self.models.values():
+            model.engine.close()
+        self.sock.close()
+
+
+def start(models: dict[str, ServedModel], host: str, port: int, limits: Limits, security: Security | None = None) -> Server:
+    """A server bound to (host, port) (port 0: one the system picks), not yet serving."""
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise CharRNNError(f"charrnn serve needs Starlette and uvicorn ({exc}): pip install 'charrnn[serve]'") from None
+    return Server(models, host, port, limits, security or Security())

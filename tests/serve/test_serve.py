@@ -23,6 +23,7 @@ from conftest import TINY, invoke, words_text
 
 MAX_SECONDS = 1.0
 MAX_LENGTH = 200_000  # more than the tiny model writes in MAX_SECONDS
+ENDLESS = 10_000_000  # more than the tiny model writes in a test's minute
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +69,17 @@ def server(tiny_checkpoint):
     assert code == 130 and "Traceback" not in said  # no request made it fail (a 500 prints one)
 
 
-def post(url: str, body, timeout: float = 60) -> tuple[int, dict]:
+@pytest.fixture(scope="module")
+def roomy_server(tiny_checkpoint):
+    """A server whose time bound no request here comes near, however busy the machine."""
+    served = Served(str(tiny_checkpoint), "--max-seconds", "600", "--max-length", str(ENDLESS))
+    yield served
+    served.stop()
+
+
+def post(url: str, body, timeout: float = 60, headers: dict | None = None) -> tuple[int, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})}, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
             return answer.status, json.loads(answer.read())
@@ -84,15 +93,21 @@ def sample(server, **fields) -> dict:
     return answer
 
 
-def test_models_lists_info_fields(server, tiny_checkpoint):
+def models(server) -> list[dict]:
     with urllib.request.urlopen(server.url + "v1/models", timeout=30) as answer:
-        models = json.loads(answer.read())["models"]
-    assert [m["name"] for m in models] == ["tiny"]
-    info = models[0]
-    assert (info["cell"], info["layers"], info["hidden"], info["embed"]) == ("lstm", 1, 32, 16)
-    assert info["steps"] == 40 and info["path"] == str(tiny_checkpoint)
+        listed = json.loads(answer.read())
+    assert listed["object"] == "list"
+    return listed["data"]
+
+
+def test_models_lists_info_fields_in_the_openai_shape(server, tiny_checkpoint):
+    info = models(server)[0]
+    assert (info["id"], info["object"], info["owned_by"]) == ("tiny", "model", "charrnn") and info["created"] > 1_600_000_000
+    assert info["name"] == "tiny" and (info["cell"], info["layers"], info["hidden"], info["embed"]) == ("lstm", 1, 32, 16)
+    assert info["steps"] == 40 and info["file"] == "best.pt"
     assert info["vocab_size"] == len(info["vocabulary"]) and info["parameters"] > 0
-    assert {"chars_seen", "best_loss_nats", "best_bpc", "train_seconds", "corpus", "config", "saved_at", "format_version"} <= set(info)
+    assert {"chars_seen", "best_loss_nats", "best_bpc", "train_seconds", "corpus", "config", "saved_at", "format_version", "engine"} <= set(info)
+    assert str(tiny_checkpoint.parent) not in json.dumps(info)  # no folder of this machine
 
 
 def test_sample_as_one_object_is_the_sample_command_text(server, tiny_checkpoint):
@@ -116,20 +131,17 @@ def test_beam_search_as_the_sample_command(server, tiny_checkpoint):
 
 def test_streaming_sends_the_first_text_before_the_end(server):
     request = urllib.request.Request(server.url + "v1/sample", data=json.dumps({"prime": "A", "length": MAX_LENGTH, "seed": 0}).encode(), method="POST")
-    started = time.monotonic()
+    request.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(request, timeout=60) as answer:
         assert answer.headers["Transfer-Encoding"] == "chunked"
         assert answer.headers["Content-Type"].startswith("application/x-ndjson")
         first = json.loads(answer.readline())
-        first_seconds = time.monotonic() - started
         events = [first] + [json.loads(line) for line in answer]
-        all_seconds = time.monotonic() - started
-    assert first == {"sample": 0, "text": "A"}  # the prime, at once
-    assert first_seconds < 0.5 * all_seconds and all_seconds >= MAX_SECONDS
+    assert first == {"sample": 0, "text": "A"}  # the prime, alone, before any generated text
     done = events[-1]
     assert done["done"] and done["stopped"] == "max_seconds"  # the time bound, not the length
     text = "".join(e["text"] for e in events[:-1])
-    assert len(text) == done["chars"] and 1 < len(text) < MAX_LENGTH
+    assert len(text) == 1 + done["chars"] and 1 < len(text) < MAX_LENGTH  # (chars: those generated)
     assert len(events) > 10  # written as it is generated, not at the end
 
 
@@ -137,25 +149,40 @@ def test_time_bound_ends_a_sample_and_keeps_its_text(server):
     started = time.monotonic()
     answer = sample(server, length=MAX_LENGTH)
     assert answer["stopped"] == "max_seconds" and 0 < len(answer["text"]) < MAX_LENGTH
-    assert MAX_SECONDS <= time.monotonic() - started < MAX_SECONDS + 3
+    assert MAX_SECONDS <= time.monotonic() - started < MAX_SECONDS + 30  # (far from what a loaded machine needs)
 
 
 def test_a_beam_search_past_the_time_bound_is_refused_naming_beam(server):
     started = time.monotonic()
     status, answer = post(server.url + "v1/sample", {"beam": 32, "length": MAX_LENGTH})
     assert status == 400 and answer["field"] == "beam" and "max_seconds" in answer["error"].replace("-", "_")
-    assert time.monotonic() - started < MAX_SECONDS + 3
+    assert time.monotonic() - started < MAX_SECONDS + 30
 
 
-def test_a_client_that_leaves_mid_stream_does_not_trouble_the_server(server):
+def test_a_client_that_leaves_mid_stream_does_not_trouble_the_server(roomy_server):
+    """Streamed or not, a client that goes away frees its row: long before the server's time
+    bound (600 s), the engine has no stream left."""
     import http.client
+
+    server = roomy_server
 
     host, port = server.url.split("//")[1].rstrip("/").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=30)
-    connection.request("POST", "/v1/sample", body=json.dumps({"length": MAX_LENGTH}))
-    answer = connection.getresponse()
-    assert json.loads(answer.readline())["sample"] == 0
-    connection.close()  # gone before the end
+    for stream in (True, False):
+        connection.request("POST", "/v1/sample", body=json.dumps({"length": ENDLESS, "stream": stream}), headers={"Content-Type": "application/json"})
+        if stream:
+            answer = connection.getresponse()
+            assert json.loads(answer.readline())["sample"] == 0
+        else:
+            deadline = time.monotonic() + 30
+            while models(server)[0]["engine"]["active_streams"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)  # until it is generating
+        connection.close()  # gone before the end
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        deadline = time.monotonic() + 60
+        while models(server)[0]["engine"]["active_streams"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert models(server)[0]["engine"]["active_streams"] == 0  # its row left
     assert sample(server, length=10, seed=2)["text"]  # and the server goes on
 
 
@@ -202,35 +229,42 @@ def test_only_the_models_named_at_start_are_served(server, tiny_checkpoint, tmp_
         assert b"root:" not in caught.value.read()
 
 
-def test_many_clients_at_once_each_get_their_own_text(server):
-    clients = 32  # (more than socketserver's default backlog of 5 connections, all at once)
-    expected = {seed: sample(server, length=300, seed=seed)["text"] for seed in range(clients)}
+def test_many_clients_at_once_each_get_their_own_text(roomy_server):
+    """32 clients at once, each its own prime and length: each gets the text it gets alone. Greedy
+    (temp 0), so that the one-row step's last-bit rounding cannot move a draw (sample/batch.py);
+    each stream's own random numbers are tested in tests/sample/test_batch.py."""
+    clients = 32  # (more than a small backlog of connections, all at once)
+    words = "the of and to in that was he for on are as with his they at be this from".split()
+    asks = {i: {"prime": words[i % len(words)] + " " * (i // len(words)), "length": 150 + 7 * i, "temp": 0} for i in range(clients)}
+    expected = {i: sample(roomy_server, **ask)["text"] for i, ask in asks.items()}
     got: dict[int, str] = {}
     together = threading.Barrier(clients)
 
-    def client(seed: int) -> None:
+    def client(i: int) -> None:
         together.wait()
-        got[seed] = sample(server, length=300, seed=seed)["text"]
+        got[i] = sample(roomy_server, **asks[i])["text"]
 
-    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(clients)]
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        t.join(120)
     assert got == expected  # all answered, and no request's stream disturbed another's
+    assert all(len(expected[i]) == len(asks[i]["prime"]) + asks[i]["length"] for i in asks)
 
 
 def test_a_long_request_does_not_hold_up_a_short_one(server):
-    long_done: list[float] = []
-    long_client = threading.Thread(target=lambda: (sample(server, length=MAX_LENGTH), long_done.append(time.monotonic())))
+    long_answer: list[dict] = []
+    long_client = threading.Thread(target=lambda: long_answer.append(sample(server, length=MAX_LENGTH)))
     long_client.start()
-    time.sleep(0.2)  # the long one is generating
-    started = time.monotonic()
+    deadline = time.monotonic() + 30
+    while models(server)[0]["engine"]["active_streams"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the long one is generating
     short = sample(server, length=20, seed=1)
-    short_done = time.monotonic()
+    long_running = long_client.is_alive()
     long_client.join(60)
-    assert len(short["text"]) == 20 and short_done - started < 0.5
-    assert long_done and short_done < long_done[0]
+    assert len(short["text"]) == 20 and long_running  # answered while the long one went on
+    assert long_answer[0]["stopped"] == "max_seconds"
 
 
 def test_score_is_the_eval_command_loss(server, tiny_checkpoint, tmp_path):
@@ -296,7 +330,9 @@ def test_warns_when_listening_beyond_this_machine(tiny_checkpoint, monkeypatch):
             pass
 
     monkeypatch.setattr(server_module, "start", lambda *args: NotListening())
-    result = invoke("serve", str(tiny_checkpoint), "--host", "0.0.0.0")
+    refused = invoke("serve", str(tiny_checkpoint), "--host", "0.0.0.0")
+    assert refused.returncode != 0 and "--api-key" in refused.stderr.decode()
+    result = invoke("serve", str(tiny_checkpoint), "--host", "0.0.0.0", "--api-key", "sesame")
     assert result.returncode == 0
     assert "warning: listening on 0.0.0.0" in result.stderr.decode()
     quiet = invoke("serve", str(tiny_checkpoint), "--host", "127.0.0.1")
@@ -304,7 +340,8 @@ def test_warns_when_listening_beyond_this_machine(tiny_checkpoint, monkeypatch):
     assert server_module.is_local("::1") and server_module.is_local("localhost") and not server_module.is_local("::")
 
 
-@pytest.mark.parametrize("flags, message", [(["--max-length", "0"], "--max-length"), (["--max-seconds", "0"], "--max-seconds"), (["--port", "70000"], "--port")])
+@pytest.mark.parametrize("flags, message", [(["--max-length", "0"], "--max-length"), (["--max-seconds", "0"], "--max-seconds"), (["--port", "70000"], "--port"),
+                                           (["--cors-origin", "http://x.test/page"], "--cors-origin"), (["--api-key", ""], "--api-key")])
 def test_bad_flags_are_one_line(tiny_checkpoint, flags, message):
     result = invoke("serve", str(tiny_checkpoint), *flags)
     assert result.returncode != 0 and message in result.stderr.decode()
