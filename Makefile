@@ -17,7 +17,7 @@ help:
 	@echo "make setup  create $(VENV) and install charrnn into it"
 	@echo "make corpus get corpora/shakespeare.txt"
 	@echo "make bench  measure speed, idle and on a busy machine (charrnn bench --load; bench-quick: one minute, idle)"
-	@echo "make bench-serve  requests/s and latency of charrnn serve with 1, 4 and 16 clients (under a minute)"
+	@echo "make bench-serve  requests/s, latency and engine GFLOP/s of charrnn serve with 1, 4, 16 and 64 clients (about a minute)"
 
 setup: $(VENV)/.installed
 

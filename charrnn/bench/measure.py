@@ -87,7 +87,7 @@ def run(quick: bool = False, precision: str = "fp32", device: str = "cpu", progr
         progress(f"training after evaluation and --resume{label}")
         overheads.append(bench_run_overheads(quick, precision, device))
         progress(f"sampling{label}")
-        sampling.append(bench_sampling(quick))
+        sampling.append(bench_sampling(quick, peaks[-1]))
     result: dict[str, Any] = {
         "machine": {"threads": threads, "device": device, "torch": torch.__version__, "cpu": _cpu_name()},
         "rounds": rounds,

@@ -1,51 +1,73 @@
-"""Sampling speed: batch 1 and 64 at once from a 2×512 LSTM with the fused NumPy step and the
-torch stepper, against nn.LSTM called per character."""
+"""Sampling speed: the generation engine (sample/batch.py) on a 2×512 LSTM at batch 1, 4, 16 and
+64 streams, with the GFLOP/s of its model step against the machine's peak, beside the torch
+stepper and nn.LSTM called per character (the plain reference loop)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from charrnn.bench.training import VOCAB
 
+BATCHES = (1, 4, 16, 64)
 
-def bench_sampling(quick: bool) -> list[dict[str, Any]]:
-    """Batch-1 and batch-64 generation from a 2×512 LSTM, against the naive per-character loop."""
-    from charrnn.config import ModelConfig, SampleConfig
-    from charrnn.model import CharRNN
-    from charrnn.sample.generate import generate_text
-    from charrnn.model import numpy_weights
-    from charrnn.sample.engines import numpy_stepper
-    from charrnn.sample.torch_engine import TorchStepper
 
-    fused_stepper = lambda model: numpy_stepper(numpy_weights(model.state_dict()), model.cfg)  # noqa: E731
+def bench_sampling(quick: bool, peak_gflops: float | None = None) -> list[dict[str, Any]]:
+    """Characters per second (all streams together) of the engine at each of BATCHES, against
+    the naive per-character loop; the engine's model step in GFLOP/s and as a share of peak."""
+    from charrnn.cells import weights_per_char
+    from charrnn.config import ModelConfig
     from charrnn.data.vocab import Vocab
+    from charrnn.model import CharRNN, numpy_weights
+    from charrnn.sample.engines import cpu_stepper
+    from charrnn.sample.torch_engine import TorchStepper
 
     torch.manual_seed(0)
     vocab = Vocab(tuple(chr(32 + i) for i in range(VOCAB)))
-    model = CharRNN(ModelConfig(vocab_size=VOCAB, cell="lstm", layers=2, hidden=512, embed=64)).eval()
+    cfg = ModelConfig(vocab_size=VOCAB, cell="lstm", layers=2, hidden=512, embed=64)
+    model = CharRNN(cfg).eval()
+    flops = 2 * weights_per_char("lstm", 2, 512, 64, VOCAB)
+    weights = numpy_weights(model.state_dict())
     length = 500 if quick else 2000
     rows = []
-
-    def rate(make, batch: int, n: int) -> float:
-        stepper = make(model)
-        cfg = SampleConfig(length=n, temp=1.0, seed=0, num_samples=batch, prime="A")
-        generate_text(stepper, vocab, SampleConfig(length=20, seed=0, num_samples=batch, prime="A"))
-        t = time.perf_counter()
-        generate_text(stepper, vocab, cfg)
-        return batch * n / (time.perf_counter() - t)
-
-    one = rate(fused_stepper, 1, length)  # what `sample` uses on the CPU (--engine auto)
-    many = rate(fused_stepper, 64, length // 4)
-    via_torch = rate(TorchStepper, 1, length // 4)
     naive = _naive_lstm_sampling(model, 100 if quick else 300)
-    rows.append({"what": "sample LSTM 2×512, batch 1 (fused NumPy step, --engine numpy)", "chars_per_sec": one, "vs_naive": one / naive, "vs_torch_stepper": one / via_torch})
-    rows.append({"what": "sample LSTM 2×512, 64 at once, summed (fused NumPy step)", "chars_per_sec": many, "vs_batch_1": many / one})
+    one = None
+    for batch in BATCHES:
+        n = max(50, length // batch) if batch > 1 else length
+        measured = _engine_rate(cpu_stepper(weights, cfg), vocab, batch, n, flops)
+        one = one or measured["chars_per_sec"]
+        row = {"what": f"sample LSTM 2×512, {batch} at once (the engine{', packed' if batch > 1 else ''})", **measured, "vs_naive": measured["chars_per_sec"] / naive}
+        if batch > 1:
+            row["vs_batch_1"] = measured["chars_per_sec"] / one
+        if peak_gflops:
+            row["of_peak"] = measured["step_gflops"] / peak_gflops
+        rows.append(row)
+    via_torch = _engine_rate(TorchStepper(model), vocab, 1, length // 4, flops)["chars_per_sec"]
+    rows[0]["vs_torch_stepper"] = rows[0]["chars_per_sec"] / via_torch
     rows.append({"what": "sample LSTM 2×512, batch 1 (nn.LSTM stepper, --engine torch)", "chars_per_sec": via_torch})
     rows.append({"what": "reference: nn.LSTM called per character, batch 1", "chars_per_sec": naive})
     return rows
+
+
+def _engine_rate(stepper, vocab, batch: int, n: int, flops: float) -> dict[str, float]:
+    """`batch` streams of `n` characters through the engine: characters per second in all, and
+    the GFLOP/s of the model's steps alone."""
+    from charrnn.sample.batch import Engine, Stream
+
+    def run(length: int) -> tuple[float, Engine]:
+        engine = Engine(stepper, vocab, flops_per_row=flops)
+        streams = [Stream([1], np.random.default_rng(b), length, temp=1.0) for b in range(batch)]
+        engine.submit(streams)
+        t = time.perf_counter()
+        engine.run_until_done(streams)
+        return time.perf_counter() - t, engine
+
+    run(20)  # warm up: buffers, packing caches
+    seconds, engine = run(n)
+    return {"chars_per_sec": batch * n / seconds, "step_gflops": engine.row_steps * flops / engine.step_seconds / 1e9}
 
 
 def _naive_lstm_sampling(model, n: int) -> float:

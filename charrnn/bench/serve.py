@@ -2,10 +2,13 @@
 
 The default model (LSTM 2×256) is trained for a few steps (its weights' values do not change
 the speed), served by a real `charrnn serve` process on a free port of 127.0.0.1, and asked
-for 200-character samples (one JSON answer each, "stream": false) by 1, 4 and 16 clients at
+for 200-character samples (one JSON answer each, "stream": false) by 1, 4, 16 and 64 clients at
 once, each sending its next request when the last is answered, for a fixed time per row.
-Reported: requests per second, and the 50th and 99th percentile of a request's latency.
-The clients run in this process, on the same machine: their own CPU is part of the cost.
+Reported: requests per second, the 50th and 99th percentile of a request's latency, the ratio
+of each row's characters per second to one client's, and what the server's engine did in that
+time: the mean batch it stepped and the GFLOP/s of its model steps, against this machine's peak
+float32 matmul measured in the same run (before the server starts). The clients run in this
+process, on the same machine: their own CPU is part of the cost.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from charrnn.bench.tokenising import generated_corpus
 from charrnn.errors import plural
 from charrnn.machine.threads import cores_here
 
-CLIENTS = (1, 4, 16)
+CLIENTS = (1, 4, 16, 64)
 LENGTH = 200  # characters per sample
 
 
@@ -65,7 +68,8 @@ def start_server(checkpoint: Path, *flags: str, timeout: float = 120.0) -> tuple
 def _request(url: str, seed: int) -> float:
     body = json.dumps({"length": LENGTH, "seed": seed, "stream": False}).encode()
     started = time.perf_counter()
-    with urllib.request.urlopen(urllib.request.Request(url + "v1/sample", data=body, method="POST"), timeout=120) as answer:
+    ask = urllib.request.Request(url + "v1/sample", data=body, method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(ask, timeout=120) as answer:
         text = json.loads(answer.read())["text"]
     assert len(text) == LENGTH
     return time.perf_counter() - started
@@ -87,6 +91,7 @@ def _load(url: str, clients: int, seconds: float) -> dict[str, Any]:
                 return
             seed += 1
 
+    before = _engine(url)
     started = time.perf_counter()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for t in threads:
@@ -94,6 +99,7 @@ def _load(url: str, clients: int, seconds: float) -> dict[str, Any]:
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started
+    after = _engine(url)
     if failures:
         raise RuntimeError(f"{plural(len(failures), 'request')} of {plural(clients, 'client')} at once failed: {failures[0]}")
     every = np.array([x for per_client in latencies for x in per_client])
@@ -104,17 +110,31 @@ def _load(url: str, clients: int, seconds: float) -> dict[str, Any]:
         "chars_per_sec": len(every) * LENGTH / elapsed,
         "p50_ms": float(np.percentile(every, 50)) * 1000,
         "p99_ms": float(np.percentile(every, 99)) * 1000,
+        "mean_batch": (after["row_steps"] - before["row_steps"]) / max(1, after["steps"] - before["steps"]),
+        "engine_gflops": (after["row_steps"] - before["row_steps"]) * after["flops_per_row"] / max(1e-9, after["step_seconds"] - before["step_seconds"]) / 1e9,
     }
 
 
+def _engine(url: str) -> dict[str, Any]:
+    """The server's engine counters (GET /v1/models)."""
+    with urllib.request.urlopen(url + "v1/models", timeout=60) as answer:
+        return json.loads(answer.read())["data"][0]["engine"]
+
+
 def run_serve(seconds: float = 10.0, progress: Callable[[str], None] = lambda s: None, clients: tuple[int, ...] = CLIENTS) -> dict[str, Any]:
+    from charrnn.bench.measure import peak_matmul_gflops
+    from charrnn.machine.threads import use_threads
+
     with tempfile.TemporaryDirectory() as tmp:
+        progress("peak matmul, all cores")
+        use_threads(cores_here())
+        peak = peak_matmul_gflops()
         progress("training the default model for two steps, to serve it")
         checkpoint = _model(Path(tmp))
         process, url = start_server(checkpoint, "--max-length", str(LENGTH))
         try:
             with urllib.request.urlopen(url + "v1/models", timeout=60) as answer:
-                info = json.loads(answer.read())["models"][0]
+                info = json.loads(answer.read())["data"][0]
             for seed in range(3):  # warm up: first requests, imports, caches
                 _request(url, seed)
             rows = []
@@ -129,16 +149,21 @@ def run_serve(seconds: float = 10.0, progress: Callable[[str], None] = lambda s:
                 process.kill()
                 process.communicate()
     model = f"{info['cell'].upper()} {info['layers']}×{info['hidden']}"
-    return {"model": model, "parameters": info["parameters"], "length": LENGTH, "seconds": seconds, "cores": cores_here(), "rows": rows}
+    for row in rows:
+        row["vs_one_client"] = row["chars_per_sec"] / rows[0]["chars_per_sec"]
+        row["of_peak"] = row["engine_gflops"] / peak
+    return {"model": model, "parameters": info["parameters"], "length": LENGTH, "seconds": seconds, "cores": cores_here(), "peak_gflops": peak, "rows": rows}
 
 
 def serve_table(result: dict[str, Any]) -> Table:
     """`charrnn bench --serve`: requests per second and latency by clients at once."""
     title = f"charrnn serve · {result['length']}-character samples · {result['model']} ({result['parameters']:,} parameters) · {plural(result['cores'], 'core')} · {result['seconds']:g} s each"
     table = Table(title=title, title_justify="left")
-    for col in ("clients at once", "requests", "requests/s", "chars/s", "p50 latency", "p99 latency"):
+    for col in ("clients at once", "requests", "requests/s", "chars/s", "vs 1 client", "p50 latency", "p99 latency", "mean batch", "engine GFLOP/s"):
         table.add_column(col, justify="right")
     for row in result["rows"]:
-        table.add_row(str(row["clients"]), f"{row['requests']:,}", f"{row['requests_per_sec']:,.1f}", f"{row['chars_per_sec']:,.0f}", f"{row['p50_ms']:,.0f} ms", f"{row['p99_ms']:,.0f} ms")
-    table.caption = "clients and server on the same machine; each client sends its next request when the last is answered"
+        table.add_row(str(row["clients"]), f"{row['requests']:,}", f"{row['requests_per_sec']:,.1f}", f"{row['chars_per_sec']:,.0f}", f"{row['vs_one_client']:.2f}×",
+                      f"{row['p50_ms']:,.0f} ms", f"{row['p99_ms']:,.0f} ms", f"{row['mean_batch']:.1f}", f"{row['engine_gflops']:,.1f} ({row['of_peak']:.0%} of peak)")
+    table.caption = (f"clients and server on the same machine; each client sends its next request when the last is answered; "
+                     f"engine GFLOP/s: its model steps alone, against a {result['peak_gflops']:,.0f} GFLOP/s float32 matmul on all cores")
     return table

@@ -24,7 +24,7 @@ def bench(
     load: Annotated[bool, typer.Option("--load", help="Also train the default model alone, beside a busy core and as two trainings at once, with charrnn's thread policy and with torch's defaults.")] = False,
     load_seconds: Annotated[float, typer.Option(help="Training time of each --load run.")] = 30.0,
     speed: Annotated[bool, typer.Option("--speed/--no-speed", help="Measure the speed tables (peak, training, sampling, tokenising); --no-speed with --load, --serve or --quality runs only those.")] = True,
-    serve: Annotated[bool, typer.Option("--serve", help="Also measure `charrnn serve`: requests per second and p50/p99 latency of 200-character samples with 1, 4 and 16 clients at once.")] = False,
+    serve: Annotated[bool, typer.Option("--serve", help="Also measure `charrnn serve`: requests per second, p50/p99 latency and the engine's GFLOP/s, 200-character samples with 1, 4, 16 and 64 clients at once.")] = False,
     serve_seconds: Annotated[float, typer.Option(help="Time of each --serve row.")] = 10.0,
 ) -> None:
     """Measure training, sampling and tokenising speed against this machine and a textbook loop.

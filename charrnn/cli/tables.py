@@ -72,11 +72,15 @@ def _speed_tables(result: dict) -> list[Table]:
         ratio = f"{row['vs_undisturbed']:.2f}× undisturbed" if "vs_undisturbed" in row else f"{row['cost']:.1%} of training time" if "cost" in row else ""
         overheads.add_row(row["what"], speed, ratio)
     sample = Table(title_justify="left")
-    for col in ("sampling", "chars/s", "ratio"):
+    for col in ("sampling", "chars/s", "ratio", "model step"):
         sample.add_column(col, justify="left" if col == "sampling" else "right")
     for row in result["sampling"]:
-        ratio = f"{row['vs_naive']:.1f}× naive, {row['vs_torch_stepper']:.1f}× torch" if "vs_torch_stepper" in row else f"{row['vs_naive']:.1f}× naive" if "vs_naive" in row else f"{row['vs_batch_1']:.1f}× batch 1" if "vs_batch_1" in row else ""
-        sample.add_row(row["what"], f"{row['chars_per_sec']:,.0f}", ratio)
+        ratios = [f"{row['vs_naive']:.1f}× naive"] if "vs_naive" in row else []
+        ratios += [f"{row['vs_torch_stepper']:.1f}× torch"] if "vs_torch_stepper" in row else []
+        ratios += [f"{row['vs_batch_1']:.1f}× batch 1"] if "vs_batch_1" in row else []
+        step = f"{row['step_gflops']:,.1f} GFLOP/s" if "step_gflops" in row else ""
+        step += f", {row['of_peak']:.0%} of peak" if "of_peak" in row else ""
+        sample.add_row(row["what"], f"{row['chars_per_sec']:,.0f}", ", ".join(ratios), step)
     other = Table(title_justify="left")
     other.add_column("other")
     other.add_column("result", justify="right")

@@ -45,7 +45,8 @@ class ServedModel:
     @property
     def openai_info(self) -> dict[str, Any]:
         """The OpenAI API's model object (id, object, created, owned_by), with info's fields beside."""
-        engine = {"active_streams": self.engine.active, "steps": self.engine.steps, "row_steps": self.engine.row_steps}
+        e = self.engine
+        engine = {"active_streams": e.active, "steps": e.steps, "row_steps": e.row_steps, "step_seconds": e.step_seconds, "flops_per_row": e.flops_per_row}
         return {"id": self.name, "object": "model", "created": self.created, "owned_by": "charrnn", **self.info, "engine": engine}
 
 

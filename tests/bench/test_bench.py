@@ -83,3 +83,26 @@ def test_load_bench_reads_each_training_and_shows_ratios(tmp_path):
     text = console.export_text()
     assert "26,000" in text and "65%" in text and "99% of torch's defaults" in text
     assert "the machine was not idle: other processes kept 1.0 cores busy" in " ".join(text.split())
+
+
+def test_sampling_rows_measure_the_engine_at_each_batch():
+    """One quick pass: a row per batch size, its model step's GFLOP/s against the peak given."""
+    from rich.console import Console
+
+    from charrnn.bench.sampling import BATCHES, bench_sampling
+    from charrnn.cli.tables import bench_tables
+
+    rows = bench_sampling(quick=True, peak_gflops=50.0)
+    engine = rows[: len(BATCHES)]
+    assert [int(r["what"].split(", ")[1].split()[0]) for r in engine] == list(BATCHES)
+    for row in engine:
+        assert row["chars_per_sec"] > 0 and row["step_gflops"] > 0 and row["of_peak"] == row["step_gflops"] / 50.0
+    assert all(r["vs_batch_1"] == r["chars_per_sec"] / engine[0]["chars_per_sec"] for r in engine[1:])
+    assert rows[-1]["what"].startswith("reference") and engine[0]["vs_naive"] == engine[0]["chars_per_sec"] / rows[-1]["chars_per_sec"]
+    result = {"machine": {"cpu": "x", "threads": 1, "device": "cpu", "torch": "t"}, "peak_gflops": 50.0, "training": [], "sampling": rows,
+              "tokenising": {"what": "tok", "mb_per_sec": 1.0, "peak_rss_mb": 1.0}, "startup": {"what": "s", "seconds": 0.1}}
+    console = Console(record=True, width=250)
+    for table in bench_tables(result):
+        console.print(table)
+    shown = console.export_text()
+    assert "of peak" in shown and "× batch 1" in shown

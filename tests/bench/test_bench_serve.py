@@ -20,11 +20,14 @@ def test_serve_bench_measures_each_number_of_clients():
         assert row["requests"] >= 1 and row["requests_per_sec"] > 0
         assert 0 < row["p50_ms"] <= row["p99_ms"]
         assert row["chars_per_sec"] == pytest.approx(row["requests_per_sec"] * LENGTH)
+        assert 1 <= row["mean_batch"] <= row["clients"] and row["engine_gflops"] > 0
+        assert row["of_peak"] == pytest.approx(row["engine_gflops"] / result["peak_gflops"])
+    assert result["rows"][0]["vs_one_client"] == 1.0
     console = Console(record=True, width=200)
     for table in bench_tables({"serve": result}):
         console.print(table)
     shown = console.export_text()
-    assert "charrnn serve" in shown and "p99 latency" in shown and "requests/s" in shown
+    assert "charrnn serve" in shown and "p99 latency" in shown and "requests/s" in shown and "of peak" in shown
 
 
 def test_no_speed_names_serve_as_something_to_measure():
