@@ -72,7 +72,7 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
         checkpoint_path = newest("checkpoints")
         _stderr().print(f"sampling from {checkpoint_path} (the newest {checkpoint_path.name} under checkpoints/; -c to choose)", soft_wrap=True)
     stepper, vocab, chosen = open_stepper(checkpoint_path, engine, device)
-    if chosen == "torch":
+    if chosen in ("torch", "packed"):
         use_threads(threads)
     _, _, dropped = prime_ids(vocab, cfg.prime, unknown)
     if dropped:

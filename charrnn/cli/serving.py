@@ -61,13 +61,11 @@ def _serve(checkpoints: list[Path], host: str, port: int, max_length: int, max_s
 
     if not is_loopback(host) and api_key is None:
         raise CharRNNError(f"--host {host} lets other machines use the models: give --api-key KEY (or CHARRNN_API_KEY) so that only those who know it can")
-    from charrnn.machine.threads import limit_blas_threads, threads_for_command
+    from charrnn.machine.threads import limit_blas_threads
 
-    threads = threads_for_command()  # the engine steps every request's streams in one batch: the free cores
-    limit_blas_threads(threads)
-    import torch
-
-    torch.set_num_threads(threads)
+    # A batch of one stream is NumPy's matrix-vector product: one core (a second does not pay
+    # on a busy machine). Batches are torch's: the engine's thread uses the free cores (batch.py).
+    limit_blas_threads(1)
     from charrnn.serve.api import Limits
     from charrnn.serve.models import load_models
     from charrnn.serve.server import start

@@ -149,6 +149,20 @@ def threads_for_command(cores: int | None = None, meter: CpuMeter | None = None)
     return free_cores(cores, others)
 
 
+class FreeCores:
+    """The cores free now, as a callable for a long-running loop (serve's engine): the free
+    cores over the window since the last call, or None when that window is too short to say."""
+
+    def __init__(self, cores: int | None = None, meter: CpuMeter | None = None, min_window: float = 1.0):
+        self.cores = cores_here() if cores is None else cores
+        self.meter = meter or CpuMeter()
+        self.min_window = min_window
+
+    def __call__(self) -> int | None:
+        others = self.meter.others(self.min_window)
+        return None if others is None else free_cores(self.cores, others)
+
+
 def limit_blas_threads(threads: int, environ=os.environ) -> None:
     """NumPy's BLAS threads (OpenBLAS or MKL), set before NumPy is first imported; the user's
     own setting wins."""

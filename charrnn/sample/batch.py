@@ -30,6 +30,7 @@ thread of its own (`start`), fed by the HTTP side.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -97,8 +98,14 @@ class Engine:
     """Steps every active stream of one model as one batch. Thread-safe `submit` and `cancel`;
     the stepping runs in one thread (`start`), or in the caller's (`run_until_done`)."""
 
-    def __init__(self, stepper, vocab, clock: Callable[[], float] = time.monotonic, flops_per_row: float = 0.0):
+    THREADS_EVERY_S = 2.0  # how often the engine's thread asks `threads` how many cores to use
+
+    def __init__(self, stepper, vocab, clock: Callable[[], float] = time.monotonic, flops_per_row: float = 0.0,
+                 threads: Callable[[], int | None] | None = None):
         self.stepper, self.vocab, self.clock = stepper, vocab, clock
+        self.threads = threads  # in its own thread (`start`): the torch threads to use now (None: as they are)
+        self.threads_used: int | None = None
+        self._threads_checked = -math.inf
         self.chars = vocab.chars
         self.rows: list[Stream] = []  # row i of the stepper's batch is rows[i]
         self._incoming: list[Stream] = []
@@ -159,7 +166,23 @@ class Engine:
                     self._wake.wait()
                 if self._closed:
                     return
+            self._choose_threads()
             self.step()
+
+    def _choose_threads(self) -> None:
+        """The torch threads of this thread (each thread has its own), from the cores free now:
+        a batch's products use them, and a busy neighbour makes extra threads cost several
+        times over (README, Busy machines)."""
+        now = self.clock()
+        if self.threads is None or now - self._threads_checked < self.THREADS_EVERY_S:
+            return
+        self._threads_checked = now
+        wanted = self.threads()
+        if wanted is not None and wanted != self.threads_used:
+            import torch
+
+            torch.set_num_threads(wanted)
+            self.threads_used = wanted
 
     def run_until_done(self, streams: list[Stream]) -> None:
         """Step in this thread until every one of `streams` (submitted) has ended."""

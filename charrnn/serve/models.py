@@ -35,7 +35,9 @@ class ServedModel:
 
         if self.engine is None:
             flops = 2 * weights_per_char(self.cfg.cell, self.cfg.layers, self.cfg.hidden, self.cfg.embed, len(self.vocab))
-            self.engine = Engine(self.stepper(), self.vocab, flops_per_row=flops)
+            from charrnn.machine.threads import FreeCores
+
+            self.engine = Engine(self.stepper(), self.vocab, flops_per_row=flops, threads=FreeCores())
 
     def stepper(self):
         from charrnn.sample.engines import cpu_stepper

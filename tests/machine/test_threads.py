@@ -163,3 +163,20 @@ def test_blas_threads_are_set_unless_the_user_did():
     env = {"MKL_NUM_THREADS": "4"}
     limit_blas_threads(1, env)
     assert env == {"MKL_NUM_THREADS": "4", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def test_free_cores_for_a_long_running_loop():
+    from charrnn.machine.threads import FreeCores
+
+    class Meter:
+        def __init__(self, readings):
+            self.readings, self.windows = iter(readings), []
+
+        def others(self, min_window):
+            self.windows.append(min_window)
+            return next(self.readings)
+
+    meter = Meter([None, 0.1, 1.2, 3.0])
+    free = FreeCores(cores=2, meter=meter, min_window=0.5)
+    assert [free(), free(), free(), free()] == [None, 2, 1, 1]  # too short to say; idle; one busy; all busy (at least 1)
+    assert meter.windows == [0.5] * 4

@@ -221,3 +221,29 @@ def test_select_keeps_the_rows_asked_for_and_starts_new_ones_from_zero(weights, 
             alone.step(history[old : old + 1, t])
         expected.append(alone.step(np.array([new]))[0].copy())
     np.testing.assert_allclose(got, np.stack(expected), rtol=0, atol=1e-4)
+
+
+def test_the_engines_thread_uses_the_cores_its_policy_finds_free():
+    """In its own thread (serve), the engine asks `threads` every THREADS_EVERY_S on its clock and
+    sets that thread's torch threads; None keeps them."""
+    now, answers, seen = [0.0], iter([1, None, 2]), []
+
+    class Recording(Successor):
+        def step(self, ids):
+            seen.append((now[0], torch.get_num_threads()))
+            return super().step(ids)
+
+    engine = Engine(Recording(len(VOCAB)), VOCAB, clock=lambda: now[0], threads=lambda: next(answers))
+    engine.start()
+    try:
+        for t in (0.0, 1.0, 2.5, 5.0):
+            now[0] = t
+            s = greedy("a", 3)
+            engine.submit([s])
+            assert s.done.wait(30)
+    finally:
+        engine.close()
+    by_time = {t: n for t, n in seen}
+    assert by_time[0.0] == 1 and by_time[1.0] == 1  # asked at 0.0 (1); not again before 2.0
+    assert by_time[2.5] == 1 and by_time[5.0] == 2  # asked at 2.5 (None: kept), at 5.0 (2)
+    assert engine.threads_used == 2
