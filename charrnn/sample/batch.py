@@ -200,23 +200,23 @@ class Engine:
         self.step_seconds += time.perf_counter() - started
         self.steps += 1
         self.row_steps += len(self.rows)
-        drawing = [r for r, s in enumerate(self.rows) if s._read == len(s.ids)]
-        groups: dict[tuple[float, int, float], list[int]] = {}
-        for r in drawing:
-            s = self.rows[r]
-            groups.setdefault((s.temp, s.top_k, s.top_p), []).append(r)
+        groups: dict[tuple[float, int, float], list[int]] = {}  # the rows that draw, by their settings
+        for r, s in enumerate(self.rows):
+            if s._read == len(s.ids):
+                groups.setdefault((s.temp, s.top_k, s.top_p), []).append(r)
         for (temp, top_k, top_p), rows in groups.items():
+            streams = [self.rows[r] for r in rows]
             probs = probabilities(logits[rows], temp, top_k, top_p)
-            u = np.fromiter((self.rows[r].rng.random() for r in rows), dtype=np.float64, count=len(rows))
-            for r, picked in zip(rows, draw_rows(probs, u).tolist()):
-                self._took(self.rows[r], picked, logits[r])
+            u = np.fromiter((s.rng.random() for s in streams), dtype=np.float64, count=len(rows))
+            for r, s, picked in zip(rows, streams, draw_rows(probs, u).tolist()):
+                self._took(s, picked, logits, r)
 
-    def _took(self, s: Stream, picked: int, logits: np.ndarray) -> None:
+    def _took(self, s: Stream, picked: int, logits: np.ndarray, row: int) -> None:
         char = self.chars[picked]
         s._last = picked
         s.text.append(char)
         if s.top_logprobs is not None:
-            s.logprobs.append(_logprobs(logits, picked, s.top_logprobs, self.chars))
+            s.logprobs.append(_logprobs(logits[row], picked, s.top_logprobs, self.chars))
         if s.on_text is not None:
             s.on_text(s, char)
         if s.stop:

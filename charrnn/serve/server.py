@@ -36,16 +36,13 @@ from typing import Any, AsyncIterator
 from charrnn.errors import CharRNNError
 from charrnn.sample.batch import Stream, config_streams
 from charrnn.serve.api import BadRequest, Limits, beam_answer, neurons, parse_sample, score
-from charrnn.serve.guard import Guard, GuardedH11, Security, read_body
+from charrnn.serve.guard import Guard, GuardedH11, Security, is_loopback, read_body
 from charrnn.serve.models import ServedModel
 
 FLUSH_SECONDS = 0.02  # a streamed answer is written at most this often (the first piece at once)
 
 
-def is_local(host: str) -> bool:
-    from charrnn.serve.guard import is_loopback
-
-    return is_loopback(host)
+is_local = is_loopback  # (whether listening on `host` keeps the server to this machine)
 
 
 # ------------------------------------------------------------------ streams, from async code
@@ -261,7 +258,7 @@ class Server:
         self.sock.listen(security.backlog)
         self.models = models
         bound_host, bound_port = self.sock.getsockname()[:2]
-        security.bind(bound_host if host not in ("localhost",) else host, bound_port)
+        security.bind(bound_host, bound_port)
         self.url = f"http://[{bound_host}]:{bound_port}/" if ":" in bound_host else f"http://{bound_host}:{bound_port}/"
         config = uvicorn.Config(
             make_app(models, limits, security), http=GuardedH11.configured(security), lifespan="off", log_level="warning",
