@@ -161,7 +161,7 @@ class SampleConfig:
         if "" in self.stop:
             raise CharRNNError("--stop must not be an empty string")
         _check(self.beam >= 0, "beam", self.beam, "must be 0 (sample) or more")
-        _check(math.isfinite(self.beam_norm) and self.beam_norm >= 0, "beam_norm", self.beam_norm, "must be 0 (off) or more")
+        _check(0 <= self.beam_norm <= MAX_BEAM_NORM, "beam_norm", self.beam_norm, f"must be in [0 (off), {MAX_BEAM_NORM:g}]")
         if self.beam and self.num_samples > self.beam:
             raise CharRNNError(f"--num-samples {self.num_samples} must be at most --beam {self.beam}: the best beams are printed")
         if self.seed is not None:
@@ -178,6 +178,7 @@ def _check(ok: bool, name: str, value: Any, why: str) -> None:
         raise CharRNNError(f"{_flag(name)} {value!r} {why}")
 
 
+MAX_BEAM_NORM = 10.0  # length^norm: beyond a few, no ranking changes, and length^1e308 overflows
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes up to 2**64 - 1, numpy any size: a round, safe bound
 
 

@@ -54,3 +54,13 @@ def test_threads_is_auto_or_a_count():
     for bad in (0, "many", 1.5):
         with pytest.raises(CharRNNError, match="--threads .* must be auto or at least 1"):
             TrainConfig(threads=bad).validate()
+
+
+def test_beam_norm_is_bounded():
+    """length ** 1e308 overflows: a bound, not a traceback (sample, serve)."""
+    from charrnn.config import MAX_BEAM_NORM
+
+    for bad in (-0.5, MAX_BEAM_NORM + 1, 1e308, float("inf"), float("nan")):
+        with pytest.raises(CharRNNError, match="--beam-norm"):
+            SampleConfig(beam=2, beam_norm=bad).validate()
+    assert SampleConfig(beam=2, beam_norm=MAX_BEAM_NORM).validate().beam_norm == MAX_BEAM_NORM

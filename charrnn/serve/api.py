@@ -57,6 +57,8 @@ def parse_json(body: bytes) -> dict[str, Any]:
         data = json.loads(body.decode("utf-8")) if body.strip() else {}
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(None, f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(None, "the body is JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise BadRequest(None, "the body must be a JSON object")
     return data

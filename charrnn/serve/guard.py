@@ -112,7 +112,8 @@ class Guard:
                 return
             refusal = (405, "OPTIONS: no cross-origin requests are allowed here (serve --cors-origin ORIGIN allows one)")
         if refusal is not None:
-            for message in _json(*refusal, cors):
+            allow = [(b"allow", b"GET, POST")] if refusal[0] == 405 else []
+            for message in _json(*refusal, cors + allow):
                 await send(message)
             return
         if cors:

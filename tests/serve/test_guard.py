@@ -65,6 +65,8 @@ def test_pages_elsewhere_are_refused_and_no_cors_headers_are_sent(server):
     assert status == 403 and "evil.example" in answer["error"] and "access-control-allow-origin" not in headers
     status, headers, _ = request(server.url, "OPTIONS", "/v1/sample", None, {"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
     assert status in (403, 405) and "access-control-allow-origin" not in headers
+    status, headers, answer = request(server.url, "OPTIONS", "/v1/sample")
+    assert status == 405 and headers["allow"] == "GET, POST" and answer["error"]
     own = server.url.rstrip("/")  # the page this server serves at / may call it
     status, headers, answer = request(server.url, "POST", "/v1/sample", body, {"Origin": own})
     assert status == 200 and len(answer["text"]) == 5 and "access-control-allow-origin" not in headers

@@ -204,6 +204,7 @@ def test_a_client_that_leaves_mid_stream_does_not_trouble_the_server(roomy_serve
         ({"lenght": 10}, "lenght"),
         ({"stream": "yes"}, "stream"),
         ({"unknown": "maybe"}, "unknown"),
+        ({"beam": 2, "beam_norm": 1e308}, "beam_norm"),
     ],
 )
 def test_bad_requests_name_their_field(server, body, field):
@@ -213,7 +214,7 @@ def test_bad_requests_name_their_field(server, body, field):
 
 
 def test_bodies_that_are_not_json_objects(server):
-    for body in (b"{not json", b"[1, 2]", b"\xff\xfe"):
+    for body in (b"{not json", b"[1, 2]", b"\xff\xfe", b"[" * 100_000):
         status, answer = post(server.url + "v1/sample", body)
         assert status == 400 and answer["field"] is None and answer["error"]
 
