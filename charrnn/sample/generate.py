@@ -47,7 +47,8 @@ def probabilities(logits: np.ndarray, temp: float = 1.0, top_k: int = 0, top_p: 
             z = np.where(z < kth, -np.inf, z)
         z = z - z.max(axis=1, keepdims=True)  # (+inf - +inf = nan where logits / temp overflowed)
     overflowed = np.isnan(z).any(axis=1)
-    z[overflowed] = np.where(greedy(logits[overflowed]) > 0, 0.0, -np.inf)
+    if overflowed.any():
+        z[overflowed] = np.where(greedy(logits[overflowed]) > 0, 0.0, -np.inf)
     probs = np.exp(z)
     probs /= probs.sum(axis=1, keepdims=True)
     if top_p < 1.0:
