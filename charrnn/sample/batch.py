@@ -40,7 +40,7 @@ import numpy as np
 
 from charrnn.sample.generate import draw_rows, probabilities
 
-STOPPED = ("length", "stop", "max_seconds", "cancelled")  # why a stream ended
+STOPPED = ("length", "stop", "max_seconds", "cancelled", "error")  # why a stream ended
 
 
 def stream_rngs(seed: int | None, n: int) -> list[np.random.Generator]:
@@ -167,7 +167,15 @@ class Engine:
                 if self._closed:
                     return
             self._choose_threads()
-            self.step()
+            try:
+                self.step()
+            except Exception:  # a bug: said, and the streams of that step end, not the engine
+                import traceback
+
+                traceback.print_exc()
+                for stream in self.rows:
+                    if stream.stopped is None:
+                        stream._end("error")
 
     def _choose_threads(self) -> None:
         """The torch threads of this thread (each thread has its own), from the cores free now:

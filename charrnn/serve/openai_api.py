@@ -165,7 +165,7 @@ async def completions(request, models, limits: Limits):
     from starlette.responses import JSONResponse, Response, StreamingResponse
 
     from charrnn.serve.guard import read_body
-    from charrnn.serve.server import run_streams, stream_pieces
+    from charrnn.serve.server import run_streams, stopped_of, stream_pieces
 
     try:
         req = Completion(await read_body(request), models, limits)
@@ -175,6 +175,8 @@ async def completions(request, models, limits: Limits):
     if not req.stream:
         if await run_streams(req.model, streams, request) is None:
             return Response(status_code=499)
+        if stopped_of(streams) == "error":
+            return openai_error(BadRequest(None, "internal error while generating (the server's log says why)", status=500))
         choices = []
         for i, s in enumerate(streams):
             shown = req.visible(s, True)

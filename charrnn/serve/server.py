@@ -59,7 +59,10 @@ class Waiter:
         self._gone = asyncio.ensure_future(self._client_gone())
 
     def _ended(self, stream: Stream) -> None:  # (the engine's thread)
-        self.loop.call_soon_threadsafe(self.woken.set)
+        try:
+            self.loop.call_soon_threadsafe(self.woken.set)
+        except RuntimeError:  # the loop has closed (the server is stopping): nobody waits
+            pass
 
     async def _client_gone(self) -> None:
         while True:
@@ -129,7 +132,10 @@ async def stream_pieces(model: ServedModel, streams: list[Stream], request) -> A
 
 
 def stopped_of(streams: list[Stream]) -> str:
-    """Why a request ended: stop (every sample reached a stop string), max_seconds, or length."""
+    """Why a request ended: stop (every sample reached a stop string), max_seconds, length, or
+    error (the engine failed: the server's log says why)."""
+    if any(s.stopped == "error" for s in streams):
+        return "error"
     if all(s.stopped == "stop" for s in streams):
         return "stop"
     return "max_seconds" if any(s.stopped == "max_seconds" for s in streams) else "length"
@@ -176,6 +182,8 @@ def make_app(models: dict[str, ServedModel], limits: Limits, security: Security)
         if not req.stream:
             if await run_streams(model, streams, request) is None:
                 return Response(status_code=499)  # (nobody reads it)
+            if stopped_of(streams) == "error":
+                return JSONResponse({"error": "internal error while generating (the server's log says why)", "field": None}, status_code=500)
             samples = [echo + s.generated for s in streams]
             return JSONResponse({"model": model.name, "text": samples[0], "samples": samples, "stopped": stopped_of(streams), "seconds": round(time.monotonic() - started, 4)})
 

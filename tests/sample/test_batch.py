@@ -247,3 +247,26 @@ def test_the_engines_thread_uses_the_cores_its_policy_finds_free():
     assert by_time[0.0] == 1 and by_time[1.0] == 1  # asked at 0.0 (1); not again before 2.0
     assert by_time[2.5] == 1 and by_time[5.0] == 2  # asked at 2.5 (None: kept), at 5.0 (2)
     assert engine.threads_used == 2
+
+
+def test_a_failing_step_ends_its_streams_and_the_engine_goes_on(capsys):
+    class Failing(Successor):
+        fail = True
+
+        def step(self, ids):
+            if self.fail:
+                self.fail = False
+                raise FloatingPointError("a bug")
+            return super().step(ids)
+
+    engine = Engine(Failing(len(VOCAB)), VOCAB).start()
+    try:
+        first = greedy("a", 5)
+        engine.submit([first])
+        assert first.done.wait(30) and first.stopped == "error"
+        second = greedy("a", 5)
+        engine.submit([second])
+        assert second.done.wait(30) and second.generated == "bcdef"
+    finally:
+        engine.close()
+    assert "FloatingPointError: a bug" in capsys.readouterr().err
