@@ -57,10 +57,9 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
 
     from charrnn.machine.threads import limit_blas_threads, threads_for_command, use_threads
 
-    # One stream is matrix-vector products, which a second thread does not speed up and a busy
-    # neighbour slows down several times over (measured: see README, Busy machines); several
-    # streams are matrix products: the free cores.
-    threads = 1 if max(num_samples, beam) == 1 else threads_for_command()
+    # The cores free now; the engine follows the load while it runs (a busy neighbour makes a
+    # second thread cost several times over: README, Busy machines).
+    threads = threads_for_command()
     limit_blas_threads(threads)
     from charrnn.sample.engines import open_stepper  # imports torch only if the engine or a .pt needs it
     from charrnn.sample.batch import Engine, config_streams
@@ -92,7 +91,9 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
         if echo_prime:
             samples.piece(b, echo)
     streams = config_streams(cfg, ids, on_text=lambda s, char: samples.piece(s.tag, char), on_end=lambda s: samples.end(s.tag))
-    engine = Engine(stepper, vocab)  # the same engine as `charrnn serve`'s: the same text
+    from charrnn.machine.threads import FreeCores
+
+    engine = Engine(stepper, vocab, threads=FreeCores())  # the same engine as `charrnn serve`'s: the same text
     engine.submit(streams)
     engine.run_until_done(streams)
     samples.close()

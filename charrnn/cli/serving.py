@@ -63,8 +63,7 @@ def _serve(checkpoints: list[Path], host: str, port: int, max_length: int, max_s
         raise CharRNNError(f"--host {host} lets other machines use the models: give --api-key KEY (or CHARRNN_API_KEY) so that only those who know it can")
     from charrnn.machine.threads import limit_blas_threads
 
-    # A batch of one stream is NumPy's matrix-vector product: one core (a second does not pay
-    # on a busy machine). Batches are torch's: the engine's thread uses the free cores (batch.py).
+    # One core to start with; the engine's thread then uses the cores free (sample/batch.py).
     limit_blas_threads(1)
     from charrnn.serve.api import Limits
     from charrnn.serve.models import load_models

@@ -163,6 +163,16 @@ class FreeCores:
         return None if others is None else free_cores(self.cores, others)
 
 
+def set_blas_threads(threads: int) -> bool:
+    """NumPy's BLAS threads, now, while the process runs (threadpoolctl); False where it cannot."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return False
+    threadpool_limits(threads, user_api="blas")
+    return True
+
+
 def limit_blas_threads(threads: int, environ=os.environ) -> None:
     """NumPy's BLAS threads (OpenBLAS or MKL), set before NumPy is first imported; the user's
     own setting wins."""

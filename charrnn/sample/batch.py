@@ -103,7 +103,7 @@ class Engine:
     def __init__(self, stepper, vocab, clock: Callable[[], float] = time.monotonic, flops_per_row: float = 0.0,
                  threads: Callable[[], int | None] | None = None):
         self.stepper, self.vocab, self.clock = stepper, vocab, clock
-        self.threads = threads  # in its own thread (`start`): the torch threads to use now (None: as they are)
+        self.threads = threads  # the threads to use now (None: as they are), asked every THREADS_EVERY_S
         self.threads_used: int | None = None
         self._threads_checked = -math.inf
         self.chars = vocab.chars
@@ -178,9 +178,10 @@ class Engine:
                         stream._end("error")
 
     def _choose_threads(self) -> None:
-        """The torch threads of this thread (each thread has its own), from the cores free now:
-        a batch's products use them, and a busy neighbour makes extra threads cost several
-        times over (README, Busy machines)."""
+        """The threads of this thread's products, from the cores free now: torch's (each thread
+        has its own: a batch's products) and NumPy's BLAS (the one-row product). Idle, a second
+        core nearly doubles either; beside a busy neighbour it costs several times over
+        (README, Busy machines), so the count follows the load."""
         now = self.clock()
         if self.threads is None or now - self._threads_checked < self.THREADS_EVERY_S:
             return
@@ -189,12 +190,16 @@ class Engine:
         if wanted is not None and wanted != self.threads_used:
             import torch
 
+            from charrnn.machine.threads import set_blas_threads
+
             torch.set_num_threads(wanted)
+            set_blas_threads(wanted)
             self.threads_used = wanted
 
     def run_until_done(self, streams: list[Stream]) -> None:
         """Step in this thread until every one of `streams` (submitted) has ended."""
         while not all(s.done.is_set() for s in streams):
+            self._choose_threads()
             self.step()
 
     def step(self) -> None:

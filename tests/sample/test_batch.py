@@ -225,13 +225,21 @@ def test_select_keeps_the_rows_asked_for_and_starts_new_ones_from_zero(weights, 
 
 def test_the_engines_thread_uses_the_cores_its_policy_finds_free():
     """In its own thread (serve), the engine asks `threads` every THREADS_EVERY_S on its clock and
-    sets that thread's torch threads; None keeps them."""
+    sets that thread's torch threads and NumPy's BLAS threads; None keeps them."""
     now, answers, seen = [0.0], iter([1, None, 2]), []
+
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
 
     class Recording(Successor):
         def step(self, ids):
             seen.append((now[0], torch.get_num_threads()))
+            blas.append(blas_threads())
             return super().step(ids)
+
+    blas: list[list[int]] = []
 
     engine = Engine(Recording(len(VOCAB)), VOCAB, clock=lambda: now[0], threads=lambda: next(answers))
     engine.start()
@@ -247,6 +255,7 @@ def test_the_engines_thread_uses_the_cores_its_policy_finds_free():
     assert by_time[0.0] == 1 and by_time[1.0] == 1  # asked at 0.0 (1); not again before 2.0
     assert by_time[2.5] == 1 and by_time[5.0] == 2  # asked at 2.5 (None: kept), at 5.0 (2)
     assert engine.threads_used == 2
+    assert blas[-1] and set(blas[-1]) == {2} and set(blas[0]) == {1}  # NumPy's BLAS follows too
 
 
 def test_a_failing_step_ends_its_streams_and_the_engine_goes_on(capsys):
