@@ -55,7 +55,7 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
         prime = read_text(prime_file, flags=(), what="the prime file")
     cfg = SampleConfig(length=length, temp=temp, top_k=top_k, top_p=top_p, prime=prime or "", seed=seed, num_samples=num_samples, stop=stop, beam=beam, beam_norm=beam_norm).validate()
 
-    from charrnn.machine.threads import limit_blas_threads, threads_for_command, use_threads
+    from charrnn.machine.threads import FreeCores, limit_blas_threads, threads_for_command, use_threads
 
     # The cores free now; the engine follows the load while it runs (a busy neighbour makes a
     # second thread cost several times over: README, Busy machines).
@@ -87,12 +87,9 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
         return
     samples = OneAfterAnother(out.write, num_samples, separator)  # the first streams at once
     ids, echo, _ = prime_ids(vocab, cfg.prime, unknown)
-    for b in range(num_samples):
-        if echo_prime:
-            samples.piece(b, echo)
+    for b in range(num_samples if echo_prime else 0):
+        samples.piece(b, echo)
     streams = config_streams(cfg, ids, on_text=lambda s, char: samples.piece(s.tag, char), on_end=lambda s: samples.end(s.tag))
-    from charrnn.machine.threads import FreeCores
-
     engine = Engine(stepper, vocab, threads=FreeCores())  # the same engine as `charrnn serve`'s: the same text
     engine.submit(streams)
     engine.run_until_done(streams)

@@ -31,6 +31,7 @@ thread of its own (`start`), fed by the HTTP side.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -188,11 +189,11 @@ class Engine:
         self._threads_checked = now
         wanted = self.threads()
         if wanted is not None and wanted != self.threads_used:
-            import torch
-
             from charrnn.machine.threads import set_blas_threads
 
-            torch.set_num_threads(wanted)
+            torch = sys.modules.get("torch")  # (none where an .npz is sampled without torch)
+            if torch is not None:
+                torch.set_num_threads(wanted)
             set_blas_threads(wanted)
             self.threads_used = wanted
 

@@ -279,3 +279,17 @@ def test_a_failing_step_ends_its_streams_and_the_engine_goes_on(capsys):
     finally:
         engine.close()
     assert "FloatingPointError: a bug" in capsys.readouterr().err
+
+
+def test_choosing_threads_needs_no_torch(monkeypatch):
+    """Sampling an .npz where torch is missing: the engine sets NumPy's threads, imports nothing."""
+    import sys
+
+    from charrnn.machine import threads as machine_threads
+
+    set_to = []
+    monkeypatch.setattr(machine_threads, "set_blas_threads", set_to.append)
+    monkeypatch.setitem(sys.modules, "torch", None)  # (as if it could not be imported)
+    engine = Engine(Successor(len(VOCAB)), VOCAB, threads=lambda: 1)
+    engine._choose_threads()
+    assert set_to == [1] and engine.threads_used == 1
