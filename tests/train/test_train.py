@@ -16,13 +16,15 @@ from charrnn.data.vocab import Vocab
 from conftest import repeat_text
 
 
-def make_trainer(text, tmp_path, events=None, resume_from=None, **overrides):
+def make_trainer(text, tmp_path, events=None, resume_from=None, engine=Trainer, clock=None, **overrides):
+    """A Trainer of a tiny model on `text` (its tail held out); `clock`: a fake one (FakeClock)."""
     settings = dict(layers=1, hidden=32, embed=16, seq_len=16, batch_size=8, lr=1e-2, warmup=0, eval_every=50, save_every=50, threads=1, device="cpu")
     cfg = TrainConfig(**{**settings, **overrides}).validate()
     vocab = Vocab.from_text(text)
     ids = vocab.encode(text)
     n_val = int(len(ids) * cfg.val_frac)
-    return Trainer(cfg, vocab, ids[: len(ids) - n_val], ids[len(ids) - n_val :], tmp_path / "run", events=events, resume_from=resume_from)
+    timing = {} if clock is None else {"clock": clock}
+    return engine(cfg, vocab, ids[: len(ids) - n_val], ids[len(ids) - n_val :], tmp_path / "run", events=events, resume_from=resume_from, **timing)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
