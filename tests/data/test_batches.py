@@ -19,3 +19,39 @@ def test_fit_batch_size_shrinks_for_short_corpora():
     assert fit_batch_size(1000, 10, 32) == 32
     assert fit_batch_size(50, 10, 32) == 4
     assert fit_batch_size(10, 10, 32) == 0
+
+
+def resident_kib(path) -> int:
+    """How much of the file at `path` this process has in memory (its mappings' Rss, Linux)."""
+    total, mapped = 0, False
+    with open("/proc/self/smaps") as fh:
+        for line in fh:
+            first = line.split(maxsplit=1)[0]
+            if "-" in first and not first.endswith(":"):  # a mapping's header line: address range ... path
+                mapped = line.rstrip("\n").endswith(str(path))
+            elif mapped and first == "Rss:":
+                total += int(line.split()[1])
+    return total
+
+
+def test_release_pages_gives_back_the_memory_of_a_memory_mapped_corpus_walked_through(tmp_path):
+    import sys
+
+    import pytest
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc/self/smaps")  # (not a tool make setup installs: where it is missing, there is nothing to check)
+    from charrnn.data.batches import release_pages
+
+    path = tmp_path / "ids.npy"
+    np.save(path, np.arange(8 << 20, dtype=np.uint16) % 251)  # 16 MiB
+    ids = np.load(path, mmap_mode="r")
+    streams = batchify(ids[1000:], 4)  # a view of a view of the map, as training holds it
+    total = int(streams.sum(dtype=np.int64))  # read every page
+    assert resident_kib(path) > 12 * 1024
+    release_pages(streams)
+    assert resident_kib(path) < 1024
+    assert int(streams.sum(dtype=np.int64)) == total  # read again, from the file (or the page cache)
+    for other in (np.arange(10), np.frombuffer(b"\x01\x02\x03", dtype=np.uint8), np.arange(10)[2:5]):
+        release_pages(other)  # anything else is left alone
+    assert np.frombuffer(b"\x01\x02\x03", dtype=np.uint8).tolist() == [1, 2, 3]

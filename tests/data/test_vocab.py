@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from charrnn.errors import CharRNNError
-from charrnn.data.vocab import Vocab, codepoints, id_dtype
+from charrnn.data.vocab import Vocab, codepoints, describe_chars, id_dtype
 
 
 def test_round_trip_unicode_and_sorted_ids():
@@ -43,10 +43,23 @@ def test_codepoints_match_ord():
 def test_a_vocabulary_read_from_json_is_checked(data):
     """Only ValueError, with a reason: no TypeError/KeyError, and no lone surrogate (not a character,
     and not UTF-8: a model sampling one would break its promise of UTF-8 samples)."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as info:
         Vocab.from_json(data)
+    reason = str(info.value)
+    if data in ({"chars": ""}, {"chars": ["a", "b"]}, {"chars": 7}, {}, ["ab"], None):
+        assert reason == 'a vocabulary is written as {"chars": a non-empty string}'
+    else:
+        assert reason.startswith(("a vocabulary holds characters, not lone surrogates", "vocabulary characters must be distinct and sorted")), reason
 
 
 def test_no_vocabulary_holds_a_lone_surrogate():
     with pytest.raises(ValueError, match="surrogate"):
         Vocab.from_text("ab\udcff")
+
+
+def test_characters_are_described_readably_and_a_long_list_is_cut():
+    assert describe_chars(["a", "\n", "\x00", "😀", "é"]) == "'a', U+000A, U+0000, '😀', 'é'"
+    twenty = [chr(ord("a") + i) for i in range(20)]
+    assert describe_chars(twenty) == ", ".join(repr(c) for c in twenty)  # all twenty, nothing more
+    assert describe_chars(twenty + ["y", "z"]) == ", ".join(repr(c) for c in twenty) + " and 2 more"
+    assert describe_chars(list("abcdef"), limit=4) == "'a', 'b', 'c', 'd' and 2 more"

@@ -97,3 +97,64 @@ def test_rows_are_filtered_each_on_its_own():
     logits = np.concatenate([HALVES, halving(2, 2, 1, 0)])
     probs = probabilities(logits, 1.0, 0, 0.75)
     np.testing.assert_array_equal(probs, [[2 / 3, 1 / 3, 0, 0], [0, 0, 1 / 3, 2 / 3]])
+
+
+# ------------------------------------------------------------ what top-p is given: the filters before it
+def softmax(logits) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_the_defaults_filter_nothing():
+    logits = np.array([[0.3, -1.2, 2.0, 0.0]])
+    np.testing.assert_allclose(probabilities(logits), softmax(logits), rtol=1e-12)
+
+
+def test_rows_of_any_scale_each_sum_to_one():
+    """Each row is normalised on its own, after subtracting its own maximum: logits in the
+    thousands neither overflow nor make another row underflow, and float32 logits give float64
+    probabilities."""
+    logits = np.array([[0.0, -1.0, -2.0, -3.0], [2000.0, 1999.0, 1998.0, 1000.0], [-1500.0, -1500.0, -1501.0, -1502.0]])
+    for temp, top_k, top_p in [(1.0, 0, 1.0), (0.7, 3, 1.0), (1.3, 0, 0.8), (1.0, 2, 0.9)]:
+        probs = probabilities(logits.astype(np.float32), temp, top_k, top_p)
+        assert probs.dtype == np.float64 and probs.shape == logits.shape
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-12)
+        for row, z in zip(probs, logits):
+            expected = softmax(z / temp)
+            if top_k:
+                expected = np.where(z >= np.sort(z)[-top_k], expected, 0.0)
+            order = np.argsort(-expected, kind="stable")
+            before = np.cumsum(expected[order] / expected.sum()) - expected[order] / expected.sum()
+            expected[order[before >= top_p]] = 0.0
+            np.testing.assert_allclose(row, expected / expected.sum(), rtol=1e-6, atol=1e-12)
+
+
+def test_top_k_keeps_the_k_largest_wherever_they_are():
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(6, 10))
+    for k in (1, 3, 9):
+        kept_sets = [set(np.flatnonzero(row).tolist()) for row in probabilities(logits, 1.0, k)]
+        assert kept_sets == [set(np.argsort(-row)[:k].tolist()) for row in logits]
+    assert (probabilities(logits, 1.0, 10) > 0).all() and (probabilities(logits, 1.0, 0) > 0).all()
+
+
+def test_top_p_1_keeps_every_character_however_unlikely():
+    """(The mass before the last of them rounds to 1.0: it must not be cut.)"""
+    logits = np.array([[0.0, 0.0, -50.0]])  # e^-50 / 2: about 1e-22
+    probs = probabilities(logits, 1.0, 0, 1.0)[0]
+    assert probs[2] > 0 and np.cumsum(probs)[1] == 1.0
+
+
+def test_a_temperature_too_small_to_divide_by_is_greedy_and_quiet():
+    """logits / temp overflows to inf (and inf - inf to nan): those rows are the argmax, without
+    a floating-point error or warning; the other rows are untouched."""
+    logits = np.array([[1.0, 3.0, 2.0], [0.5, -1.0, 0.2], [0.0, 1e-300, 0.0]])
+    greedy_rows = probabilities(logits, 0.0)
+    assert greedy_rows.tolist() == [[0, 1, 0], [1, 0, 0], [0, 1, 0]]
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        for temp in (1e-320, 1e-308, 5e-324):
+            assert np.array_equal(probabilities(logits, temp), greedy_rows), temp
+            assert np.array_equal(probabilities(logits, temp, 2, 0.5), greedy_rows), temp
+        mixed = probabilities(np.array([[1.0, 3.0, 2.0], [1e-310, 0.0, 0.0]]), 1e-300)  # only the first overflows
+    assert mixed[0].tolist() == [0, 1, 0] and mixed[1].tolist() == pytest.approx(softmax([1e-10, 0, 0]))
