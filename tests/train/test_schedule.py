@@ -51,9 +51,11 @@ def run(trainer) -> tuple[dict, list[dict]]:
 
 def test_max_steps_ends_the_run_and_the_cosine_at_that_step(tmp_path):
     trainer = make_trainer(words_text(3000), tmp_path, lr=0.1, min_lr_frac=0.2, max_steps=20, eval_every=1000)
+    applied = []  # the rate AdamW steps with, not only the one reported
+    trainer.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: applied.append(optimizer.param_groups[0]["lr"]))
     summary, steps = run(trainer)
     assert summary["step"] == 20 and [e["step"] for e in steps] == list(range(1, 21))
-    assert [e["lr"] for e in steps] == pytest.approx([cosine(0.1, 0.2, k / 20) for k in range(20)], rel=1e-12)
+    assert [e["lr"] for e in steps] == applied == pytest.approx([cosine(0.1, 0.2, k / 20) for k in range(20)], rel=1e-12)
     assert steps[-1]["fraction"] == 1.0 and all(e["fraction"] < 1.0 for e in steps[:-1])
 
 
@@ -131,3 +133,20 @@ def test_a_slow_evaluation_does_not_push_a_run_past_its_time_budget(tmp_path):
     evaluations = [e for e in events if e["event"] == "eval"]
     assert len(evaluations) == 1 and evaluations[0]["val_loss"] is not None
     assert (tmp_path / "run" / "last.pt").exists()
+
+
+def test_warm_up_then_constant(tmp_path):
+    trainer = make_trainer(words_text(3000), tmp_path, lr=0.1, warmup=4, lr_schedule="constant", max_steps=8, eval_every=1000)
+    _, steps = run(trainer)
+    assert [e["lr"] for e in steps] == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1, 0.1, 0.1], rel=1e-12)
+
+
+def test_the_costs_of_a_runs_end_are_guessed_until_measured():
+    from charrnn.train.schedule import Costs
+
+    costs = Costs(guess_save=0.3, guess_sample_per_char=0.002)
+    assert costs.save_s() == 0.3 and costs.sample_s(100) == pytest.approx(0.2)
+    costs.save, costs.sample_per_char = 1.5, 0.01
+    assert costs.save_s() == 1.5 and costs.sample_s(100) == pytest.approx(1.0)
+    costs.save = 0.0  # measured, if too fast to see
+    assert costs.save_s() == 0.0

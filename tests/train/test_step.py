@@ -112,3 +112,16 @@ def test_the_optimizer_is_given_the_gradient_clipped_to_grad_clip(engine, tmp_pa
             assert min(raw) < clip < max(raw), raw  # some steps are cut, some not
         expected = [min(r, clip) if clip else r for r in raw]
         assert applied == pytest.approx(expected, rel=1e-4), (clip, raw, applied)
+
+
+def test_the_training_loss_of_an_evaluation_is_the_mean_of_the_steps_since_the_last_one(tmp_path):
+    events = []
+    trainer = make_trainer(words_text(3000), tmp_path, events=events.append, max_steps=12, eval_every=5, batch_size=4, seq_len=16)
+    trainer.fit()
+    steps = {e["step"]: e for e in events if e["event"] == "step"}
+    evals = [e for e in events if e["event"] == "eval"]
+    assert [e["step"] for e in evals] == [5, 10, 12]
+    for previous, now in zip([0, 5, 10], evals):
+        losses = [steps[s]["loss"] for s in range(previous + 1, now["step"] + 1)]
+        assert now["train_loss"] == pytest.approx(sum(losses) / len(losses), rel=1e-12)
+    assert [e["chars_seen"] for e in steps.values()] == [n * 4 * 16 for n in range(1, 13)]

@@ -164,7 +164,18 @@ def test_non_finite_steps_are_skipped_and_counted(tmp_path):
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["skipped_steps"] == 4 and math.isfinite(rows[-1]["val_loss"])
-    assert sum(e["event"] == "warning" and "non-finite" in e["message"] for e in events) == 4
+    assert [e["message"] for e in events if e["event"] == "warning"] == [f"step {n}: non-finite loss or gradient, update skipped" for n in (5, 6, 7, 20)]
+
+
+def test_a_non_finite_gradient_of_a_finite_loss_is_skipped_too(tmp_path):
+    events = []
+    trainer = make_trainer(repeat_text(3000), tmp_path, events=events.append, max_steps=6, eval_every=100)
+    trainer.model.head.bias.register_hook(lambda grad: grad * float("nan") if trainer.progress.step == 2 else grad)
+    summary = trainer.fit()
+    losses = [e["loss"] for e in events if e["event"] == "step"]
+    assert all(math.isfinite(loss) for loss in losses) and summary["skipped_steps"] == 1
+    assert [e["message"] for e in events if e["event"] == "warning"] == ["step 3: non-finite loss or gradient, update skipped"]
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
 def test_a_loss_spike_does_not_abort(tmp_path):
@@ -178,11 +189,14 @@ def test_a_loss_spike_does_not_abort(tmp_path):
 
 
 def test_persistent_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    trainer = make_trainer(repeat_text(3000), tmp_path, max_steps=100, save_every=5, eval_every=5)
+    events = []
+    trainer = make_trainer(repeat_text(3000), tmp_path, events=events.append, max_steps=100, save_every=5, eval_every=5)
     poison_steps(trainer, set(range(13, 100)))
     with pytest.raises(CharRNNError, match="diverged") as info:
         trainer.fit()
-    assert info.value.exit_code == 1
+    assert info.value.exit_code == 1 and "10 steps in a row" in str(info.value)
+    skipped = [e["message"].split(":")[0] for e in events if e["event"] == "warning"]
+    assert skipped == [f"step {n}" for n in range(13, 23)]  # the tenth bad step in a row ends it
     kept = checkpoint.load(tmp_path / "run" / "last.pt")
     assert kept.meta["progress"]["step"] == 10
     assert all(torch.isfinite(t).all() for t in kept.model.values())
@@ -219,6 +233,36 @@ def test_compile_failure_falls_back_to_eager(tmp_path, monkeypatch):
     assert trainer.fit()["step"] == 5
     warnings = [e["message"] for e in events if e["event"] == "warning"]
     assert len(warnings) == 1 and "--compile failed" in warnings[0] and "no compiler here" in warnings[0]
+
+
+def test_the_compiled_forward_trains_and_a_compile_that_fails_later_falls_back_with_the_state(tmp_path, monkeypatch):
+    """--compile: the model is compiled once and its compiled forward trains, given the carried
+    state; when it fails at a later call (a recompilation), training goes on in eager mode from
+    the same state, with one warning: the weights are those of an eager run."""
+    calls = []
+
+    def fake_compile(module):
+        calls.append(module)
+
+        def compiled(x, hidden):
+            calls.append(hidden is None)
+            if len(calls) == 4:
+                raise RuntimeError("recompilation failed: " + "x" * 300 + "\nsecond line")
+            return module(x, hidden)
+
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    text = repeat_text(3000)
+    eager = make_trainer(text, tmp_path / "eager", max_steps=6)
+    eager.fit()
+    events = []
+    trainer = make_trainer(text, tmp_path / "compiled", events=events.append, compile=True, max_steps=6)
+    trainer.fit()
+    assert calls == [trainer.train_model, True, False, False]  # one compile; steps 1 and 2 compiled, step 3 failed
+    assert [e["message"] for e in events if e["event"] == "warning"] == [f"--compile failed (RuntimeError: {('recompilation failed: ' + 'x' * 300)[:200]}); training without it"]
+    for name, weight in eager.model.state_dict().items():
+        assert torch.equal(trainer.model.state_dict()[name], weight), name
 
 
 def test_checkpoints_from_before_prepared_corpora_still_resume(tmp_path):
