@@ -1,6 +1,6 @@
 import numpy as np
 
-from charrnn.data.batches import batchify, fit_batch_size, get_chunk, num_chunks
+from charrnn.data.batches import batchify, fit_batch_size, get_chunk, num_chunks, resume_batch_size, shard_rows
 
 
 def test_streams_are_contiguous_and_chunks_continue():
@@ -19,6 +19,27 @@ def test_fit_batch_size_shrinks_for_short_corpora():
     assert fit_batch_size(1000, 10, 32) == 32
     assert fit_batch_size(50, 10, 32) == 4
     assert fit_batch_size(10, 10, 32) == 0
+    assert fit_batch_size(170, 16, 32) == 10 and fit_batch_size(169, 16, 32) == 9  # each stream: 16 inputs and 1 more target
+
+
+def test_a_chunk_needs_seq_len_inputs_and_one_more_target():
+    assert [num_chunks(np.zeros((2, width)), 4) for width in (1, 4, 5, 8, 9, 13)] == [0, 0, 1, 1, 2, 3]
+    assert isinstance(num_chunks(np.zeros((2, 13)), 4), int)
+
+
+def test_streams_are_shared_out_in_contiguous_blocks_that_differ_by_one_at_most():
+    for n_rows in range(0, 12):
+        for world in range(1, 5):
+            blocks = [shard_rows(n_rows, rank, world) for rank in range(world)]
+            assert [i for b in blocks for i in range(n_rows)[b]] == list(range(n_rows)), (n_rows, world)
+            sizes = [len(range(n_rows)[b]) for b in blocks]
+            assert sizes == sorted(sizes, reverse=True) and sizes[0] - sizes[-1] <= 1, (n_rows, world, sizes)
+            assert all(b.start is not None and b.stop is not None for b in blocks)
+
+
+def test_a_resumed_run_keeps_its_total_number_of_streams():
+    assert resume_batch_size(8, 2, 1) == 16 and resume_batch_size(8, 2, 4) == 4 and resume_batch_size(16, 1, 2) == 8
+    assert resume_batch_size(8, 2, 3) is None and resume_batch_size(5, 1, 2) is None
 
 
 def resident_kib(path) -> int:

@@ -150,3 +150,45 @@ def test_the_costs_of_a_runs_end_are_guessed_until_measured():
     assert costs.save_s() == 1.5 and costs.sample_s(100) == pytest.approx(1.0)
     costs.save = 0.0  # measured, if too fast to see
     assert costs.save_s() == 0.0
+
+
+def test_the_time_a_budget_run_keeps_for_its_end(tmp_path):
+    """The final evaluation (guessed at a third of a step per chunk until measured; then as
+    measured, scaled by how much slower the steps are now), the live sample that comes with it,
+    the save, half a step; at most half the budget; with several processes, each evaluates its
+    share. Without a budget, nothing."""
+    from types import SimpleNamespace
+
+    trainer = make_trainer(words_text(20_000), tmp_path, clock=FakeClock(), time_budget=100.0, batch_size=8, seq_len=16, sample_chars=50)
+    val = len(trainer.val_ids)
+    c = trainer.costs
+    c.guess_save, c.guess_sample_per_char = 0.25, 0.01
+    assert trainer.end_reserve() == pytest.approx(0.25 + 50 * 0.01)  # no step timed yet
+    c.step = 0.3
+    assert trainer.end_reserve() == pytest.approx(0.3 * val / (8 * 16) / 3 + 0.5 + 0.25 + 0.15)
+    c.eval_per_char, c.step_at_eval = 1e-3, 0.2  # measured when a step took 0.2 s: now 1.5 times slower
+    assert trainer.end_reserve() == pytest.approx(1e-3 * val * 1.5 + 0.5 + 0.25 + 0.15)
+    c.save, c.sample_per_char = 1.0, 0.02
+    assert trainer.end_reserve() == pytest.approx(1e-3 * val * 1.5 + 50 * 0.02 + 1.0 + 0.15)
+    c.step_at_eval = None
+    assert trainer.end_reserve() == pytest.approx(1e-3 * val + 1.0 + 1.0 + 0.15)
+    trainer.dist = SimpleNamespace(world=2, rank=0, main=True)
+    assert trainer.end_reserve() == pytest.approx(1e-3 * val / 2 + 1.0 + 1.0 + 0.15)
+    trainer.cfg.sample_every = 0  # no live samples
+    assert trainer.end_reserve() == pytest.approx(1e-3 * val / 2 + 1.0 + 0.15)
+    c.eval_per_char = 1.0
+    assert trainer.end_reserve() == 50.0
+    assert make_trainer(words_text(3000), tmp_path / "steps", max_steps=10).end_reserve() == 0.0
+
+
+def test_once_the_time_is_up_a_smaller_reserve_starts_nothing_again(tmp_path):
+    trainer = make_trainer(words_text(3000), tmp_path, clock=FakeClock(), time_budget=10.0)
+    trainer.progress.train_seconds = 5.05
+    assert trainer.fraction_done() == pytest.approx(0.5)  # of 1.01 x the budget
+    trainer.progress.train_seconds, trainer._reserve = 9.0, 1.5
+    assert trainer.fraction_done() == 1.0  # 9 s of 10.1 - 1.5
+    trainer._reserve = 0.5
+    assert trainer.fraction_done() == 1.0  # 9 s of 10.1 - 0.5 would not be, but the time was up
+    tiny = make_trainer(words_text(3000), tmp_path / "tiny", clock=FakeClock(), time_budget=0.5)
+    tiny.progress.train_seconds = 0.2525
+    assert tiny.fraction_done() == pytest.approx(0.5)
