@@ -167,3 +167,69 @@ def test_random_states_of_every_process_and_device_are_accepted(good, tmp_path):
     assert set(checkpoint.load(path).rng) == {"torch", "torch.1", "cuda", "cuda.1"}
     path, said = damaged(good, tmp_path, lambda m, d: (two(m, d), d["rng"].update({"torch.2": d["rng"]["torch"]})))
     assert said == f"{path}: damaged checkpoint: unexpected random state 'torch.2'"
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d["model"]["head.bias"].add_(1e-3),
+    lambda d: d["model"].update({"head.bias2": d["model"].pop("head.bias")}),
+    lambda d: d.update(meta=d["meta"].replace('"step": 3', '"step": 2')),
+    lambda d: d["optimizer"]["state"][0]["exp_avg"].mul_(2),
+    lambda d: d["optimizer"]["param_groups"][0].update(lr=0.5),
+    lambda d: d["hidden"][1].add_(1.0),
+    lambda d: d.update(hidden=d["hidden"][:1]),
+    lambda d: d["rng"]["torch"].__setitem__(0, (int(d["rng"]["torch"][0]) + 1) % 256),
+    lambda d: d["model"].update({"head.bias": d["model"]["head.bias"].double()}),
+], ids=["a weight", "a weight's name", "the metadata", "a moment", "a setting", "the carried state", "a part of the state", "the random state", "a dtype"])
+def test_any_change_to_any_part_is_caught_by_the_checksum(good, tmp_path, change):
+    """A file changed after it was written (a flipped bit, an edit that does not recompute the
+    SHA-256) is refused before anything else looks at it."""
+    data = torch.load(good, map_location="cpu", weights_only=True)
+    change(data)
+    path = tmp_path / "changed.pt"
+    torch.save(data, path)
+    assert message(path) == f"{path}: damaged charrnn checkpoint (its contents do not match their checksum)"
+
+
+def test_a_save_that_fails_says_so_and_keeps_the_previous_file(good, tmp_path, monkeypatch):
+    import errno
+
+    ckpt = checkpoint.load(good)
+    path = tmp_path / "run" / "last.pt"
+    checkpoint.save(ckpt, path)
+    before = path.read_bytes()
+    for code, said in ((errno.EACCES, f"{path}: could not write checkpoint (Permission denied)"), (errno.ENOSPC, f"disk full while writing {path} (No space left on device)")):
+        def failing(obj, fh, code=code):
+            fh.write(b"partial")
+            raise OSError(code, __import__("os").strerror(code))
+
+        monkeypatch.setattr(torch, "save", failing)
+        with pytest.raises(CharRNNError) as info:
+            checkpoint.save(ckpt, path)
+        assert str(info.value) == said + ". The previous last.pt is untouched"
+        assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]
+        with pytest.raises(CharRNNError) as info:
+            checkpoint.save(ckpt, tmp_path / "run" / "best.pt")  # no previous one
+        assert str(info.value) == said.replace("last.pt", "best.pt")
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    monkeypatch.undo()
+    with pytest.raises(CharRNNError) as info:
+        checkpoint.save(ckpt, blocked / "last.pt")
+    assert str(info.value) == f"{blocked / 'last.pt'}: could not write checkpoint ({blocked} is a file, not a folder)"
+
+
+def test_the_temporaries_a_killed_save_leaves_are_removed_and_nothing_else(good, tmp_path):
+    import tempfile
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    stale = []
+    for name in ("last.pt", "best.pt"):
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)  # as files.atomic_write names them
+        __import__("os").close(fd)
+        stale.append(tmp)
+    kept = ["last.pt", "notes.tmp", ".hidden.tmp", ".last.pt.x", "metrics.jsonl"]
+    for name in kept:
+        (folder / name).write_text("x")
+    checkpoint.remove_stale_temporaries(folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(kept)
