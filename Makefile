@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 DEMO_SECONDS ?= 300
 
-.PHONY: setup demo test bench bench-quick bench-serve corpus clean help
+.PHONY: setup demo test mutants bench bench-quick bench-serve corpus clean help
 help:
 	@echo "make demo   set up, get the Shakespeare corpus, train ~$(DEMO_SECONDS)s, print a sample"
 	@echo "make test   set up and run the tests"
@@ -18,6 +18,7 @@ help:
 	@echo "make corpus get corpora/shakespeare.txt"
 	@echo "make bench  measure speed, idle and on a busy machine (charrnn bench --load; bench-quick: one minute, idle)"
 	@echo "make bench-serve  requests/s, latency and engine GFLOP/s of charrnn serve with 1, 4, 16 and 64 clients (about a minute)"
+	@echo "make mutants  mutation testing of the core modules, prints the survivors (about an hour; MODULES=\"step schedule\" for some)"
 
 setup: $(VENV)/.installed
 
@@ -39,6 +40,11 @@ demo: setup corpus
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# Mutation testing (README, Development): not part of `make test` nor of CI.
+MODULES ?=
+mutants: setup
+	$(BIN)/python scripts/mutants.py $(MODULES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .charrnn-cache

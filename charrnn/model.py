@@ -86,12 +86,12 @@ def numpy_weights(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {name: tensor.detach().float().cpu().numpy() for name, tensor in state.items()}
 
 
-def stream_loss(model: CharRNN, streams: np.ndarray, seq_len: int, device, carry_state: bool = True, whole: bool = False, deadline: float | None = None, on_progress=None) -> tuple[float, int]:
+def stream_loss(model: CharRNN, streams: np.ndarray, seq_len: int, device, carry_state: bool = True, whole: bool = False, deadline: float | None = None, on_progress=None, clock=time.perf_counter) -> tuple[float, int]:
     """Summed cross-entropy (nats) of predicting each next character of `streams` (B, N), and
     how many characters that covers: chunks of `seq_len` inputs read in order, the hidden state
     carried from one to the next (unless `carry_state` is off). Validation reads full chunks
     only (the same chunks every time); with `whole` the last, shorter chunk is read too (`eval`
-    scores every character). At `deadline` (a time.perf_counter() value) it stops after the
+    scores every character). At `deadline` (a reading of `clock`) it stops after the
     chunk in hand; `on_progress(done, total)` counts the targets of one stream."""
     n_targets = streams.shape[1] - 1
     n_chunks = -(-n_targets // seq_len) if whole else n_targets // seq_len
@@ -108,7 +108,7 @@ def stream_loss(model: CharRNN, streams: np.ndarray, seq_len: int, device, carry
                 count += y.numel()
                 if on_progress is not None:
                     on_progress(min(start + seq_len, n_targets), n_targets)
-                if deadline is not None and time.perf_counter() >= deadline:
+                if deadline is not None and clock() >= deadline:
                     break
     finally:
         model.train(was_training)

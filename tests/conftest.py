@@ -41,6 +41,24 @@ def words_text(n_chars: int, seed: int = 0) -> str:
     return "\n".join(lines)[:n_chars]
 
 
+def missing(reason: str):
+    """Skip the test for lack of something `make setup` installs (matplotlib, the .venv, torch's
+    gloo backend); under CI (CI=true), where every test must run, fail with the reason instead."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; under CI every test must run (make setup installs it)", pytrace=False)
+    pytest.skip(reason)
+
+
+def need_module(name: str, install: str):
+    """The module `name`, or `missing` (skipped; under CI, failed) with how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        missing(f"{name} is not installed ({install})")
+
+
 def repeat_text(n_chars: int, unit: str = "abcdefgh\n") -> str:
     """A perfectly predictable text: one unit repeated."""
     return (unit * (n_chars // len(unit) + 1))[:n_chars]

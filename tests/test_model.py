@@ -1,5 +1,6 @@
 """The network's regularisation and weight sharing: where dropout acts, and tied weights."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,10 +72,12 @@ def test_tied_weights_survive_export_and_sampling(tmp_path):
     train_tiny_run(tmp_path / "run", text, max_steps=4, hidden=16, embed=16, tie_weights=True)
     out = tmp_path / "m.npz"
     assert invoke("export", tmp_path / "run" / "last.pt", "--out", out).exit_code == 0
-    for source in (tmp_path / "run" / "last.pt", out):
-        result = invoke("sample", "--checkpoint", source, "--length", 20, "--seed", 1)
+    texts = []
+    for source in (tmp_path / "run" / "last.pt", out):  # torch computes the first, NumPy the second
+        result = invoke("sample", "--checkpoint", source, "--length", 40, "--seed", 1)
         assert result.exit_code == 0, result.stderr
-        assert len(result.stdout) >= 20
+        texts.append(result.stdout)
+    assert len(texts[0]) == 40 and texts[0] == texts[1]  # the same weights read in and out: the same text
 
 
 def test_tied_weights_need_embed_equal_to_hidden():
@@ -94,3 +97,76 @@ def test_checkpoints_from_before_tied_weights_load_untied(tmp_path):
 
     info = read_info(meta)
     assert info.model.tie_weights is False and info.config.tie_weights is False
+
+
+def test_a_hidden_state_goes_to_a_list_and_back_on_the_device_asked_for():
+    from charrnn.model import hidden_from_list, hidden_to_list
+
+    h, c = torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    assert hidden_to_list(None) == [] and hidden_from_list([], "lstm", "cpu") is None
+    pair = hidden_from_list(hidden_to_list((h, c)), "lstm", "cpu")
+    assert isinstance(pair, tuple) and torch.equal(pair[0], h) and torch.equal(pair[1], c)
+    for cell in ("gru", "rnn"):
+        one = hidden_from_list(hidden_to_list(h), cell, "cpu")
+        assert isinstance(one, torch.Tensor) and torch.equal(one, h)
+    assert hidden_from_list([h], "gru", "meta").device.type == "meta"
+    assert all(t.device.type == "meta" for t in hidden_from_list([h, c], "lstm", torch.device("meta")))
+
+
+def by_hand_losses(model, streams: np.ndarray) -> torch.Tensor:
+    """The loss of every next character of each stream, read in one pass (the state carried)."""
+    with torch.no_grad():
+        logits, _ = model(torch.from_numpy(streams[:, :-1]))
+        return torch.nn.functional.cross_entropy(logits.transpose(1, 2), torch.from_numpy(streams[:, 1:]), reduction="none")
+
+
+def test_stream_loss_is_the_loss_of_each_next_character_read_chunk_by_chunk():
+    """Chunks of seq_len with the state carried give the loss of one pass over the streams: full
+    chunks only, or with `whole` every character; without carried state, each chunk from zero;
+    in eval mode (no dropout), leaving the model's mode as it was."""
+    from charrnn.model import stream_loss
+
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=7, layers=2, hidden=12, embed=5, dropout=0.5))
+    streams = np.random.default_rng(0).integers(0, 7, size=(3, 30))  # 29 targets: 3 chunks of 8, and 5
+    model.eval()
+    losses = by_hand_losses(model, streams)
+    model.train()
+    total, count = stream_loss(model, streams, 8, "cpu")
+    assert model.training and count == 3 * 24 and total == pytest.approx(losses[:, :24].sum().item(), rel=1e-5)
+    total, count = stream_loss(model, streams, 8, "cpu", whole=True)
+    assert count == 3 * 29 and total == pytest.approx(losses.sum().item(), rel=1e-5)
+    model.eval()
+    reset = sum(by_hand_losses(model, streams[:, start : start + 9]).sum().item() for start in (0, 8, 16))
+    total, count = stream_loss(model, streams, 8, "cpu", carry_state=False)
+    assert not model.training and count == 3 * 24 and total == pytest.approx(reset, rel=1e-5)
+    assert stream_loss(model, streams[:, :8], 8, "cpu") == (0.0, 0)  # 7 targets: no full chunk
+
+
+def test_stream_loss_reports_progress_and_stops_at_a_deadline():
+    from charrnn.model import stream_loss
+
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=7, layers=1, hidden=8, embed=4)).eval()
+    streams = np.random.default_rng(1).integers(0, 7, size=(2, 30))
+    seen = []
+    stream_loss(model, streams, 8, "cpu", whole=True, on_progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(8, 29), (16, 29), (24, 29), (29, 29)]
+    readings = iter(range(100))  # a clock read once after each chunk: 0, 1, 2...
+    total, count = stream_loss(model, streams, 8, "cpu", deadline=1, clock=lambda: next(readings))
+    assert count == 2 * 2 * 8  # the clock reached the deadline after the second chunk: stop there
+    assert total == pytest.approx(by_hand_losses(model, streams)[:, :16].sum().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_init_hidden_is_the_zero_state_a_model_starts_from(cell):
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=7, cell=cell, layers=2, hidden=5, embed=3)).eval()
+    state = model.init_hidden(4)
+    parts = state if cell == "lstm" else (state,)
+    assert isinstance(state, tuple) == (cell == "lstm") and len(parts) == (2 if cell == "lstm" else 1)
+    assert all(t.shape == (2, 4, 5) and not t.any() and t.device == model.head.weight.device for t in parts)
+    ids = torch.randint(0, 7, (4, 6))
+    with torch.no_grad():
+        assert torch.equal(model(ids, state)[0], model(ids, None)[0])
+    assert all(t.device.type == "meta" for t in (model.init_hidden(2, "meta") if cell == "lstm" else (model.init_hidden(2, "meta"),)))

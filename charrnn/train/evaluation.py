@@ -42,17 +42,17 @@ def learned_nothing(last_eval: dict[str, Any], ids: np.ndarray, vocab_size: int)
     )
 
 
-def evaluate_sum(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device, carry_state: bool = True, rank: int = 0, world: int = 1, deadline: float | None = None) -> tuple[float, int]:
+def evaluate_sum(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device, carry_state: bool = True, rank: int = 0, world: int = 1, deadline: float | None = None, clock=time.perf_counter) -> tuple[float, int]:
     """Summed cross-entropy (nats) and the number of characters it covers, over this process'
     share of `ids`: the ids are laid out as `batch_size` x `world` streams, and process `rank`
     evaluates its block of them with carried state (unless told not to). At `deadline` (a
-    time.perf_counter() value) it stops after the chunk in hand: the loss of the first chunks."""
+    reading of `clock`) it stops after the chunk in hand: the loss of the first chunks."""
     seq_len = min(seq_len, len(ids) - 1)
     n_streams = max(1, fit_batch_size(len(ids), seq_len, batch_size * world))
     streams = batchify(ids, n_streams)[shard_rows(n_streams, rank, world)]
     if not len(streams):
         return 0.0, 0
-    return stream_loss(model, streams, seq_len, device, carry_state, deadline=deadline)
+    return stream_loss(model, streams, seq_len, device, carry_state, deadline=deadline, clock=clock)
 
 
 def evaluate(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device, carry_state: bool = True) -> float:

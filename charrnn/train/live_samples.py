@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
-
 from charrnn.config import SampleConfig
 from charrnn.sample.generate import generate_text
 from charrnn.sample.torch_engine import TorchStepper
@@ -27,10 +24,10 @@ class LiveSamples:
             return
         cfg = self.cfg
         sample_cfg = SampleConfig(length=cfg.sample_chars, temp=0.8, prime=cfg.sample_prime, seed=cfg.seed)
-        started = time.perf_counter()
+        started = self.clock()
         try:
             text = generate_text(TorchStepper(self.model, self.device), self.vocab, sample_cfg)[0]
         finally:
             self.model.train()
-        self.costs.sample_per_char = (time.perf_counter() - started) / max(1, len(cfg.sample_prime) + cfg.sample_chars)
+        self.costs.sample_per_char = (self.clock() - started) / max(1, len(cfg.sample_prime) + cfg.sample_chars)
         self.events({"event": "sample", "step": self.progress.step, "prime": cfg.sample_prime, "text": text})

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from typing import Any
 
 from charrnn.data.batches import release_pages
@@ -42,17 +41,17 @@ class Metrics:
         without a validation split), over all processes; the validation is cut short where a
         --time-budget would not leave time for the run's end."""
         p, d, costs = self.progress, self.dist, self.costs
-        started = time.perf_counter()
+        started = self.clock()
         ends = self._time_left() - costs.save_s() - (costs.sample_s(self.cfg.sample_chars) if self._sample_due(True) else 0.0)
         deadline = started + max(ends, 0.0) if math.isfinite(ends) else None  # keep --time-budget
         total, count = (
-            evaluate_sum(self.model, self.val_ids, self.batch_size, self.cfg.seq_len, self.device, self.cfg.carry_state, d.rank, d.world, deadline)
+            evaluate_sum(self.model, self.val_ids, self.batch_size, self.cfg.seq_len, self.device, self.cfg.carry_state, d.rank, d.world, deadline, self.clock)
             if len(self.val_ids)
             else (0.0, 0)
         )
         if count:
-            costs.eval_per_char, costs.step_at_eval = (time.perf_counter() - started) / count, costs.step
-        cut = deadline is not None and time.perf_counter() >= deadline
+            costs.eval_per_char, costs.step_at_eval = (self.clock() - started) / count, costs.step
+        cut = deadline is not None and self.clock() >= deadline
         loss_sum, loss_count, total, count, cut = d.sum([p.loss_sum, p.loss_count, total, count, float(cut)])
         if cut and len(self.val_ids):
             self._warn(f"evaluated {plural(int(count), 'validation character')} of {len(self.val_ids):,} to keep --time-budget {self.cfg.time_budget:g}")

@@ -80,9 +80,9 @@ class RunState:
             rng=state["rng"],
             hidden=state["hidden"],
         )
-        started = time.perf_counter()
+        started = self.clock()
         checkpoint.save(ckpt, path)
-        self.costs.save = time.perf_counter() - started
+        self.costs.save = self.clock() - started
         self.events({"event": "save", "path": str(path), "step": self.progress.step})
         return path
 

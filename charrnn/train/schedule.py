@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import math
 import dataclasses
-import time
-
-
 
 
 @dataclasses.dataclass
@@ -88,4 +85,4 @@ class Schedule:
         """Seconds left of --time-budget (infinite without one)."""
         if not self.cfg.time_budget:
             return math.inf
-        return self._budget_end() - self.progress.train_seconds - (time.perf_counter() - self._tick)
+        return self._budget_end() - self.progress.train_seconds - (self.clock() - self._tick)

@@ -72,20 +72,24 @@ class Trainer(Step, Metrics, Agreement, Schedule, ThreadUse, LiveSamples, RunSta
         corpus_digest: str | None = None,
         dist: Dist | None = None,
         started_at: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ):
         """`started_at`: the time.monotonic() at which the command began; --time-budget counts
-        from there (start-up included). Default: now."""
+        from there (start-up included). Default: now. `clock`: what the budget, the step times and
+        the costs of the run's end are read from (seconds; time.monotonic, or a test's fake clock
+        of which `started_at` is then a reading)."""
         self.cfg, self.vocab, self.run_dir = cfg, vocab, Path(run_dir)
         self.dist = dist or Dist()
         self.events = (events or (lambda event: None)) if self.dist.main else (lambda event: None)
         self.corpus_path = corpus_path
         self.device = self.dist.device if self.dist.world > 1 else pick_device(cfg.device)
-        self.started_at = time.monotonic() if started_at is None else started_at
+        self.clock = clock
+        self.started_at = clock() if started_at is None else started_at
         self.costs = Costs()
         self._recent_steps: collections.deque[float] = collections.deque(maxlen=25)
         self._reserve = 0.0  # seconds kept for the end of a --time-budget run (agreed by all processes)
         self._time_up = False
-        self._tick = time.perf_counter()
+        self._tick = self.clock()
         self.batch_size = self._batch_size_per_process(len(train_ids), resume_from)
         self.policy = self._thread_policy()
         self.threads = self.policy.threads if self.policy else cfg.threads
@@ -191,10 +195,10 @@ class Trainer(Step, Metrics, Agreement, Schedule, ThreadUse, LiveSamples, RunSta
                 f"to train on, resume with a higher one"
             )
         self.train_model.train()
-        self._window_start, self._window_chars = time.perf_counter(), 0  # what chars/s measures
-        p.train_seconds += time.monotonic() - self.started_at  # start-up counts against the budget
-        self.started_at = time.monotonic()  # (once: fit may be called again)
-        self._tick = time.perf_counter()  # p.train_seconds counts up to here
+        self._window_start, self._window_chars = self.clock(), 0  # what chars/s measures
+        p.train_seconds += self.clock() - self.started_at  # start-up counts against the budget
+        self.started_at = self.clock()  # (once: fit may be called again)
+        self._tick = self.clock()  # p.train_seconds counts up to here
 
     def _start_event(self) -> dict[str, Any]:
         return {
@@ -220,7 +224,7 @@ class Trainer(Step, Metrics, Agreement, Schedule, ThreadUse, LiveSamples, RunSta
         self._agree_on_stop_and_clock()
         if self.fraction_done() >= 1.0:
             if p.step and self._any_train_loss():  # the time ran out after the last step's checks (a save, a larger reserve)
-                self._evaluate(self.lr_at(p.step, 1.0), self._chars_per_sec(time.perf_counter()))
+                self._evaluate(self.lr_at(p.step, 1.0), self._chars_per_sec(self.clock()))
             return "done"
         if until_step is not None and p.step >= until_step:
             return "until_step"
@@ -235,7 +239,7 @@ class Trainer(Step, Metrics, Agreement, Schedule, ThreadUse, LiveSamples, RunSta
         p = self.progress
         loss_value, lr = self.train_step()
         self._window_chars += self.batch_size * self.cfg.seq_len * self.dist.world
-        now = time.perf_counter()
+        now = self.clock()
         self._measured_step(now - self._tick)
         self._adapt_threads(now - self._tick)
         p.train_seconds += now - self._tick
@@ -254,7 +258,7 @@ class Trainer(Step, Metrics, Agreement, Schedule, ThreadUse, LiveSamples, RunSta
             }
         )
         self._due_after_step(lr, now)
-        after = time.perf_counter()
+        after = self.clock()
         p.train_seconds += after - self._tick  # evaluation and saving count against the budget
         self._tick = after
 
@@ -272,7 +276,7 @@ class Trainer(Step, Metrics, Agreement, Schedule, ThreadUse, LiveSamples, RunSta
             self._sample()
         if evaluated or sampled:  # chars/s measures training only
             self._window_chars = 0
-            self._window_start = time.perf_counter()
+            self._window_start = self.clock()
         if p.step % cfg.save_every == 0 and not self._bad_in_a_row:  # never save in a bad streak
             self.save("last.pt")
 
@@ -289,7 +293,7 @@ class Trainer(Step, Metrics, Agreement, Schedule, ThreadUse, LiveSamples, RunSta
             "last": str(last_path),
             "best": str(self.run_dir / "best.pt"),
             "skipped_steps": p.skipped_steps,
-            "elapsed_s": p.train_seconds + time.perf_counter() - self._tick,
+            "elapsed_s": p.train_seconds + self.clock() - self._tick,
         }
         self.events(summary)
         return summary

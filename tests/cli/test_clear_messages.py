@@ -23,7 +23,7 @@ from charrnn.sample.generate import probabilities
 from charrnn.train.evaluation import unigram_entropy
 from charrnn.train.resources import training_bytes
 
-from conftest import ROOT, TINY, invoke, repeat_text, words_text
+from conftest import ROOT, TINY, invoke, need_module, repeat_text, words_text
 from data.test_input import assert_one_line_error
 
 
@@ -160,6 +160,6 @@ def test_messages_are_not_cut_at_80_columns_in_logs(run, tmp_path):
     lines = exported.stderr.decode().splitlines()
     assert exported.returncode == 0 and len(lines) == 1, lines
     assert shlex.split(lines[0].split("sample from it with: ", 1)[1]) == ["charrnn", "sample", "-c", str(out)]
-    pytest.importorskip("matplotlib")
+    need_module("matplotlib", "pip install -e '.[plot]'")
     plotted = invoke("plot", str(run), "--out", str(folder / "loss.png"))
     assert plotted.returncode == 0 and plotted.stderr.decode().splitlines() == [f"wrote {folder / 'loss.png'}"]

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from conftest import TINY, invoke, run_cli, words_text
+from conftest import TINY, invoke, missing, run_cli, words_text
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +202,7 @@ def test_python_m_charrnn_without_the_dependencies_hands_over_to_the_project_ven
 
     root = Path(charrnn.__file__).resolve().parent.parent
     if not (root / ".venv" / "bin" / "python").exists():
-        pytest.skip("no .venv in this checkout (make setup makes it)")
+        missing("no .venv in this checkout (make setup makes it)")
     env = {**os.environ, "PYTHONPATH": str(root)}
     env.pop("CHARRNN_VENV_HOP", None)
     args = [sys.executable, "-S", "-m", "charrnn", "--help"]

@@ -12,7 +12,7 @@ import pytest
 from charrnn.errors import CharRNNError
 from charrnn.insight.plot import load_curves, save_figure, terminal_chart
 
-from conftest import run_cli
+from conftest import need_module, run_cli
 from tiny_run import invoke
 
 
@@ -96,7 +96,7 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 def test_png_and_svg_files(two_runs, tmp_path):
-    pytest.importorskip("matplotlib")
+    need_module("matplotlib", "pip install -e '.[plot]'")
     result = invoke("plot", *two_runs, "--out", tmp_path / "loss.png")
     assert result.exit_code == 0, result.stderr
     assert result.stdout == "" and "wrote" in result.stderr

@@ -24,7 +24,7 @@ def root(tmp_path_factory):
     (broken / "last.pt").write_bytes(b"not a checkpoint")
     (broken / "metrics.jsonl").write_text('{"step": 5, "chars_seen": 320, "val_loss": 2.5}\n{"step": 10, "chars')
     (root / "notes").mkdir()  # a folder without run files is not a run
-    for age_s, name in ((300, "lstm-run"), (200, "sweep/gru-run"), (100, "broken")):
+    for age_s, name in ((5.5 * 3600, "lstm-run"), (4.5 * 3600, "sweep/gru-run"), (3.5 * 3600, "broken")):  # (half an hour from the next age shown)
         for f in (root / name).iterdir():
             os.utime(f, (f.stat().st_atime, f.stat().st_mtime - age_s))
     return root
@@ -58,7 +58,7 @@ def test_runs_command_prints_a_table(root):
     assert lines[1].split() == ["run", "model", "params", "steps", "chars", "val", "loss", "bpc", "modified"]
     rows = {line.split()[0]: line.split() for line in lines[3:] if line.strip()}
     assert rows["lstm-run"][1:4] == ["LSTM", "2×16", human(_params(root / "lstm-run"))]
-    assert rows["lstm-run"][4:6] == ["20", "1.28k"] and rows["lstm-run"][-2:] == ["5m", "ago"]
+    assert rows["lstm-run"][4:6] == ["20", "1.28k"] and rows["lstm-run"][-2:] == ["5h", "ago"]
     assert rows["broken"][1] == "unreadable"
     assert "warning: broken:" in result.stderr and "not a readable charrnn checkpoint" in result.stderr
 

@@ -13,12 +13,15 @@ from charrnn.store import checkpoint
 from charrnn.data.batches import resume_batch_size, shard_rows
 from charrnn.train.distributed import Dist, command_started, launch_command, state_digest, strip_option
 
-from conftest import TINY, invoke, run_cli, words_text
+from conftest import TINY, invoke, missing, run_cli, words_text
 
-gloo = pytest.mark.skipif(
-    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
-    reason="this torch has no torch.distributed with the gloo backend",
-)
+@pytest.fixture
+def needs_gloo():
+    if not (torch.distributed.is_available() and torch.distributed.is_gloo_available()):
+        missing("this torch has no torch.distributed with the gloo backend")
+
+
+gloo = pytest.mark.usefixtures("needs_gloo")
 
 
 def test_streams_are_shared_out_in_contiguous_blocks():

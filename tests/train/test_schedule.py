@@ -1,0 +1,194 @@
+"""Where a run ends and the learning rate on the way there, for each limit (--max-steps,
+--max-epochs, --time-budget): the schedule ends where the run ends. Time is a fake clock that
+moves only when a step or an evaluation says so, so that no test depends on the machine's speed."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from conftest import repeat_text, words_text
+from train.test_train import make_trainer
+
+
+class FakeClock:
+    """Seconds that pass only when told to (`advance`); a Trainer reads it as its clock."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def costing(trainer, clock: FakeClock, step: float, eval_chunk: float | None = None) -> None:
+    """Make every training step of `trainer` take `step` seconds of `clock`, and every forward
+    pass of an evaluation or a live sample take `eval_chunk` for a chunk of --seq-len characters
+    (default: a third of a step, about what it costs), less for fewer (a sample's one)."""
+    per_char = (step / 3 if eval_chunk is None else eval_chunk) / trainer.cfg.seq_len
+
+    def hook(module, args, out):
+        clock.advance(step if module.training else per_char * args[0].shape[1])
+
+    trainer.model.register_forward_hook(hook)
+
+
+def cosine(lr: float, floor: float, fraction: float) -> float:
+    """The cosine schedule, from lr at fraction 0 to lr x floor at fraction 1 (warm-up 0)."""
+    return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * fraction)))
+
+
+def run(trainer) -> tuple[dict, list[dict]]:
+    steps: list[dict] = []
+    events = trainer.events
+    trainer.events = lambda e: (steps.append(e) if e["event"] == "step" else None, events(e))
+    return trainer.fit(), steps
+
+
+def test_max_steps_ends_the_run_and_the_cosine_at_that_step(tmp_path):
+    trainer = make_trainer(words_text(3000), tmp_path, lr=0.1, min_lr_frac=0.2, max_steps=20, eval_every=1000)
+    applied = []  # the rate AdamW steps with, not only the one reported
+    trainer.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: applied.append(optimizer.param_groups[0]["lr"]))
+    summary, steps = run(trainer)
+    assert summary["step"] == 20 and [e["step"] for e in steps] == list(range(1, 21))
+    assert [e["lr"] for e in steps] == applied == pytest.approx([cosine(0.1, 0.2, k / 20) for k in range(20)], rel=1e-12)
+    assert steps[-1]["fraction"] == 1.0 and all(e["fraction"] < 1.0 for e in steps[:-1])
+
+
+def test_max_epochs_ends_the_run_after_that_many_passes_and_the_cosine_with_it(tmp_path):
+    trainer = make_trainer(words_text(2000), tmp_path, lr=0.1, min_lr_frac=0.2, max_epochs=2.5, seq_len=16, batch_size=4, eval_every=1000)
+    per_epoch = trainer.chunks_per_epoch
+    assert per_epoch % 2 == 0 and per_epoch >= 10  # (so that 2.5 epochs is a whole number of steps)
+    total = per_epoch * 5 // 2
+    summary, steps = run(trainer)
+    assert summary["step"] == total and steps[-1]["epoch"] == 2.5
+    assert [e["lr"] for e in steps] == pytest.approx([cosine(0.1, 0.2, k / total) for k in range(total)], rel=1e-12)
+    assert steps[-1]["fraction"] == 1.0 and all(e["fraction"] < 1.0 for e in steps[:-1])
+
+
+def test_a_time_budget_ends_the_run_on_time_and_the_cosine_with_it(tmp_path):
+    """Steps of 0.1 s in a 3 s budget: the run ends once the budget (less the time it keeps for
+    its end) is spent, and the learning rate follows the time, not the steps."""
+    clock = FakeClock()
+    trainer = make_trainer(words_text(20_000), tmp_path, clock=clock, lr=0.1, min_lr_frac=0.2, time_budget=3.0, eval_every=1000, sample_every=0)
+    costing(trainer, clock, step=0.1)
+    summary, steps = run(trainer)
+    assert summary["reason"] == "done" and 2.7 <= summary["elapsed_s"] <= 3.0 * 1.01, summary
+    assert 25 <= summary["step"] <= 30 and steps[-1]["fraction"] == 1.0
+    lrs = [e["lr"] for e in steps]
+    assert lrs[0] == pytest.approx(0.1) and lrs[-1] < cosine(0.1, 0.2, 0.95)  # from the top to the floor
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    for before, after in zip(steps[1:], steps[2:]):  # each step's rate is that of the time spent before it
+        assert after["lr"] == pytest.approx(cosine(0.1, 0.2, before["fraction"]), rel=1e-9)  # (from the second: the
+        # time kept for the end, in the fraction, is known once a step has been timed)
+
+
+def test_the_learning_rate_follows_the_time_whatever_the_steps_cost(tmp_path):
+    """Steps that get slower halfway (a busy machine): the rate still falls with the time spent,
+    so fewer steps are left for the second half of the schedule."""
+    clock = FakeClock()
+    trainer = make_trainer(words_text(20_000), tmp_path, clock=clock, lr=0.1, min_lr_frac=0.0, time_budget=4.0, eval_every=1000, sample_every=0)
+    costs = iter([0.05] * 40 + [0.2] * 100)
+    trainer.model.register_forward_hook(lambda module, args, out: clock.advance(next(costs) if module.training else 0.0))
+    summary, steps = run(trainer)
+    assert summary["reason"] == "done" and steps[-1]["fraction"] == 1.0
+    assert steps[39]["elapsed_s"] == pytest.approx(2.0)  # 40 fast steps: half the budget
+    assert 0.04 < steps[40]["lr"] < 0.05  # half the peak rate, at about half the time (less the end's)
+    assert steps[-1]["lr"] < 0.002
+    assert 45 <= summary["step"] <= 52  # about 10 slow steps in the second half
+
+
+def test_the_time_budget_counts_start_up_and_ends_once(tmp_path):
+    """Start-up before fit() (here 1 s of a 3 s budget) counts; training ends with one final
+    evaluation, not again after the reserve it kept turns out larger than needed."""
+    clock = FakeClock()
+    events = []
+    trainer = make_trainer(repeat_text(30_000, "the quick brown fox.\n"), tmp_path, events=events.append, clock=clock, time_budget=3.0, eval_every=10_000, max_epochs=None)
+    costing(trainer, clock, step=0.05)
+    trainer.started_at = clock() - 1.0
+    summary = trainer.fit()
+    assert 2.7 < summary["elapsed_s"] <= 3.0 * 1.01, summary
+    assert 1.2 <= summary["step"] * 0.05 <= 1.6  # what start-up left, less the end's time (2.4 s without start-up)
+    assert len([e for e in events if e["event"] == "eval"]) == 1
+
+
+def test_a_slow_evaluation_does_not_push_a_run_past_its_time_budget(tmp_path):
+    """The evaluation at the end would take 100 chunks x 0.05 s = 5 s of a 2 s budget: it is cut
+    at the budget, said so, and the run still ends within it (with its last.pt)."""
+    clock = FakeClock()
+    events = []
+    text = repeat_text(30_000, "the quick brown fox.\n")
+    trainer = make_trainer(text, tmp_path, events=events.append, clock=clock, time_budget=2.0, eval_every=10_000, sample_every=0, max_epochs=None, val_frac=0.45)
+    costing(trainer, clock, step=0.02, eval_chunk=0.05)
+    started = clock()
+    summary = trainer.fit()
+    assert summary["reason"] == "done" and summary["step"] > 0
+    assert clock() - started <= 2.0 * 1.01 + 0.05, clock() - started  # (the chunk in hand when the time is up)
+    warnings = [e["message"] for e in events if e["event"] == "warning"]
+    assert any("to keep --time-budget 2" in w for w in warnings), warnings
+    evaluations = [e for e in events if e["event"] == "eval"]
+    assert len(evaluations) == 1 and evaluations[0]["val_loss"] is not None
+    assert (tmp_path / "run" / "last.pt").exists()
+
+
+def test_warm_up_then_constant(tmp_path):
+    trainer = make_trainer(words_text(3000), tmp_path, lr=0.1, warmup=4, lr_schedule="constant", max_steps=8, eval_every=1000)
+    _, steps = run(trainer)
+    assert [e["lr"] for e in steps] == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1, 0.1, 0.1], rel=1e-12)
+
+
+def test_the_costs_of_a_runs_end_are_guessed_until_measured():
+    from charrnn.train.schedule import Costs
+
+    costs = Costs(guess_save=0.3, guess_sample_per_char=0.002)
+    assert costs.save_s() == 0.3 and costs.sample_s(100) == pytest.approx(0.2)
+    costs.save, costs.sample_per_char = 1.5, 0.01
+    assert costs.save_s() == 1.5 and costs.sample_s(100) == pytest.approx(1.0)
+    costs.save = 0.0  # measured, if too fast to see
+    assert costs.save_s() == 0.0
+
+
+def test_the_time_a_budget_run_keeps_for_its_end(tmp_path):
+    """The final evaluation (guessed at a third of a step per chunk until measured; then as
+    measured, scaled by how much slower the steps are now), the live sample that comes with it,
+    the save, half a step; at most half the budget; with several processes, each evaluates its
+    share. Without a budget, nothing."""
+    from types import SimpleNamespace
+
+    trainer = make_trainer(words_text(20_000), tmp_path, clock=FakeClock(), time_budget=100.0, batch_size=8, seq_len=16, sample_chars=50)
+    val = len(trainer.val_ids)
+    c = trainer.costs
+    c.guess_save, c.guess_sample_per_char = 0.25, 0.01
+    assert trainer.end_reserve() == pytest.approx(0.25 + 50 * 0.01)  # no step timed yet
+    c.step = 0.3
+    assert trainer.end_reserve() == pytest.approx(0.3 * val / (8 * 16) / 3 + 0.5 + 0.25 + 0.15)
+    c.eval_per_char, c.step_at_eval = 1e-3, 0.2  # measured when a step took 0.2 s: now 1.5 times slower
+    assert trainer.end_reserve() == pytest.approx(1e-3 * val * 1.5 + 0.5 + 0.25 + 0.15)
+    c.save, c.sample_per_char = 1.0, 0.02
+    assert trainer.end_reserve() == pytest.approx(1e-3 * val * 1.5 + 50 * 0.02 + 1.0 + 0.15)
+    c.step_at_eval = None
+    assert trainer.end_reserve() == pytest.approx(1e-3 * val + 1.0 + 1.0 + 0.15)
+    trainer.dist = SimpleNamespace(world=2, rank=0, main=True)
+    assert trainer.end_reserve() == pytest.approx(1e-3 * val / 2 + 1.0 + 1.0 + 0.15)
+    trainer.cfg.sample_every = 0  # no live samples
+    assert trainer.end_reserve() == pytest.approx(1e-3 * val / 2 + 1.0 + 0.15)
+    c.eval_per_char = 1.0
+    assert trainer.end_reserve() == 50.0
+    assert make_trainer(words_text(3000), tmp_path / "steps", max_steps=10).end_reserve() == 0.0
+
+
+def test_once_the_time_is_up_a_smaller_reserve_starts_nothing_again(tmp_path):
+    trainer = make_trainer(words_text(3000), tmp_path, clock=FakeClock(), time_budget=10.0)
+    trainer.progress.train_seconds = 5.05
+    assert trainer.fraction_done() == pytest.approx(0.5)  # of 1.01 x the budget
+    trainer.progress.train_seconds, trainer._reserve = 9.0, 1.5
+    assert trainer.fraction_done() == 1.0  # 9 s of 10.1 - 1.5
+    trainer._reserve = 0.5
+    assert trainer.fraction_done() == 1.0  # 9 s of 10.1 - 0.5 would not be, but the time was up
+    tiny = make_trainer(words_text(3000), tmp_path / "tiny", clock=FakeClock(), time_budget=0.5)
+    tiny.progress.train_seconds = 0.2525
+    assert tiny.fraction_done() == pytest.approx(0.5)

@@ -1,0 +1,127 @@
+"""One training step, seen from outside: the state each chunk starts from, AdamW's weight decay
+and the gradient clipping, each visible in what the model and the optimizer are given."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from charrnn.train.numpy_engine import NumpyTrainer
+from charrnn.train.trainer import Trainer
+
+from conftest import repeat_text, words_text
+from train.test_train import make_trainer
+
+
+def as_tuple(state) -> tuple[torch.Tensor, ...]:
+    """A hidden state as a tuple of tensors: (h,) or (h, c); () for None (a zero state)."""
+    if state is None:
+        return ()
+    return tuple(t.detach().clone() for t in (state if isinstance(state, tuple) else (state,)))
+
+
+def is_zero(state: tuple[torch.Tensor, ...]) -> bool:
+    return all(not t.any() for t in state)
+
+
+def chunk_states(trainer) -> list[tuple[tuple, tuple]]:
+    """Filled while training: for each training chunk, in order, the state the recurrent layers
+    start from and the state they end with (evaluations and samples are left out)."""
+    seen: list[tuple[tuple, tuple]] = []
+
+    def hook(module, args, output):
+        if module.training:
+            seen.append((as_tuple(args[1] if len(args) > 1 else None), as_tuple(output[1])))
+
+    trainer.model.rnn.register_forward_hook(hook)
+    return seen
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_chunk_starts_from_the_state_the_previous_chunk_of_its_streams_ended_with(cell, tmp_path):
+    """Carried state: chunk k of an epoch starts where chunk k - 1 stopped (the same streams, the
+    next characters), and the first chunk of every epoch starts from zero."""
+    trainer = make_trainer(words_text(700), tmp_path, cell=cell, seq_len=16, batch_size=4, max_steps=25, eval_every=1000)
+    per_epoch = trainer.chunks_per_epoch
+    assert 3 <= per_epoch <= 12  # several chunks, and more than two epochs in 25 steps
+    seen = chunk_states(trainer)
+    trainer.fit()
+    assert len(seen) == 25
+    for step, (start, end) in enumerate(seen):
+        assert not is_zero(end)
+        if step % per_epoch == 0:  # an epoch's first chunk: the streams start again at their beginning
+            assert is_zero(start), f"step {step}: the first chunk of epoch {step // per_epoch} does not start from zero"
+        else:
+            previous_end = seen[step - 1][1]
+            assert len(start) == len(previous_end) and all(torch.equal(a, b) for a, b in zip(start, previous_end)), (
+                f"step {step}: the chunk does not start from the state the previous chunk ended with"
+            )
+
+
+def test_without_carried_state_every_chunk_starts_from_zero(tmp_path):
+    trainer = make_trainer(words_text(700), tmp_path, seq_len=16, batch_size=4, max_steps=12, eval_every=1000, carry_state=False)
+    seen = chunk_states(trainer)
+    trainer.fit()
+    assert len(seen) == 12 and all(is_zero(start) and not is_zero(end) for start, end in seen)
+
+
+def weights(trainer) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+
+
+@pytest.mark.parametrize("engine", [Trainer, NumpyTrainer])
+def test_weight_decay_shrinks_every_weight_by_lr_times_decay(engine, tmp_path):
+    """AdamW decays the weights apart from the gradient's update: from the same start, one step
+    with --weight-decay wd leaves every weight lr x wd x its old value below the step without."""
+    lr, decay = 0.05, 0.5
+    after = {}
+    for wd in (0.0, decay):
+        trainer = make_trainer(words_text(3000), tmp_path / str(wd), engine=engine, lr=lr, warmup=0, weight_decay=wd, max_steps=10)
+        before = weights(trainer)
+        trainer.train_step()
+        after[wd] = weights(trainer)
+    for name, w0 in before.items():
+        assert w0.abs().max() > 0.05, name
+        torch.testing.assert_close(after[decay][name] - after[0.0][name], -lr * decay * w0, rtol=0, atol=2e-6, msg=name)
+
+
+def grad_norm(model) -> float:
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in model.parameters() if p.grad is not None])).item()
+
+
+@pytest.mark.parametrize("engine", [Trainer, NumpyTrainer])
+def test_the_optimizer_is_given_the_gradient_clipped_to_grad_clip(engine, tmp_path):
+    """The gradient AdamW applies has the norm --grad-clip where the raw one is larger, the raw
+    one where it is smaller; with --grad-clip 0, always the raw one."""
+    for clip in (0.02, 0.3, 0.0):
+        trainer = make_trainer(repeat_text(3000, "the quick brown fox.\n"), tmp_path / str(clip), engine=engine, grad_clip=clip, lr=0.05, max_steps=6)
+        raw, applied = [], []
+        gradients = trainer.gradients
+
+        def measured(x, y):
+            loss, norm, hidden = gradients(x, y)
+            raw.append(norm)
+            return loss, norm, hidden
+
+        trainer.gradients = measured
+        trainer.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: applied.append(grad_norm(trainer.model)))
+        trainer.fit()
+        assert len(raw) == len(applied) == 6
+        assert all(r > 0.1 for r in raw), raw  # (a clip of 0.02 always cuts)
+        if clip == 0.3:
+            assert min(raw) < clip < max(raw), raw  # some steps are cut, some not
+        expected = [min(r, clip) if clip else r for r in raw]
+        assert applied == pytest.approx(expected, rel=1e-4), (clip, raw, applied)
+
+
+def test_the_training_loss_of_an_evaluation_is_the_mean_of_the_steps_since_the_last_one(tmp_path):
+    events = []
+    trainer = make_trainer(words_text(3000), tmp_path, events=events.append, max_steps=12, eval_every=5, batch_size=4, seq_len=16)
+    trainer.fit()
+    steps = {e["step"]: e for e in events if e["event"] == "step"}
+    evals = [e for e in events if e["event"] == "eval"]
+    assert [e["step"] for e in evals] == [5, 10, 12]
+    for previous, now in zip([0, 5, 10], evals):
+        losses = [steps[s]["loss"] for s in range(previous + 1, now["step"] + 1)]
+        assert now["train_loss"] == pytest.approx(sum(losses) / len(losses), rel=1e-12)
+    assert [e["chars_seen"] for e in steps.values()] == [n * 4 * 16 for n in range(1, 13)]
