@@ -3,8 +3,6 @@ all a user sees (test_metadata.py checks that every command shows it, in one lin
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
