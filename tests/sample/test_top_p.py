@@ -130,13 +130,14 @@ def test_rows_of_any_scale_each_sum_to_one():
             np.testing.assert_allclose(row, expected / expected.sum(), rtol=1e-6, atol=1e-12)
 
 
-def test_top_k_keeps_the_k_largest_wherever_they_are():
+@pytest.mark.parametrize("vocab", [10, 3000])
+def test_top_k_keeps_the_k_largest_wherever_they_are(vocab):
     rng = np.random.default_rng(5)
-    logits = rng.normal(size=(6, 10))
+    logits = rng.normal(size=(6, vocab))
     for k in (1, 3, 9):
         kept_sets = [set(np.flatnonzero(row).tolist()) for row in probabilities(logits, 1.0, k)]
         assert kept_sets == [set(np.argsort(-row)[:k].tolist()) for row in logits]
-    assert (probabilities(logits, 1.0, 10) > 0).all() and (probabilities(logits, 1.0, 0) > 0).all()
+    assert (probabilities(logits, 1.0, vocab) > 0).all() and (probabilities(logits, 1.0, 0) > 0).all()
 
 
 def test_top_p_1_keeps_every_character_however_unlikely():

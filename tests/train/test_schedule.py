@@ -116,13 +116,15 @@ def test_the_time_budget_counts_start_up_and_ends_once(tmp_path):
     assert len([e for e in events if e["event"] == "eval"]) == 1
 
 
-def test_a_slow_evaluation_does_not_push_a_run_past_its_time_budget(tmp_path):
+@pytest.mark.parametrize("sample_every", [0, None])
+def test_a_slow_evaluation_does_not_push_a_run_past_its_time_budget(tmp_path, sample_every):
     """The evaluation at the end would take 100 chunks x 0.05 s = 5 s of a 2 s budget: it is cut
-    at the budget, said so, and the run still ends within it (with its last.pt)."""
+    at the budget, said so, and the run still ends within it (with its last.pt), without the live
+    sample that would come with the evaluation when there is no time left for it."""
     clock = FakeClock()
     events = []
     text = repeat_text(30_000, "the quick brown fox.\n")
-    trainer = make_trainer(text, tmp_path, events=events.append, clock=clock, time_budget=2.0, eval_every=10_000, sample_every=0, max_epochs=None, val_frac=0.45)
+    trainer = make_trainer(text, tmp_path, events=events.append, clock=clock, time_budget=2.0, eval_every=10_000, sample_every=sample_every, max_epochs=None, val_frac=0.45)
     costing(trainer, clock, step=0.02, eval_chunk=0.05)
     started = clock()
     summary = trainer.fit()
