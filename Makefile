@@ -18,7 +18,7 @@ help:
 	@echo "make corpus get corpora/shakespeare.txt"
 	@echo "make bench  measure speed, idle and on a busy machine (charrnn bench --load; bench-quick: one minute, idle)"
 	@echo "make bench-serve  requests/s, latency and engine GFLOP/s of charrnn serve with 1, 4, 16 and 64 clients (about a minute)"
-	@echo "make mutants  mutation testing of the core modules, prints the survivors (about an hour; MODULES=\"step schedule\" for some)"
+	@echo "make mutants  mutation testing of the core modules, prints the survivors (about 20 min; MODULES=\"step schedule\" for some)"
 
 setup: $(VENV)/.installed
 

@@ -6,7 +6,8 @@ time ("mutants": `<` for `<=`, 1 for 0, a string for another...), and runs the f
 cover the changed function against each. A mutant that no test notices "survived": either the
 tests miss a behaviour, or the change is equivalent (the code does the same thing). The
 equivalent ones are listed, with why, in scripts/mutants_equivalent.txt; this script prints the
-other survivors, per module, with the line each changed.
+other survivors, per module, with the line each changed. A "timeout" is a mutant that made a test
+hang (training that never ends): noticed, as a hanging test would be, but listed.
 
     python scripts/mutants.py                 # every core module (about an hour on 2 cores)
     python scripts/mutants.py schedule step   # some of them (MODULES= in make)
@@ -15,7 +16,7 @@ other survivors, per module, with the line each changed.
 
 Each run starts afresh (mutants/ is deleted first), so what it prints is for the code as it is.
 mutmut's own output goes to mutants/run.log. Exit status: 0 when no mutant survives but the
-equivalent ones, 1 otherwise.
+equivalent ones (timeouts count as caught), 1 otherwise.
 """
 
 from __future__ import annotations
@@ -110,12 +111,12 @@ def main() -> int:
     known = equivalents()
 
     left = 0
-    print(f"{'module':<11} {'mutants':>7} {'killed':>7} {'equivalent':>10} {'survived':>8} {'other':>6}")
+    print(f"{'module':<11} {'mutants':>7} {'killed':>7} {'timeout':>7} {'equivalent':>10} {'survived':>8} {'other':>6}")
     report = []
     for module in chosen:
         path, names = MODULES[module]
         ours = {k: v for k, v in results(path).items() if any(fnmatch.fnmatch(k, p) for p in names)}
-        counts = {"killed": 0, "equivalent": 0, "survived": 0, "other": 0}
+        counts = {"killed": 0, "timeout": 0, "equivalent": 0, "survived": 0, "other": 0}
         for name, code in sorted(ours.items(), key=lambda kv: (kv[0].rsplit("_", 1)[0], int(kv[0].rsplit("_", 1)[1]))):
             status = STATUS.get(code, "suspicious")
             if status == "killed":
@@ -125,14 +126,15 @@ def main() -> int:
             if status == "survived" and name in known and known[name][0] == line:
                 counts["equivalent"] += 1
                 continue
-            counts["survived" if status == "survived" else "other"] += 1
+            kind = status if status in ("timeout", "survived") else "other"
+            counts[kind] += 1
             report.append(f"  {status:<9} {name}\n            {line}" + ("   (listed as equivalent for another line: check again)" if name in known else ""))
         left += counts["survived"] + counts["other"]
-        print(f"{module:<11} {len(ours):>7} {counts['killed']:>7} {counts['equivalent']:>10} {counts['survived']:>8} {counts['other']:>6}")
+        print(f"{module:<11} {len(ours):>7} {counts['killed']:>7} {counts['timeout']:>7} {counts['equivalent']:>10} {counts['survived']:>8} {counts['other']:>6}")
     if not args.report:
         print(f"({minutes:.0f} min)")
     if report:
-        print("\nsurvivors (and mutants with no tests, timeouts...), with the line each puts in; "
+        print("\nsurvivors, timeouts and the rest, with the line each puts in; "
               "`python scripts/mutants.py --show NAME` for the diff:")
         print("\n".join(report))
     return 1 if left else 0

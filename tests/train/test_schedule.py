@@ -191,6 +191,12 @@ def test_once_the_time_is_up_a_smaller_reserve_starts_nothing_again(tmp_path):
     assert trainer.fraction_done() == 1.0  # 9 s of 10.1 - 1.5
     trainer._reserve = 0.5
     assert trainer.fraction_done() == 1.0  # 9 s of 10.1 - 0.5 would not be, but the time was up
+    exact = make_trainer(words_text(3000), tmp_path / "exact", clock=FakeClock(), time_budget=10.0)
+    exact._reserve = 0.1
+    exact.progress.train_seconds = exact._budget_end() - exact._reserve  # up, to the last bit
+    assert exact.fraction_done() == 1.0
+    exact._reserve = 0.05
+    assert exact.fraction_done() == 1.0
     tiny = make_trainer(words_text(3000), tmp_path / "tiny", clock=FakeClock(), time_budget=0.5)
     tiny.progress.train_seconds = 0.2525
     assert tiny.fraction_done() == pytest.approx(0.5)
