@@ -36,13 +36,10 @@ from typing import Any, AsyncIterator
 from charrnn.errors import CharRNNError
 from charrnn.sample.batch import Stream, config_streams
 from charrnn.serve.api import BadRequest, Limits, beam_answer, neurons, parse_sample, score
-from charrnn.serve.guard import Guard, GuardedH11, Security, is_loopback, read_body
+from charrnn.serve.guard import Guard, GuardedH11, Security, read_body
 from charrnn.serve.models import ServedModel
 
 FLUSH_SECONDS = 0.02  # a streamed answer is written at most this often (the first piece at once)
-
-
-is_local = is_loopback  # (whether listening on `host` keeps the server to this machine)
 
 
 # ------------------------------------------------------------------ streams, from async code

@@ -338,7 +338,9 @@ def test_warns_when_listening_beyond_this_machine(tiny_checkpoint, monkeypatch):
     assert "warning: listening on 0.0.0.0" in result.stderr.decode()
     quiet = invoke("serve", str(tiny_checkpoint), "--host", "127.0.0.1")
     assert "warning" not in quiet.stderr.decode()
-    assert server_module.is_local("::1") and server_module.is_local("localhost") and not server_module.is_local("::")
+    from charrnn.serve.guard import is_loopback
+
+    assert is_loopback("::1") and is_loopback("localhost") and is_loopback("[::1]") and not is_loopback("::") and not is_loopback("evil.example")
 
 
 @pytest.mark.parametrize("flags, message", [(["--max-length", "0"], "--max-length"), (["--max-seconds", "0"], "--max-seconds"), (["--port", "70000"], "--port"),
