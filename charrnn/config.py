@@ -50,7 +50,9 @@ class TrainConfig:
     embed: int = 64
     dropout: float = 0.0
     tie_weights: bool = False  # the read-out shares the embedding's matrix (needs embed == hidden)
-    size: str | None = None  # auto: the model options not given are chosen for the corpus, budget and machine; default: the fixed defaults; None: auto when no model option is given
+    size: str | None = (
+        None  # auto: the model options not given are chosen for the corpus, budget and machine; default: the fixed defaults; None: auto when no model option is given
+    )
     # Data
     seq_len: int = 128  # truncated-BPTT chunk length T
     batch_size: int = 32  # number of parallel streams B
@@ -96,7 +98,7 @@ class TrainConfig:
             tie_weights=self.tie_weights,
         )
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         _check_choice("cell", self.cell, CELLS)
         _check_choice("lr-schedule", self.lr_schedule, SCHEDULES)
         _check_choice("device", self.device, DEVICES)
@@ -105,7 +107,9 @@ class TrainConfig:
         if self.size is not None:
             _check_choice("size", self.size, SIZES)
         if self.tie_weights and self.embed != self.hidden:
-            raise CharRNNError(f"--tie-weights shares one matrix between the embedding and the read-out: it needs --embed equal to --hidden (here {self.embed} and {self.hidden})")
+            raise CharRNNError(
+                f"--tie-weights shares one matrix between the embedding and the read-out: it needs --embed equal to --hidden (here {self.embed} and {self.hidden})"
+            )
         for name in ("layers", "hidden", "embed", "seq_len", "batch_size", "eval_every", "save_every"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
         _check(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
@@ -116,7 +120,12 @@ class TrainConfig:
         _check(self.grad_clip >= 0, "grad_clip", self.grad_clip, "must be 0 (off) or more")
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be 0 or more")
         _check(self.eval_chars >= 0, "eval_chars", self.eval_chars, "must be 0 (all) or more")
-        _check(self.sample_every is None or self.sample_every >= 0, "sample_every", self.sample_every, "must be 0 (never) or more")
+        _check(
+            self.sample_every is None or self.sample_every >= 0,
+            "sample_every",
+            self.sample_every,
+            "must be 0 (never) or more",
+        )
         _check(self.sample_chars >= 1, "sample_chars", self.sample_chars, "must be at least 1")
         for name in ("max_steps", "max_epochs", "time_budget"):
             value = getattr(self, name)
@@ -125,13 +134,22 @@ class TrainConfig:
             self.max_epochs = DEFAULT_EPOCHS  # a run needs a limit; a --time-budget alone is not cut short by this one
         if self.threads is None:  # (checkpoints from before --threads auto)
             self.threads = "auto"
-        _check(self.threads == "auto" or (isinstance(self.threads, int) and self.threads >= 1), "threads", self.threads, "must be auto or at least 1")
+        _check(
+            self.threads == "auto" or (isinstance(self.threads, int) and self.threads >= 1),
+            "threads",
+            self.threads,
+            "must be auto or at least 1",
+        )
         _check_seed(self.seed)
-        _check(self.out.strip() != "", "out", self.out, "must name a folder (an empty one would mean the current folder)")
+        _check(
+            self.out.strip() != "", "out", self.out, "must name a folder (an empty one would mean the current folder)"
+        )
         if self.name is not None:
             _check(
                 self.name.strip() != "" and "/" not in self.name and self.name not in (".", ".."),
-                "name", self.name, "must be a plain folder name",
+                "name",
+                self.name,
+                "must be a plain folder name",
             )
         return self
 
@@ -151,7 +169,7 @@ class SampleConfig:
     beam: int = 0  # beam search width; 0 = sample
     beam_norm: float = 0.0  # compare beams by log-probability / length**beam_norm
 
-    def validate(self) -> "SampleConfig":
+    def validate(self) -> SampleConfig:
         _check(self.length >= 0, "length", self.length, "must be 0 or more")
         _check(math.isfinite(self.temp), "temp", self.temp, "must be a finite number")
         _check(self.temp >= 0, "temp", self.temp, "must be 0 (greedy) or more")
@@ -161,9 +179,16 @@ class SampleConfig:
         if "" in self.stop:
             raise CharRNNError("--stop must not be an empty string")
         _check(self.beam >= 0, "beam", self.beam, "must be 0 (sample) or more")
-        _check(0 <= self.beam_norm <= MAX_BEAM_NORM, "beam_norm", self.beam_norm, f"must be in [0 (off), {MAX_BEAM_NORM:g}]")
+        _check(
+            0 <= self.beam_norm <= MAX_BEAM_NORM,
+            "beam_norm",
+            self.beam_norm,
+            f"must be in [0 (off), {MAX_BEAM_NORM:g}]",
+        )
         if self.beam and self.num_samples > self.beam:
-            raise CharRNNError(f"--num-samples {self.num_samples} must be at most --beam {self.beam}: the best beams are printed")
+            raise CharRNNError(
+                f"--num-samples {self.num_samples} must be at most --beam {self.beam}: the best beams are printed"
+            )
         if self.seed is not None:
             _check_seed(self.seed)
         return self

@@ -86,7 +86,17 @@ def numpy_weights(state: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {name: tensor.detach().float().cpu().numpy() for name, tensor in state.items()}
 
 
-def stream_loss(model: CharRNN, streams: np.ndarray, seq_len: int, device, carry_state: bool = True, whole: bool = False, deadline: float | None = None, on_progress=None, clock=time.perf_counter) -> tuple[float, int]:
+def stream_loss(
+    model: CharRNN,
+    streams: np.ndarray,
+    seq_len: int,
+    device,
+    carry_state: bool = True,
+    whole: bool = False,
+    deadline: float | None = None,
+    on_progress=None,
+    clock=time.perf_counter,
+) -> tuple[float, int]:
     """Summed cross-entropy (nats) of predicting each next character of `streams` (B, N), and
     how many characters that covers: chunks of `seq_len` inputs read in order, the hidden state
     carried from one to the next (unless `carry_state` is off). Validation reads full chunks
@@ -101,7 +111,9 @@ def stream_loss(model: CharRNN, streams: np.ndarray, seq_len: int, device, carry
     try:
         with torch.no_grad():
             for start in range(0, max(n_chunks, 0) * seq_len, seq_len):
-                block = torch.from_numpy(np.asarray(streams[:, start : start + seq_len + 1], dtype=np.int64)).to(device)  # (B, T + 1)
+                block = torch.from_numpy(np.asarray(streams[:, start : start + seq_len + 1], dtype=np.int64)).to(
+                    device
+                )  # (B, T + 1)
                 x, y = block[:, :-1], block[:, 1:]  # (B, T) each
                 logits, hidden = model(x, hidden if carry_state else None)  # (B, T, V)
                 total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()

@@ -84,12 +84,12 @@ class RNNCell:
 class LSTMCell:
     """Long short-term memory:
 
-        i = sigmoid(W_xi x_t + W_hi h_{t-1} + b_i)      input gate
-        f = sigmoid(W_xf x_t + W_hf h_{t-1} + b_f)      forget gate
-        g = tanh   (W_xg x_t + W_hg h_{t-1} + b_g)      candidate
-        o = sigmoid(W_xo x_t + W_ho h_{t-1} + b_o)      output gate
-        c_t = f * c_{t-1} + i * g
-        h_t = o * tanh(c_t)
+    i = sigmoid(W_xi x_t + W_hi h_{t-1} + b_i)      input gate
+    f = sigmoid(W_xf x_t + W_hf h_{t-1} + b_f)      forget gate
+    g = tanh   (W_xg x_t + W_hg h_{t-1} + b_g)      candidate
+    o = sigmoid(W_xo x_t + W_ho h_{t-1} + b_o)      output gate
+    c_t = f * c_{t-1} + i * g
+    h_t = o * tanh(c_t)
     """
 
     gates, state = DESCRIBED["lstm"].gates, DESCRIBED["lstm"].state
@@ -113,19 +113,17 @@ class LSTMCell:
         dc = dc + dh * o * (1.0 - tanh_c * tanh_c)
         di, df, dg = dc * g, dc * c_prev, dc * i  # c_t = f * c_{t-1} + i * g
         dc_prev = dc * f
-        da = np.concatenate(
-            [di * i * (1.0 - i), df * f * (1.0 - f), dg * (1.0 - g * g), do * o * (1.0 - o)], axis=-1
-        )
+        da = np.concatenate([di * i * (1.0 - i), df * f * (1.0 - f), dg * (1.0 - g * g), do * o * (1.0 - o)], axis=-1)
         return da, da, (np.zeros_like(dh), dc_prev)
 
 
 class GRUCell:
     """Gated recurrent unit, as torch defines it:
 
-        r = sigmoid(W_xr x_t + b_xr + W_hr h_{t-1} + b_hr)     reset gate
-        z = sigmoid(W_xz x_t + b_xz + W_hz h_{t-1} + b_hz)     update gate
-        n = tanh   (W_xn x_t + b_xn + r * (W_hn h_{t-1} + b_hn))
-        h_t = (1 - z) * n + z * h_{t-1}
+    r = sigmoid(W_xr x_t + b_xr + W_hr h_{t-1} + b_hr)     reset gate
+    z = sigmoid(W_xz x_t + b_xz + W_hz h_{t-1} + b_hz)     update gate
+    n = tanh   (W_xn x_t + b_xn + r * (W_hn h_{t-1} + b_hn))
+    h_t = (1 - z) * n + z * h_{t-1}
     """
 
     gates, state = DESCRIBED["gru"].gates, DESCRIBED["gru"].state

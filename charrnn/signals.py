@@ -14,7 +14,6 @@ import signal
 import sys
 from pathlib import Path
 
-
 _CLEANUPS: list = []  # what an interrupted command removes on its way out (see removed_if_interrupted)
 
 

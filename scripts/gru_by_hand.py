@@ -134,9 +134,13 @@ def main() -> None:
     peak = statistics.median(peaks)
     for by_hand, name in ((False, "nn.GRU (oneDNN)"), (True, "hand-written")):
         gflops = statistics.median(speed[by_hand])
-        print(f"{name:16} {gflops * 1e9 / flops * T * B:7,.0f} chars/s  {gflops:5.1f} GFLOP/s  {gflops / peak:4.0%} of peak {peak:.0f}")
+        print(
+            f"{name:16} {gflops * 1e9 / flops * T * B:7,.0f} chars/s  {gflops:5.1f} GFLOP/s  {gflops / peak:4.0%} of peak {peak:.0f}"
+        )
     ratios = [b / a for a, b in zip(speed[False], speed[True])]
-    print(f"hand-written / nn.GRU per round: {', '.join(f'{r:.2f}' for r in ratios)}; median {statistics.median(ratios):.2f}")
+    print(
+        f"hand-written / nn.GRU per round: {', '.join(f'{r:.2f}' for r in ratios)}; median {statistics.median(ratios):.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -109,7 +109,11 @@ def run_measured(args: list[str], env: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         peak_file = Path(tmp) / "peak"
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", WRAPPER, *args], env={**env, "CHARRNN_PEAK_FILE": str(peak_file)}, capture_output=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", WRAPPER, *args],
+            env={**env, "CHARRNN_PEAK_FILE": str(peak_file)},
+            capture_output=True,
+        )
         seconds = time.perf_counter() - started
         if proc.returncode != 0:
             sys.stderr.write(proc.stderr.decode(errors="replace"))
@@ -131,8 +135,24 @@ def memory(args, work: Path, env: dict) -> None:
     write_corpus(corpus, size)
     write_corpus(small, 1 << 20, seed=7)
     log(f"written in {time.perf_counter() - t0:.1f} s")
-    model = ["--layers", "1", "--hidden", "128", "--embed", "32", "--seq-len", "128", "--batch-size", "32",
-             "--max-steps", str(args.steps), "--eval-every", str(max(1, args.steps // 2)), "--device", "cpu"]
+    model = [
+        "--layers",
+        "1",
+        "--hidden",
+        "128",
+        "--embed",
+        "32",
+        "--seq-len",
+        "128",
+        "--batch-size",
+        "32",
+        "--max-steps",
+        str(args.steps),
+        "--eval-every",
+        str(max(1, args.steps // 2)),
+        "--device",
+        "cpu",
+    ]
     results = {}
     for name, path in (("small", small), ("big", corpus)):
         log(f"charrnn prepare {path.name} …")
@@ -146,8 +166,12 @@ def memory(args, work: Path, env: dict) -> None:
         )
     prepared = json.loads(results["prepare big"]["stdout"])
     again = json.loads(results["prepare again"]["stdout"])
-    print(f"corpus: {prepared['bytes'] / 1e6:,.0f} MB, {prepared['chars']:,} characters, {prepared['distinct']} distinct, ids {prepared['dtype']}")
-    print(f"prepare: {prepared['seconds']:.1f} s, {prepared['mb_per_s']:.1f} MB/s; from the cache: {again['seconds']:.2f} s")
+    print(
+        f"corpus: {prepared['bytes'] / 1e6:,.0f} MB, {prepared['chars']:,} characters, {prepared['distinct']} distinct, ids {prepared['dtype']}"
+    )
+    print(
+        f"prepare: {prepared['seconds']:.1f} s, {prepared['mb_per_s']:.1f} MB/s; from the cache: {again['seconds']:.2f} s"
+    )
     print(f"{'command':<24}{'peak RSS MB':>12}{'wall s':>9}")
     for name, r in results.items():
         print(f"{name:<24}{r['peak_rss_mb']:>12.0f}{r['seconds']:>9.1f}")
@@ -169,9 +193,28 @@ def scaling(args, work: Path, env: dict) -> None:
     write_corpus(corpus, 8 << 20, seed=3)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     steps = args.scaling_steps
-    model = ["--layers", "2", "--hidden", str(args.hidden), "--embed", "64", "--seq-len", "128",
-             "--max-steps", str(steps), "--eval-every", str(max(1, steps // 3)), "--eval-chars", "20000",
-             "--device", "cpu", "--cache-dir", str(work / "cache"), "--out", str(work / "runs")]
+    model = [
+        "--layers",
+        "2",
+        "--hidden",
+        str(args.hidden),
+        "--embed",
+        "64",
+        "--seq-len",
+        "128",
+        "--max-steps",
+        str(steps),
+        "--eval-every",
+        str(max(1, steps // 3)),
+        "--eval-chars",
+        "20000",
+        "--device",
+        "cpu",
+        "--cache-dir",
+        str(work / "cache"),
+        "--out",
+        str(work / "runs"),
+    ]
     b = args.batch_size
     configs = [
         (f"1 process, {cores} threads", ["--batch-size", str(b), "--threads", str(cores)], 1, b),
@@ -179,7 +222,9 @@ def scaling(args, work: Path, env: dict) -> None:
         ("2 processes, same batch per process", ["--batch-size", str(b), "--nproc", "2"], 2, b),
         ("2 processes, same global batch", ["--batch-size", str(b // 2), "--nproc", "2"], 2, b // 2),
     ]
-    print(f"CPU scaling on {cores} cores: LSTM 2x{args.hidden}, seq-len 128, {steps} steps; 2 processes get {max(1, cores // 2)} threads each")
+    print(
+        f"CPU scaling on {cores} cores: LSTM 2x{args.hidden}, seq-len 128, {steps} steps; 2 processes get {max(1, cores // 2)} threads each"
+    )
     print(f"{'':<40}{'batch/proc':>11}{'global':>8}{'chars/s':>10}")
     base = None
     for i, (name, extra, procs, batch) in enumerate(configs):

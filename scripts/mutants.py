@@ -42,12 +42,28 @@ MODULES = {
     "vocab": ("charrnn/data/vocab.py", ["charrnn.data.vocab.*"]),
     # the pure sampling filters of generation (the generator itself is tested through the
     # engines and the CLI, too slow for this)
-    "generate": ("charrnn/sample/generate.py", [f"charrnn.sample.generate.x_{f}__mutmut_*" for f in ("probabilities", "greedy", "draw")]),
+    "generate": (
+        "charrnn/sample/generate.py",
+        [f"charrnn.sample.generate.x_{f}__mutmut_*" for f in ("probabilities", "greedy", "draw")],
+    ),
     "step": ("charrnn/train/step.py", ["charrnn.train.step.*"]),
     "schedule": ("charrnn/train/schedule.py", ["charrnn.train.schedule.*"]),
     "checkpoint": ("charrnn/store/checkpoint.py", ["charrnn.store.checkpoint.*"]),
 }
-STATUS = {0: "survived", 1: "killed", 3: "killed", 5: "no tests", 33: "no tests", 34: "skipped", 36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", None: "not checked"}
+STATUS = {
+    0: "survived",
+    1: "killed",
+    3: "killed",
+    5: "no tests",
+    33: "no tests",
+    34: "skipped",
+    36: "timeout",
+    24: "timeout",
+    -24: "timeout",
+    152: "timeout",
+    255: "timeout",
+    None: "not checked",
+}
 EQUIVALENT = ROOT / "scripts" / "mutants_equivalent.txt"
 
 
@@ -86,7 +102,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help=f"some of: {', '.join(MODULES)} (default: all)")
     parser.add_argument("--show", metavar="NAME", help="print the diff of one mutant and stop")
-    parser.add_argument("--report", action="store_true", help="print the results of the last run again (or of a run interrupted with Ctrl-C) without running")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="print the results of the last run again (or of a run interrupted with Ctrl-C) without running",
+    )
     args = parser.parse_args()
     if args.show:
         return subprocess.run([MUTMUT, "show", args.show], cwd=ROOT).returncode
@@ -104,7 +124,10 @@ def main() -> int:
         with open(ROOT / "mutants" / "run.log", "w") as log:
             code = subprocess.run([MUTMUT, "run", *patterns], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
         if code != 0:
-            print(f"mutmut run failed (exit {code}); the end of mutants/run.log:\n" + (ROOT / "mutants" / "run.log").read_text()[-3000:])
+            print(
+                f"mutmut run failed (exit {code}); the end of mutants/run.log:\n"
+                + (ROOT / "mutants" / "run.log").read_text()[-3000:]
+            )
             return 2
     minutes = (time.monotonic() - started) / 60
 
@@ -128,14 +151,21 @@ def main() -> int:
                 continue
             kind = status if status in ("timeout", "survived") else "other"
             counts[kind] += 1
-            report.append(f"  {status:<9} {name}\n            {line}" + ("   (listed as equivalent for another line: check again)" if name in known else ""))
+            report.append(
+                f"  {status:<9} {name}\n            {line}"
+                + ("   (listed as equivalent for another line: check again)" if name in known else "")
+            )
         left += counts["survived"] + counts["other"]
-        print(f"{module:<11} {len(ours):>7} {counts['killed']:>7} {counts['timeout']:>7} {counts['equivalent']:>10} {counts['survived']:>8} {counts['other']:>6}")
+        print(
+            f"{module:<11} {len(ours):>7} {counts['killed']:>7} {counts['timeout']:>7} {counts['equivalent']:>10} {counts['survived']:>8} {counts['other']:>6}"
+        )
     if not args.report:
         print(f"({minutes:.0f} min)")
     if report:
-        print("\nsurvivors, timeouts and the rest, with the line each puts in; "
-              "`python scripts/mutants.py --show NAME` for the diff:")
+        print(
+            "\nsurvivors, timeouts and the rest, with the line each puts in; "
+            "`python scripts/mutants.py --show NAME` for the diff:"
+        )
         print("\n".join(report))
     return 1 if left else 0
 

@@ -21,11 +21,11 @@ import torch
 
 from charrnn import numpy_ref
 from charrnn.config import ModelConfig, SampleConfig
-from charrnn.sample.engines import numpy_stepper
+from charrnn.data.vocab import Vocab
 from charrnn.model import CharRNN
+from charrnn.sample.engines import numpy_stepper
 from charrnn.sample.generate import generate_text
 from charrnn.sample.torch_engine import TorchStepper
-from charrnn.data.vocab import Vocab
 
 
 class ReadableStepper:
@@ -69,13 +69,15 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads; numpy {np.__version__}")
     for batch, length in ((1, args.length), (64, args.length // 10)):
         runs = {name: [] for name in engines}
-        for name, make in engines.items():  # warm-up
+        for make in engines.values():  # warm-up
             chars_per_sec(make(), vocab, batch, 20)
         for _ in range(args.repeats):
             for name, make in engines.items():
                 runs[name].append(chars_per_sec(make(), vocab, batch, length))
         for name, rates in runs.items():
-            print(f"batch {batch:>2}  {name:<28} {statistics.median(rates):>9,.0f} chars/s  (runs: {', '.join(f'{r:,.0f}' for r in rates)})")
+            print(
+                f"batch {batch:>2}  {name:<28} {statistics.median(rates):>9,.0f} chars/s  (runs: {', '.join(f'{r:,.0f}' for r in rates)})"
+            )
 
 
 if __name__ == "__main__":

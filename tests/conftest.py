@@ -83,7 +83,9 @@ def write_corpus(tmp_path):
     return write
 
 
-def run_cli(*args: str, cwd: Path | None = None, env_extra: dict | None = None, input: str | None = None, check: bool = False):
+def run_cli(
+    *args: str, cwd: Path | None = None, env_extra: dict | None = None, input: str | None = None, check: bool = False
+):
     """Run `python -m charrnn ARGS` as a user would, in a real subprocess."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
     result = subprocess.run(

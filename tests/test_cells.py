@@ -27,5 +27,7 @@ def test_tied_weights_are_counted_once_and_a_config_without_the_option_is_untied
     tied = ModelConfig(vocab_size=11, layers=1, hidden=8, embed=8, tie_weights=True)
     assert "head.weight" in weight_shapes(tied) and "head.weight" not in parameter_shapes(tied)
     assert parameter_count(tied) == sum(p.numel() for p in CharRNN(tied).parameters())
-    older = SimpleNamespace(vocab_size=11, cell="gru", layers=1, hidden=8, embed=8)  # (a config from before tied weights)
+    older = SimpleNamespace(
+        vocab_size=11, cell="gru", layers=1, hidden=8, embed=8
+    )  # (a config from before tied weights)
     assert parameter_shapes(older) == weight_shapes(older) and "head.weight" in parameter_shapes(older)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from tiny_run import invoke, structured_text, train_tiny_run
 
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import CharRNNError
@@ -10,14 +11,14 @@ from charrnn.model import CharRNN
 from charrnn.store import checkpoint
 from charrnn.store.model_file import build_model, open_model_file
 
-from tiny_run import invoke, structured_text, train_tiny_run
-
 
 def recorded(model: CharRNN, ids: torch.Tensor):
     """The inputs of the recurrent layers and of the read-out, and the layers' own outputs."""
     seen = {}
     hooks = [
-        model.rnn.register_forward_hook(lambda m, args, out: seen.update(rnn_in=args[0], rnn_out=out[0], rnn_state=out[1])),
+        model.rnn.register_forward_hook(
+            lambda m, args, out: seen.update(rnn_in=args[0], rnn_out=out[0], rnn_state=out[1])
+        ),
         model.head.register_forward_hook(lambda m, args, out: seen.update(head_in=args[0])),
     ]
     model(ids)
@@ -58,7 +59,10 @@ def test_tied_weights_share_one_matrix_through_training_and_a_checkpoint(tmp_pat
     trainer = train_tiny_run(tmp_path / "run", text, max_steps=12, hidden=16, embed=16, tie_weights=True)
     model = trainer.model
     assert model.head.weight is model.embed.weight
-    untied = sum(p.numel() for p in CharRNN(ModelConfig(vocab_size=model.cfg.vocab_size, layers=2, hidden=16, embed=16)).parameters())
+    untied = sum(
+        p.numel()
+        for p in CharRNN(ModelConfig(vocab_size=model.cfg.vocab_size, layers=2, hidden=16, embed=16)).parameters()
+    )
     assert sum(p.numel() for p in model.parameters()) == untied - model.embed.weight.numel()
     record = open_model_file(tmp_path / "run" / "last.pt")
     assert record.model.tie_weights
@@ -117,7 +121,9 @@ def by_hand_losses(model, streams: np.ndarray) -> torch.Tensor:
     """The loss of every next character of each stream, read in one pass (the state carried)."""
     with torch.no_grad():
         logits, _ = model(torch.from_numpy(streams[:, :-1]))
-        return torch.nn.functional.cross_entropy(logits.transpose(1, 2), torch.from_numpy(streams[:, 1:]), reduction="none")
+        return torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), torch.from_numpy(streams[:, 1:]), reduction="none"
+        )
 
 
 def test_stream_loss_is_the_loss_of_each_next_character_read_chunk_by_chunk():
@@ -169,4 +175,7 @@ def test_init_hidden_is_the_zero_state_a_model_starts_from(cell):
     ids = torch.randint(0, 7, (4, 6))
     with torch.no_grad():
         assert torch.equal(model(ids, state)[0], model(ids, None)[0])
-    assert all(t.device.type == "meta" for t in (model.init_hidden(2, "meta") if cell == "lstm" else (model.init_hidden(2, "meta"),)))
+    assert all(
+        t.device.type == "meta"
+        for t in (model.init_hidden(2, "meta") if cell == "lstm" else (model.init_hidden(2, "meta"),))
+    )

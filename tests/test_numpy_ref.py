@@ -4,16 +4,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import words_text
 
 from charrnn import numpy_ref
-from charrnn.store import checkpoint
 from charrnn.config import ModelConfig, TrainConfig
+from charrnn.data.vocab import Vocab
 from charrnn.model import CharRNN
+from charrnn.store import checkpoint
 from charrnn.store.model_file import build_model, open_model_file
 from charrnn.train.trainer import Trainer
-from charrnn.data.vocab import Vocab
-
-from conftest import words_text
 
 CELLS = ["rnn", "lstm", "gru"]
 
@@ -89,7 +88,20 @@ def test_forward_logits_agree_with_torch_for_a_trained_checkpoint(cell, tmp_path
     row, the state carried between them, give torch's logits."""
     text = words_text(4000)
     vocab = Vocab.from_text(text)
-    cfg = TrainConfig(cell=cell, layers=2, hidden=24, embed=8, seq_len=16, batch_size=4, max_steps=25, eval_every=25, save_every=25, threads=1, device="cpu", warmup=0).validate()
+    cfg = TrainConfig(
+        cell=cell,
+        layers=2,
+        hidden=24,
+        embed=8,
+        seq_len=16,
+        batch_size=4,
+        max_steps=25,
+        eval_every=25,
+        save_every=25,
+        threads=1,
+        device="cpu",
+        warmup=0,
+    ).validate()
     ids = vocab.encode(text)
     Trainer(cfg, vocab, ids[:3600], ids[3600:], tmp_path / "run").fit()
     ckpt = checkpoint.load(tmp_path / "run" / "best.pt")

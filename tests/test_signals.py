@@ -22,7 +22,12 @@ with signals.removed_if_interrupted(folder):
 
 def test_an_interrupted_command_removes_what_it_registered_and_exits_at_once(tmp_path):
     folder, kept = tmp_path / "tmp-ids", tmp_path / "kept.txt"
-    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(folder), str(kept)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(folder), str(kept)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline() == "ready\n"
     proc.send_signal(signal.SIGTERM)
     try:

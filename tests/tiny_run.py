@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from charrnn.cli.app import app
 from charrnn.config import TrainConfig
-from charrnn.train.trainer import Trainer
 from charrnn.data.vocab import Vocab
+from charrnn.train.trainer import Trainer
 
 WORDS = "the a of to and in that is was he for it with as his on".split()
 
@@ -36,9 +36,23 @@ def structured_text(n_chars: int, seed: int = 0) -> str:
 
 
 def train_tiny_run(run_dir: Path, text: str, cell: str = "lstm", max_steps: int = 30, **overrides) -> Trainer:
-    settings = dict(cell=cell, layers=2, hidden=16, embed=8, seq_len=16, batch_size=4, lr=1e-2, warmup=0,
-                    eval_every=10, save_every=10, eval_chars=2000, sample_every=0, max_steps=max_steps,
-                    threads=1, device="cpu")
+    settings = dict(
+        cell=cell,
+        layers=2,
+        hidden=16,
+        embed=8,
+        seq_len=16,
+        batch_size=4,
+        lr=1e-2,
+        warmup=0,
+        eval_every=10,
+        save_every=10,
+        eval_chars=2000,
+        sample_every=0,
+        max_steps=max_steps,
+        threads=1,
+        device="cpu",
+    )
     cfg = TrainConfig(**{**settings, **overrides}).validate()
     vocab = Vocab.from_text(text)
     ids = vocab.encode(text)

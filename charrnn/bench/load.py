@@ -19,8 +19,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from charrnn.bench.tokenising import generated_corpus
 from charrnn.machine.threads import CpuMeter, cores_here
@@ -37,11 +38,39 @@ def policies(cores: int) -> dict[str, tuple[list[str], dict[str, str]]]:
     }
 
 
-def _train(corpus: Path, out: Path, name: str, seconds: float, flags: list[str], env: dict[str, str]) -> subprocess.Popen:
+def _train(
+    corpus: Path, out: Path, name: str, seconds: float, flags: list[str], env: dict[str, str]
+) -> subprocess.Popen:
     args = [
-        sys.executable, "-m", "charrnn", "train", str(corpus), "--out", str(out), "--name", name, "--overwrite",
-        "--time-budget", f"{seconds:g}", "--max-epochs", "1000", "--eval-every", "1000000", "--eval-chars", "8192",
-        "--save-every", "1000000", "--sample-every", "0", "--log-every", "0", "--cache-dir", str(out / "cache"), "--size", "default", *flags,
+        sys.executable,
+        "-m",
+        "charrnn",
+        "train",
+        str(corpus),
+        "--out",
+        str(out),
+        "--name",
+        name,
+        "--overwrite",
+        "--time-budget",
+        f"{seconds:g}",
+        "--max-epochs",
+        "1000",
+        "--eval-every",
+        "1000000",
+        "--eval-chars",
+        "8192",
+        "--save-every",
+        "1000000",
+        "--sample-every",
+        "0",
+        "--log-every",
+        "0",
+        "--cache-dir",
+        str(out / "cache"),
+        "--size",
+        "default",
+        *flags,
     ]
     return subprocess.Popen(args, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -53,10 +82,15 @@ def _result(process: subprocess.Popen, run_dir: Path) -> dict[str, Any]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evaluation = [r for r in rows if "event" not in r][-1]
     counts = [r["threads"] for r in rows if r.get("event") == "threads"] or [evaluation.get("threads")]
-    return {"chars_per_sec": evaluation["chars_per_sec"], "threads": [n for i, n in enumerate(counts) if i == 0 or n != counts[i - 1]]}
+    return {
+        "chars_per_sec": evaluation["chars_per_sec"],
+        "threads": [n for i, n in enumerate(counts) if i == 0 or n != counts[i - 1]],
+    }
 
 
-def _situation(which: str, corpus: Path, out: Path, seconds: float, flags: list[str], env: dict[str, str]) -> list[dict[str, Any]]:
+def _situation(
+    which: str, corpus: Path, out: Path, seconds: float, flags: list[str], env: dict[str, str]
+) -> list[dict[str, Any]]:
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if which == "beside a busy core" else None
     try:
         names = ["a", "b"] if which == "two trainings at once" else ["a"]
@@ -79,7 +113,11 @@ def run_load(seconds: float = 30.0, progress: Callable[[str], None] = lambda s: 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         corpus = generated_corpus(out / "corpus.txt", 2)
-        subprocess.run([sys.executable, "-m", "charrnn", "prepare", str(corpus), "--cache-dir", str(out / "cache")], check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "charrnn", "prepare", str(corpus), "--cache-dir", str(out / "cache")],
+            check=True,
+            capture_output=True,
+        )
         for which in SITUATIONS:
             for name, (flags, env) in ways.items():
                 progress(f"training {which}, {name}, {seconds:g} s")
@@ -91,6 +129,20 @@ def run_load(seconds: float = 30.0, progress: Callable[[str], None] = lambda s: 
         for which in SITUATIONS:
             for i, result in enumerate(results[name, which]):
                 label = which + (f" ({('first', 'second')[i]})" if len(results[name, which]) > 1 else "")
-                rows.append({"policy": name, "situation": label, "chars_per_sec": result["chars_per_sec"], "vs_alone": result["chars_per_sec"] / alone, "threads": result["threads"]})
+                rows.append(
+                    {
+                        "policy": name,
+                        "situation": label,
+                        "chars_per_sec": result["chars_per_sec"],
+                        "vs_alone": result["chars_per_sec"] / alone,
+                        "threads": result["threads"],
+                    }
+                )
     auto, torch_default = (results[name, "alone"][0]["chars_per_sec"] for name in ways)
-    return {"cores": cores, "seconds": seconds, "rows": rows, "auto_vs_torch_alone": auto / torch_default, "busy_before": busy_before}
+    return {
+        "cores": cores,
+        "seconds": seconds,
+        "rows": rows,
+        "auto_vs_torch_alone": auto / torch_default,
+        "busy_before": busy_before,
+    }

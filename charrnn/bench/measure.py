@@ -16,10 +16,10 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -67,7 +67,13 @@ def bench_startup() -> dict[str, Any]:
     return {"what": "start-up: charrnn --help", "seconds": min(times)}
 
 
-def run(quick: bool = False, precision: str = "fp32", device: str = "cpu", progress: Callable[[str], None] = lambda s: None, rounds: int | None = None) -> dict[str, Any]:
+def run(
+    quick: bool = False,
+    precision: str = "fp32",
+    device: str = "cpu",
+    progress: Callable[[str], None] = lambda s: None,
+    rounds: int | None = None,
+) -> dict[str, Any]:
     """The whole benchmark. Peak, training, the reference and sampling are measured in
     `rounds` interleaved rounds (default 3, 1 with `quick`), and each figure is the median over
     them, so that a burst of load from a neighbour on a shared machine moves no figure alone."""

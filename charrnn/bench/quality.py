@@ -14,13 +14,24 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from charrnn.errors import CharRNNError
 
 # The recipe of charrnn 0.1 before --size auto: the fixed model every run got.
-PREVIOUS = {"size": "default", "layers": 2, "hidden": 256, "embed": 64, "dropout": 0.0, "batch_size": 32, "seq_len": 128, "lr": 0.003, "warmup": 50}
+PREVIOUS = {
+    "size": "default",
+    "layers": 2,
+    "hidden": 256,
+    "embed": 64,
+    "dropout": 0.0,
+    "batch_size": 32,
+    "seq_len": 128,
+    "lr": 0.003,
+    "warmup": 50,
+}
 RECIPES = {"default recipe": {}, "previous defaults": PREVIOUS}
 
 
@@ -28,12 +39,31 @@ def flags(options: dict[str, Any]) -> list[str]:
     return [arg for name, value in options.items() for arg in ("--" + name.replace("_", "-"), str(value))]
 
 
-def train_for(corpus: Path, seconds: float, options: dict[str, Any], folder: Path, extra: list[str] = ()) -> dict[str, Any]:
+def train_for(
+    corpus: Path, seconds: float, options: dict[str, Any], folder: Path, extra: list[str] = ()
+) -> dict[str, Any]:
     """One `charrnn train` for `seconds`; its evaluations (seconds, characters read, losses) and
     the model it trained."""
     log = folder / "train.log"
-    args = [sys.executable, "-m", "charrnn", "train", str(corpus), "--time-budget", f"{seconds:g}", "--out", str(folder), "--name", "run",
-            "--log-every", "0", "--cache-dir", str(folder / "cache"), *flags(options), *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "charrnn",
+        "train",
+        str(corpus),
+        "--time-budget",
+        f"{seconds:g}",
+        "--out",
+        str(folder),
+        "--name",
+        "run",
+        "--log-every",
+        "0",
+        "--cache-dir",
+        str(folder / "cache"),
+        *flags(options),
+        *extra,
+    ]
     with open(log, "w", encoding="utf-8") as err:
         code = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=err).returncode
     text = log.read_text(encoding="utf-8", errors="replace")
@@ -42,13 +72,31 @@ def train_for(corpus: Path, seconds: float, options: dict[str, Any], folder: Pat
     rows = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "event" not in r and r.get("val_loss") is not None]
     if not evals:
-        raise CharRNNError(f"a --quality training evaluated nothing in {seconds:g} s (start-up took it all?): give more --seconds; its log: {text[-800:]}", exit_code=1)
-    meta = json.loads(subprocess.run([sys.executable, "-m", "charrnn", "info", str(folder / "run" / "best.pt"), "--json"], capture_output=True, text=True, check=True).stdout)
+        raise CharRNNError(
+            f"a --quality training evaluated nothing in {seconds:g} s (start-up took it all?): give more --seconds; its log: {text[-800:]}",
+            exit_code=1,
+        )
+    meta = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "charrnn", "info", str(folder / "run" / "best.pt"), "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     model = meta["model"]
     best = min(evals, key=lambda r: r["val_loss"])
     return {
         "model": f"{model['cell'].upper()} {model['layers']}×{model['hidden']}, embed {model['embed']}, dropout {model['dropout']:g}, batch {meta['config']['batch_size']}",
-        "curve": [{"seconds": r["elapsed_s"], "chars_seen": r["chars_seen"], "val_loss": r["val_loss"], "train_loss": r["train_loss"]} for r in evals],
+        "curve": [
+            {
+                "seconds": r["elapsed_s"],
+                "chars_seen": r["chars_seen"],
+                "val_loss": r["val_loss"],
+                "train_loss": r["train_loss"],
+            }
+            for r in evals
+        ],
         "best_val_loss": best["val_loss"],
         "train_loss_at_best": best["train_loss"],
         "chars_seen": evals[-1]["chars_seen"],
@@ -58,8 +106,13 @@ def train_for(corpus: Path, seconds: float, options: dict[str, Any], folder: Pat
     }
 
 
-def run_quality(corpus: str | Path, seconds: float, progress: Callable[[str], None] = lambda s: None, recipes: dict[str, dict] = RECIPES,
-                keep: Path | None = None) -> dict[str, Any]:
+def run_quality(
+    corpus: str | Path,
+    seconds: float,
+    progress: Callable[[str], None] = lambda s: None,
+    recipes: dict[str, dict] = RECIPES,
+    keep: Path | None = None,
+) -> dict[str, Any]:
     """Every recipe for `seconds` on `corpus`, one after the other; with `keep`, each run's
     folder stays there (KEEP/<corpus>-<recipe>/run: `charrnn plot` draws them)."""
     corpus = Path(corpus)
@@ -81,12 +134,21 @@ def quality_table(result: dict[str, Any]):
     loss at a quarter, half and three quarters of the time."""
     from rich.table import Table
 
-    table = Table(title=f"validation loss (nats/char) on the last 10% of {Path(result['corpus']).name} · {result['seconds']:g} s each", title_justify="left")
+    table = Table(
+        title=f"validation loss (nats/char) on the last 10% of {Path(result['corpus']).name} · {result['seconds']:g} s each",
+        title_justify="left",
+    )
     for col in ("recipe", "model", "chars read", "at 25%", "at 50%", "at 75%", "best", "train at best"):
         table.add_column(col, justify="left" if col in ("recipe", "model") else "right")
     for name, run in result["recipes"].items():
-        table.add_row(name, run["model"], f"{run['chars_seen'] / 1e6:,.1f} M", *(_at(run["curve"], result["seconds"] * f) for f in (0.25, 0.5, 0.75)),
-                      f"{run['best_val_loss']:.3f}", f"{run['train_loss_at_best']:.3f}")
+        table.add_row(
+            name,
+            run["model"],
+            f"{run['chars_seen'] / 1e6:,.1f} M",
+            *(_at(run["curve"], result["seconds"] * f) for f in (0.25, 0.5, 0.75)),
+            f"{run['best_val_loss']:.3f}",
+            f"{run['train_loss_at_best']:.3f}",
+        )
     return table
 
 

@@ -39,7 +39,11 @@ def bench_sampling(quick: bool, peak_gflops: float | None = None) -> list[dict[s
         n = max(50, length // batch) if batch > 1 else length
         measured = _engine_rate(cpu_stepper(weights, cfg), vocab, batch, n, flops)
         one = one or measured["chars_per_sec"]
-        row = {"what": f"sample LSTM 2×512, {batch} at once (the engine{', packed' if batch > 1 else ''})", **measured, "vs_naive": measured["chars_per_sec"] / naive}
+        row = {
+            "what": f"sample LSTM 2×512, {batch} at once (the engine{', packed' if batch > 1 else ''})",
+            **measured,
+            "vs_naive": measured["chars_per_sec"] / naive,
+        }
         if batch > 1:
             row["vs_batch_1"] = measured["chars_per_sec"] / one
         if peak_gflops:

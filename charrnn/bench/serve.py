@@ -23,8 +23,9 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from rich.table import Table
@@ -40,18 +41,49 @@ LENGTH = 200  # characters per sample
 def _model(out: Path) -> Path:
     """A default-size model, trained for two steps: a real checkpoint in seconds."""
     corpus = generated_corpus(out / "corpus.txt", 0.1)
-    args = [sys.executable, "-m", "charrnn", "train", str(corpus), "--out", str(out), "--name", "served", "--max-steps", "2",
-            "--eval-every", "2", "--eval-chars", "2048", "--sample-every", "0", "--log-every", "0", "--cache-dir", str(out / "cache"), "--size", "default", "-q"]
+    args = [
+        sys.executable,
+        "-m",
+        "charrnn",
+        "train",
+        str(corpus),
+        "--out",
+        str(out),
+        "--name",
+        "served",
+        "--max-steps",
+        "2",
+        "--eval-every",
+        "2",
+        "--eval-chars",
+        "2048",
+        "--sample-every",
+        "0",
+        "--log-every",
+        "0",
+        "--cache-dir",
+        str(out / "cache"),
+        "--size",
+        "default",
+        "-q",
+    ]
     done = subprocess.run(args, capture_output=True)
     if done.returncode != 0:
-        raise RuntimeError(f"the benchmark's model could not be trained ({done.returncode}): {done.stderr.decode(errors='replace')[-500:]}")
+        raise RuntimeError(
+            f"the benchmark's model could not be trained ({done.returncode}): {done.stderr.decode(errors='replace')[-500:]}"
+        )
     return out / "served" / "best.pt"
 
 
 def start_server(checkpoint: Path, *flags: str, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
     """`charrnn serve CHECKPOINT --port 0 FLAGS` and the URL it prints, once it listens."""
-    process = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", str(checkpoint), "--port", "0", *flags],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charrnn", "serve", str(checkpoint), "--port", "0", *flags],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     said, deadline = [], time.monotonic() + timeout
     while time.monotonic() < deadline:
         line = process.stderr.readline()
@@ -68,7 +100,9 @@ def start_server(checkpoint: Path, *flags: str, timeout: float = 120.0) -> tuple
 def _request(url: str, seed: int) -> float:
     body = json.dumps({"length": LENGTH, "seed": seed, "stream": False}).encode()
     started = time.perf_counter()
-    ask = urllib.request.Request(url + "v1/sample", data=body, method="POST", headers={"Content-Type": "application/json"})
+    ask = urllib.request.Request(
+        url + "v1/sample", data=body, method="POST", headers={"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(ask, timeout=120) as answer:
         text = json.loads(answer.read())["text"]
     assert len(text) == LENGTH
@@ -101,7 +135,9 @@ def _load(url: str, clients: int, seconds: float) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     after = _engine(url)
     if failures:
-        raise RuntimeError(f"{plural(len(failures), 'request')} of {plural(clients, 'client')} at once failed: {failures[0]}")
+        raise RuntimeError(
+            f"{plural(len(failures), 'request')} of {plural(clients, 'client')} at once failed: {failures[0]}"
+        )
     every = np.array([x for per_client in latencies for x in per_client])
     return {
         "clients": clients,
@@ -111,7 +147,10 @@ def _load(url: str, clients: int, seconds: float) -> dict[str, Any]:
         "p50_ms": float(np.percentile(every, 50)) * 1000,
         "p99_ms": float(np.percentile(every, 99)) * 1000,
         "mean_batch": (after["row_steps"] - before["row_steps"]) / max(1, after["steps"] - before["steps"]),
-        "engine_gflops": (after["row_steps"] - before["row_steps"]) * after["flops_per_row"] / max(1e-9, after["step_seconds"] - before["step_seconds"]) / 1e9,
+        "engine_gflops": (after["row_steps"] - before["row_steps"])
+        * after["flops_per_row"]
+        / max(1e-9, after["step_seconds"] - before["step_seconds"])
+        / 1e9,
     }
 
 
@@ -121,7 +160,9 @@ def _engine(url: str) -> dict[str, Any]:
         return json.loads(answer.read())["data"][0]["engine"]
 
 
-def run_serve(seconds: float = 10.0, progress: Callable[[str], None] = lambda s: None, clients: tuple[int, ...] = CLIENTS) -> dict[str, Any]:
+def run_serve(
+    seconds: float = 10.0, progress: Callable[[str], None] = lambda s: None, clients: tuple[int, ...] = CLIENTS
+) -> dict[str, Any]:
     from charrnn.bench.measure import peak_matmul_gflops
     from charrnn.machine.threads import use_threads
 
@@ -152,18 +193,47 @@ def run_serve(seconds: float = 10.0, progress: Callable[[str], None] = lambda s:
     for row in rows:
         row["vs_one_client"] = row["chars_per_sec"] / rows[0]["chars_per_sec"]
         row["of_peak"] = row["engine_gflops"] / peak
-    return {"model": model, "parameters": info["parameters"], "length": LENGTH, "seconds": seconds, "cores": cores_here(), "peak_gflops": peak, "rows": rows}
+    return {
+        "model": model,
+        "parameters": info["parameters"],
+        "length": LENGTH,
+        "seconds": seconds,
+        "cores": cores_here(),
+        "peak_gflops": peak,
+        "rows": rows,
+    }
 
 
 def serve_table(result: dict[str, Any]) -> Table:
     """`charrnn bench --serve`: requests per second and latency by clients at once."""
     title = f"charrnn serve · {result['length']}-character samples · {result['model']} ({result['parameters']:,} parameters) · {plural(result['cores'], 'core')} · {result['seconds']:g} s each"
     table = Table(title=title, title_justify="left")
-    for col in ("clients at once", "requests", "requests/s", "chars/s", "vs 1 client", "p50 latency", "p99 latency", "mean batch", "engine GFLOP/s"):
+    for col in (
+        "clients at once",
+        "requests",
+        "requests/s",
+        "chars/s",
+        "vs 1 client",
+        "p50 latency",
+        "p99 latency",
+        "mean batch",
+        "engine GFLOP/s",
+    ):
         table.add_column(col, justify="right")
     for row in result["rows"]:
-        table.add_row(str(row["clients"]), f"{row['requests']:,}", f"{row['requests_per_sec']:,.1f}", f"{row['chars_per_sec']:,.0f}", f"{row['vs_one_client']:.2f}×",
-                      f"{row['p50_ms']:,.0f} ms", f"{row['p99_ms']:,.0f} ms", f"{row['mean_batch']:.1f}", f"{row['engine_gflops']:,.1f} ({row['of_peak']:.0%} of peak)")
-    table.caption = (f"clients and server on the same machine; each client sends its next request when the last is answered; "
-                     f"engine GFLOP/s: its model steps alone, against a {result['peak_gflops']:,.0f} GFLOP/s float32 matmul on all cores")
+        table.add_row(
+            str(row["clients"]),
+            f"{row['requests']:,}",
+            f"{row['requests_per_sec']:,.1f}",
+            f"{row['chars_per_sec']:,.0f}",
+            f"{row['vs_one_client']:.2f}×",
+            f"{row['p50_ms']:,.0f} ms",
+            f"{row['p99_ms']:,.0f} ms",
+            f"{row['mean_batch']:.1f}",
+            f"{row['engine_gflops']:,.1f} ({row['of_peak']:.0%} of peak)",
+        )
+    table.caption = (
+        f"clients and server on the same machine; each client sends its next request when the last is answered; "
+        f"engine GFLOP/s: its model steps alone, against a {result['peak_gflops']:,.0f} GFLOP/s float32 matmul on all cores"
+    )
     return table

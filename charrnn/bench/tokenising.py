@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 
-
 # The peak RSS is this process' own (VmHWM): ru_maxrss would start from the RSS of the parent
 # that forked it (Linux carries it across exec), here a benchmark holding torch and models.
 TOKENISE_SCRIPT = """
@@ -46,7 +45,9 @@ def bench_tokenising(megabytes: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         path = generated_corpus(Path(tmp) / "corpus.txt", megabytes)
         size = path.stat().st_size
-        out = subprocess.run([sys.executable, "-c", TOKENISE_SCRIPT, str(path)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", TOKENISE_SCRIPT, str(path)], capture_output=True, text=True, check=True
+        )
         seconds, n_chars, vocab, rss = out.stdout.split()
     return {
         "what": f"tokenise a generated {size / 2**20:.0f} MB corpus",

@@ -11,9 +11,10 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -55,20 +56,33 @@ class TrainCase:
         return f"{self.cell.upper()} {self.layers}×{self.hidden} (seq {self.seq_len}, batch {self.batch_size})"
 
 
-def bench_trainer(case: TrainCase, run_dir: str, precision: str = "fp32", device: str = "cpu", val_chars: int = 0, resume_from=None):
+def bench_trainer(
+    case: TrainCase, run_dir: str, precision: str = "fp32", device: str = "cpu", val_chars: int = 0, resume_from=None
+):
     """charrnn's real Trainer on random ids of a 65-character vocabulary: `val_chars` of them
     for validation, and a checkpoint to resume from if given."""
     from charrnn.config import TrainConfig
-    from charrnn.train.trainer import Trainer
     from charrnn.data.vocab import Vocab
+    from charrnn.train.trainer import Trainer
 
     vocab = Vocab(tuple(chr(32 + i) for i in range(VOCAB)))
     rng = np.random.default_rng(0)
     ids = rng.integers(0, VOCAB, size=case.batch_size * (case.seq_len * 50 + 1) + val_chars, dtype=np.uint8)
     cfg = TrainConfig(
-        cell=case.cell, layers=case.layers, hidden=case.hidden, embed=case.embed, seq_len=case.seq_len,
-        batch_size=case.batch_size, max_steps=10**9, eval_every=10**9, save_every=10**9, device=device,
-        threads=torch.get_num_threads(), precision=precision, val_frac=0.0, sample_every=0,
+        cell=case.cell,
+        layers=case.layers,
+        hidden=case.hidden,
+        embed=case.embed,
+        seq_len=case.seq_len,
+        batch_size=case.batch_size,
+        max_steps=10**9,
+        eval_every=10**9,
+        save_every=10**9,
+        device=device,
+        threads=torch.get_num_threads(),
+        precision=precision,
+        val_frac=0.0,
+        sample_every=0,
     ).validate()
     split = len(ids) - val_chars
     return Trainer(cfg, vocab, ids[:split], ids[split:], run_dir, resume_from=resume_from, corpus_digest="bench")
@@ -130,7 +144,14 @@ def bench_training(peak: float, quick: bool, precision: str, device: str) -> lis
         rows.append(_train_row(f"train {case.label}", case, case.batch_size * case.seq_len / seconds, peak))
     ref_case = TRAIN_CASES[0]
     seconds = _timed(textbook_train_step(ref_case), warmup=1, steps=steps)
-    rows.append(_train_row(f"reference: LSTMCell loop {ref_case.label}", ref_case, ref_case.batch_size * ref_case.seq_len / seconds, peak))
+    rows.append(
+        _train_row(
+            f"reference: LSTMCell loop {ref_case.label}",
+            ref_case,
+            ref_case.batch_size * ref_case.seq_len / seconds,
+            peak,
+        )
+    )
     rows[0]["vs_reference"] = rows[0]["chars_per_sec"] / rows[-1]["chars_per_sec"]
     return rows
 
@@ -149,8 +170,8 @@ def bench_run_overheads(quick: bool, precision: str = "fp32", device: str = "cpu
     The undisturbed speed is measured before and after the others and averaged. The first step
     after an evaluation is timed alone: that is where a slow path (a mode left on, weights
     re-laid out) would show. A resumed run gets one warm-up step, like the undisturbed one."""
-    from charrnn.store import checkpoint
     from charrnn.config import TrainConfig, defaults
+    from charrnn.store import checkpoint
     from charrnn.train.evaluation import evaluate_sum
 
     default = defaults(TrainConfig)
@@ -191,8 +212,26 @@ def bench_run_overheads(quick: bool, precision: str = "fp32", device: str = "cpu
     between = default["eval_every"] * undisturbed  # training seconds between two evaluations
     return [
         {"what": f"train {case.label}, undisturbed", "chars_per_sec": chars / undisturbed},
-        {"what": "  the first step after an evaluation", "chars_per_sec": chars / first_after_eval, "vs_undisturbed": undisturbed / first_after_eval, "evaluation_wrote": wrote},
-        {"what": "  after --resume from a checkpoint", "chars_per_sec": chars / after_resume, "vs_undisturbed": undisturbed / after_resume, "resumed_at_step": resumed_at},
-        {"what": f"  evaluating {default['eval_chars']:,} chars every {default['eval_every']} steps", "chars_per_sec": eval_chars_per_s, "cost": default["eval_chars"] / eval_chars_per_s / between},
-        {"what": f"  saving last.pt every {default['save_every']} steps", "seconds": save_s, "cost": save_s / (default["save_every"] * undisturbed)},
+        {
+            "what": "  the first step after an evaluation",
+            "chars_per_sec": chars / first_after_eval,
+            "vs_undisturbed": undisturbed / first_after_eval,
+            "evaluation_wrote": wrote,
+        },
+        {
+            "what": "  after --resume from a checkpoint",
+            "chars_per_sec": chars / after_resume,
+            "vs_undisturbed": undisturbed / after_resume,
+            "resumed_at_step": resumed_at,
+        },
+        {
+            "what": f"  evaluating {default['eval_chars']:,} chars every {default['eval_every']} steps",
+            "chars_per_sec": eval_chars_per_s,
+            "cost": default["eval_chars"] / eval_chars_per_s / between,
+        },
+        {
+            "what": f"  saving last.pt every {default['save_every']} steps",
+            "seconds": save_s,
+            "cost": save_s / (default["save_every"] * undisturbed),
+        },
     ]

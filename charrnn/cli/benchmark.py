@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
+from charrnn.cli.console import fail as _fail
+from charrnn.cli.console import stderr as _stderr
 from charrnn.errors import CharRNNError
-from charrnn.cli.console import fail as _fail, stderr as _stderr
+
 
 # ---------------------------------------------------------------------------------- bench
 def bench(
@@ -17,14 +18,52 @@ def bench(
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON on stdout.")] = False,
     precision: Annotated[str, typer.Option(help="Training precision to measure: fp32, bf16 or fp16.")] = "fp32",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "cpu",
-    rounds: Annotated[Optional[int], typer.Option(help="Measure peak, training and sampling this many times, interleaved, and report medians. \\[default: 3, 1 with --quick]", show_default=False)] = None,
-    quality: Annotated[Optional[Path], typer.Option(help="Also train on this corpus for --seconds with the default recipe and with the previous defaults (2×256 LSTM, no dropout), one after the other, and report the validation loss (last 10%) of each against time.", show_default=False)] = None,
-    quality_seconds: Annotated[float, typer.Option("--seconds", "--quality-seconds", help="Time budget of each --quality training.")] = 600.0,
-    quality_out: Annotated[Optional[Path], typer.Option(help="Keep the --quality runs' folders under this folder (for `charrnn plot`). \\[default: temporary]", show_default=False)] = None,
-    load: Annotated[bool, typer.Option("--load", help="Also train the default model alone, beside a busy core and as two trainings at once, with charrnn's thread policy and with torch's defaults.")] = False,
+    rounds: Annotated[
+        int | None,
+        typer.Option(
+            help="Measure peak, training and sampling this many times, interleaved, and report medians. \\[default: 3, 1 with --quick]",
+            show_default=False,
+        ),
+    ] = None,
+    quality: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also train on this corpus for --seconds with the default recipe and with the previous defaults (2×256 LSTM, no dropout), one after the other, and report the validation loss (last 10%) of each against time.",
+            show_default=False,
+        ),
+    ] = None,
+    quality_seconds: Annotated[
+        float, typer.Option("--seconds", "--quality-seconds", help="Time budget of each --quality training.")
+    ] = 600.0,
+    quality_out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep the --quality runs' folders under this folder (for `charrnn plot`). \\[default: temporary]",
+            show_default=False,
+        ),
+    ] = None,
+    load: Annotated[
+        bool,
+        typer.Option(
+            "--load",
+            help="Also train the default model alone, beside a busy core and as two trainings at once, with charrnn's thread policy and with torch's defaults.",
+        ),
+    ] = False,
     load_seconds: Annotated[float, typer.Option(help="Training time of each --load run.")] = 30.0,
-    speed: Annotated[bool, typer.Option("--speed/--no-speed", help="Measure the speed tables (peak, training, sampling, tokenising); --no-speed with --load, --serve or --quality runs only those.")] = True,
-    serve: Annotated[bool, typer.Option("--serve", help="Also measure `charrnn serve`: requests per second, p50/p99 latency and the engine's GFLOP/s, 200-character samples with 1, 4, 16 and 64 clients at once.")] = False,
+    speed: Annotated[
+        bool,
+        typer.Option(
+            "--speed/--no-speed",
+            help="Measure the speed tables (peak, training, sampling, tokenising); --no-speed with --load, --serve or --quality runs only those.",
+        ),
+    ] = True,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Also measure `charrnn serve`: requests per second, p50/p99 latency and the engine's GFLOP/s, 200-character samples with 1, 4, 16 and 64 clients at once.",
+        ),
+    ] = False,
     serve_seconds: Annotated[float, typer.Option(help="Time of each --serve row.")] = 10.0,
 ) -> None:
     """Measure training, sampling and tokenising speed against this machine and a textbook loop.
@@ -42,9 +81,13 @@ def bench(
         if serve and not serve_seconds > 0:
             raise CharRNNError(f"--serve-seconds {serve_seconds:g} must be positive")
         if load and not load_seconds >= 10:
-            raise CharRNNError(f"--load-seconds {load_seconds:g} must be at least 10 (the policy measures over a few seconds)")
+            raise CharRNNError(
+                f"--load-seconds {load_seconds:g} must be at least 10 (the policy measures over a few seconds)"
+            )
         say = lambda what: console.print(f"measuring {what}…")  # noqa: E731
-        result = benchmark.run(quick=quick, precision=precision, device=device, rounds=rounds, progress=say) if speed else {}
+        result = (
+            benchmark.run(quick=quick, precision=precision, device=device, rounds=rounds, progress=say) if speed else {}
+        )
         if load:
             from charrnn.bench.load import run_load
 
@@ -60,7 +103,12 @@ def bench(
                 raise CharRNNError(f"--quality {quality}: not a file")
             if not quality_seconds > 0:
                 raise CharRNNError(f"--seconds {quality_seconds:g} must be positive")
-            result["quality"] = run_quality(quality, quality_seconds, progress=lambda what: console.print(f"training: {what}…", soft_wrap=True), keep=quality_out)
+            result["quality"] = run_quality(
+                quality,
+                quality_seconds,
+                progress=lambda what: console.print(f"training: {what}…", soft_wrap=True),
+                keep=quality_out,
+            )
         for table in bench_tables(result):
             console.print(table)
         if json_out:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -28,7 +30,6 @@ from rich.progress import (
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
-from rich.markup import escape
 from rich.text import Text
 
 from charrnn.cli.formats import fmt_clock, fmt_loss, one_line
@@ -48,7 +49,13 @@ class _ProgressWithSample(Progress):
 
 
 class TrainDisplay:
-    def __init__(self, console: Console, quiet: bool = False, log_every: float = 30.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        console: Console,
+        quiet: bool = False,
+        log_every: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.console = console
         self.quiet = quiet
         self.live = console.is_terminal and not quiet
@@ -124,7 +131,11 @@ class TrainDisplay:
         if kind == "warning":
             self.console.print(f"[yellow]warning:[/] {escape(event['message'])}", soft_wrap=True, markup=True)
         elif kind == "start":
-            auto = f" of {event['cores']} usable, chosen by the load; --threads N pins it" if event.get("threads_auto") else ""
+            auto = (
+                f" of {event['cores']} usable, chosen by the load; --threads N pins it"
+                if event.get("threads_auto")
+                else ""
+            )
             self.message(
                 f"training {event['parameters']:,} parameters on {event['device']} ({event['threads']} thread{'s' if event['threads'] != 1 else ''}{auto}"
                 + (f" in each of {event['processes']} processes" if event.get("processes", 1) > 1 else "")
@@ -213,7 +224,11 @@ class TrainDisplay:
             f"best loss {fmt_loss(summary['best_loss'])}"
             + (f"; {plural(summary['skipped_steps'], 'non-finite step')} skipped" if summary["skipped_steps"] else "")
             + f"\nlast: {summary['last']}\nbest: "
-            + (str(summary["best"]) if summary.get("best") and Path(summary["best"]).exists() else "none yet (no evaluation ran)"),
+            + (
+                str(summary["best"])
+                if summary.get("best") and Path(summary["best"]).exists()
+                else "none yet (no evaluation ran)"
+            ),
             soft_wrap=True,
             highlight=False,
             markup=False,

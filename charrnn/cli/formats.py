@@ -20,7 +20,11 @@ def fmt_loss(nats: float | None) -> str:
 def fmt_clock(seconds: float) -> str:
     """A duration as MM:SS, or H:MM:SS from an hour on."""
     seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60:02d}:{seconds % 60:02d}"
+    return (
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else f"{seconds // 60:02d}:{seconds % 60:02d}"
+    )
 
 
 def one_line(text: str) -> str:

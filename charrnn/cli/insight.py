@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from charrnn.cli.console import fail as _fail, stderr as _stderr
+from charrnn.cli.console import fail as _fail
+from charrnn.cli.console import stderr as _stderr
 from charrnn.errors import CharRNNError, plural
 
 PANEL = "Insight"
@@ -115,7 +116,9 @@ class _EvalProgress:
         if console.is_terminal and n_chars > 200_000:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.progress = Progress(TextColumn("scoring"), BarColumn(), TimeRemainingColumn(), console=console, transient=True)
+            self.progress = Progress(
+                TextColumn("scoring"), BarColumn(), TimeRemainingColumn(), console=console, transient=True
+            )
             self.task = self.progress.add_task("eval", total=n_chars)
 
     def __enter__(self):
@@ -135,10 +138,31 @@ class _EvalProgress:
 
 # ---------------------------------------------------------------------------------- plot
 def plot_command(
-    runs: Annotated[list[Path], typer.Argument(metavar="RUN_DIR...", help="Run folders (checkpoints/NAME) or their metrics.jsonl files.", show_default=False)],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the plot to this .png or .svg file (needs matplotlib) instead of drawing it in the terminal.", show_default=False)] = None,
+    runs: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="RUN_DIR...",
+            help="Run folders (checkpoints/NAME) or their metrics.jsonl files.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Write the plot to this .png or .svg file (needs matplotlib) instead of drawing it in the terminal.",
+            show_default=False,
+        ),
+    ] = None,
     bpc: Annotated[bool, typer.Option("--bpc", help="Loss in bits per character instead of nats.")] = False,
-    width: Annotated[Optional[int], typer.Option(help="Width of the terminal plot in characters. \\[default: the terminal's, at most 100]", show_default=False)] = None,
+    width: Annotated[
+        int | None,
+        typer.Option(
+            help="Width of the terminal plot in characters. \\[default: the terminal's, at most 100]",
+            show_default=False,
+        ),
+    ] = None,
     height: Annotated[int, typer.Option(help="Height of the terminal plot in lines.")] = 16,
 ) -> None:
     """Plot train and validation loss against characters seen, for one or several runs.
@@ -165,13 +189,34 @@ def plot_command(
 def neurons_command(
     checkpoint_path: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help=CKPT_HELP, show_default=False)],
     file: Annotated[Path, typer.Argument(metavar="FILE", help="A text to read with the model.", show_default=False)],
-    layer: Annotated[Optional[int], typer.Option(help="Recurrent layer, from 0 (the lowest); -1 is the top. With --find: search only this layer. \\[default: the top layer; --find: all]", show_default=False)] = None,
+    layer: Annotated[
+        int | None,
+        typer.Option(
+            help="Recurrent layer, from 0 (the lowest); -1 is the top. With --find: search only this layer. \\[default: the top layer; --find: all]",
+            show_default=False,
+        ),
+    ] = None,
     unit: Annotated[int, typer.Option(help="Unit of the layer to show, from 0.")] = 0,
-    state: Annotated[Optional[str], typer.Option(help="LSTM: c shows tanh(cell state), h the output h = o·tanh(c). GRU and RNN have h only. \\[default: c for an LSTM, else h]", show_default=False)] = None,
-    find: Annotated[bool, typer.Option("--find", help="Rank the units whose activation best tracks simple features of the text (inside quotes or brackets, position in the line, start of a word) and show the best ones.")] = False,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            help="LSTM: c shows tanh(cell state), h the output h = o·tanh(c). GRU and RNN have h only. \\[default: c for an LSTM, else h]",
+            show_default=False,
+        ),
+    ] = None,
+    find: Annotated[
+        bool,
+        typer.Option(
+            "--find",
+            help="Rank the units whose activation best tracks simple features of the text (inside quotes or brackets, position in the line, start of a word) and show the best ones.",
+        ),
+    ] = False,
     top: Annotated[int, typer.Option(help="With --find: units listed per feature.")] = 3,
     max_chars: Annotated[int, typer.Option(help="Read only the first N characters of FILE.")] = 2000,
-    html_out: Annotated[Optional[Path], typer.Option("--html", help="Also write the view as an HTML page to this file.", show_default=False)] = None,
+    html_out: Annotated[
+        Path | None,
+        typer.Option("--html", help="Also write the view as an HTML page to this file.", show_default=False),
+    ] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of FILE.")] = "utf-8",
     threads: Annotated[int, typer.Option(help=THREADS_HELP)] = 1,
 ) -> None:
@@ -192,9 +237,9 @@ FIND_EXCERPT = 600  # characters of text shown per unit in the terminal with --f
 
 
 def _neurons(checkpoint_path, file, layer, unit, state, find, top, max_chars, html_out, encoding, threads) -> None:
-    from charrnn.insight.scores import drop_unknown
     from charrnn.insight.neurons import activations, check_choice, rank_units, text_features
     from charrnn.insight.neurons_view import Section, html_page, legend, ranking_table, rich_text
+    from charrnn.insight.scores import drop_unknown
 
     if max_chars < 1 or top < 1:
         raise CharRNNError("--max-chars and --top must be at least 1")
@@ -213,7 +258,14 @@ def _neurons(checkpoint_path, file, layer, unit, state, find, top, max_chars, ht
         best: dict = {}
         for m in matches:  # best first within each feature
             best.setdefault(m.feature, m)
-        sections = [Section(f"{m.feature}: layer {m.layer}, unit {m.unit} ({what}), correlation {m.correlation:+.3f}", text, acts[:, m.layer, m.unit]) for m in best.values()]
+        sections = [
+            Section(
+                f"{m.feature}: layer {m.layer}, unit {m.unit} ({what}), correlation {m.correlation:+.3f}",
+                text,
+                acts[:, m.layer, m.unit],
+            )
+            for m in best.values()
+        ]
         for s in sections:
             console.print(f"\n[bold]{s.title}[/]", highlight=False)
             console.print(rich_text(s.text[:FIND_EXCERPT], s.values), soft_wrap=True)
@@ -235,7 +287,9 @@ def _neurons(checkpoint_path, file, layer, unit, state, find, top, max_chars, ht
 
 # ---------------------------------------------------------------------------------- runs
 def runs_command(
-    root: Annotated[Path, typer.Option("--root", help="Folder that holds the runs (train's --out).")] = Path("checkpoints"),
+    root: Annotated[Path, typer.Option("--root", help="Folder that holds the runs (train's --out).")] = Path(
+        "checkpoints"
+    ),
     json_out: Annotated[bool, typer.Option("--json", help="Print the runs as JSON on stdout.")] = False,
 ) -> None:
     """List the training runs under --root: model, steps, characters seen, best validation loss."""

@@ -3,48 +3,170 @@ a copy that needs no torch)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
+from charrnn.cli.console import SAMPLE_DEFAULTS
+from charrnn.cli.console import fail as _fail
+from charrnn.cli.console import opt as _opt
+from charrnn.cli.console import stderr as _stderr
 from charrnn.config import SampleConfig
 from charrnn.errors import CharRNNError
-from charrnn.cli.console import SAMPLE_DEFAULTS, fail as _fail, opt as _opt, stderr as _stderr
+
 
 # ---------------------------------------------------------------------------------- sample
 def sample(
-    checkpoint_path: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Checkpoint (.pt), run folder (its best.pt, else last.pt) or export (.npz, see `charrnn export`) to sample from. \\[default: the newest best.pt under checkpoints/, else the newest last.pt]", show_default=False)] = None,
-    length: Annotated[int, _opt("length", "Characters to generate (after the prime).", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["length"],
-    temp: Annotated[float, _opt("temp", "Temperature: lower is safer, higher is wilder, 0 always takes the most likely character.", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["temp"],
-    top_k: Annotated[int, _opt("top_k", "Sample only among the k most likely characters (0 = off).", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["top_k"],
-    top_p: Annotated[float, _opt("top_p", "Sample only among the most likely characters whose mass reaches p (1 = off).", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["top_p"],
-    prime: Annotated[Optional[str], typer.Option(help="Text to start from (echoed, then continued).", rich_help_panel="Text", show_default=False)] = None,
-    prime_file: Annotated[Optional[Path], typer.Option(help="Read the prime text from this UTF-8 file.", rich_help_panel="Text", show_default=False)] = None,
-    unknown: Annotated[str, typer.Option(help="Prime characters the model never saw: error, or skip them with a warning.", rich_help_panel="Text")] = "error",
-    stop: Annotated[Optional[list[str]], typer.Option(help="End a sample right after this string appears (repeatable).", rich_help_panel="Text", show_default=False)] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed: the same seed gives the same text. \\[default: random]", rich_help_panel="Text", show_default=False)] = None,
-    num_samples: Annotated[int, _opt("num_samples", "Generate this many samples together (one batch), printed one after the other, the first as it is generated.", "Text", SAMPLE_DEFAULTS)] = SAMPLE_DEFAULTS["num_samples"],
-    separator: Annotated[str, typer.Option(help="Printed between samples when --num-samples > 1.", rich_help_panel="Text")] = "\n\n",
-    echo_prime: Annotated[bool, typer.Option(help="Print the prime before its continuation.", rich_help_panel="Text")] = True,
+    checkpoint_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            "-c",
+            help="Checkpoint (.pt), run folder (its best.pt, else last.pt) or export (.npz, see `charrnn export`) to sample from. \\[default: the newest best.pt under checkpoints/, else the newest last.pt]",
+            show_default=False,
+        ),
+    ] = None,
+    length: Annotated[
+        int, _opt("length", "Characters to generate (after the prime).", "Text", SAMPLE_DEFAULTS)
+    ] = SAMPLE_DEFAULTS["length"],
+    temp: Annotated[
+        float,
+        _opt(
+            "temp",
+            "Temperature: lower is safer, higher is wilder, 0 always takes the most likely character.",
+            "Text",
+            SAMPLE_DEFAULTS,
+        ),
+    ] = SAMPLE_DEFAULTS["temp"],
+    top_k: Annotated[
+        int, _opt("top_k", "Sample only among the k most likely characters (0 = off).", "Text", SAMPLE_DEFAULTS)
+    ] = SAMPLE_DEFAULTS["top_k"],
+    top_p: Annotated[
+        float,
+        _opt(
+            "top_p",
+            "Sample only among the most likely characters whose mass reaches p (1 = off).",
+            "Text",
+            SAMPLE_DEFAULTS,
+        ),
+    ] = SAMPLE_DEFAULTS["top_p"],
+    prime: Annotated[
+        str | None,
+        typer.Option(help="Text to start from (echoed, then continued).", rich_help_panel="Text", show_default=False),
+    ] = None,
+    prime_file: Annotated[
+        Path | None,
+        typer.Option(help="Read the prime text from this UTF-8 file.", rich_help_panel="Text", show_default=False),
+    ] = None,
+    unknown: Annotated[
+        str,
+        typer.Option(
+            help="Prime characters the model never saw: error, or skip them with a warning.", rich_help_panel="Text"
+        ),
+    ] = "error",
+    stop: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="End a sample right after this string appears (repeatable).",
+            rich_help_panel="Text",
+            show_default=False,
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Random seed: the same seed gives the same text. \\[default: random]",
+            rich_help_panel="Text",
+            show_default=False,
+        ),
+    ] = None,
+    num_samples: Annotated[
+        int,
+        _opt(
+            "num_samples",
+            "Generate this many samples together (one batch), printed one after the other, the first as it is generated.",
+            "Text",
+            SAMPLE_DEFAULTS,
+        ),
+    ] = SAMPLE_DEFAULTS["num_samples"],
+    separator: Annotated[
+        str, typer.Option(help="Printed between samples when --num-samples > 1.", rich_help_panel="Text")
+    ] = "\n\n",
+    echo_prime: Annotated[
+        bool, typer.Option(help="Print the prime before its continuation.", rich_help_panel="Text")
+    ] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel="Run")] = "cpu",
-    engine: Annotated[str, typer.Option(help="What computes the logits: packed (CPU: NumPy with oneDNN products on packed weights, the fastest for several samples), numpy (NumPy only, CPU; no torch needed for an .npz), torch (any device), or auto: packed on the CPU (numpy for an .npz), torch on a GPU. They give the same text for the same seed up to float32 rounding.", rich_help_panel="Run")] = "auto",
-    beam: Annotated[int, typer.Option(help="Beam search of this width instead of sampling: the most likely continuation, the same every time (--temp, --top-k, --top-p and --seed do not apply); with --num-samples K (at most the width), the K best, best first. 0 = sample.", rich_help_panel="Beam search")] = 0,
-    beam_norm: Annotated[float, typer.Option(help="Compare beams by log-probability / length^this, so that beams ended early by --stop are not preferred for being short; 0 = plain log-probability.", rich_help_panel="Beam search")] = 0.0,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="What computes the logits: packed (CPU: NumPy with oneDNN products on packed weights, the fastest for several samples), numpy (NumPy only, CPU; no torch needed for an .npz), torch (any device), or auto: packed on the CPU (numpy for an .npz), torch on a GPU. They give the same text for the same seed up to float32 rounding.",
+            rich_help_panel="Run",
+        ),
+    ] = "auto",
+    beam: Annotated[
+        int,
+        typer.Option(
+            help="Beam search of this width instead of sampling: the most likely continuation, the same every time (--temp, --top-k, --top-p and --seed do not apply); with --num-samples K (at most the width), the K best, best first. 0 = sample.",
+            rich_help_panel="Beam search",
+        ),
+    ] = 0,
+    beam_norm: Annotated[
+        float,
+        typer.Option(
+            help="Compare beams by log-probability / length^this, so that beams ended early by --stop are not preferred for being short; 0 = plain log-probability.",
+            rich_help_panel="Beam search",
+        ),
+    ] = 0.0,
 ) -> None:
     """Generate text from a trained model and stream it to stdout."""
     try:
-        _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop or [], seed, num_samples, separator, echo_prime, device, engine, beam, beam_norm)
+        _sample(
+            checkpoint_path,
+            length,
+            temp,
+            top_k,
+            top_p,
+            prime,
+            prime_file,
+            unknown,
+            stop or [],
+            seed,
+            num_samples,
+            separator,
+            echo_prime,
+            device,
+            engine,
+            beam,
+            beam_norm,
+        )
     except CharRNNError as exc:
         _fail(exc)
 
 
-def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unknown, stop, seed, num_samples, separator, echo_prime, device, engine="auto", beam=0, beam_norm=0.0) -> None:
+def _sample(
+    checkpoint_path,
+    length,
+    temp,
+    top_k,
+    top_p,
+    prime,
+    prime_file,
+    unknown,
+    stop,
+    seed,
+    num_samples,
+    separator,
+    echo_prime,
+    device,
+    engine="auto",
+    beam=0,
+    beam_norm=0.0,
+) -> None:
     if prime is not None and prime_file is not None:
         raise CharRNNError("give --prime or --prime-file, not both")
     if unknown not in ("error", "skip"):
@@ -53,7 +175,18 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
         from charrnn.data.corpus import read_text
 
         prime = read_text(prime_file, flags=(), what="the prime file")
-    cfg = SampleConfig(length=length, temp=temp, top_k=top_k, top_p=top_p, prime=prime or "", seed=seed, num_samples=num_samples, stop=stop, beam=beam, beam_norm=beam_norm).validate()
+    cfg = SampleConfig(
+        length=length,
+        temp=temp,
+        top_k=top_k,
+        top_p=top_p,
+        prime=prime or "",
+        seed=seed,
+        num_samples=num_samples,
+        stop=stop,
+        beam=beam,
+        beam_norm=beam_norm,
+    ).validate()
 
     from charrnn.machine.threads import FreeCores, limit_blas_threads, threads_for_command, use_threads
 
@@ -61,15 +194,18 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
     # second thread cost several times over: README, Busy machines).
     threads = threads_for_command()
     limit_blas_threads(threads)
-    from charrnn.sample.engines import open_stepper  # imports torch only if the engine or a .pt needs it
     from charrnn.sample.batch import Engine, config_streams
+    from charrnn.sample.engines import open_stepper  # imports torch only if the engine or a .pt needs it
     from charrnn.sample.generate import OneAfterAnother, prime_ids
 
     if checkpoint_path is None:
         from charrnn.sample.engines import newest
 
         checkpoint_path = newest("checkpoints")
-        _stderr().print(f"sampling from {checkpoint_path} (the newest {checkpoint_path.name} under checkpoints/; -c to choose)", soft_wrap=True)
+        _stderr().print(
+            f"sampling from {checkpoint_path} (the newest {checkpoint_path.name} under checkpoints/; -c to choose)",
+            soft_wrap=True,
+        )
     stepper, vocab, chosen = open_stepper(checkpoint_path, engine, device)
     if chosen in ("torch", "packed"):
         use_threads(threads)
@@ -77,7 +213,9 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
     if dropped:
         from charrnn.data.vocab import describe_chars
 
-        _stderr().print(f"warning: dropped prime characters the model never saw: {describe_chars(dropped)}", soft_wrap=True)
+        _stderr().print(
+            f"warning: dropped prime characters the model never saw: {describe_chars(dropped)}", soft_wrap=True
+        )
     out = _Stdout()
     if beam:  # (the best beam is known only at the end: nothing to stream)
         from charrnn.sample.beam import beam_texts
@@ -89,7 +227,9 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
     ids, echo, _ = prime_ids(vocab, cfg.prime, unknown)
     for b in range(num_samples if echo_prime else 0):
         samples.piece(b, echo)
-    streams = config_streams(cfg, ids, on_text=lambda s, char: samples.piece(s.tag, char), on_end=lambda s: samples.end(s.tag))
+    streams = config_streams(
+        cfg, ids, on_text=lambda s, char: samples.piece(s.tag, char), on_end=lambda s: samples.end(s.tag)
+    )
     engine = Engine(stepper, vocab, threads=FreeCores())  # the same engine as `charrnn serve`'s: the same text
     engine.submit(streams)
     engine.run_until_done(streams)
@@ -99,7 +239,14 @@ def _sample(checkpoint_path, length, temp, top_k, top_p, prime, prime_file, unkn
 
 # ---------------------------------------------------------------------------------- play
 def play(
-    checkpoint_path: Annotated[Optional[Path], typer.Argument(metavar="CHECKPOINT", help="Checkpoint (.pt), run folder or export (.npz). \\[default: the newest best.pt under checkpoints/]", show_default=False)] = None,
+    checkpoint_path: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="CHECKPOINT",
+            help="Checkpoint (.pt), run folder or export (.npz). \\[default: the newest best.pt under checkpoints/]",
+            show_default=False,
+        ),
+    ] = None,
     engine: Annotated[str, typer.Option(help="packed, numpy, torch or auto, as for sample.")] = "auto",
 ) -> None:
     """Talk to a model: type a prime, read its continuation; :help lists the settings.
@@ -107,7 +254,9 @@ def play(
     Ctrl-C stops a text and stays; Ctrl-D leaves. Needs a terminal: in scripts, use `sample`."""
     try:
         if not sys.stdin.isatty():
-            raise CharRNNError("play needs a terminal on stdin (it reads what you type); in scripts and pipes use: charrnn sample --prime TEXT")
+            raise CharRNNError(
+                "play needs a terminal on stdin (it reads what you type); in scripts and pipes use: charrnn sample --prime TEXT"
+            )
         from charrnn.machine.threads import limit_blas_threads
 
         limit_blas_threads(1)  # one stream
@@ -127,7 +276,9 @@ def play(
         out = _Stdout()
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops a text, not the session
         _stderr().print(f"model: {path}", soft_wrap=True)
-        run_session(Session(stepper, vocab), input, out.write, lambda text: _stderr().print(text, style="dim", soft_wrap=True))
+        run_session(
+            Session(stepper, vocab), input, out.write, lambda text: _stderr().print(text, style="dim", soft_wrap=True)
+        )
     except CharRNNError as exc:
         _fail(exc)
 
@@ -170,13 +321,22 @@ class _Stdout:
 
 # ---------------------------------------------------------------------------------- info
 def info(
-    checkpoint_path: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A .pt checkpoint (or a run folder: its best.pt, else last.pt).", show_default=False)],
-    json_out: Annotated[bool, typer.Option("--json", help="Print the checkpoint's metadata as JSON on stdout.")] = False,
+    checkpoint_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="CHECKPOINT",
+            help="A .pt checkpoint (or a run folder: its best.pt, else last.pt).",
+            show_default=False,
+        ),
+    ],
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the checkpoint's metadata as JSON on stdout.")
+    ] = False,
 ) -> None:
     """Describe a checkpoint: model, vocabulary, training config and progress."""
     try:
-        from charrnn.store import checkpoint
         from charrnn.cli.tables import checkpoint_table
+        from charrnn.store import checkpoint
         from charrnn.store.model_file import resolve_checkpoint
 
         path = resolve_checkpoint(checkpoint_path)
@@ -184,7 +344,9 @@ def info(
         if json_out:
             import json
 
-            typer.echo(json.dumps({"path": str(path), "format_version": checkpoint.FORMAT_VERSION, **ckpt.meta}, indent=2))
+            typer.echo(
+                json.dumps({"path": str(path), "format_version": checkpoint.FORMAT_VERSION, **ckpt.meta}, indent=2)
+            )
             return
         from rich.console import Console
 
@@ -195,20 +357,42 @@ def info(
 
 # ---------------------------------------------------------------------------------- export
 def export(
-    checkpoint_path: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A .pt checkpoint (or a run folder: its best.pt, else last.pt).", show_default=False)],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="npz: the weights as NumPy arrays (torch's names) and the vocabulary and model as JSON; `charrnn sample -c FILE.npz` reads it without torch.")] = "npz",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write. \\[default: CHECKPOINT with the format's suffix]", show_default=False)] = None,
+    checkpoint_path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="CHECKPOINT",
+            help="A .pt checkpoint (or a run folder: its best.pt, else last.pt).",
+            show_default=False,
+        ),
+    ],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="npz: the weights as NumPy arrays (torch's names) and the vocabulary and model as JSON; `charrnn sample -c FILE.npz` reads it without torch.",
+        ),
+    ] = "npz",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Where to write. \\[default: CHECKPOINT with the format's suffix]", show_default=False
+        ),
+    ] = None,
 ) -> None:
     """Write a checkpoint's weights and vocabulary in a form that needs no torch to read."""
     try:
         if fmt != "npz":
             raise CharRNNError(f"--format {fmt!r} is not one of: npz")
-        from charrnn.store.model_file import resolve_checkpoint
         from charrnn.store.export import export_npz
+        from charrnn.store.model_file import resolve_checkpoint
 
         path = resolve_checkpoint(checkpoint_path)
         written = export_npz(path, out or path.with_suffix(".npz"))
-        _stderr().print(f"wrote {written} ({written.stat().st_size:,} bytes); sample from it with: charrnn sample -c {shlex.quote(str(written))}", soft_wrap=True)
+        _stderr().print(
+            f"wrote {written} ({written.stat().st_size:,} bytes); sample from it with: charrnn sample -c {shlex.quote(str(written))}",
+            soft_wrap=True,
+        )
     except CharRNNError as exc:
         _fail(exc)
 

@@ -6,7 +6,7 @@ It imports torch and the library only inside the command, so `charrnn --help` st
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,13 +18,45 @@ def register(app: typer.Typer) -> None:
 
 
 def serve_command(
-    checkpoints: Annotated[Optional[list[Path]], typer.Argument(metavar="CKPT", help="Checkpoints (.pt) or run folders to serve, each by its run folder's name. \\[default: the newest best.pt under checkpoints/, as `sample`]", show_default=False)] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on. Anything but a loopback address (127.0.0.1, ::1, localhost) lets other machines use the models, and needs --api-key.")] = "127.0.0.1",
+    checkpoints: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            metavar="CKPT",
+            help="Checkpoints (.pt) or run folders to serve, each by its run folder's name. \\[default: the newest best.pt under checkpoints/, as `sample`]",
+            show_default=False,
+        ),
+    ] = None,
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to listen on. Anything but a loopback address (127.0.0.1, ::1, localhost) lets other machines use the models, and needs --api-key."
+        ),
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on; 0 lets the system choose a free one (printed).")] = 8000,
-    max_length: Annotated[int, typer.Option(help="The most characters a request may ask to generate (per sample).")] = 2000,
-    max_seconds: Annotated[float, typer.Option(help="The most seconds one request may take, its prime included; a sample that runs out ends there (a beam search fails).")] = 30.0,
-    api_key: Annotated[Optional[str], typer.Option(envvar="CHARRNN_API_KEY", help="Every /v1/ request must send `Authorization: Bearer KEY` (OpenAI clients: api_key=KEY). Needed to listen beyond this machine. The page takes it as #key=KEY after its address.", show_default=False)] = None,
-    cors_origin: Annotated[Optional[str], typer.Option(help="Let the pages of this one origin (e.g. http://localhost:3000) call the API from a browser; others are refused. \\[default: none: only the page served at /]", show_default=False)] = None,
+    max_length: Annotated[
+        int, typer.Option(help="The most characters a request may ask to generate (per sample).")
+    ] = 2000,
+    max_seconds: Annotated[
+        float,
+        typer.Option(
+            help="The most seconds one request may take, its prime included; a sample that runs out ends there (a beam search fails)."
+        ),
+    ] = 30.0,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CHARRNN_API_KEY",
+            help="Every /v1/ request must send `Authorization: Bearer KEY` (OpenAI clients: api_key=KEY). Needed to listen beyond this machine. The page takes it as #key=KEY after its address.",
+            show_default=False,
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        str | None,
+        typer.Option(
+            help="Let the pages of this one origin (e.g. http://localhost:3000) call the API from a browser; others are refused. \\[default: none: only the page served at /]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve models over HTTP: the OpenAI API's /v1/completions, charrnn's own endpoints, and a page at /.
 
@@ -33,7 +65,8 @@ def serve_command(
     describe the models, score a text and show the cell activations. Every request's samples are
     rows of one batch, stepped together. Ctrl-C stops it.
     """
-    from charrnn.cli.console import fail as _fail, stderr as _stderr
+    from charrnn.cli.console import fail as _fail
+    from charrnn.cli.console import stderr as _stderr
 
     try:
         _serve(checkpoints or [], host, port, max_length, max_seconds, _stderr(), api_key, cors_origin)
@@ -41,7 +74,16 @@ def serve_command(
         _fail(exc)
 
 
-def _serve(checkpoints: list[Path], host: str, port: int, max_length: int, max_seconds: float, console, api_key: str | None = None, cors_origin: str | None = None) -> None:
+def _serve(
+    checkpoints: list[Path],
+    host: str,
+    port: int,
+    max_length: int,
+    max_seconds: float,
+    console,
+    api_key: str | None = None,
+    cors_origin: str | None = None,
+) -> None:
     import math
     from urllib.parse import urlsplit
 
@@ -55,12 +97,22 @@ def _serve(checkpoints: list[Path], host: str, port: int, max_length: int, max_s
         raise CharRNNError("--api-key must be a non-empty string of printable characters without spaces")
     if cors_origin is not None:
         parts = urlsplit(cors_origin)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/") or parts.query or cors_origin.endswith("/"):
-            raise CharRNNError(f"--cors-origin {cors_origin!r} must be an origin: a scheme and a host, e.g. http://localhost:3000 (no path)")
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.path not in ("", "/")
+            or parts.query
+            or cors_origin.endswith("/")
+        ):
+            raise CharRNNError(
+                f"--cors-origin {cors_origin!r} must be an origin: a scheme and a host, e.g. http://localhost:3000 (no path)"
+            )
     from charrnn.serve.guard import Security, is_loopback
 
     if not is_loopback(host) and api_key is None:
-        raise CharRNNError(f"--host {host} lets other machines use the models: give --api-key KEY (or CHARRNN_API_KEY) so that only those who know it can")
+        raise CharRNNError(
+            f"--host {host} lets other machines use the models: give --api-key KEY (or CHARRNN_API_KEY) so that only those who know it can"
+        )
     from charrnn.machine.threads import limit_blas_threads
 
     # One core to start with; the engine's thread then uses the cores free (sample/batch.py).
@@ -75,18 +127,31 @@ def _serve(checkpoints: list[Path], host: str, port: int, max_length: int, max_s
         try:
             checkpoints = [newest("checkpoints")]
         except CharRNNError:
-            raise CharRNNError("no checkpoint under checkpoints/: train a model first (charrnn train FILE) or name one (charrnn serve CKPT)") from None
-        console.print(f"serving {checkpoints[0]} (the newest {checkpoints[0].name} under checkpoints/; name checkpoints to choose)", soft_wrap=True)
+            raise CharRNNError(
+                "no checkpoint under checkpoints/: train a model first (charrnn train FILE) or name one (charrnn serve CKPT)"
+            ) from None
+        console.print(
+            f"serving {checkpoints[0]} (the newest {checkpoints[0].name} under checkpoints/; name checkpoints to choose)",
+            soft_wrap=True,
+        )
     models = load_models(checkpoints)
     try:
-        server = start(models, host, port, Limits(max_length, max_seconds), Security(api_key=api_key, cors_origin=cors_origin))
+        server = start(
+            models, host, port, Limits(max_length, max_seconds), Security(api_key=api_key, cors_origin=cors_origin)
+        )
     except OSError as exc:
         raise CharRNNError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     try:
         if not is_loopback(host):
-            console.print(f"warning: listening on {host}, not only on this machine: anyone who can reach it and knows the API key may use the models", soft_wrap=True)
+            console.print(
+                f"warning: listening on {host}, not only on this machine: anyone who can reach it and knows the API key may use the models",
+                soft_wrap=True,
+            )
         names = ", ".join(f"{name} ({model.path})" for name, model in models.items())
-        console.print(f"serving {names} at {server.url} (Ctrl-C stops it); OpenAI clients: base_url {server.url}v1", soft_wrap=True)
+        console.print(
+            f"serving {names} at {server.url} (Ctrl-C stops it); OpenAI clients: base_url {server.url}v1",
+            soft_wrap=True,
+        )
         server.serve_forever()
     finally:
         server.server_close()

@@ -23,9 +23,15 @@ def checkpoint_table(path, ckpt) -> Table:
     table.add_column()
     vocab = "".join(info.vocab.chars)
     rows = [
-        ("model", f"{model.cell.upper()} {model.layers}×{model.hidden}, embedding {model.embed}{' (tied to the read-out)' if model.tie_weights else ''}, dropout {model.dropout}"),
+        (
+            "model",
+            f"{model.cell.upper()} {model.layers}×{model.hidden}, embedding {model.embed}{' (tied to the read-out)' if model.tie_weights else ''}, dropout {model.dropout}",
+        ),
         ("parameters", f"{n_params:,}"),
-        ("vocabulary", f"{plural(len(vocab), 'character')}: {''.join(c if c.isprintable() else '·' for c in vocab[:80])}{'…' if len(vocab) > 80 else ''}"),
+        (
+            "vocabulary",
+            f"{plural(len(vocab), 'character')}: {''.join(c if c.isprintable() else '·' for c in vocab[:80])}{'…' if len(vocab) > 80 else ''}",
+        ),
         ("steps", f"{prog.step:,} (epoch {prog.epoch}, chunk {prog.chunk})"),
         ("characters seen", f"{prog.chars_seen:,}"),
         ("best loss", fmt_loss(prog.best_loss)),
@@ -58,18 +64,33 @@ def bench_tables(result: dict) -> list[Table]:
 
 def _speed_tables(result: dict) -> list[Table]:
     machine = result["machine"]
-    title = f"{machine['cpu']} · {plural(machine['threads'], 'thread')} · {machine['device']} · torch {machine['torch']} · peak matmul {result['peak_gflops']:.1f} GFLOP/s" + (f" · medians of {result['rounds']} rounds" if result.get("rounds", 1) > 1 else "")
+    title = (
+        f"{machine['cpu']} · {plural(machine['threads'], 'thread')} · {machine['device']} · torch {machine['torch']} · peak matmul {result['peak_gflops']:.1f} GFLOP/s"
+        + (f" · medians of {result['rounds']} rounds" if result.get("rounds", 1) > 1 else "")
+    )
     train = Table(title=title, title_justify="left")
     for col in ("training", "chars/s", "GFLOP/s", "of peak", "vs reference"):
         train.add_column(col, justify="left" if col == "training" else "right")
     for row in result["training"]:
-        train.add_row(row["what"], f"{row['chars_per_sec']:,.0f}", f"{row['gflops']:.1f}", f"{row['of_peak']:.0%}", f"{row['vs_reference']:.2f}×" if "vs_reference" in row else "")
+        train.add_row(
+            row["what"],
+            f"{row['chars_per_sec']:,.0f}",
+            f"{row['gflops']:.1f}",
+            f"{row['of_peak']:.0%}",
+            f"{row['vs_reference']:.2f}×" if "vs_reference" in row else "",
+        )
     overheads = Table(title_justify="left")
     for col in ("during a run", "chars/s", "ratio or cost"):
         overheads.add_column(col, justify="left" if col == "during a run" else "right")
     for row in result.get("overheads", []):
         speed = f"{row['chars_per_sec']:,.0f}" if "chars_per_sec" in row else f"{row['seconds']:.2f} s"
-        ratio = f"{row['vs_undisturbed']:.2f}× undisturbed" if "vs_undisturbed" in row else f"{row['cost']:.1%} of training time" if "cost" in row else ""
+        ratio = (
+            f"{row['vs_undisturbed']:.2f}× undisturbed"
+            if "vs_undisturbed" in row
+            else f"{row['cost']:.1%} of training time"
+            if "cost" in row
+            else ""
+        )
         overheads.add_row(row["what"], speed, ratio)
     sample = Table(title_justify="left")
     for col in ("sampling", "chars/s", "ratio", "model step"):
@@ -92,11 +113,20 @@ def _speed_tables(result: dict) -> list[Table]:
 
 def load_table(result: dict) -> Table:
     """`charrnn bench --load`: chars/s of each policy in each situation, and the ratio to alone."""
-    table = Table(title=f"training the default model on a busy machine · {plural(result['cores'], 'core')} · {result['seconds']:g} s each", title_justify="left")
+    table = Table(
+        title=f"training the default model on a busy machine · {plural(result['cores'], 'core')} · {result['seconds']:g} s each",
+        title_justify="left",
+    )
     for col in ("threads", "situation", "chars/s", "vs alone", "used"):
         table.add_column(col, justify="right" if col in ("chars/s", "vs alone") else "left")
     for row in result["rows"]:
-        table.add_row(row["policy"], row["situation"], f"{row['chars_per_sec']:,.0f}", f"{row['vs_alone']:.0%}", " → ".join(str(n) for n in row["threads"]))
+        table.add_row(
+            row["policy"],
+            row["situation"],
+            f"{row['chars_per_sec']:,.0f}",
+            f"{row['vs_alone']:.0%}",
+            " → ".join(str(n) for n in row["threads"]),
+        )
     table.caption = f"alone, charrnn's policy runs at {result['auto_vs_torch_alone']:.0%} of torch's defaults (torch, {result['cores']}: {result['cores']} threads, libgomp's default spin)"
     busy = result.get("busy_before")
     if busy is not None and busy > 0.3:

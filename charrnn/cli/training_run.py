@@ -42,7 +42,11 @@ def choose_size(planned, data, given: set[str], dist):
     from charrnn.train.distributed import command_started
 
     train_chars = len(data.split(planned.cfg.val_frac)[0])
-    cfg, choice = dist.from_main(lambda: plan.size_model(planned, given, train_chars, len(data.vocab), command_started(STARTED), dist.local_world))
+    cfg, choice = dist.from_main(
+        lambda: plan.size_model(
+            planned, given, train_chars, len(data.vocab), command_started(STARTED), dist.local_world
+        )
+    )
     return dataclasses.replace(planned, cfg=cfg), choice
 
 
@@ -62,8 +66,20 @@ def make_trainer(planned, data, init_from: Path | None, run_dir: Path, display, 
     if cfg.engine == "numpy":
         display.message("engine numpy: gradients by the hand-written BPTT of charrnn/numpy_ref.py")
     try:
-        return Trainer(cfg, data.vocab, train_ids, val_ids, run_dir, events=display, resume_from=planned.resume_ckpt, init_from=planned.init_ckpt,
-                       corpus_path=data.path, corpus_digest=data.digest, dist=dist, started_at=command_started(STARTED))
+        return Trainer(
+            cfg,
+            data.vocab,
+            train_ids,
+            val_ids,
+            run_dir,
+            events=display,
+            resume_from=planned.resume_ckpt,
+            init_from=planned.init_ckpt,
+            corpus_path=data.path,
+            corpus_digest=data.digest,
+            dist=dist,
+            started_at=command_started(STARTED),
+        )
     except CorpusTooShort:
         forget(data)  # a refused corpus leaves no cache entry behind
         raise
@@ -82,7 +98,11 @@ def fit_under_signals(trainer, display, dist, run_dir: Path) -> tuple[dict, list
         if dist.world == 1:  # a second one ends at once (torchrun repeats signals, and kills after 30 s)
             signal.signal(signum, signal.SIG_DFL)
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN}
+    old = {
+        s: signal.signal(s, on_signal)
+        for s in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(s) is not signal.SIG_IGN
+    }
     try:
         with display:
             return trainer.fit(), received
@@ -115,7 +135,9 @@ def report(trainer, summary: dict, received: list[int], data, display, dist) -> 
                 display.message(line)
     if received or summary["reason"] == "stopped by another process":
         why = signal.Signals(received[0]).name if received else "a signal to another process"
-        display.console.print(f"stopped by {why}; progress saved in {summary['last']}\n{_resume_hint(dist)}", soft_wrap=True, markup=False)
+        display.console.print(
+            f"stopped by {why}; progress saved in {summary['last']}\n{_resume_hint(dist)}", soft_wrap=True, markup=False
+        )
         if received:
             raise typer.Exit(128 + received[0])
 
@@ -127,7 +149,9 @@ def _resume_hint(dist, resume: bool = True) -> str:
     argv = json.loads(launched) if launched else sys.argv[1:]
     argv = shlex.join(a for a in argv if a not in ("--overwrite", "--resume"))
     if not resume:
-        return f"start again with{' the same torchrun command' if dist.world > 1 and not launched else ''}: charrnn {argv}"
+        return (
+            f"start again with{' the same torchrun command' if dist.world > 1 and not launched else ''}: charrnn {argv}"
+        )
     if dist.world > 1 and not launched:
         return f"resume with the same torchrun command, adding --resume to: charrnn {argv}"
     return f"resume with: charrnn {argv} --resume"
@@ -151,19 +175,19 @@ def _prepared(info: dict | None) -> str:
 def _launch(nproc: int, display) -> None:
     """Run the same command in `nproc` processes under torchrun (in this process, so that its
     failures become an exit code and the workers' one-line errors are all that is printed)."""
+    import time
+
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
+    from charrnn import STARTED
+    from charrnn.machine.threads import cores_here
     from charrnn.train.distributed import launch_command
 
-    import time
-
-    from charrnn import STARTED
-
-    from charrnn.machine.threads import cores_here
-
-    args, env = launch_command(sys.argv[1:], nproc, cores_here(), started_wall=time.time() - (time.monotonic() - STARTED))
+    args, env = launch_command(
+        sys.argv[1:], nproc, cores_here(), started_wall=time.time() - (time.monotonic() - STARTED)
+    )
     display.message(f"launching {nproc} processes: torchrun {' '.join(args)}")
     os.environ.update(env, **{LOCK_HOLDER: str(os.getpid())})  # we hold the run folder's lock for them
     if not _state["debug"]:  # the workers report their own errors; torchrun's log would repeat them

@@ -52,7 +52,11 @@ class SourceRecord:
 
     def check(self) -> None:
         Vocab.from_json({"chars": self.chars})  # sorted, distinct, no surrogates
-        if len(self.counts) != len(self.chars) or not all(_is(c, int) and c > 0 for c in self.counts) or sum(self.counts) != self.n_chars:
+        if (
+            len(self.counts) != len(self.chars)
+            or not all(_is(c, int) and c > 0 for c in self.counts)
+            or sum(self.counts) != self.n_chars
+        ):
             raise ValueError("its character counts do not match its characters and length")
 
 

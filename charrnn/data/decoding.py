@@ -12,12 +12,12 @@ character or a '\\r\\n' split between two chunks is decoded as if the file had b
 from __future__ import annotations
 
 import codecs
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from charrnn.errors import CharRNNError
 from charrnn.data.vocab import codepoints, surrogates
+from charrnn.errors import CharRNNError
 
 BINARY_CONTROL_FRACTION = 0.3  # a text with more control characters than this is binary
 NUL_WINDOW = 1 << 20  # bytes at the start of a file searched for NUL
@@ -27,6 +27,7 @@ HEAD_BYTES = 1 << 12  # bytes at the start of a file looked at for UTF-16 and UT
 
 # ------------------------------------------------------------------------------ read options
 CORPUS_FLAGS = ("--encoding", "--errors")  # what `train` and `prepare` offer for a file they cannot read
+
 
 def check_encoding(encoding: str) -> str:
     """The codec's canonical name, or a clear error for an unknown encoding."""
@@ -47,11 +48,15 @@ def check_errors(errors: str) -> str:
         codecs.lookup_error(errors)
         made = codepoints(b"\xed\xa0\x80".decode("utf-8", errors))  # an encoded surrogate: invalid UTF-8
     except LookupError:
-        raise CharRNNError(f"--errors {errors!r} is not one of: strict, replace, ignore (or another Python error handler)") from None
+        raise CharRNNError(
+            f"--errors {errors!r} is not one of: strict, replace, ignore (or another Python error handler)"
+        ) from None
     except UnicodeDecodeError:  # strict, or a handler that refuses this byte
         return errors
     except TypeError:  # xmlcharrefreplace, namereplace
-        raise CharRNNError(f"--errors {errors!r} is a handler for writing text, not for reading it: use strict, replace or ignore") from None
+        raise CharRNNError(
+            f"--errors {errors!r} is a handler for writing text, not for reading it: use strict, replace or ignore"
+        ) from None
     if len(surrogates(made)):
         raise CharRNNError(
             f"--errors {errors!r} turns bad bytes into lone surrogates, which are not characters: "
@@ -61,9 +66,19 @@ def check_errors(errors: str) -> str:
 
 
 # ------------------------------------------------------------------------------ UTF-16 and UTF-32
-WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 # (encoding, bytes a code unit, the byte of a unit that ASCII text fills, the bytes it leaves NUL)
-WIDE_LAYOUTS = (("utf-32-le", 4, 0, [2, 3]), ("utf-32-be", 4, 3, [0, 1]), ("utf-16-le", 2, 0, [1]), ("utf-16-be", 2, 1, [0]))
+WIDE_LAYOUTS = (
+    ("utf-32-le", 4, 0, [2, 3]),
+    ("utf-32-be", 4, 3, [0, 1]),
+    ("utf-16-le", 2, 0, [1]),
+    ("utf-16-be", 2, 1, [0]),
+)
 
 
 def wide_encoding(head: bytes) -> tuple[str, str] | None:
@@ -91,7 +106,9 @@ def _wide_text_error(head: bytes, name: str, utf8: bool, encoding: str, flags: t
         return None
     wide, why = found
     advice = f"pass --encoding {wide}" if "--encoding" in flags else "save it as UTF-8"
-    return CharRNNError(f"{name}: looks like {wide.upper()} text ({why}), not {'utf-8' if utf8 else encoding}; {advice}")
+    return CharRNNError(
+        f"{name}: looks like {wide.upper()} text ({why}), not {'utf-8' if utf8 else encoding}; {advice}"
+    )
 
 
 def _head_first(chunks: Iterable[bytes], head_bytes: int = HEAD_BYTES) -> Iterator[bytes]:
@@ -150,7 +167,11 @@ class _FileDecoder:
     def check_bytes(self, chunk: bytes) -> None:
         """Wide text read as a narrow encoding (in the first chunk), NUL bytes in the first MiB."""
         name, offset = self.name, self.offset
-        if offset == 0 and not self.wide and (error := _wide_text_error(chunk, name, self.utf8, self.encoding, self.flags)):
+        if (
+            offset == 0
+            and not self.wide
+            and (error := _wide_text_error(chunk, name, self.utf8, self.encoding, self.flags))
+        ):
             raise error
         if not self.wide and offset < NUL_WINDOW and b"\x00" in chunk[: NUL_WINDOW - offset]:
             raise CharRNNError(f"{name}: looks like a binary file (it contains NUL bytes), not text")
@@ -178,7 +199,10 @@ class _FileDecoder:
         except UnicodeDecodeError as exc:
             at = self.offset - buffered + exc.start
             advice = " or ".join(
-                [*(["--encoding (e.g. latin-1, cp1252)"] if "--encoding" in flags else []), *(["--errors replace"] if "--errors" in flags else [])]
+                [
+                    *(["--encoding (e.g. latin-1, cp1252)"] if "--encoding" in flags else []),
+                    *(["--errors replace"] if "--errors" in flags else []),
+                ]
             )
             raise CharRNNError(
                 f"{name}: not valid {encoding if not self.utf8 else 'utf-8'} at byte offset {at} "

@@ -32,18 +32,27 @@ import shutil
 import socket
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-from charrnn.data.cache_entry import CACHE_FORMAT, Damaged, IdsRecord, SourceRecord, read_record, verified_ids, write_record
+from charrnn.data.cache_entry import (
+    CACHE_FORMAT,
+    Damaged,
+    IdsRecord,
+    SourceRecord,
+    read_record,
+    verified_ids,
+    write_record,
+)
 from charrnn.data.corpus import CHUNK_BYTES, DEFAULT_SEPARATOR, Corpus, corpus_files
 from charrnn.data.decoding import check_encoding, check_errors
 from charrnn.data.two_passes import CorpusChanged, Progress, TwoPasses
+from charrnn.data.vocab import Vocab, codepoints, describe_chars, surrogates
 from charrnn.errors import CharRNNError, plural, write_error
 from charrnn.signals import removed_if_interrupted
-from charrnn.data.vocab import Vocab, codepoints, describe_chars, surrogates
 
 DEFAULT_CACHE = ".charrnn-cache"
 RACY_NS = 2_000_000_000  # a file modified this close before it was read is re-checked next time
@@ -94,7 +103,13 @@ def prepare_corpus(
         found = _look_up(entry, reader, vocab, display_name, trust=False)
     ids = _complete_entry(entry, reader, found, info)
     cached = info["counted_s"] is None and info["encoded_s"] is None
-    return Corpus(display_name, found.target, ids, _digest(found.source, options, found.target), {**info, "cached": cached, "entry": str(found.ids_path)})
+    return Corpus(
+        display_name,
+        found.target,
+        ids,
+        _digest(found.source, options, found.target),
+        {**info, "cached": cached, "entry": str(found.ids_path)},
+    )
 
 
 def _prepare_uncached(reader: TwoPasses, vocab: Vocab | None, display_name: str, options: dict, info: dict) -> Corpus:
@@ -126,7 +141,10 @@ def _complete_entry(entry: Path, reader: TwoPasses, found: _Found, info: dict) -
         if info["counted_s"] is not None:
             write_record(entry / "source.json", source)
     except OSError as exc:
-        raise CharRNNError(f"{entry}: cannot write the prepared corpus ({write_error(exc)}); --cache-dir can put it elsewhere", exit_code=1) from None
+        raise CharRNNError(
+            f"{entry}: cannot write the prepared corpus ({write_error(exc)}); --cache-dir can put it elsewhere",
+            exit_code=1,
+        ) from None
     return ids
 
 
@@ -173,7 +191,9 @@ def _target_vocab(source: SourceRecord, vocab: Vocab | None, name: str) -> Vocab
         return own
     missing = [c for c in own.chars if c not in vocab]
     if missing:
-        raise CharRNNError(f"{name}: {plural(len(missing), 'character')} not in the checkpoint's vocabulary: {describe_chars(missing)}")
+        raise CharRNNError(
+            f"{name}: {plural(len(missing), 'character')} not in the checkpoint's vocabulary: {describe_chars(missing)}"
+        )
     return vocab
 
 
@@ -203,7 +223,9 @@ def forget(corpus: Corpus) -> None:
 
 
 def _entry_name(files: list[Path], options: dict) -> str:
-    key = json.dumps({"format": CACHE_FORMAT, "files": [str(f.resolve()) for f in files], "options": options}, sort_keys=True)
+    key = json.dumps(
+        {"format": CACHE_FORMAT, "files": [str(f.resolve()) for f in files], "options": options}, sort_keys=True
+    )
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in files[0].stem)[:40] or "corpus"
     return f"{stem}-{hashlib.sha1(key.encode()).hexdigest()[:16]}"
 

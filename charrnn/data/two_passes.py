@@ -9,8 +9,8 @@ import hashlib
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -38,7 +38,15 @@ class TwoPasses:
             st = f.stat()
             # ctime and inode too: an edit that keeps the size and restores the mtime (touch -r)
             # still moves the ctime, which no one can set back
-            self.stats.append({"path": str(f.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino})
+            self.stats.append(
+                {
+                    "path": str(f.resolve()),
+                    "size": st.st_size,
+                    "mtime_ns": st.st_mtime_ns,
+                    "ctime_ns": st.st_ctime_ns,
+                    "ino": st.st_ino,
+                }
+            )
         self.total_bytes = sum(s["size"] for s in self.stats)
 
     def _pieces(self, phase: str, hasher) -> iter:
@@ -66,7 +74,16 @@ class TwoPasses:
             counts[: len(c)] += c
         present = np.flatnonzero(counts)
         chars = "".join(map(chr, present))
-        source = SourceRecord(CACHE_FORMAT, self.stats, self.options, started_ns, hasher.hexdigest(), int(counts.sum()), chars, counts[present].tolist())
+        source = SourceRecord(
+            CACHE_FORMAT,
+            self.stats,
+            self.options,
+            started_ns,
+            hasher.hexdigest(),
+            int(counts.sum()),
+            chars,
+            counts[present].tolist(),
+        )
         return source, time.perf_counter() - t0
 
     def encode(self, vocab: Vocab, source: SourceRecord, path: Path) -> tuple[float, str]:

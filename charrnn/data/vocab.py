@@ -47,14 +47,16 @@ class Vocab:
         object.__setattr__(self, "_points", np.array(points, dtype=np.uint32))
         odd = surrogates(self._points)
         if len(odd):
-            raise ValueError(f"a vocabulary holds characters, not lone surrogates ({describe_chars([chr(p) for p in odd])})")
+            raise ValueError(
+                f"a vocabulary holds characters, not lone surrogates ({describe_chars([chr(p) for p in odd])})"
+            )
 
     @classmethod
-    def from_text(cls, text: str) -> "Vocab":
+    def from_text(cls, text: str) -> Vocab:
         return cls.from_codepoints(codepoints(text))
 
     @classmethod
-    def from_codepoints(cls, points: np.ndarray) -> "Vocab":
+    def from_codepoints(cls, points: np.ndarray) -> Vocab:
         return cls(tuple(chr(p) for p in np.unique(points)))
 
     def __len__(self) -> int:
@@ -90,11 +92,11 @@ class Vocab:
         return {"chars": "".join(self.chars)}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Vocab":
+    def from_json(cls, data: dict) -> Vocab:
         """The vocabulary `to_json` wrote; ValueError (with the reason) for anything else."""
         chars = data.get("chars") if isinstance(data, dict) else None
         if not isinstance(chars, str) or not chars:
-            raise ValueError("a vocabulary is written as {\"chars\": a non-empty string}")
+            raise ValueError('a vocabulary is written as {"chars": a non-empty string}')
         return cls(tuple(chars))
 
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from charrnn.data.vocab import Vocab
 from charrnn.errors import CharRNNError, plural
 from charrnn.model import CharRNN
-from charrnn.data.vocab import Vocab
 
 OPEN_BRACKETS, CLOSE_BRACKETS = "([{", ")]}"
 FEATURES = {
@@ -48,7 +48,10 @@ def check_choice(model: CharRNN, layer: int | None, unit: int | None, state: str
     if layer is None:
         layer = cfg.layers - 1
     if not -cfg.layers <= layer < cfg.layers:
-        raise CharRNNError(f"--layer {layer}: the model has {plural(cfg.layers, 'layer')}, numbered from 0" + (f" to {cfg.layers - 1}" if cfg.layers > 1 else ""))
+        raise CharRNNError(
+            f"--layer {layer}: the model has {plural(cfg.layers, 'layer')}, numbered from 0"
+            + (f" to {cfg.layers - 1}" if cfg.layers > 1 else "")
+        )
     if unit is not None and not 0 <= unit < cfg.hidden:
         raise CharRNNError(f"--unit {unit}: each layer has {cfg.hidden} units, numbered 0 to {cfg.hidden - 1}")
     return layer % cfg.layers, state

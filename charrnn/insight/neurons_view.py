@@ -97,7 +97,9 @@ def html_section(section: Section) -> str:
     spans = []
     for char, value in zip(section.text, section.values):
         r, g, b = colour(value)
-        spans.append(f'<span style="background:#{r:02x}{g:02x}{b:02x}" title="{value:+.3f}">{html.escape(shown(char))}</span>')
+        spans.append(
+            f'<span style="background:#{r:02x}{g:02x}{b:02x}" title="{value:+.3f}">{html.escape(shown(char))}</span>'
+        )
         if char == "\n":
             spans.append("\n")
     return f'<h2>{html.escape(section.title)}</h2>\n<div class="text">{"".join(spans)}</div>\n'
@@ -113,7 +115,7 @@ def html_page(title: str, note: str, sections: list[Section], matches: list[Matc
         features = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in FEATURES.items())
         body += (
             "<h2>Units that track features of the text</h2>\n<ul>" + features + "</ul>\n"
-            "<table border=\"1\" cellpadding=\"4\"><tr><th>feature</th><th>layer</th><th>unit</th>"
+            '<table border="1" cellpadding="4"><tr><th>feature</th><th>layer</th><th>unit</th>'
             "<th>correlation</th></tr>" + rows + "</table>\n"
         )
     body += "".join(html_section(s) for s in sections)

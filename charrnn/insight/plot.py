@@ -15,8 +15,8 @@ from pathlib import Path
 from rich.text import Text
 
 from charrnn.errors import CharRNNError
-from charrnn.units import LN2
 from charrnn.insight.runs import human, read_metrics
+from charrnn.units import LN2
 
 COLOURS = ("cyan", "magenta", "yellow", "green", "blue", "red", "bright_white")
 HEX_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
@@ -144,9 +144,15 @@ def save_figure(curves: list[Curve], out: str | Path, unit: str = "nats/char") -
     for curve in curves:
         colour = HEX_COLOURS[runs.index(curve.run) % len(HEX_COLOURS)]
         solid = curve.split == "val"
-        ax.plot(curve.chars_seen, curve.loss, color=colour, linestyle="-" if solid else "--",
-                alpha=1.0 if solid else 0.6, marker="o" if len(curve.loss) == 1 else None,
-                label=f"{curve.run} {curve.split}")
+        ax.plot(
+            curve.chars_seen,
+            curve.loss,
+            color=colour,
+            linestyle="-" if solid else "--",
+            alpha=1.0 if solid else 0.6,
+            marker="o" if len(curve.loss) == 1 else None,
+            label=f"{curve.run} {curve.split}",
+        )
     ax.set_xlabel("characters seen")
     ax.set_ylabel(f"loss ({unit})")
     ax.grid(alpha=0.3)

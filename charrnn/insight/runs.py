@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from charrnn.cells import parameter_count
-from charrnn.store import checkpoint
 from charrnn.errors import CharRNNError
+from charrnn.store import checkpoint
 from charrnn.units import LN2
 
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")
@@ -152,7 +152,9 @@ def runs_table(runs: list[RunSummary], root: str | Path, now: float | None = Non
     from rich.table import Table
 
     now = time.time() if now is None else now
-    table = Table(title=f"runs under {root}/", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table = Table(
+        title=f"runs under {root}/", title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
+    )
     table.add_column("run", overflow="fold", min_width=min(12, max(len(r.name) for r in runs)))
     for name in ("model", "params", "steps", "chars", "val loss", "bpc", "modified"):
         table.add_column(name, justify="left" if name == "model" else "right", no_wrap=True)

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
-from charrnn.errors import CharRNNError, plural
-from charrnn.units import LN2
-from charrnn.model import CharRNN, stream_loss
 from charrnn.data.vocab import Vocab
+from charrnn.errors import CharRNNError, plural
+from charrnn.model import CharRNN, stream_loss
+from charrnn.units import LN2
 
 CHUNK_LEN = 1024  # characters per forward pass
 
@@ -80,7 +80,9 @@ def score_ids(
     """Mean cross-entropy (nats) of predicting ids[1:] from the ids before them, in one stream."""
     if len(ids) < 2:
         raise CharRNNError("the text needs at least 2 characters the model knows to be scored")
-    total, count = stream_loss(model, np.asarray(ids)[None, :], chunk_len, device, whole=True, on_progress=on_progress)  # one stream: (1, N)
+    total, count = stream_loss(
+        model, np.asarray(ids)[None, :], chunk_len, device, whole=True, on_progress=on_progress
+    )  # one stream: (1, N)
     return total / count
 
 

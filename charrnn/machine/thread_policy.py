@@ -11,8 +11,8 @@ decisions are tested on fake inputs. Nothing here imports torch.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from charrnn.machine.threads import CpuMeter, free_cores
 
@@ -50,11 +50,27 @@ class ThreadPolicy:
     SLOW = 0.75  # a window this much slower than the setting reached triggers a probe
     BETTER = 1.05  # another count must beat the current one by this much to replace it
 
-    def __init__(self, cores: int, meter: CpuMeter | None = None, clock: Callable[[], float] = time.monotonic, probe: bool = True, siblings: int = 0, chars_per_step: float = 1.0):
-        self.cores, self.meter, self.clock, self.probe_allowed, self.siblings = cores, meter, clock, probe and cores > 1, siblings
+    def __init__(
+        self,
+        cores: int,
+        meter: CpuMeter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        probe: bool = True,
+        siblings: int = 0,
+        chars_per_step: float = 1.0,
+    ):
+        self.cores, self.meter, self.clock, self.probe_allowed, self.siblings = (
+            cores,
+            meter,
+            clock,
+            probe and cores > 1,
+            siblings,
+        )
         self.chars_per_step = chars_per_step  # the unit of the speeds reported (a step always does the same work)
         self.others = meter.others() if meter is not None else None
-        self.threads = self._suggested = free_cores(cores, self.others, siblings)  # what the load suggested at the last choice
+        self.threads = self._suggested = free_cores(
+            cores, self.others, siblings
+        )  # what the load suggested at the last choice
         self.reference: dict[int, float] = {}  # the best window rate (steps/s) at each count since it was last probed
         self.decision: Decision | None = None
         self._window_start, self._window_steps, self._window_seconds = clock(), 0, 0.0

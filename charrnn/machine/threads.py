@@ -21,8 +21,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 SPINCOUNT = "1000"  # libgomp's default is 300,000 spins (~ms); see README "Busy machines"
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")

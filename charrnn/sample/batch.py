@@ -34,8 +34,8 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -64,8 +64,8 @@ class Stream:
     stop: tuple[str, ...] = ()
     deadline: float | None = None  # on the engine's clock
     top_logprobs: int | None = None  # report each drawn character's log-probability, and this many alternatives
-    on_text: Callable[["Stream", str], None] | None = None  # called in the engine's thread, per character
-    on_end: Callable[["Stream"], None] | None = None  # called in the engine's thread, once
+    on_text: Callable[[Stream, str], None] | None = None  # called in the engine's thread, per character
+    on_end: Callable[[Stream], None] | None = None  # called in the engine's thread, once
     tag: object = None  # the caller's (e.g. the sample's index)
 
     text: list[str] = field(default_factory=list)  # the characters drawn so far
@@ -101,8 +101,14 @@ class Engine:
 
     THREADS_EVERY_S = 2.0  # how often the engine's thread asks `threads` how many cores to use
 
-    def __init__(self, stepper, vocab, clock: Callable[[], float] = time.monotonic, flops_per_row: float = 0.0,
-                 threads: Callable[[], int | None] | None = None):
+    def __init__(
+        self,
+        stepper,
+        vocab,
+        clock: Callable[[], float] = time.monotonic,
+        flops_per_row: float = 0.0,
+        threads: Callable[[], int | None] | None = None,
+    ):
         self.stepper, self.vocab, self.clock = stepper, vocab, clock
         self.threads = threads  # the threads to use now (None: as they are), asked every THREADS_EVERY_S
         self.threads_used: int | None = None
@@ -139,7 +145,7 @@ class Engine:
         for s in streams:
             s.cancelled = True
 
-    def start(self, name: str = "charrnn-engine") -> "Engine":
+    def start(self, name: str = "charrnn-engine") -> Engine:
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
         return self
@@ -234,7 +240,7 @@ class Engine:
         if s.on_text is not None:
             s.on_text(s, char)
         if s.stop:
-            s._tail = (s._tail + char)[-max(map(len, s.stop)):]
+            s._tail = (s._tail + char)[-max(map(len, s.stop)) :]
             if any(s._tail.endswith(x) for x in s.stop):
                 s._end("stop")
                 return
@@ -277,11 +283,30 @@ def _logprobs(logits: np.ndarray, picked: int, top: int, chars) -> tuple[float, 
     return float(logp[picked]), {chars[i]: float(logp[i]) for i in best}
 
 
-def config_streams(cfg, ids: list[int], deadline: float | None = None, top_logprobs: int | None = None,
-                   on_text: Callable[[Stream, str], None] | None = None, on_end: Callable[[Stream], None] | None = None) -> list[Stream]:
+def config_streams(
+    cfg,
+    ids: list[int],
+    deadline: float | None = None,
+    top_logprobs: int | None = None,
+    on_text: Callable[[Stream, str], None] | None = None,
+    on_end: Callable[[Stream], None] | None = None,
+) -> list[Stream]:
     """The `cfg.num_samples` streams of one request (`SampleConfig`), tagged 0, 1, ...: each reads
     the prime `ids` and draws with the request's settings and its own random numbers."""
     return [
-        Stream(list(ids), rng, cfg.length, cfg.temp, cfg.top_k, cfg.top_p, tuple(cfg.stop), deadline, top_logprobs, on_text, on_end, tag=b)
+        Stream(
+            list(ids),
+            rng,
+            cfg.length,
+            cfg.temp,
+            cfg.top_k,
+            cfg.top_p,
+            tuple(cfg.stop),
+            deadline,
+            top_logprobs,
+            on_text,
+            on_end,
+            tag=b,
+        )
         for b, rng in enumerate(stream_rngs(cfg.seed, cfg.num_samples))
     ]

@@ -95,4 +95,6 @@ def beam_texts(stepper: Stepper, vocab, cfg, unknown: str = "error", echo_prime:
 
     ids, echo, _ = prime_ids(vocab, cfg.prime, unknown)
     beams = beam_search(stepper, ids, cfg.length, cfg.beam, vocab.chars, tuple(cfg.stop), cfg.beam_norm)
-    return [(echo if echo_prime else "") + "".join(vocab.chars[i] for i in beam.ids) for beam in beams[: cfg.num_samples]]
+    return [
+        (echo if echo_prime else "") + "".join(vocab.chars[i] for i in beam.ids) for beam in beams[: cfg.num_samples]
+    ]

@@ -38,7 +38,9 @@ def choose_engine(engine: str, device: str, path: Path) -> str:
     if engine in ("numpy", "packed") and device not in ("auto", "cpu"):
         raise CharRNNError(f"--engine {engine} runs on the CPU only: drop --device {device}, or use --engine torch")
     if engine == "packed" and not packed_available():
-        raise CharRNNError("--engine packed needs torch with oneDNN (torch's CPU wheels have it), which is not here; use --engine numpy")
+        raise CharRNNError(
+            "--engine packed needs torch with oneDNN (torch's CPU wheels have it), which is not here; use --engine numpy"
+        )
     if engine != "auto":
         return engine
     if is_export(path):
@@ -87,7 +89,9 @@ def torch_stepper(record: ModelFile, device: str = "cpu"):
     try:
         import torch  # noqa: F401
     except ImportError as exc:
-        raise CharRNNError(f"--engine torch needs torch, which cannot be imported here ({exc}); use --engine numpy") from None
+        raise CharRNNError(
+            f"--engine torch needs torch, which cannot be imported here ({exc}); use --engine numpy"
+        ) from None
 
     from charrnn.machine.device import pick_device
     from charrnn.sample.torch_engine import TorchStepper

@@ -8,14 +8,15 @@ engine computes the logits.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from charrnn.config import SampleConfig
-from charrnn.errors import CharRNNError
 from charrnn.data.vocab import Vocab, describe_chars
+from charrnn.errors import CharRNNError
 
 
 class Stepper(Protocol):

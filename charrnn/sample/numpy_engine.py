@@ -25,7 +25,6 @@ import numpy as np
 from charrnn.cells import CELLS
 
 
-
 class FusedStepper:
     """prime/step as `sample.Stepper`, from weights `embed.weight`, `rnn.weight_ih_l0`, ...,
     `head.weight`, `head.bias` (float arrays) and the model's `cell`, `layers`, `hidden`."""

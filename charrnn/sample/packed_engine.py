@@ -24,7 +24,7 @@ whether it is, and the engines fall back to the NumPy step where it is not.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from charrnn.sample.numpy_engine import FusedStepper
 PACK_FOR_ROWS = 16  # the batch the weights are packed for; any other batch reuses the packing
 
 
-@lru_cache(maxsize=None)
+@cache
 def packed_available() -> bool:
     """Whether torch (with oneDNN, on the CPU) can run the packed products here."""
     try:
@@ -60,7 +60,9 @@ class PackedStepper(FusedStepper):
         self._packed: dict[int, object] = {}
         for weight in (*self.w_cat, *self.w_ih, *self.w_hh, self.head_w):
             if weight is not None:
-                self._packed[id(weight)] = torch.ops.mkldnn._reorder_linear_weight(torch.from_numpy(weight), PACK_FOR_ROWS)
+                self._packed[id(weight)] = torch.ops.mkldnn._reorder_linear_weight(
+                    torch.from_numpy(weight), PACK_FOR_ROWS
+                )
 
     def _product(self, weight: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
         if self.batch == 1:  # one row: NumPy's matrix-vector product is the faster (see above)

@@ -13,13 +13,13 @@ it the terminal (readline brings history on the arrow keys) and the tests a pseu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 from charrnn.config import SampleConfig
+from charrnn.data.vocab import Vocab
 from charrnn.errors import CharRNNError
 from charrnn.sample.generate import Carry, Stepper, generate
-from charrnn.data.vocab import Vocab
 
 HELP = """\
 type a prime and press Enter: the model continues it (an empty line: from a newline, or with
@@ -46,12 +46,27 @@ class Settings:
     keep: bool = False
 
     def status(self) -> str:
-        parts = [f"temp {self.temp:g}", f"top-k {self.top_k or 'off'}", f"top-p {self.top_p:g}", f"length {self.length}",
-                 f"seed {'random' if self.seed is None else self.seed}", f"beam {self.beam or 'off'}", f"keep {'on' if self.keep else 'off'}"]
+        parts = [
+            f"temp {self.temp:g}",
+            f"top-k {self.top_k or 'off'}",
+            f"top-p {self.top_p:g}",
+            f"length {self.length}",
+            f"seed {'random' if self.seed is None else self.seed}",
+            f"beam {self.beam or 'off'}",
+            f"keep {'on' if self.keep else 'off'}",
+        ]
         return " · ".join(parts)
 
     def sample_config(self, prime: str) -> SampleConfig:
-        return SampleConfig(length=self.length, temp=self.temp, top_k=self.top_k, top_p=self.top_p, prime=prime, seed=self.seed, beam=self.beam).validate()
+        return SampleConfig(
+            length=self.length,
+            temp=self.temp,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            prime=prime,
+            seed=self.seed,
+            beam=self.beam,
+        ).validate()
 
 
 def _on_off(value: str) -> bool:
@@ -64,8 +79,15 @@ def _seed(value: str) -> int | None:
     return None if value == "random" else int(value)
 
 
-SETTINGS = {"temp": ("temp", float), "top-k": ("top_k", int), "top-p": ("top_p", float), "length": ("length", int),
-            "seed": ("seed", _seed), "beam": ("beam", int), "keep": ("keep", _on_off)}
+SETTINGS = {
+    "temp": ("temp", float),
+    "top-k": ("top_k", int),
+    "top-p": ("top_p", float),
+    "length": ("length", int),
+    "seed": ("seed", _seed),
+    "beam": ("beam", int),
+    "keep": ("keep", _on_off),
+}
 
 
 def apply_command(settings: Settings, line: str) -> Settings:
@@ -110,7 +132,9 @@ class Session:
             self.carry.logits = None
 
 
-def run_session(session: Session, read_line: Callable[[str], str], write: Callable[[str], None], say: Callable[[str], None]) -> None:
+def run_session(
+    session: Session, read_line: Callable[[str], str], write: Callable[[str], None], say: Callable[[str], None]
+) -> None:
     """The loop: status line, prompt, then a command or a text; until EOF (Ctrl-D) or :quit."""
     say("charrnn play: type a prime and press Enter; :help lists the commands, Ctrl-D leaves")
     while True:

@@ -97,7 +97,11 @@ def _as_fields(message: str) -> str:
     return re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", "_"), message)
 
 
-SAMPLE_FIELDS = {f.name: str(f.type) for f in fields(SampleConfig)} | {"model": "str | None", "stream": "bool", "unknown": "str"}
+SAMPLE_FIELDS = {f.name: str(f.type) for f in fields(SampleConfig)} | {
+    "model": "str | None",
+    "stream": "bool",
+    "unknown": "str",
+}
 
 
 @dataclass
@@ -153,7 +157,10 @@ class _Deadline:
 
     def step(self, ids):
         if time.monotonic() > self.deadline:
-            raise BadRequest("beam", f"the beam search took longer than this server's --max-seconds {self.max_seconds:g}: ask for a narrower beam or a shorter length")
+            raise BadRequest(
+                "beam",
+                f"the beam search took longer than this server's --max-seconds {self.max_seconds:g}: ask for a narrower beam or a shorter length",
+            )
         return self.inner.step(ids)
 
     def select(self, rows):
@@ -168,7 +175,13 @@ def beam_answer(request: SampleRequest, limits: Limits) -> dict[str, Any]:
     started = time.monotonic()
     stepper = _Deadline(request.model.stepper(), started + limits.max_seconds, limits.max_seconds)
     samples = list(beam_texts(stepper, request.model.vocab, request.cfg, request.unknown))
-    return {"model": request.model.name, "text": samples[0], "samples": samples, "stopped": "beam", "seconds": round(time.monotonic() - started, 4)}
+    return {
+        "model": request.model.name,
+        "text": samples[0],
+        "samples": samples,
+        "stopped": "beam",
+        "seconds": round(time.monotonic() - started, 4),
+    }
 
 
 # ------------------------------------------------------------------ scores and activations
@@ -195,9 +208,9 @@ def neurons(body: bytes, models: dict[str, ServedModel]) -> dict[str, Any]:
     """The cell-activation view of a text (neurons.activations), every unit of every layer,
     quantised to int8 (value × 127, base64, in (T, L, H) order), with the colour of each
     quantised value (neurons_view.colour) and the units `neurons --find` ranks best."""
-    from charrnn.insight.scores import drop_unknown
     from charrnn.insight.neurons import activations, check_choice, rank_units, text_features
     from charrnn.insight.neurons_view import colour, shown
+    from charrnn.insight.scores import drop_unknown
 
     data = parse_json(body)
     _check_fields(data, {"model": "str | None", "text": "str", "state": "str | None", "top": "int"})
@@ -225,8 +238,11 @@ def neurons(body: bytes, models: dict[str, ServedModel]) -> dict[str, Any]:
         "layers": model.cfg.layers,
         "hidden": model.cfg.hidden,
         "values": base64.b64encode(quantised.tobytes()).decode("ascii"),
-        "palette": ["#%02x%02x%02x" % colour(q / 127) for q in range(-127, 128)],
-        "best": [{"feature": m.feature, "layer": m.layer, "unit": m.unit, "correlation": round(m.correlation, 4)} for m in matches],
+        "palette": ["#{:02x}{:02x}{:02x}".format(*colour(q / 127)) for q in range(-127, 128)],
+        "best": [
+            {"feature": m.feature, "layer": m.layer, "unit": m.unit, "correlation": round(m.correlation, 4)}
+            for m in matches
+        ],
         "absent": absent,
         "unknown": unknown,
         "truncated": truncated,

@@ -86,7 +86,15 @@ class Security:
 
 def _json(status: int, error: str, extra_headers: list[tuple[bytes, bytes]] = ()):
     body = json.dumps({"error": error, "field": None}).encode()
-    start = {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra_headers]}
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *extra_headers,
+        ],
+    }
     return start, {"type": "http.response.body", "body": body}
 
 
@@ -103,20 +111,33 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         refusal = self._refusal(scope, headers)
         origin = headers.get("origin")
-        cors = [(b"access-control-allow-origin", sec.cors_origin.encode()), (b"vary", b"Origin")] if sec.cors_origin and origin == sec.cors_origin else []
+        cors = (
+            [(b"access-control-allow-origin", sec.cors_origin.encode()), (b"vary", b"Origin")]
+            if sec.cors_origin and origin == sec.cors_origin
+            else []
+        )
         if refusal is None and scope["method"] == "OPTIONS":
             if cors:  # the allowed origin's preflight
-                allow = cors + [(b"access-control-allow-methods", b"GET, POST"), (b"access-control-allow-headers", b"Authorization, Content-Type"), (b"access-control-max-age", b"600"), (b"content-length", b"0")]
+                allow = cors + [
+                    (b"access-control-allow-methods", b"GET, POST"),
+                    (b"access-control-allow-headers", b"Authorization, Content-Type"),
+                    (b"access-control-max-age", b"600"),
+                    (b"content-length", b"0"),
+                ]
                 await send({"type": "http.response.start", "status": 204, "headers": allow})
                 await send({"type": "http.response.body", "body": b""})
                 return
-            refusal = (405, "OPTIONS: no cross-origin requests are allowed here (serve --cors-origin ORIGIN allows one)")
+            refusal = (
+                405,
+                "OPTIONS: no cross-origin requests are allowed here (serve --cors-origin ORIGIN allows one)",
+            )
         if refusal is not None:
             allow = [(b"allow", b"GET, POST")] if refusal[0] == 405 else []
             for message in _json(*refusal, cors + allow):
                 await send(message)
             return
         if cors:
+
             async def send_with_cors(message):
                 if message["type"] == "http.response.start":
                     message = {**message, "headers": [*message.get("headers", []), *cors]}
@@ -129,19 +150,33 @@ class Guard:
         sec = self.security
         host = headers.get("host")
         if not sec.host_allowed(host):
-            return 403, f"Host {host!r} is not this server: it answers requests to {sec.host}:{sec.port} or localhost only (a page elsewhere must not reach it)"
+            return (
+                403,
+                f"Host {host!r} is not this server: it answers requests to {sec.host}:{sec.port} or localhost only (a page elsewhere must not reach it)",
+            )
         origin = headers.get("origin")
         if origin is not None and origin != sec.cors_origin and not self._own(origin, host):
-            return 403, f"requests from the page at {origin!r} are refused (serve --cors-origin ORIGIN allows one origin)"
+            return (
+                403,
+                f"requests from the page at {origin!r} are refused (serve --cors-origin ORIGIN allows one origin)",
+            )
         path = scope["path"]
         if sec.api_key and path.startswith("/v1/") and scope["method"] != "OPTIONS":
             given = headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), f"Bearer {sec.api_key}".encode("utf-8", "surrogateescape")):
-                return 401, "this server needs its API key: Authorization: Bearer KEY" if not given else "the API key is wrong"
+            if not hmac.compare_digest(
+                given.encode("utf-8", "surrogateescape"), f"Bearer {sec.api_key}".encode("utf-8", "surrogateescape")
+            ):
+                return (
+                    401,
+                    "this server needs its API key: Authorization: Bearer KEY" if not given else "the API key is wrong",
+                )
         if scope["method"] == "POST":
             kind = headers.get("content-type", "").split(";")[0].strip().lower()
             if kind != "application/json":
-                return 415, f"a POST body must be JSON sent as Content-Type: application/json (got {kind or 'none'!r}; with curl: -H 'Content-Type: application/json')"
+                return (
+                    415,
+                    f"a POST body must be JSON sent as Content-Type: application/json (got {kind or 'none'!r}; with curl: -H 'Content-Type: application/json')",
+                )
             length = headers.get("content-length")
             if length is not None and (not length.isdigit() or int(length) > sec.max_body):
                 return 413, f"the body of {length} bytes is more than {sec.max_body:,}"
@@ -183,8 +218,8 @@ class GuardedH11:
 
     @staticmethod
     def configured(security: Security):
-        from uvicorn.protocols.http.h11_impl import H11Protocol
         import h11
+        from uvicorn.protocols.http.h11_impl import H11Protocol
 
         class Protocol(H11Protocol):
             _timer = None

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from charrnn.config import ModelConfig
-from charrnn.errors import CharRNNError
 from charrnn.data.vocab import Vocab
+from charrnn.errors import CharRNNError
 
 PATH_KEYS = ("corpus", "out", "cache_dir", "init_from", "resume", "config")  # the saved config's paths: names only
 
@@ -34,7 +34,9 @@ class ServedModel:
         from charrnn.sample.batch import Engine
 
         if self.engine is None:
-            flops = 2 * weights_per_char(self.cfg.cell, self.cfg.layers, self.cfg.hidden, self.cfg.embed, len(self.vocab))
+            flops = 2 * weights_per_char(
+                self.cfg.cell, self.cfg.layers, self.cfg.hidden, self.cfg.embed, len(self.vocab)
+            )
             from charrnn.machine.threads import FreeCores
 
             self.engine = Engine(self.stepper(), self.vocab, flops_per_row=flops, threads=FreeCores())
@@ -48,8 +50,21 @@ class ServedModel:
     def openai_info(self) -> dict[str, Any]:
         """The OpenAI API's model object (id, object, created, owned_by), with info's fields beside."""
         e = self.engine
-        engine = {"active_streams": e.active, "steps": e.steps, "row_steps": e.row_steps, "step_seconds": e.step_seconds, "flops_per_row": e.flops_per_row}
-        return {"id": self.name, "object": "model", "created": self.created, "owned_by": "charrnn", **self.info, "engine": engine}
+        engine = {
+            "active_streams": e.active,
+            "steps": e.steps,
+            "row_steps": e.row_steps,
+            "step_seconds": e.step_seconds,
+            "flops_per_row": e.flops_per_row,
+        }
+        return {
+            "id": self.name,
+            "object": "model",
+            "created": self.created,
+            "owned_by": "charrnn",
+            **self.info,
+            "engine": engine,
+        }
 
 
 def load_models(paths: list[Path]) -> dict[str, ServedModel]:
@@ -62,7 +77,9 @@ def load_models(paths: list[Path]) -> dict[str, ServedModel]:
     for given in paths:
         path = resolve_checkpoint(given)
         if is_export(path):
-            raise CharRNNError(f"{path}: serve needs a .pt checkpoint (scores and the activation view use torch), not an export")
+            raise CharRNNError(
+                f"{path}: serve needs a .pt checkpoint (scores and the activation view use torch), not an export"
+            )
         ckpt = checkpoint.load(path)
         weights = {name: tensor.detach().float().cpu().numpy() for name, tensor in ckpt.model.items()}
         vocab = ckpt.info.vocab
@@ -72,7 +89,9 @@ def load_models(paths: list[Path]) -> dict[str, ServedModel]:
         while name in models:
             n += 1
             name = f"{base}-{n}"
-        models[name] = ServedModel(name, path, weights, vocab, ckpt.info.model, module, model_info(name, path, ckpt), int(path.stat().st_mtime))
+        models[name] = ServedModel(
+            name, path, weights, vocab, ckpt.info.model, module, model_info(name, path, ckpt), int(path.stat().st_mtime)
+        )
     return models
 
 
@@ -102,7 +121,11 @@ def model_info(name: str, path: Path, ckpt) -> dict[str, Any]:
         "train_seconds": prog.train_seconds,
         "corpus": Path(info.corpus.path).name if info.corpus.path else None,
         "train_chars": info.corpus.train_chars,
-        "config": {k: (Path(v).name if k in PATH_KEYS and isinstance(v, str) else v) for k, v in ckpt.meta["config"].items() if v is not None},  # as saved, less folders
+        "config": {
+            k: (Path(v).name if k in PATH_KEYS and isinstance(v, str) else v)
+            for k, v in ckpt.meta["config"].items()
+            if v is not None
+        },  # as saved, less folders
         "saved_at": info.saved_at,
         "format_version": ckpt.format_version or checkpoint.FORMAT_VERSION,
         "charrnn_version": info.charrnn_version,

@@ -36,10 +36,20 @@ from charrnn.serve.api import MAX_SAMPLES, BadRequest, Limits, _as_fields, _fiel
 MAX_STOPS = 4
 MAX_LOGPROBS = 5
 FIELDS = {
-    "model": (str, type(None)), "prompt": (str, list, type(None)), "max_tokens": (int, type(None)), "temperature": (int, float, type(None)),
-    "top_p": (int, float, type(None)), "n": (int, type(None)), "stop": (str, list, type(None)), "seed": (int, type(None)),
-    "stream": (bool, type(None)), "stream_options": (dict, type(None)), "echo": (bool, type(None)), "logprobs": (int, type(None)),
-    "top_k": (int, type(None)), "user": (str, type(None)),
+    "model": (str, type(None)),
+    "prompt": (str, list, type(None)),
+    "max_tokens": (int, type(None)),
+    "temperature": (int, float, type(None)),
+    "top_p": (int, float, type(None)),
+    "n": (int, type(None)),
+    "stop": (str, list, type(None)),
+    "seed": (int, type(None)),
+    "stream": (bool, type(None)),
+    "stream_options": (dict, type(None)),
+    "echo": (bool, type(None)),
+    "logprobs": (int, type(None)),
+    "top_k": (int, type(None)),
+    "user": (str, type(None)),
 }
 
 
@@ -48,7 +58,9 @@ def openai_error(exc: BadRequest):
 
     kind = "invalid_request_error" if exc.status < 500 else "server_error"
     code = "model_not_found" if exc.status == 404 and exc.field == "model" else None
-    return JSONResponse({"error": {"message": str(exc), "type": kind, "param": exc.field, "code": code}}, status_code=exc.status)
+    return JSONResponse(
+        {"error": {"message": str(exc), "type": kind, "param": exc.field, "code": code}}, status_code=exc.status
+    )
 
 
 class Completion:
@@ -58,14 +70,18 @@ class Completion:
         data = parse_json(body)
         for key, value in data.items():
             if key not in FIELDS:
-                raise BadRequest(key, f"{key} is not a field charrnn's completions take (known: {', '.join(sorted(FIELDS))})")
+                raise BadRequest(
+                    key, f"{key} is not a field charrnn's completions take (known: {', '.join(sorted(FIELDS))})"
+                )
             if not isinstance(value, FIELDS[key]) or (isinstance(value, bool) and bool not in FIELDS[key]):
                 raise BadRequest(key, f"{key}: {json.dumps(value)[:80]} is not of the right type")
         self.model = pick_model(models, data.get("model"))
         prompt = data.get("prompt")
         prompts = [""] if prompt is None else [prompt] if isinstance(prompt, str) else prompt
         if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise BadRequest("prompt", "prompt must be a string or a list of strings (charrnn's tokens are characters: no token ids)")
+            raise BadRequest(
+                "prompt", "prompt must be a string or a list of strings (charrnn's tokens are characters: no token ids)"
+            )
         stop = data.get("stop")
         stops = [] if stop is None else [stop] if isinstance(stop, str) else stop
         if len(stops) > MAX_STOPS or not all(isinstance(s, str) and s for s in stops):
@@ -78,18 +94,32 @@ class Completion:
             raise BadRequest("logprobs", f"logprobs {self.logprobs} must be from 0 to {MAX_LOGPROBS}")
         length = data.get("max_tokens") if data.get("max_tokens") is not None else min(16, limits.max_length)
         if length > limits.max_length:
-            raise BadRequest("max_tokens", f"max_tokens {length} is more than this server's --max-length: {limits.max_length}")
+            raise BadRequest(
+                "max_tokens", f"max_tokens {length} is more than this server's --max-length: {limits.max_length}"
+            )
         self.echo, self.stream = bool(data.get("echo")), bool(data.get("stream"))
         self.include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
         try:
             self.cfgs = [
-                SampleConfig(length=length, temp=float(_default(data, "temperature", 1.0)), top_k=_default(data, "top_k", 0), top_p=float(_default(data, "top_p", 1.0)),
-                             prime=p, seed=data.get("seed"), num_samples=self.n, stop=stops).validate()
+                SampleConfig(
+                    length=length,
+                    temp=float(_default(data, "temperature", 1.0)),
+                    top_k=_default(data, "top_k", 0),
+                    top_p=float(_default(data, "top_p", 1.0)),
+                    prime=p,
+                    seed=data.get("seed"),
+                    num_samples=self.n,
+                    stop=stops,
+                ).validate()
                 for p in prompts
             ]
         except CharRNNError as exc:
-            field = {"length": "max_tokens", "temp": "temperature", "num_samples": "n"}.get(_field_of(exc) or "", _field_of(exc))
-            raise BadRequest(field, _as_fields(str(exc)).replace("length ", "max_tokens ").replace("temp ", "temperature ")) from None
+            field = {"length": "max_tokens", "temp": "temperature", "num_samples": "n"}.get(
+                _field_of(exc) or "", _field_of(exc)
+            )
+            raise BadRequest(
+                field, _as_fields(str(exc)).replace("length ", "max_tokens ").replace("temp ", "temperature ")
+            ) from None
         from charrnn.sample.generate import prime_ids
 
         self.prompts = prompts
@@ -98,7 +128,9 @@ class Completion:
             try:
                 self.ids.append(prime_ids(self.model.vocab, p, "error")[0])
             except CharRNNError as exc:
-                raise BadRequest("prompt", _as_fields(str(exc)).replace(" (use unknown skip to drop them)", "")) from None
+                raise BadRequest(
+                    "prompt", _as_fields(str(exc)).replace(" (use unknown skip to drop them)", "")
+                ) from None
         self.stops = stops
         self.id = "cmpl-" + uuid.uuid4().hex
         self.created = int(time.time())
@@ -150,7 +182,14 @@ class Completion:
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     def chunk(self, choices: list[dict[str, Any]], **extra) -> dict[str, Any]:
-        return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model.name, "choices": choices, **extra}
+        return {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model.name,
+            "choices": choices,
+            **extra,
+        }
 
 
 def _default(data: dict[str, Any], key: str, default):
@@ -176,20 +215,35 @@ async def completions(request, models, limits: Limits):
         if await run_streams(req.model, streams, request) is None:
             return Response(status_code=499)
         if stopped_of(streams) == "error":
-            return openai_error(BadRequest(None, "internal error while generating (the server's log says why)", status=500))
+            return openai_error(
+                BadRequest(None, "internal error while generating (the server's log says why)", status=500)
+            )
         choices = []
         for i, s in enumerate(streams):
             shown = req.visible(s, True)
             prompt = req.prompts[s.tag[0]]
-            choices.append({"index": i, "text": (prompt if req.echo else "") + "".join(s.text[:shown]),
-                            "logprobs": req.logprob_part(s, 0, shown, len(prompt) if req.echo else 0), "finish_reason": req.finish_reason(s)})
+            choices.append(
+                {
+                    "index": i,
+                    "text": (prompt if req.echo else "") + "".join(s.text[:shown]),
+                    "logprobs": req.logprob_part(s, 0, shown, len(prompt) if req.echo else 0),
+                    "finish_reason": req.finish_reason(s),
+                }
+            )
         return JSONResponse(req.chunk(choices, usage=req.usage(streams)))
 
     async def events():
         shown = [0] * len(streams)
         offsets = [len(req.prompts[s.tag[0]]) if req.echo else 0 for s in streams]
         if req.echo:
-            yield _event(req.chunk([{"index": i, "text": req.prompts[s.tag[0]], "logprobs": None, "finish_reason": None} for i, s in enumerate(streams)]))
+            yield _event(
+                req.chunk(
+                    [
+                        {"index": i, "text": req.prompts[s.tag[0]], "logprobs": None, "finish_reason": None}
+                        for i, s in enumerate(streams)
+                    ]
+                )
+            )
         async for pieces in stream_pieces(req.model, streams, request):
             choices = []
             for i, _ in pieces:
@@ -197,7 +251,14 @@ async def completions(request, models, limits: Limits):
                 upto = req.visible(s, s.done.is_set())
                 if upto > shown[i]:
                     text = "".join(s.text[shown[i] : upto])
-                    choices.append({"index": i, "text": text, "logprobs": req.logprob_part(s, shown[i], upto, offsets[i]), "finish_reason": None})
+                    choices.append(
+                        {
+                            "index": i,
+                            "text": text,
+                            "logprobs": req.logprob_part(s, shown[i], upto, offsets[i]),
+                            "finish_reason": None,
+                        }
+                    )
                     offsets[i] += len(text)
                     shown[i] = upto
             if choices:
@@ -206,7 +267,14 @@ async def completions(request, models, limits: Limits):
         for i, s in enumerate(streams):
             upto = req.visible(s, True)
             text = "".join(s.text[shown[i] : upto])
-            last.append({"index": i, "text": text, "logprobs": req.logprob_part(s, shown[i], upto, offsets[i]), "finish_reason": req.finish_reason(s)})
+            last.append(
+                {
+                    "index": i,
+                    "text": text,
+                    "logprobs": req.logprob_part(s, shown[i], upto, offsets[i]),
+                    "finish_reason": req.finish_reason(s),
+                }
+            )
         yield _event(req.chunk(last))
         if req.include_usage:
             yield _event(req.chunk([], usage=req.usage(streams)))

@@ -30,8 +30,9 @@ import asyncio
 import json
 import socket
 import time
+from collections.abc import AsyncIterator
 from importlib import resources
-from typing import Any, AsyncIterator
+from typing import Any
 
 from charrnn.errors import CharRNNError
 from charrnn.sample.batch import Stream, config_streams
@@ -170,7 +171,11 @@ def make_app(models: dict[str, ServedModel], limits: Limits, security: Security)
                 answer = await run_in_threadpool(beam_answer, req, limits)
             except BadRequest as exc:
                 return error(exc)
-            return StreamingResponse(_beam_lines(answer), media_type="application/x-ndjson; charset=utf-8") if req.stream else JSONResponse(answer)
+            return (
+                StreamingResponse(_beam_lines(answer), media_type="application/x-ndjson; charset=utf-8")
+                if req.stream
+                else JSONResponse(answer)
+            )
         from charrnn.sample.generate import prime_ids
 
         ids, echo, _ = prime_ids(model.vocab, cfg.prime, req.unknown)
@@ -180,9 +185,20 @@ def make_app(models: dict[str, ServedModel], limits: Limits, security: Security)
             if await run_streams(model, streams, request) is None:
                 return Response(status_code=499)  # (nobody reads it)
             if stopped_of(streams) == "error":
-                return JSONResponse({"error": "internal error while generating (the server's log says why)", "field": None}, status_code=500)
+                return JSONResponse(
+                    {"error": "internal error while generating (the server's log says why)", "field": None},
+                    status_code=500,
+                )
             samples = [echo + s.generated for s in streams]
-            return JSONResponse({"model": model.name, "text": samples[0], "samples": samples, "stopped": stopped_of(streams), "seconds": round(time.monotonic() - started, 4)})
+            return JSONResponse(
+                {
+                    "model": model.name,
+                    "text": samples[0],
+                    "samples": samples,
+                    "stopped": stopped_of(streams),
+                    "seconds": round(time.monotonic() - started, 4),
+                }
+            )
 
         async def lines():
             if echo:
@@ -190,14 +206,32 @@ def make_app(models: dict[str, ServedModel], limits: Limits, security: Security)
             async for pieces in stream_pieces(model, streams, request):
                 yield "".join(_line({"sample": b, "text": text}) for b, text in pieces)
             chars = sum(len(s.text) for s in streams)
-            yield _line({"done": True, "model": model.name, "stopped": stopped_of(streams), "chars": chars, "seconds": round(time.monotonic() - started, 4)})
+            yield _line(
+                {
+                    "done": True,
+                    "model": model.name,
+                    "stopped": stopped_of(streams),
+                    "chars": chars,
+                    "seconds": round(time.monotonic() - started, 4),
+                }
+            )
 
-        return StreamingResponse(lines(), media_type="application/x-ndjson; charset=utf-8", headers={"Cache-Control": "no-store"})
+        return StreamingResponse(
+            lines(), media_type="application/x-ndjson; charset=utf-8", headers={"Cache-Control": "no-store"}
+        )
 
     async def _beam_lines(answer):
         for b, text in enumerate(answer["samples"]):
             yield _line({"sample": b, "text": text})
-        yield _line({"done": True, "model": answer["model"], "stopped": "beam", "chars": sum(map(len, answer["samples"])), "seconds": answer["seconds"]})
+        yield _line(
+            {
+                "done": True,
+                "model": answer["model"],
+                "stopped": "beam",
+                "chars": sum(map(len, answer["samples"])),
+                "seconds": answer["seconds"],
+            }
+        )
 
     async def scores(request):
         try:
@@ -224,11 +258,17 @@ def make_app(models: dict[str, ServedModel], limits: Limits, security: Security)
     ]
 
     async def not_found(request, exc):
-        what = f"no such endpoint: {request.method} {request.url.path}" if request.method != "GET" else f"no such page: {request.url.path}"
+        what = (
+            f"no such endpoint: {request.method} {request.url.path}"
+            if request.method != "GET"
+            else f"no such page: {request.url.path}"
+        )
         return JSONResponse({"error": what, "field": None}, status_code=404)
 
     async def not_allowed(request, exc):
-        return JSONResponse({"error": f"{request.method} is not allowed on {request.url.path}", "field": None}, status_code=405)
+        return JSONResponse(
+            {"error": f"{request.method} is not allowed on {request.url.path}", "field": None}, status_code=405
+        )
 
     async def internal(request, exc):  # a bug: the client gets a 500 and the server goes on
         import traceback
@@ -266,9 +306,16 @@ class Server:
         security.bind(bound_host, bound_port)
         self.url = f"http://[{bound_host}]:{bound_port}/" if ":" in bound_host else f"http://{bound_host}:{bound_port}/"
         config = uvicorn.Config(
-            make_app(models, limits, security), http=GuardedH11.configured(security), lifespan="off", log_level="warning",
-            access_log=False, proxy_headers=False, server_header=False, limit_concurrency=security.max_connections,
-            timeout_keep_alive=security.keep_alive_seconds, h11_max_incomplete_event_size=security.max_header_bytes,
+            make_app(models, limits, security),
+            http=GuardedH11.configured(security),
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            limit_concurrency=security.max_connections,
+            timeout_keep_alive=security.keep_alive_seconds,
+            h11_max_incomplete_event_size=security.max_header_bytes,
         )
         self.uvicorn = uvicorn.Server(config)
 
@@ -283,7 +330,9 @@ class Server:
         self.sock.close()
 
 
-def start(models: dict[str, ServedModel], host: str, port: int, limits: Limits, security: Security | None = None) -> Server:
+def start(
+    models: dict[str, ServedModel], host: str, port: int, limits: Limits, security: Security | None = None
+) -> Server:
     """A server bound to (host, port) (port 0: one the system picks), not yet serving."""
     try:
         import starlette  # noqa: F401

@@ -27,10 +27,10 @@ from typing import Any
 
 import torch
 
+from charrnn.cells import parameter_shapes
 from charrnn.errors import CharRNNError, plural
 from charrnn.store.files import atomic_write, file_kind
 from charrnn.store.metadata import CheckpointInfo, Invalid, read_info
-from charrnn.cells import parameter_shapes
 from charrnn.store.weights import check_finite, check_shapes
 
 FORMAT = "charrnn-checkpoint"
@@ -113,7 +113,9 @@ def load(path: str | Path) -> Checkpoint:
     if path.is_dir():
         raise CharRNNError(f"{path}: is a directory; give a .pt file (e.g. {path}/best.pt)")
     if path.suffix == ".npz":
-        raise CharRNNError(f"{path}: an .npz export holds only weights and vocabulary for `charrnn sample`; give the .pt checkpoint it came from")
+        raise CharRNNError(
+            f"{path}: an .npz export holds only weights and vocabulary for `charrnn sample`; give the .pt checkpoint it came from"
+        )
     kind = file_kind(path)
     if kind in ("empty", "npy", "other"):
         why = {"empty": "the file is empty", "npy": "a NumPy array file"}.get(kind, "not a file torch.save writes")
@@ -220,10 +222,17 @@ def _check_optimizer(optimizer: Any, params: list[tuple[str, tuple[int, ...]]]) 
     if not isinstance(optimizer, dict) or set(optimizer) != {"state", "param_groups"}:
         raise Invalid("optimizer state is not an AdamW state")
     groups, state = optimizer["param_groups"], optimizer["state"]
-    if not isinstance(groups, list) or len(groups) != 1 or not isinstance(groups[0], dict) or not isinstance(state, dict):
+    if (
+        not isinstance(groups, list)
+        or len(groups) != 1
+        or not isinstance(groups[0], dict)
+        or not isinstance(state, dict)
+    ):
         raise Invalid("optimizer state: expected one group of parameters")
     if groups[0].get("params") != list(range(len(params))):
-        raise Invalid(f"optimizer state: its parameters are {str(groups[0].get('params'))[:40]}, expected the model's {len(params)}")
+        raise Invalid(
+            f"optimizer state: its parameters are {str(groups[0].get('params'))[:40]}, expected the model's {len(params)}"
+        )
     defaults = _adamw_defaults()
     for key, value in groups[0].items():
         if key in defaults and not _same_kind(value, defaults[key]):

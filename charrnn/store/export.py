@@ -34,11 +34,11 @@ import numpy as np
 
 from charrnn import __version__
 from charrnn.config import ModelConfig
+from charrnn.data.vocab import Vocab
 from charrnn.errors import CharRNNError
 from charrnn.machine.memory import physical_memory
 from charrnn.store.files import atomic_write, file_kind
 from charrnn.store.metadata import Invalid, check_vocab, read_model, read_vocab
-from charrnn.data.vocab import Vocab
 from charrnn.store.weights import check_finite, check_shapes
 
 FORMAT = "charrnn-npz"
@@ -63,7 +63,11 @@ def export_npz(checkpoint_path: str | Path, out_path: str | Path) -> Path:
         "charrnn_version": __version__,
         "vocab": info.vocab.to_json(),
         "model": asdict(info.model),
-        "source": {"checkpoint": str(checkpoint_path), "step": info.progress.step, "best_loss": info.progress.best_loss},
+        "source": {
+            "checkpoint": str(checkpoint_path),
+            "step": info.progress.step,
+            "best_loss": info.progress.best_loss,
+        },
     }
     save_npz(weights, meta, out_path)
     return out_path
@@ -72,7 +76,9 @@ def export_npz(checkpoint_path: str | Path, out_path: str | Path) -> Path:
 def save_npz(weights: dict[str, np.ndarray], meta: dict, path: Path) -> None:
     """Write to a temporary file in the same folder, then rename: never a half-written export."""
     with atomic_write(path, "the export") as fh:
-        np.savez(fh, meta=np.array(json.dumps(meta)), **{k: np.ascontiguousarray(v, np.float32) for k, v in weights.items()})
+        np.savez(
+            fh, meta=np.array(json.dumps(meta)), **{k: np.ascontiguousarray(v, np.float32) for k, v in weights.items()}
+        )
 
 
 MAX_META_BYTES = 64 << 20  # the metadata: a JSON string (a vocabulary of all of Unicode fits)
@@ -99,7 +105,11 @@ def load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], Vocab, ModelConfi
         raise CharRNNError(f"{path}: no such export" if not path.exists() else f"{path}: not a file")
     kind = file_kind(path)
     if kind != "zip":
-        why = {"empty": "the file is empty", "npy": "a single .npy array", "pickle": "a pickle, which charrnn never loads (nothing run)"}
+        why = {
+            "empty": "the file is empty",
+            "npy": "a single .npy array",
+            "pickle": "a pickle, which charrnn never loads (nothing run)",
+        }
         raise CharRNNError(f"{path}: not a charrnn .npz export: {why.get(kind, 'not a zip archive')}")
     try:
         with zipfile.ZipFile(path) as zf:
@@ -108,7 +118,9 @@ def load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], Vocab, ModelConfi
             _check_headers({name: _header(zf, info) for name, info in members.items()}, members, cfg, path)
             arrays = {name: _read_array(zf, info) for name, info in members.items()}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise CharRNNError(f"{path}: not a readable .npz export ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})") from None
+        raise CharRNNError(
+            f"{path}: not a readable .npz export ({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})"
+        ) from None
     check_finite(arrays, str(path))
     return arrays, vocab, cfg
 
@@ -118,7 +130,9 @@ def _members(zf: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInfo]:
     names = Counter(info.filename for info in zf.infolist())
     for name, count in names.items():
         if count > 1 or not name.endswith(".npy"):
-            raise CharRNNError(f"{path}: not a charrnn export: {'a second' if count > 1 else 'an unexpected'} member {name!r}")
+            raise CharRNNError(
+                f"{path}: not a charrnn export: {'a second' if count > 1 else 'an unexpected'} member {name!r}"
+            )
     return {info.filename[: -len(".npy")]: info for info in zf.infolist()}
 
 
@@ -146,8 +160,15 @@ def _read_meta(zf: zipfile.ZipFile, info: zipfile.ZipInfo | None, path: Path) ->
     not_ours = CharRNNError(f"{path}: not a charrnn export (no valid 'meta' entry)")
     header = _header(zf, info) if info is not None else None
     if header is not None and header.dtype.hasobject:
-        raise CharRNNError(f"{path}: it holds pickled Python objects, which charrnn never loads (refused: allow_pickle=False, nothing run)")
-    if header is None or header.dtype.kind != "U" or header.shape != () or not info.file_size == header.size <= MAX_META_BYTES:
+        raise CharRNNError(
+            f"{path}: it holds pickled Python objects, which charrnn never loads (refused: allow_pickle=False, nothing run)"
+        )
+    if (
+        header is None
+        or header.dtype.kind != "U"
+        or header.shape != ()
+        or not info.file_size == header.size <= MAX_META_BYTES
+    ):
         raise not_ours
     try:
         meta = json.loads(str(_read_array(zf, info)))
@@ -157,7 +178,9 @@ def _read_meta(zf: zipfile.ZipFile, info: zipfile.ZipInfo | None, path: Path) ->
         raise not_ours
     version = meta.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CharRNNError(f"{path}: export format version {version} is newer than this charrnn reads ({FORMAT_VERSION}); upgrade charrnn")
+        raise CharRNNError(
+            f"{path}: export format version {version} is newer than this charrnn reads ({FORMAT_VERSION}); upgrade charrnn"
+        )
     try:
         cfg, vocab = read_model(meta.get("model"), "meta.model"), read_vocab(meta.get("vocab"), "meta.vocab")
         check_vocab(vocab, cfg)
@@ -166,7 +189,9 @@ def _read_meta(zf: zipfile.ZipFile, info: zipfile.ZipInfo | None, path: Path) ->
     return cfg, vocab
 
 
-def _check_headers(headers: dict[str, Header], members: dict[str, zipfile.ZipInfo], cfg: ModelConfig, path: Path) -> None:
+def _check_headers(
+    headers: dict[str, Header], members: dict[str, zipfile.ZipInfo], cfg: ModelConfig, path: Path
+) -> None:
     """Before reading a byte of them: the weights `cfg` needs, by name and shape, floating point,
     each member as long as its header says, and all of them together within the memory."""
     check_shapes({name: h.shape for name, h in headers.items()}, cfg, str(path))
@@ -174,7 +199,11 @@ def _check_headers(headers: dict[str, Header], members: dict[str, zipfile.ZipInf
         if h.dtype.kind != "f":
             raise CharRNNError(f"{path}: damaged model: {name} has dtype {h.dtype}, expected floating point")
         if members[name].file_size != h.size:
-            raise CharRNNError(f"{path}: damaged export: {name} holds {members[name].file_size:,} bytes, its header says {h.size:,}")
+            raise CharRNNError(
+                f"{path}: damaged export: {name} holds {members[name].file_size:,} bytes, its header says {h.size:,}"
+            )
     needed, memory = sum(h.size for h in headers.values()), physical_memory()
     if memory is not None and needed > memory:
-        raise CharRNNError(f"{path}: its model needs {needed / 2**30:,.1f} GiB, more than this machine's {memory / 2**30:,.1f} GiB of memory")
+        raise CharRNNError(
+            f"{path}: its model needs {needed / 2**30:,.1f} GiB, more than this machine's {memory / 2**30:,.1f} GiB of memory"
+        )

@@ -7,10 +7,12 @@ import contextlib
 import itertools
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from charrnn.errors import DISK_FULL, CharRNNError, WriteError, system_error, write_error
+
 
 @contextlib.contextmanager
 def atomic_write(path: Path, what: str, after: str = "") -> Iterator[BinaryIO]:

@@ -14,12 +14,13 @@ This module imports no torch; `checkpoint.validate` adds the checks of the tenso
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, fields
-from typing import Any, Callable
+from typing import Any
 
 from charrnn.config import CELLS, ModelConfig, TrainConfig, typed_value
-from charrnn.errors import CharRNNError
 from charrnn.data.vocab import Vocab
+from charrnn.errors import CharRNNError
 
 
 class Invalid(ValueError):
@@ -72,7 +73,10 @@ class CheckpointInfo:
 
     def to_meta(self) -> dict[str, Any]:
         meta = {f.name: getattr(self, f.name) for f in fields(self)}
-        meta |= {"vocab": self.vocab.to_json(), **{k: asdict(meta[k]) for k in ("model", "config", "progress", "corpus")}}
+        meta |= {
+            "vocab": self.vocab.to_json(),
+            **{k: asdict(meta[k]) for k in ("model", "config", "progress", "corpus")},
+        }
         if self.weights_digests is None:
             del meta["weights_digests"]
         return meta
@@ -111,7 +115,9 @@ def read_record(cls, data: Any, where: str, defaults: dict[str, Any] | None = No
     for name, f in known.items():
         if name in data:
             reader = READERS.get(str(f.type))
-            values[name] = reader(data[name], f"{where}.{name}") if reader else _typed(f.type, data[name], f"{where}.{name}")
+            values[name] = (
+                reader(data[name], f"{where}.{name}") if reader else _typed(f.type, data[name], f"{where}.{name}")
+            )
         elif name not in values:
             raise Invalid(f"{where}.{name} is missing")
     return cls(**values)
@@ -157,7 +163,12 @@ def read_model(data: Any, where: str) -> ModelConfig:
     _require(model.cell in CELLS, f"{where}.cell", model.cell, f"is not one of {', '.join(CELLS)}")
     _at_least(model, where, ("vocab_size", "layers", "hidden", "embed"), 1)
     _require(0 <= model.dropout < 1, f"{where}.dropout", model.dropout, "must be in [0, 1)")
-    _require(not model.tie_weights or model.embed == model.hidden, f"{where}.tie_weights", model.tie_weights, "needs embed equal to hidden")
+    _require(
+        not model.tie_weights or model.embed == model.hidden,
+        f"{where}.tie_weights",
+        model.tie_weights,
+        "needs embed equal to hidden",
+    )
     return model
 
 

@@ -44,7 +44,9 @@ def resolve_checkpoint(path: Path) -> Path:
     for name in ("best.pt", "last.pt"):
         if (path / name).is_file():
             return path / name
-    raise CharRNNError(f"{path}: a folder with no best.pt or last.pt in it; give a run folder (checkpoints/NAME) or a .pt file")
+    raise CharRNNError(
+        f"{path}: a folder with no best.pt or last.pt in it; give a run folder (checkpoints/NAME) or a .pt file"
+    )
 
 
 def open_model_file(path: str | Path) -> ModelFile:

@@ -7,13 +7,14 @@ export is checked where torch is not installed.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
+from charrnn.cells import CELLS, weight_shapes
 from charrnn.config import ModelConfig
 from charrnn.errors import CharRNNError
-from charrnn.cells import CELLS, weight_shapes
 
 
 def check_shapes(shapes: Mapping[str, tuple[int, ...]], cfg: ModelConfig, source: str) -> None:
@@ -27,7 +28,9 @@ def check_shapes(shapes: Mapping[str, tuple[int, ...]], cfg: ModelConfig, source
         if name not in expected:
             raise CharRNNError(f"{source}: damaged model: unexpected weight {name}")
         if tuple(shapes[name]) != expected[name]:
-            raise CharRNNError(f"{source}: damaged model: {name} has shape {tuple(shapes[name])}, expected {expected[name]}")
+            raise CharRNNError(
+                f"{source}: damaged model: {name} has shape {tuple(shapes[name])}, expected {expected[name]}"
+            )
 
 
 def check_finite(weights: Mapping[str, Any], source: str) -> None:

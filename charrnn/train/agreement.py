@@ -22,7 +22,13 @@ class Agreement:
             self._stopping = self._stop_reason
             return
         main = self.dist.main
-        stop, seconds, reserve = self.dist.sum([1.0 if self._stop_reason else 0.0, self.progress.train_seconds if main else 0.0, self._reserve if main else 0.0])
+        stop, seconds, reserve = self.dist.sum(
+            [
+                1.0 if self._stop_reason else 0.0,
+                self.progress.train_seconds if main else 0.0,
+                self._reserve if main else 0.0,
+            ]
+        )
         self.progress.train_seconds, self._reserve = seconds, reserve
         if stop:
             self._stopping = self._stop_reason or "stopped by another process"
@@ -30,7 +36,9 @@ class Agreement:
     def _any_train_loss(self) -> bool:
         """Whether any process has accumulated a training loss since the last evaluation (after a
         resume rank 0 holds what all of them had, so they must ask each other)."""
-        return self.progress.loss_count > 0 if self.dist.world == 1 else self.dist.sum([self.progress.loss_count])[0] > 0
+        return (
+            self.progress.loss_count > 0 if self.dist.world == 1 else self.dist.sum([self.progress.loss_count])[0] > 0
+        )
 
     def _all_finite(self, finite: bool) -> bool:
         """Whether the step was finite on every process: all of them skip it, or none."""

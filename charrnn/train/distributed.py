@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -35,7 +36,7 @@ class Dist:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Dist":
+    def from_env(cls, env: dict[str, str] | None = None) -> Dist:
         """The place of this process among those torchrun started (a single process otherwise)."""
         env = os.environ if env is None else env
         if "WORLD_SIZE" not in env:
@@ -68,7 +69,9 @@ class Dist:
         elif device.type == "cpu":
             self.backend = "gloo"
         else:
-            raise CharRNNError(f"distributed training runs on CPUs (gloo) or CUDA GPUs (nccl), not on {device.type}; pass --device cpu")
+            raise CharRNNError(
+                f"distributed training runs on CPUs (gloo) or CUDA GPUs (nccl), not on {device.type}; pass --device cpu"
+            )
         self.device = device
         if not dist.is_initialized():
             dist.init_process_group(self.backend)

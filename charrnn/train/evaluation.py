@@ -42,7 +42,18 @@ def learned_nothing(last_eval: dict[str, Any], ids: np.ndarray, vocab_size: int)
     )
 
 
-def evaluate_sum(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device, carry_state: bool = True, rank: int = 0, world: int = 1, deadline: float | None = None, clock=time.perf_counter) -> tuple[float, int]:
+def evaluate_sum(
+    model: CharRNN,
+    ids: np.ndarray,
+    batch_size: int,
+    seq_len: int,
+    device,
+    carry_state: bool = True,
+    rank: int = 0,
+    world: int = 1,
+    deadline: float | None = None,
+    clock=time.perf_counter,
+) -> tuple[float, int]:
     """Summed cross-entropy (nats) and the number of characters it covers, over this process'
     share of `ids`: the ids are laid out as `batch_size` x `world` streams, and process `rank`
     evaluates its block of them with carried state (unless told not to). At `deadline` (a

@@ -67,8 +67,10 @@ def verdict(val_loss: float | None, kind: str, chars_read: float) -> str | None:
     head = f"expected: runs on {kind} reach about {expected:.2f} nats/char after {read} (README, What loss to expect)"
     gap = val_loss - expected
     if gap > TOLERANCE:
-        return (f"{head}; this one reached {val_loss:.2f}, worse than expected: a harder text, a run cut short, "
-                "or options that do not suit it (try the defaults, or a longer --time-budget)")
+        return (
+            f"{head}; this one reached {val_loss:.2f}, worse than expected: a harder text, a run cut short, "
+            "or options that do not suit it (try the defaults, or a longer --time-budget)"
+        )
     if gap < -TOLERANCE:
         return f"{head}; this one reached {val_loss:.2f}, better than expected (an easier or more repetitive text)"
     return f"{head}; this one reached {val_loss:.2f}, as expected"

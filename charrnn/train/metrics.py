@@ -42,10 +42,25 @@ class Metrics:
         --time-budget would not leave time for the run's end."""
         p, d, costs = self.progress, self.dist, self.costs
         started = self.clock()
-        ends = self._time_left() - costs.save_s() - (costs.sample_s(self.cfg.sample_chars) if self._sample_due(True) else 0.0)
+        ends = (
+            self._time_left()
+            - costs.save_s()
+            - (costs.sample_s(self.cfg.sample_chars) if self._sample_due(True) else 0.0)
+        )
         deadline = started + max(ends, 0.0) if math.isfinite(ends) else None  # keep --time-budget
         total, count = (
-            evaluate_sum(self.model, self.val_ids, self.batch_size, self.cfg.seq_len, self.device, self.cfg.carry_state, d.rank, d.world, deadline, self.clock)
+            evaluate_sum(
+                self.model,
+                self.val_ids,
+                self.batch_size,
+                self.cfg.seq_len,
+                self.device,
+                self.cfg.carry_state,
+                d.rank,
+                d.world,
+                deadline,
+                self.clock,
+            )
             if len(self.val_ids)
             else (0.0, 0)
         )
@@ -54,7 +69,9 @@ class Metrics:
         cut = deadline is not None and self.clock() >= deadline
         loss_sum, loss_count, total, count, cut = d.sum([p.loss_sum, p.loss_count, total, count, float(cut)])
         if cut and len(self.val_ids):
-            self._warn(f"evaluated {plural(int(count), 'validation character')} of {len(self.val_ids):,} to keep --time-budget {self.cfg.time_budget:g}")
+            self._warn(
+                f"evaluated {plural(int(count), 'validation character')} of {len(self.val_ids):,} to keep --time-budget {self.cfg.time_budget:g}"
+            )
         release_pages(self.streams)  # the pages of a memory-mapped corpus read so far: let them go
         release_pages(self.val_ids)
         train_loss = loss_sum / loss_count if loss_count else math.nan

@@ -9,16 +9,32 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from charrnn.config import TrainConfig, build
 from charrnn.errors import CharRNNError, WriteError
 from charrnn.train.runlock import RunLock
 
 # Options that may change when a run is resumed: they do not change the model or the data.
-RESUMABLE = {"max_steps", "max_epochs", "time_budget", "eval_every", "eval_chars", "save_every", "device", "threads", "precision", "compile", "engine", "name", "out", "size"}
+RESUMABLE = {
+    "max_steps",
+    "max_epochs",
+    "time_budget",
+    "eval_every",
+    "eval_chars",
+    "save_every",
+    "device",
+    "threads",
+    "precision",
+    "compile",
+    "engine",
+    "name",
+    "out",
+    "size",
+}
 
 RESUMABLE |= {"sample_every", "sample_chars", "sample_prime"}  # live samples change nothing of the run
 
@@ -54,7 +70,17 @@ def run_folder(cfg: TrainConfig, corpora: list[Path]) -> Path:
     return Path(cfg.out) / (cfg.name or (first.resolve().name if first.is_dir() else first.stem) or "corpus")
 
 
-def plan_run(lock: RunLock, run_dir: Path, cfg: TrainConfig, file_values: dict, given: dict, resume: bool, overwrite: bool, init_from: Path | None, world: int) -> Plan:
+def plan_run(
+    lock: RunLock,
+    run_dir: Path,
+    cfg: TrainConfig,
+    file_values: dict,
+    given: dict,
+    resume: bool,
+    overwrite: bool,
+    init_from: Path | None,
+    world: int,
+) -> Plan:
     """Lock the run folder, check it and read the checkpoint to continue or start from (on
     `world` processes)."""
     lock.acquire()  # before anything in the folder is read: one writer per run folder
@@ -66,7 +92,16 @@ def plan_run(lock: RunLock, run_dir: Path, cfg: TrainConfig, file_values: dict, 
     return plan
 
 
-def read_run(run_dir: Path, cfg: TrainConfig, file_values: dict, given: dict, resume: bool, overwrite: bool, init_from: Path | None, world: int) -> Plan:
+def read_run(
+    run_dir: Path,
+    cfg: TrainConfig,
+    file_values: dict,
+    given: dict,
+    resume: bool,
+    overwrite: bool,
+    init_from: Path | None,
+    world: int,
+) -> Plan:
     from charrnn.store import checkpoint
 
     if resume:
@@ -83,7 +118,9 @@ def read_run(run_dir: Path, cfg: TrainConfig, file_values: dict, given: dict, re
     shape = {k: getattr(init_ckpt.info.model, k) for k in ("cell", "layers", "hidden", "embed", "tie_weights")}
     clash = sorted(k for k, v in shape.items() if k in given and given[k] != v)
     if clash:
-        raise CharRNNError(f"--init-from {init_from}: the model's shape is fixed by the checkpoint; drop {', '.join('--' + k.replace('_', '-') for k in clash)}")
+        raise CharRNNError(
+            f"--init-from {init_from}: the model's shape is fixed by the checkpoint; drop {', '.join('--' + k.replace('_', '-') for k in clash)}"
+        )
     cfg = build(TrainConfig, {**file_values, **shape}, given)
     return Plan(cfg, init_ckpt=init_ckpt, vocab=init_ckpt.info.vocab)
 
@@ -99,7 +136,9 @@ def _resumed(run_dir: Path, file_values: dict, given: dict, world: int) -> Plan:
     saved = TrainConfig(**resume_ckpt.meta["config"])
     changed = sorted(k for k, v in {**file_values, **given}.items() if k not in RESUMABLE and getattr(saved, k) != v)
     if changed:
-        raise CharRNNError(f"--resume continues the run as it was: cannot change {', '.join('--' + k.replace('_', '-') for k in changed)}")
+        raise CharRNNError(
+            f"--resume continues the run as it was: cannot change {', '.join('--' + k.replace('_', '-') for k in changed)}"
+        )
     cfg = build(TrainConfig, {**resume_ckpt.meta["config"], **file_values}, given)
     resumed_batch_size(resume_ckpt.meta, world, cfg.batch_size)  # can the run go on with this many processes?
     return Plan(cfg, resume_ckpt=resume_ckpt, vocab=resume_ckpt.info.vocab)
@@ -173,8 +212,13 @@ def size_model(plan: Plan, given: set[str], train_chars: int, vocab_size: int, s
     try:
         left = None if cfg.time_budget is None else cfg.time_budget - (time.monotonic() - started)
         choice = sizing.choose(
-            cfg, given, train_chars, vocab_size,
-            speed_of=lambda m, batch, seq_len: sizing.measure_speed(m, batch, seq_len, sizing.probe_seconds(left), device),
+            cfg,
+            given,
+            train_chars,
+            vocab_size,
+            speed_of=lambda m, batch, seq_len: sizing.measure_speed(
+                m, batch, seq_len, sizing.probe_seconds(left), device
+            ),
             seconds_left=left,
             fits=lambda m, batch: memory_problem(m, batch, cfg.seq_len, device, local_world) is None,
         )

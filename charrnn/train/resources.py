@@ -4,7 +4,7 @@ starts), and the precision its forward pass can run in."""
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -26,7 +26,9 @@ def training_bytes(model_cfg: ModelConfig, batch_size: int, seq_len: int) -> tup
     return params, 4 * (4 * params + batch_size * seq_len * per_char)
 
 
-def memory_problem(model_cfg: ModelConfig, batch_size: int, seq_len: int, device: torch.device, processes: int = 1) -> str | None:
+def memory_problem(
+    model_cfg: ModelConfig, batch_size: int, seq_len: int, device: torch.device, processes: int = 1
+) -> str | None:
     """Why a model cannot be trained on `device` (shared by `processes` processes when it is the
     machine's memory), or None when it may fit."""
     params, need = training_bytes(model_cfg, batch_size, seq_len)

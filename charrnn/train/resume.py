@@ -11,7 +11,6 @@ import numpy as np
 from charrnn.data.batches import resume_batch_size
 from charrnn.errors import CharRNNError
 
-
 SAMPLED_DIGEST_POINTS = 1 << 20
 
 

@@ -4,8 +4,8 @@ its typed metadata, and checked against the run on resume (same corpus, best los
 
 from __future__ import annotations
 
-import hashlib
 import dataclasses
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -14,11 +14,11 @@ import numpy as np
 import torch
 
 from charrnn import __version__
-from charrnn.store import checkpoint
-from charrnn.train.distributed import state_digest
 from charrnn.errors import CharRNNError
-from charrnn.store.metadata import CheckpointInfo, Corpus, Progress
 from charrnn.model import hidden_from_list, hidden_to_list
+from charrnn.store import checkpoint
+from charrnn.store.metadata import CheckpointInfo, Corpus, Progress
+from charrnn.train.distributed import state_digest
 
 
 class RunState:
@@ -89,15 +89,23 @@ class RunState:
     def _restore(self, ckpt: checkpoint.Checkpoint) -> None:
         meta, d = ckpt.meta, self.dist
         if len(set(d.gather(meta["progress"]["step"]))) > 1:  # they would part ways at the first evaluation
-            raise CharRNNError("the processes were given different checkpoints to resume from (load it on rank 0 and share it)", exit_code=1)
+            raise CharRNNError(
+                "the processes were given different checkpoints to resume from (load it on rank 0 and share it)",
+                exit_code=1,
+            )
         saved_total = meta.get("batch_size", 0) * meta.get("world_size", 1)
-        if not self._same_corpus(meta["corpus"]["digest"], "world_size" in meta) or saved_total != self.batch_size * d.world:
+        if (
+            not self._same_corpus(meta["corpus"]["digest"], "world_size" in meta)
+            or saved_total != self.batch_size * d.world
+        ):
             raise self._error(
                 "cannot resume: the corpus (or the batch layout) differs from the one this run was "
                 "trained on; use --init-from to fine-tune on a new corpus instead"
             )
         if meta["progress"]["chunk"] >= self.chunks_per_epoch:  # (the same corpus and layout: never, unless edited)
-            raise self._error(f"cannot resume: the checkpoint is damaged: its position, chunk {meta['progress']['chunk']:,}, is past the end of an epoch ({self.chunks_per_epoch:,} chunks)")
+            raise self._error(
+                f"cannot resume: the checkpoint is damaged: its position, chunk {meta['progress']['chunk']:,}, is past the end of an epoch ({self.chunks_per_epoch:,} chunks)"
+            )
         self.model.load_state_dict(ckpt.model)
         if ckpt.optimizer:
             self.optimizer.load_state_dict(ckpt.optimizer)
@@ -120,7 +128,9 @@ class RunState:
         corpora (no world_size) hashed the training ids whole: compare those the same way."""
         if digest == self.data_digest:
             return True
-        return not current_format and digest == hashlib.sha1(np.ascontiguousarray(self._train_ids).tobytes()).hexdigest()
+        return (
+            not current_format and digest == hashlib.sha1(np.ascontiguousarray(self._train_ids).tobytes()).hexdigest()
+        )
 
     def _best_loss_so_far(self, best_loss: float) -> float:
         """best.pt may be newer than last.pt: never replace it by a worse one."""

@@ -21,8 +21,7 @@ import errno
 import os
 from pathlib import Path
 
-from charrnn.errors import CharRNNError
-from charrnn.errors import write_error
+from charrnn.errors import CharRNNError, write_error
 from charrnn.store.files import make_folder
 
 try:
@@ -69,13 +68,17 @@ class RunLock:
 
     def _open(self) -> int | None:
         """The lock file, opened (made with its folder if need be); None if the folder vanished."""
-        self.made += [f for f in make_folder(self.run_dir, "the run folder", "give another --out") if f not in self.made]
+        self.made += [
+            f for f in make_folder(self.run_dir, "the run folder", "give another --out") if f not in self.made
+        ]
         try:
             return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise CharRNNError(f"{self.path}: cannot write in the run folder ({write_error(exc)}); give another --out", exit_code=1) from None
+            raise CharRNNError(
+                f"{self.path}: cannot write in the run folder ({write_error(exc)}); give another --out", exit_code=1
+            ) from None
 
     def release(self) -> None:
         """Remove the lock file (and the folders this lock made, if nothing was written in them),
@@ -92,7 +95,7 @@ class RunLock:
         os.close(self.fd)
         self.fd, self.made = None, []
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self
 
     def __exit__(self, *exc) -> bool:

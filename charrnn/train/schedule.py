@@ -5,8 +5,8 @@ it goes (`Costs`)."""
 
 from __future__ import annotations
 
-import math
 import dataclasses
+import math
 
 
 @dataclasses.dataclass

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 from charrnn.cells import weights_per_char
 from charrnn.config import ModelConfig, TrainConfig
@@ -36,7 +36,9 @@ LADDER: tuple[tuple[int, int], ...] = ((1, 128), (2, 128), (2, 192), (2, 256), (
 CHARS_PER_WEIGHT = 2.0  # characters read per computing weight, at least (fitted; README)
 DROPOUT_PER_DOUBLING = 0.1
 MAX_DROPOUT = 0.25  # 2x512 on tiny-shakespeare, 7.4 passes: 0.25 reached 1.447 at step 1400, 0.35 1.478
-BUDGET_FOR_STEPS = 0.92  # the share of a --time-budget spent on training steps (evaluations, saves, live samples: ~5-8%)
+BUDGET_FOR_STEPS = (
+    0.92  # the share of a --time-budget spent on training steps (evaluations, saves, live samples: ~5-8%)
+)
 ESTIMATE_SLACK = 1.5  # larger models use the cores better than the probed rung: estimate generously, then probe
 MAX_PROBES = 3  # models probed after the first (a second each, at most)
 FEW_PASSES = 2.0  # below this many passes over the text, smaller batches (more updates) pay
@@ -55,8 +57,10 @@ class Choice:
     def describe(self, cfg: TrainConfig) -> str:
         model = f"{cfg.cell.upper()} {cfg.layers}×{cfg.hidden}, embedding {cfg.embed}, dropout {cfg.dropout:g}, batch {cfg.batch_size}"
         pace = f" at {self.speed:,.0f} chars/s" if self.speed else ""
-        return (f"--size auto: {model}: the run will read about {self.reads / 1e6:,.1f} M characters{pace}, "
-                f"{self.passes:,.1f} passes over the training text (explicit flags win; --size default for the fixed defaults)")
+        return (
+            f"--size auto: {model}: the run will read about {self.reads / 1e6:,.1f} M characters{pace}, "
+            f"{self.passes:,.1f} passes over the training text (explicit flags win; --size default for the fixed defaults)"
+        )
 
 
 def embed_for(vocab: int, hidden: int) -> int:
@@ -77,8 +81,15 @@ def dropout_for(passes: float) -> float:
     return round(min(MAX_DROPOUT, DROPOUT_PER_DOUBLING * math.log2(passes)) * 20) / 20  # in steps of 0.05
 
 
-def choose(cfg: TrainConfig, given: set[str], train_chars: int, vocab: int, speed_of: Callable[[ModelConfig, int, int], float] | None,
-           seconds_left: float | None, fits: Callable[[ModelConfig, int], bool] = lambda m, b: True) -> Choice | None:
+def choose(
+    cfg: TrainConfig,
+    given: set[str],
+    train_chars: int,
+    vocab: int,
+    speed_of: Callable[[ModelConfig, int, int], float] | None,
+    seconds_left: float | None,
+    fits: Callable[[ModelConfig, int], bool] = lambda m, b: True,
+) -> Choice | None:
     """The options of CHOSEN that are not in `given`, for a run of `cfg` on `train_chars`
     characters of a `vocab`-character alphabet. `speed_of(model, batch, seq_len)` measures
     characters per second (used when the run has a time budget: `seconds_left` of it);
@@ -94,7 +105,9 @@ def choose(cfg: TrainConfig, given: set[str], train_chars: int, vocab: int, spee
 
     def model(L: int, H: int) -> ModelConfig:
         embed = cfg.embed if "embed" in given else H if cfg.tie_weights else embed_for(vocab, H)
-        return ModelConfig(vocab_size=vocab, cell=cfg.cell, layers=L, hidden=H, embed=embed, tie_weights=cfg.tie_weights and embed == H)
+        return ModelConfig(
+            vocab_size=vocab, cell=cfg.cell, layers=L, hidden=H, embed=embed, tie_weights=cfg.tie_weights and embed == H
+        )
 
     def weights(m: ModelConfig) -> int:
         return weights_per_char(m.cell, m.layers, m.hidden, m.embed, vocab)
@@ -135,7 +148,13 @@ def choose(cfg: TrainConfig, given: set[str], train_chars: int, vocab: int, spee
         if cfg.max_steps:  # a step of fewer streams reads fewer characters
             reads = min(reads, float(cfg.max_steps * batch * cfg.seq_len))
             passes = reads / max(train_chars, 1)
-    chosen = {"layers": m.layers, "hidden": m.hidden, "embed": m.embed, "batch_size": batch, "dropout": dropout_for(passes)}
+    chosen = {
+        "layers": m.layers,
+        "hidden": m.hidden,
+        "embed": m.embed,
+        "batch_size": batch,
+        "dropout": dropout_for(passes),
+    }
     values = {k: v for k, v in chosen.items() if k in free}
     return Choice(values, reads, passes, speed)
 

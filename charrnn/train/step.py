@@ -27,7 +27,9 @@ class Step:
                 self._compiled = torch.compile(self.train_model)
             return self._compiled(x, hidden)
         except Exception as exc:  # compilation errors come in many types
-            self._warn(f"--compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); training without it")
+            self._warn(
+                f"--compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); training without it"
+            )
             self._forward = self.train_model
             return self.train_model(x, hidden)
 

@@ -3,7 +3,6 @@ step's time."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,13 @@ class ThreadUse:
             return None
         local = self.dist.local_world
         cores = max(1, cores_here() // local)
-        return ThreadPolicy(cores, METER, probe=self.device.type == "cpu" and self.dist.world == 1, siblings=local - 1, chars_per_step=self.batch_size * self.cfg.seq_len)
+        return ThreadPolicy(
+            cores,
+            METER,
+            probe=self.device.type == "cpu" and self.dist.world == 1,
+            siblings=local - 1,
+            chars_per_step=self.batch_size * self.cfg.seq_len,
+        )
 
     def _adapt_threads(self, step_seconds: float) -> None:
         if self.policy is None:
@@ -36,8 +41,18 @@ class ThreadUse:
             self.threads = threads
         decision = self.policy.take_decision()
         if decision is not None and (decision.threads != decision.previous or decision.reason == "first measurement"):
-            self._note({"event": "threads", "step": self.progress.step, "threads": decision.threads, "previous": decision.previous,
-                        "reason": decision.reason, "others": decision.others, "chars_per_sec": decision.rates, "message": decision.describe()})
+            self._note(
+                {
+                    "event": "threads",
+                    "step": self.progress.step,
+                    "threads": decision.threads,
+                    "previous": decision.previous,
+                    "reason": decision.reason,
+                    "others": decision.others,
+                    "chars_per_sec": decision.rates,
+                    "message": decision.describe(),
+                }
+            )
 
     def _note(self, row: dict[str, Any]) -> None:
         """A note about the run (not an evaluation): shown, and kept in metrics.jsonl."""

@@ -23,32 +23,33 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from charrnn.store import checkpoint
-from charrnn.data.batches import batchify, fit_batch_size, num_chunks, shard_rows
+from charrnn.cells import parameter_count
 from charrnn.config import TrainConfig
+from charrnn.data.batches import batchify, fit_batch_size, num_chunks, shard_rows
+from charrnn.data.vocab import Vocab, describe_chars
+from charrnn.errors import CharRNNError, plural
 from charrnn.machine.device import pick_device
+from charrnn.model import CharRNN
+from charrnn.store import checkpoint
+from charrnn.store.files import make_folder
+from charrnn.store.metadata import Progress
 from charrnn.train.agreement import Agreement
+from charrnn.train.distributed import Dist
 from charrnn.train.live_samples import LiveSamples
 from charrnn.train.metrics import Metrics
+from charrnn.train.resources import autocast_for, memory_problem
+from charrnn.train.resume import ids_digest, resumed_batch_size
 from charrnn.train.run_state import RunState
 from charrnn.train.schedule import Costs, Schedule
 from charrnn.train.step import Step
 from charrnn.train.thread_use import ThreadUse
-from charrnn.train.distributed import Dist
-from charrnn.errors import CharRNNError, plural
-from charrnn.store.files import make_folder
-from charrnn.store.metadata import Progress
-from charrnn.train.resources import autocast_for, memory_problem
-from charrnn.train.resume import ids_digest, resumed_batch_size
-from charrnn.model import CharRNN
-from charrnn.cells import parameter_count
-from charrnn.data.vocab import Vocab, describe_chars
 
 Events = Callable[[dict[str, Any]], None]
 
@@ -166,7 +167,9 @@ class Trainer(Step, Metrics, Agreement, Schedule, ThreadUse, LiveSamples, RunSta
         if self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            self.train_model = DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None
+            )
             torch.manual_seed(cfg.seed + self.dist.rank)  # but each its own dropout
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
@@ -187,7 +190,16 @@ class Trainer(Step, Metrics, Agreement, Schedule, ThreadUse, LiveSamples, RunSta
             checkpoint.remove_stale_temporaries(self.run_dir)
         self.events(self._start_event())
         if self.policy:
-            self._note({"event": "threads", "step": p.step, "threads": self.threads, "reason": "start", "cores": self.policy.cores, "others": self.policy.others})
+            self._note(
+                {
+                    "event": "threads",
+                    "step": p.step,
+                    "threads": self.threads,
+                    "reason": "start",
+                    "cores": self.policy.cores,
+                    "others": self.policy.others,
+                }
+            )
         if p.step and self.fraction_done() >= 1.0:
             self._warn(
                 f"this run already reached its limit at step {p.step:,} "
@@ -223,7 +235,9 @@ class Trainer(Step, Metrics, Agreement, Schedule, ThreadUse, LiveSamples, RunSta
         p = self.progress
         self._agree_on_stop_and_clock()
         if self.fraction_done() >= 1.0:
-            if p.step and self._any_train_loss():  # the time ran out after the last step's checks (a save, a larger reserve)
+            if (
+                p.step and self._any_train_loss()
+            ):  # the time ran out after the last step's checks (a save, a larger reserve)
                 self._evaluate(self.lr_at(p.step, 1.0), self._chars_per_sec(self.clock()))
             return "done"
         if until_step is not None and p.step >= until_step:
@@ -271,7 +285,9 @@ class Trainer(Step, Metrics, Agreement, Schedule, ThreadUse, LiveSamples, RunSta
         evaluated = p.step % cfg.eval_every == 0 or (finished and self._any_train_loss())
         if evaluated:
             self._evaluate(lr, self._chars_per_sec(now))
-        sampled = self._sample_due(evaluated) and self._time_left() > self.costs.save_s() + self.costs.sample_s(cfg.sample_chars)
+        sampled = self._sample_due(evaluated) and self._time_left() > self.costs.save_s() + self.costs.sample_s(
+            cfg.sample_chars
+        )
         if sampled:
             self._sample()
         if evaluated or sampled:  # chars/s measures training only

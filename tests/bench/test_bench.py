@@ -28,14 +28,26 @@ def test_run_overheads_measure_a_real_evaluation_save_and_resume(monkeypatch):
 
     monkeypatch.setattr(bench, "TRAIN_CASES", [bench.TrainCase("lstm", 1, 16, 8, 4)])
     rows = bench.bench_run_overheads(quick=True)
-    assert [r["what"].strip().split()[:2] for r in rows] == [["train", "LSTM"], ["the", "first"], ["after", "--resume"], ["evaluating", "200,000"], ["saving", "last.pt"]]
+    assert [r["what"].strip().split()[:2] for r in rows] == [
+        ["train", "LSTM"],
+        ["the", "first"],
+        ["after", "--resume"],
+        ["evaluating", "200,000"],
+        ["saving", "last.pt"],
+    ]
     assert all(r.get("chars_per_sec", 1) > 0 and r.get("cost", 1) > 0 for r in rows)
     assert all(r["vs_undisturbed"] > 0 for r in rows[1:3])
     assert {"best.pt", "metrics.jsonl"} <= set(rows[1]["evaluation_wrote"])  # a real evaluation ran
     assert rows[2]["resumed_at_step"] == 1 + 2 + 1  # warm-up, 2 timed steps, the one after evaluating
-    result = {"machine": {"cpu": "x", "threads": 1, "device": "cpu", "torch": "t"}, "peak_gflops": 1.0, "training": [],
-              "overheads": median_rows([rows, rows]), "sampling": [],
-              "tokenising": {"what": "tok", "mb_per_sec": 1.0, "peak_rss_mb": 1.0}, "startup": {"what": "s", "seconds": 0.1}}
+    result = {
+        "machine": {"cpu": "x", "threads": 1, "device": "cpu", "torch": "t"},
+        "peak_gflops": 1.0,
+        "training": [],
+        "overheads": median_rows([rows, rows]),
+        "sampling": [],
+        "tokenising": {"what": "tok", "mb_per_sec": 1.0, "peak_rss_mb": 1.0},
+        "startup": {"what": "s", "seconds": 0.1},
+    }
     console = Console(record=True, width=200)
     for table in bench_tables(result):
         console.print(table)
@@ -67,16 +79,38 @@ def test_load_bench_reads_each_training_and_shows_ratios(tmp_path):
     from charrnn.bench.load import _result, policies
     from charrnn.cli.tables import bench_tables
 
-    rows = [{"event": "threads", "step": 0, "threads": 2}, {"event": "threads", "step": 30, "threads": 2},
-            {"event": "threads", "step": 60, "threads": 1}, {"step": 90, "chars_per_sec": 12345.0, "threads": 1}]
+    rows = [
+        {"event": "threads", "step": 0, "threads": 2},
+        {"event": "threads", "step": 30, "threads": 2},
+        {"event": "threads", "step": 60, "threads": 1},
+        {"step": 90, "chars_per_sec": 12345.0, "threads": 1},
+    ]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     done = subprocess.Popen([sys.executable, "-c", "pass"], stderr=subprocess.PIPE)
     assert _result(done, tmp_path) == {"chars_per_sec": 12345.0, "threads": [2, 1]}
     auto, torch_default = policies(2)
-    assert policies(2)[torch_default][1] == {"GOMP_SPINCOUNT": "300000"} and policies(2)[auto][0] == ["--threads", "auto"]
-    result = {"load": {"cores": 2, "seconds": 30, "auto_vs_torch_alone": 0.99, "busy_before": 1.0, "rows": [
-        {"policy": auto, "situation": "alone", "chars_per_sec": 40000.0, "vs_alone": 1.0, "threads": [2]},
-        {"policy": auto, "situation": "beside a busy core", "chars_per_sec": 26000.0, "vs_alone": 0.65, "threads": [1]}]}}
+    assert policies(2)[torch_default][1] == {"GOMP_SPINCOUNT": "300000"} and policies(2)[auto][0] == [
+        "--threads",
+        "auto",
+    ]
+    result = {
+        "load": {
+            "cores": 2,
+            "seconds": 30,
+            "auto_vs_torch_alone": 0.99,
+            "busy_before": 1.0,
+            "rows": [
+                {"policy": auto, "situation": "alone", "chars_per_sec": 40000.0, "vs_alone": 1.0, "threads": [2]},
+                {
+                    "policy": auto,
+                    "situation": "beside a busy core",
+                    "chars_per_sec": 26000.0,
+                    "vs_alone": 0.65,
+                    "threads": [1],
+                },
+            ],
+        }
+    }
     console = Console(record=True, width=200)
     for table in bench_tables(result):
         console.print(table)
@@ -98,9 +132,18 @@ def test_sampling_rows_measure_the_engine_at_each_batch():
     for row in engine:
         assert row["chars_per_sec"] > 0 and row["step_gflops"] > 0 and row["of_peak"] == row["step_gflops"] / 50.0
     assert all(r["vs_batch_1"] == r["chars_per_sec"] / engine[0]["chars_per_sec"] for r in engine[1:])
-    assert rows[-1]["what"].startswith("reference") and engine[0]["vs_naive"] == engine[0]["chars_per_sec"] / rows[-1]["chars_per_sec"]
-    result = {"machine": {"cpu": "x", "threads": 1, "device": "cpu", "torch": "t"}, "peak_gflops": 50.0, "training": [], "sampling": rows,
-              "tokenising": {"what": "tok", "mb_per_sec": 1.0, "peak_rss_mb": 1.0}, "startup": {"what": "s", "seconds": 0.1}}
+    assert (
+        rows[-1]["what"].startswith("reference")
+        and engine[0]["vs_naive"] == engine[0]["chars_per_sec"] / rows[-1]["chars_per_sec"]
+    )
+    result = {
+        "machine": {"cpu": "x", "threads": 1, "device": "cpu", "torch": "t"},
+        "peak_gflops": 50.0,
+        "training": [],
+        "sampling": rows,
+        "tokenising": {"what": "tok", "mb_per_sec": 1.0, "peak_rss_mb": 1.0},
+        "startup": {"what": "s", "seconds": 0.1},
+    }
     console = Console(record=True, width=250)
     for table in bench_tables(result):
         console.print(table)

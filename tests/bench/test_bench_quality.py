@@ -4,9 +4,9 @@ import json
 import subprocess
 import sys
 
-from charrnn.bench.quality import PREVIOUS, _at, quality_table
-
 from tiny_run import invoke, structured_text
+
+from charrnn.bench.quality import PREVIOUS, _at, quality_table
 
 
 def test_quality_trains_both_recipes_and_reports_their_curves(tmp_path, monkeypatch):
@@ -19,25 +19,49 @@ def test_quality_trains_both_recipes_and_reports_their_curves(tmp_path, monkeypa
         monkeypatch.setitem(quality.RECIPES, name, {**quality.RECIPES[name], "max_steps": 6, "eval_every": 3})
     corpus = tmp_path / "c.txt"
     corpus.write_text(structured_text(40_000))
-    done = invoke("bench", "--no-speed", "--quality", corpus, "--seconds", 600, "--json", "--quality-out", tmp_path / "kept")
+    done = invoke(
+        "bench", "--no-speed", "--quality", corpus, "--seconds", 600, "--json", "--quality-out", tmp_path / "kept"
+    )
     assert done.exit_code == 0, done.stderr
     result = json.loads(done.stdout)["quality"]
     assert result["seconds"] == 600 and set(result["recipes"]) == {"default recipe", "previous defaults"}
     previous = result["recipes"]["previous defaults"]
-    assert previous["model"] == f"LSTM {PREVIOUS['layers']}×{PREVIOUS['hidden']}, embed {PREVIOUS['embed']}, dropout 0, batch {PREVIOUS['batch_size']}"
+    assert (
+        previous["model"]
+        == f"LSTM {PREVIOUS['layers']}×{PREVIOUS['hidden']}, embed {PREVIOUS['embed']}, dropout 0, batch {PREVIOUS['batch_size']}"
+    )
     assert previous["size_line"] is None
     auto = result["recipes"]["default recipe"]
-    assert auto["size_line"].startswith("--size auto:") and auto["model"] in auto["size_line"].replace("embedding", "embed")
+    assert auto["size_line"].startswith("--size auto:") and auto["model"] in auto["size_line"].replace(
+        "embedding", "embed"
+    )
     for name, run in result["recipes"].items():
         folder = tmp_path / "kept" / f"c-{name.replace(' ', '-')}" / "run"  # kept for `charrnn plot`
         rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
         evals = [r for r in rows if "event" not in r]
         assert [r["step"] for r in evals] == [3, 6] and run["steps"] == 6
-        assert run["curve"] == [{"seconds": r["elapsed_s"], "chars_seen": r["chars_seen"], "val_loss": r["val_loss"], "train_loss": r["train_loss"]} for r in evals]
+        assert run["curve"] == [
+            {
+                "seconds": r["elapsed_s"],
+                "chars_seen": r["chars_seen"],
+                "val_loss": r["val_loss"],
+                "train_loss": r["train_loss"],
+            }
+            for r in evals
+        ]
         best = min(evals, key=lambda r: r["val_loss"])
-        assert (run["best_val_loss"], run["train_loss_at_best"], run["chars_seen"]) == (best["val_loss"], best["train_loss"], evals[-1]["chars_seen"])
+        assert (run["best_val_loss"], run["train_loss_at_best"], run["chars_seen"]) == (
+            best["val_loss"],
+            best["train_loss"],
+            evals[-1]["chars_seen"],
+        )
     table = done.stderr.split("validation loss (nats/char)", 1)[1]
-    assert "previous" in table and "defaults" in table and f"{previous['best_val_loss']:.3f}" in table and f"{auto['best_val_loss']:.3f}" in table
+    assert (
+        "previous" in table
+        and "defaults" in table
+        and f"{previous['best_val_loss']:.3f}" in table
+        and f"{auto['best_val_loss']:.3f}" in table
+    )
 
 
 def test_the_table_shows_the_best_loss_up_to_each_time():
@@ -49,5 +73,9 @@ def test_the_table_shows_the_best_loss_up_to_each_time():
 
 
 def test_quality_needs_a_file(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "charrnn", "bench", "--no-speed", "--quality", str(tmp_path / "missing.txt")], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "charrnn", "bench", "--no-speed", "--quality", str(tmp_path / "missing.txt")],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2 and "missing.txt: not a file" in done.stderr

@@ -4,9 +4,8 @@ Speed itself is never asserted: the bench prints it."""
 from __future__ import annotations
 
 import pytest
-from rich.console import Console
-
 from conftest import invoke
+from rich.console import Console
 
 
 def test_serve_bench_measures_each_number_of_clients():

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, TINY, invoke, need_module, repeat_text, words_text
+from data.test_input import assert_one_line_error
 
 from charrnn.config import ModelConfig, SampleConfig, read_toml
 from charrnn.errors import CharRNNError
@@ -23,9 +25,6 @@ from charrnn.sample.generate import probabilities
 from charrnn.train.evaluation import unigram_entropy
 from charrnn.train.resources import training_bytes
 
-from conftest import ROOT, TINY, invoke, need_module, repeat_text, words_text
-from data.test_input import assert_one_line_error
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
@@ -33,7 +32,12 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("clear")
     corpus = root / "c.txt"
     corpus.write_text(words_text(8000), encoding="utf-8")
-    assert invoke("train", str(corpus), *TINY, "--max-steps", "10", "--eval-every", "5", "--out", str(root / "ck")).returncode == 0
+    assert (
+        invoke(
+            "train", str(corpus), *TINY, "--max-steps", "10", "--eval-every", "5", "--out", str(root / "ck")
+        ).returncode
+        == 0
+    )
     return root / "ck" / "c"
 
 
@@ -61,7 +65,9 @@ def test_the_memory_estimate_counts_the_parameters_of_the_model_it_would_build(c
 def test_a_nul_character_in_a_config_string_is_one_line(tmp_path, corpus, line):
     toml = tmp_path / "run.toml"
     toml.write_text(line + "\n", encoding="utf-8")
-    result = invoke("train", str(corpus), *TINY, "--max-steps", "2", "--config", str(toml), "--out", str(tmp_path / "ck"))
+    result = invoke(
+        "train", str(corpus), *TINY, "--max-steps", "2", "--config", str(toml), "--out", str(tmp_path / "ck")
+    )
     assert_one_line_error(result, str(toml), "a NUL character (\\u0000) cannot be part of an option")
     toml.write_text('stop = ["ok", "a\\u0000"]\n', encoding="utf-8")  # and inside a list
     with pytest.raises(CharRNNError, match="stop: a NUL character"):
@@ -88,9 +94,31 @@ def test_ctrl_c_while_charrnn_starts_is_one_line(tmp_path, corpus):
     counted from when charrnn's handler is in place: what comes before (the interpreter, site's
     .pth files, a loaded machine's delays) is out of charrnn's reach. Python runs with -S, so that
     this time is as short as it can be."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), sysconfig.get_paths()["purelib"]]), "OMP_NUM_THREADS": "1"}
-    args = [sys.executable, "-S", "-m", "charrnn", "train", str(corpus), *TINY, "--max-epochs", "1000", "--out", str(tmp_path / "ck")]
-    for delay, sig in [(0.0, signal.SIGINT), (0.05, signal.SIGINT), (0.1, signal.SIGTERM), (0.15, signal.SIGINT), (0.3, signal.SIGINT)]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), sysconfig.get_paths()["purelib"]]),
+        "OMP_NUM_THREADS": "1",
+    }
+    args = [
+        sys.executable,
+        "-S",
+        "-m",
+        "charrnn",
+        "train",
+        str(corpus),
+        *TINY,
+        "--max-epochs",
+        "1000",
+        "--out",
+        str(tmp_path / "ck"),
+    ]
+    for delay, sig in [
+        (0.0, signal.SIGINT),
+        (0.05, signal.SIGINT),
+        (0.1, signal.SIGTERM),
+        (0.15, signal.SIGINT),
+        (0.3, signal.SIGINT),
+    ]:
         proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         catching(proc.pid, signal.SIGTERM)  # charrnn's handlers are in (Python's own catches SIGINT from the start)
         time.sleep(delay)
@@ -102,7 +130,9 @@ def test_ctrl_c_while_charrnn_starts_is_one_line(tmp_path, corpus):
             assert err == "", err
             continue
         name = signal.Signals(sig).name
-        assert proc.returncode == 128 + sig and (f"charrnn: interrupted ({name})" in err or f"stopped by {name}" in err), (delay, err)
+        assert proc.returncode == 128 + sig and (
+            f"charrnn: interrupted ({name})" in err or f"stopped by {name}" in err
+        ), (delay, err)
 
 
 def test_a_temperature_too_small_to_divide_by_is_greedy():
@@ -143,7 +173,9 @@ def test_a_run_that_learned_nothing_says_so(tmp_path, corpus):
     assert err.rstrip().endswith("try a lower --lr")
     easy = tmp_path / "easy.txt"
     easy.write_text(repeat_text(6000), encoding="utf-8")
-    learned = invoke("train", str(easy), *TINY, "--max-steps", "60", "--lr", "1e-2", "--warmup", "0", "--out", str(tmp_path / "ck"))
+    learned = invoke(
+        "train", str(easy), *TINY, "--max-steps", "60", "--lr", "1e-2", "--warmup", "0", "--out", str(tmp_path / "ck")
+    )
     assert learned.returncode == 0 and "did not learn" not in learned.stderr.decode()
 
 

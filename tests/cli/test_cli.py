@@ -2,12 +2,11 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
-import re
 
 import pytest
-
 from conftest import TINY, invoke, missing, run_cli, words_text
 
 
@@ -46,14 +45,35 @@ def test_sample_stdout_holds_only_the_sample(trained):
 def test_sample_options_through_the_cli(trained):
     root, _, _ = trained
     ckpt = str(root / "checkpoints" / "corpus" / "best.pt")
-    many = run_cli("sample", "-c", ckpt, "--length", "30", "--num-samples", "3", "--separator", "|", "--seed", "1", "--no-echo-prime", "--prime", "a", cwd=root, check=True)
+    many = run_cli(
+        "sample",
+        "-c",
+        ckpt,
+        "--length",
+        "30",
+        "--num-samples",
+        "3",
+        "--separator",
+        "|",
+        "--seed",
+        "1",
+        "--no-echo-prime",
+        "--prime",
+        "a",
+        cwd=root,
+        check=True,
+    )
     parts = many.stdout.decode().split("|")
     assert len(parts) == 3 and all(len(p) == 30 for p in parts)
-    stop = run_cli("sample", "-c", ckpt, "--length", "500", "--stop", ".", "--seed", "2", "--temp", "1", cwd=root, check=True)
+    stop = run_cli(
+        "sample", "-c", ckpt, "--length", "500", "--stop", ".", "--seed", "2", "--temp", "1", cwd=root, check=True
+    )
     assert stop.stdout.decode().endswith(".") and stop.stdout.decode().count(".") == 1
     bad = run_cli("sample", "-c", ckpt, "--prime", "Zq€", cwd=root)
     assert bad.returncode == 2 and "'€'" in bad.stderr.decode() and bad.stdout == b""
-    skipped = run_cli("sample", "-c", ckpt, "--prime", "th€", "--unknown", "skip", "--length", "5", cwd=root, check=True)
+    skipped = run_cli(
+        "sample", "-c", ckpt, "--prime", "th€", "--unknown", "skip", "--length", "5", cwd=root, check=True
+    )
     assert skipped.stdout.decode().startswith("th") and "€" in skipped.stderr.decode()
 
 
@@ -75,9 +95,23 @@ def test_existing_run_is_refused_then_resumed(trained):
     root, corpus, _ = trained
     again = run_cli("train", str(corpus), *TINY, "--max-steps", "40", cwd=root)
     assert again.returncode == 2 and "--resume" in again.stderr.decode()
-    longer = run_cli("train", str(corpus), "--resume", "--max-steps", "50", "--eval-every", "20", "--threads", "1", cwd=root, check=True)
+    longer = run_cli(
+        "train",
+        str(corpus),
+        "--resume",
+        "--max-steps",
+        "50",
+        "--eval-every",
+        "20",
+        "--threads",
+        "1",
+        cwd=root,
+        check=True,
+    )
     assert "resuming at step 40" in longer.stderr.decode()
-    info = json.loads(run_cli("info", str(root / "checkpoints" / "corpus" / "last.pt"), "--json", cwd=root, check=True).stdout)
+    info = json.loads(
+        run_cli("info", str(root / "checkpoints" / "corpus" / "last.pt"), "--json", cwd=root, check=True).stdout
+    )
     assert info["progress"]["step"] == 50
     changed = run_cli("train", str(corpus), "--resume", "--hidden", "64", cwd=root)
     assert changed.returncode == 2 and "--hidden" in changed.stderr.decode()
@@ -88,7 +122,19 @@ def test_init_from_fine_tunes_and_names_unknown_characters(trained, tmp_path):
     ckpt = str(root / "checkpoints" / "corpus" / "best.pt")
     new = tmp_path / "new.txt"
     new.write_text(words_text(5000, seed=9), encoding="utf-8")
-    ok = run_cli("train", str(new), "--init-from", ckpt, "--max-steps", "5", "--out", str(tmp_path / "ck"), "--threads", "1", check=True)
+    ok = run_cli(
+        "train",
+        str(new),
+        "--init-from",
+        ckpt,
+        "--max-steps",
+        "5",
+        "--out",
+        str(tmp_path / "ck"),
+        "--threads",
+        "1",
+        check=True,
+    )
     assert (tmp_path / "ck" / "new" / "best.pt").exists() and ok.returncode == 0
     alien = tmp_path / "alien.txt"
     alien.write_text(words_text(5000) + "¿Qué?", encoding="utf-8")
@@ -102,7 +148,19 @@ def test_config_file_and_command_line(tmp_path):
     corpus.write_text(words_text(5000), encoding="utf-8")
     toml = tmp_path / "run.toml"
     toml.write_text('cell = "gru"\nhidden = 24\nlayers = 1\nembed = 8\nseq-len = 16\nbatch-size = 4\nmax-steps = 3\n')
-    run_cli("train", str(corpus), "--config", str(toml), "--hidden", "20", "--out", str(tmp_path / "ck"), "--threads", "1", check=True)
+    run_cli(
+        "train",
+        str(corpus),
+        "--config",
+        str(toml),
+        "--hidden",
+        "20",
+        "--out",
+        str(tmp_path / "ck"),
+        "--threads",
+        "1",
+        check=True,
+    )
     meta = json.loads(run_cli("info", str(tmp_path / "ck" / "c" / "last.pt"), "--json", check=True).stdout)
     assert (meta["model"]["cell"], meta["model"]["hidden"], meta["progress"]["step"]) == ("gru", 20, 3)
 
@@ -165,12 +223,25 @@ def test_sample_and_info_accept_a_run_folder(trained, tmp_path):
 
 
 def test_chinese_samples_survive_a_c_locale_pipe(tmp_path):
-    poems = "".join(chr(0x4E00 + (i * 37) % 300) + ("，" if i % 5 == 4 else "") + ("。\n" if i % 20 == 19 else "") for i in range(6000))
+    poems = "".join(
+        chr(0x4E00 + (i * 37) % 300) + ("，" if i % 5 == 4 else "") + ("。\n" if i % 20 == 19 else "")
+        for i in range(6000)
+    )
     corpus = tmp_path / "poems.txt"
     corpus.write_text(poems, encoding="utf-8")
     run_cli("train", str(corpus), *TINY, "--max-steps", "5", "--out", str(tmp_path / "ck"), check=True)
     env = {"LC_ALL": "C", "LANG": "C", "PYTHONIOENCODING": ""}
-    result = run_cli("sample", "-c", str(tmp_path / "ck" / "poems" / "best.pt"), "--prime", "一", "--length", "50", env_extra=env, check=True)
+    result = run_cli(
+        "sample",
+        "-c",
+        str(tmp_path / "ck" / "poems" / "best.pt"),
+        "--prime",
+        "一",
+        "--length",
+        "50",
+        env_extra=env,
+        check=True,
+    )
     text = result.stdout.decode("utf-8")  # strict: must be valid UTF-8
     assert text.startswith("一") and len(text) == 51 and set(text) <= set(poems)
 
@@ -216,7 +287,10 @@ def test_python_m_charrnn_without_the_dependencies_hands_over_to_the_project_ven
 
 def test_threads_and_log_every_flags_are_checked(write_corpus):
     corpus = write_corpus(words_text(2000))
-    for flags, message in ((["--threads", "0"], "--threads '0' must be auto or a number"), (["--threads", "two"], "--threads 'two' must be auto"),
-                           (["--log-every", "-1"], "--log-every -1.0 must be 0")):
+    for flags, message in (
+        (["--threads", "0"], "--threads '0' must be auto or a number"),
+        (["--threads", "two"], "--threads 'two' must be auto"),
+        (["--log-every", "-1"], "--log-every -1.0 must be 0"),
+    ):
         result = invoke("train", str(corpus), *flags)
         assert result.returncode == 2 and message in result.stderr.decode(), result.stderr.decode()

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import io
 
+from conftest import TINY, run_cli, words_text
 from rich.console import Console
 
 from charrnn.cli.display import TrainDisplay
-
-from conftest import TINY, run_cli, words_text
 
 
 def log_display(log_every: float = 30.0):
@@ -18,7 +17,17 @@ def log_display(log_every: float = 30.0):
 
 
 def step(n: int, elapsed: float, fraction: float, loss: float = 2.0, threads: int = 2) -> dict:
-    return {"event": "step", "step": n, "epoch": n / 100, "loss": loss, "lr": 1e-3, "fraction": fraction, "chars_seen": 1000 * n, "elapsed_s": elapsed, "threads": threads}
+    return {
+        "event": "step",
+        "step": n,
+        "epoch": n / 100,
+        "loss": loss,
+        "lr": 1e-3,
+        "fraction": fraction,
+        "chars_seen": 1000 * n,
+        "elapsed_s": elapsed,
+        "threads": threads,
+    }
 
 
 def test_a_line_at_least_every_log_every_seconds_with_speed_threads_and_eta():
@@ -36,7 +45,20 @@ def test_a_line_at_least_every_log_every_seconds_with_speed_threads_and_eta():
     now[0] = 50.0
     display(step(30, 50.0, 0.3))
     assert out.getvalue().count("\n") == 1  # 19 s later: nothing
-    display({"event": "eval", "step": 30, "epoch": 0.3, "train_loss": 1.5, "val_loss": 1.6, "best": True, "chars_per_sec": 1.0, "lr": 1e-3, "elapsed_s": 50.0, "chars_seen": 30_000})
+    display(
+        {
+            "event": "eval",
+            "step": 30,
+            "epoch": 0.3,
+            "train_loss": 1.5,
+            "val_loss": 1.6,
+            "best": True,
+            "chars_per_sec": 1.0,
+            "lr": 1e-3,
+            "elapsed_s": 50.0,
+            "chars_seen": 30_000,
+        }
+    )
     now[0] = 75.0
     display(step(40, 75.0, 0.4))
     assert out.getvalue().count("\n") == 2  # an evaluation line restarts the 30 s
@@ -56,7 +78,22 @@ def test_a_log_gets_heartbeats_from_a_real_run(write_corpus, tmp_path):
     (Every step takes more than a nanosecond, however fast the machine: a line after each step
     but the first, however slow.)"""
     corpus = write_corpus(words_text(20_000))
-    result = run_cli("train", str(corpus), *TINY, "--max-steps", "30", "--eval-every", "100000", "--log-every", "1e-9", "--sample-every", "0", "--out", str(tmp_path / "ck"), check=True)
+    result = run_cli(
+        "train",
+        str(corpus),
+        *TINY,
+        "--max-steps",
+        "30",
+        "--eval-every",
+        "100000",
+        "--log-every",
+        "1e-9",
+        "--sample-every",
+        "0",
+        "--out",
+        str(tmp_path / "ck"),
+        check=True,
+    )
     lines = result.stderr.decode().splitlines()
     beats = [line for line in lines if "chars/s" in line and "ETA" in line]
     assert [int(line.split()[1]) for line in beats] == list(range(2, 31)), lines
@@ -74,8 +111,25 @@ def test_a_closed_stderr_does_not_end_the_training(write_corpus, tmp_path):
 
     corpus = write_corpus(words_text(20_000))
     out = tmp_path / "ck"
-    args = [sys.executable, "-m", "charrnn", "train", str(corpus), *TINY, "--max-steps", "300", "--eval-every", "5", "--sample-every", "0", "--out", str(out)]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    args = [
+        sys.executable,
+        "-m",
+        "charrnn",
+        "train",
+        str(corpus),
+        *TINY,
+        "--max-steps",
+        "300",
+        "--eval-every",
+        "5",
+        "--sample-every",
+        "0",
+        "--out",
+        str(out),
+    ]
+    process = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     process.stderr.readline()
     process.stderr.close()  # the reader goes away after one line
     assert process.wait(timeout=300) == 0
@@ -93,8 +147,24 @@ def test_a_signal_ignored_from_the_start_stays_ignored(write_corpus, tmp_path):
     import time
 
     corpus = write_corpus(words_text(20_000))
-    args = [sys.executable, "-m", "charrnn", "train", str(corpus), *TINY, "--time-budget", "6", "--out", str(tmp_path / "ck")]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    args = [
+        sys.executable,
+        "-m",
+        "charrnn",
+        "train",
+        str(corpus),
+        *TINY,
+        "--time-budget",
+        "6",
+        "--out",
+        str(tmp_path / "ck"),
+    ]
+    process = subprocess.Popen(
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     for delay in (0.3, 1.5, 3.0):
         time.sleep(delay)
         process.send_signal(signal.SIGINT)

@@ -19,7 +19,9 @@ def test_fit_batch_size_shrinks_for_short_corpora():
     assert fit_batch_size(1000, 10, 32) == 32
     assert fit_batch_size(50, 10, 32) == 4
     assert fit_batch_size(10, 10, 32) == 0
-    assert fit_batch_size(170, 16, 32) == 10 and fit_batch_size(169, 16, 32) == 9  # each stream: 16 inputs and 1 more target
+    assert (
+        fit_batch_size(170, 16, 32) == 10 and fit_batch_size(169, 16, 32) == 9
+    )  # each stream: 16 inputs and 1 more target
 
 
 def test_a_chunk_needs_seq_len_inputs_and_one_more_target():
@@ -62,7 +64,9 @@ def test_release_pages_gives_back_the_memory_of_a_memory_mapped_corpus_walked_th
     import pytest
 
     if not sys.platform.startswith("linux"):
-        pytest.skip("reads /proc/self/smaps")  # (not a tool make setup installs: where it is missing, there is nothing to check)
+        pytest.skip(
+            "reads /proc/self/smaps"
+        )  # (not a tool make setup installs: where it is missing, there is nothing to check)
     from charrnn.data.batches import release_pages
 
     path = tmp_path / "ids.npy"

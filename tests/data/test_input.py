@@ -2,12 +2,11 @@
 awkward but valid text trains."""
 
 import pytest
+from conftest import TINY, invoke, words_text
 
 from charrnn.data.corpus import read_bytes
 from charrnn.data.decoding import decode
 from charrnn.errors import CharRNNError
-
-from conftest import TINY, invoke, run_cli, words_text
 
 
 def assert_one_line_error(result, *needles):
@@ -121,7 +120,15 @@ def test_invalid_options_are_rejected_before_any_work(tmp_path, args, needle):
     (tmp_path / "bad.toml").write_text("hidden = = 3\n")
     (tmp_path / "unknown.toml").write_text("hiddenn = 3\n")
     (tmp_path / "binary.toml").write_bytes(b"hidden = 3\n\xff\xfe\x00")
-    args = [a.format(corpus=corpus, bad_toml=tmp_path / "bad.toml", unknown_toml=tmp_path / "unknown.toml", binary_toml=tmp_path / "binary.toml") for a in args]
+    args = [
+        a.format(
+            corpus=corpus,
+            bad_toml=tmp_path / "bad.toml",
+            unknown_toml=tmp_path / "unknown.toml",
+            binary_toml=tmp_path / "binary.toml",
+        )
+        for a in args
+    ]
     result = invoke(*args, "--out", str(tmp_path / "ck")) if args[0] == "train" else invoke(*args)
     assert_one_line_error(result, needle)
     assert not (tmp_path / "ck").exists()
@@ -150,7 +157,9 @@ def test_resume_hint_can_be_pasted_into_a_shell(monkeypatch):
     from charrnn.train.distributed import Dist
 
     monkeypatch.delenv(cli.LAUNCHED_AS, raising=False)
-    monkeypatch.setattr("sys.argv", ["charrnn", "train", "/tmp/my corpus/t.txt", "--sample-prime", "To be", "--overwrite"])
+    monkeypatch.setattr(
+        "sys.argv", ["charrnn", "train", "/tmp/my corpus/t.txt", "--sample-prime", "To be", "--overwrite"]
+    )
     hint = cli._resume_hint(Dist())
     command = hint.split("resume with: ", 1)[1]
     assert shlex.split(command) == ["charrnn", "train", "/tmp/my corpus/t.txt", "--sample-prime", "To be", "--resume"]
@@ -212,7 +221,20 @@ def test_warnings_and_empty_out_read_as_plain_text(tmp_path):
     corpus.write_text(words_text(3000), encoding="utf-8")
     empty_out = invoke("train", str(corpus), *TINY, "--out", "")
     assert_one_line_error(empty_out, "--out '' must name a folder")
-    short = invoke("train", str(corpus), "--layers", "1", "--hidden", "8", "--embed", "4", "--max-steps", "1", "--out", str(tmp_path / "ck"))
+    short = invoke(
+        "train",
+        str(corpus),
+        "--layers",
+        "1",
+        "--hidden",
+        "8",
+        "--embed",
+        "4",
+        "--max-steps",
+        "1",
+        "--out",
+        str(tmp_path / "ck"),
+    )
     err = short.stderr.decode()
     assert short.returncode == 0 and "warning: the corpus is short: using --batch-size" in err, err
     assert "[yellow]" not in err and "[/]" not in err  # rich markup rendered, not printed
@@ -224,15 +246,23 @@ def test_error_handlers_that_make_lone_surrogates_are_refused(tmp_path, handler)
     path = tmp_path / "latin1.txt"
     path.write_bytes(words_text(3000).replace("the", "th\xe9").encode("latin-1"))
     for command in ("train", "prepare"):
-        result = train(path, tmp_path, "--errors", handler) if command == "train" else invoke("prepare", str(path), "--errors", handler)
-        assert_one_line_error(result, f"--errors {handler!r}", "lone surrogates", "--encoding latin-1", "--errors replace")
+        result = (
+            train(path, tmp_path, "--errors", handler)
+            if command == "train"
+            else invoke("prepare", str(path), "--errors", handler)
+        )
+        assert_one_line_error(
+            result, f"--errors {handler!r}", "lone surrogates", "--encoding latin-1", "--errors replace"
+        )
     assert not (tmp_path / "ck").exists()
 
 
 def test_an_error_handler_for_writing_is_refused_for_reading(tmp_path):
     path = tmp_path / "latin1.txt"
     path.write_bytes(words_text(3000).replace("the", "th\xe9").encode("latin-1"))
-    assert_one_line_error(train(path, tmp_path, "--errors", "xmlcharrefreplace"), "--errors 'xmlcharrefreplace'", "for writing")
+    assert_one_line_error(
+        train(path, tmp_path, "--errors", "xmlcharrefreplace"), "--errors 'xmlcharrefreplace'", "for writing"
+    )
 
 
 def test_an_encoding_that_decodes_to_lone_surrogates_is_refused(tmp_path):
@@ -269,5 +299,7 @@ def test_binary_files_with_nul_bytes_are_still_binary_and_a_bom_is_believed_only
     with pytest.raises(CharRNNError, match="binary file .it contains NUL bytes"):
         decode(bytes(range(256)) * 20, "f")
     assert decode("ÿþok".encode("latin-1"), "f", encoding="latin-1") == "ÿþok"  # a UTF-16 mark, but valid latin-1 text
-    with pytest.raises(CharRNNError, match="looks like UTF-16 text .a UTF-16 byte-order mark., not utf-8; save it as UTF-8"):
+    with pytest.raises(
+        CharRNNError, match="looks like UTF-16 text .a UTF-16 byte-order mark., not utf-8; save it as UTF-8"
+    ):
         decode("hi there".encode("utf-16"), "f", flags=())  # a command without --encoding

@@ -12,14 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY, invoke, words_text
 
 from charrnn.data.corpus import CHUNK_BYTES
 from charrnn.data.decoding import decode
-from charrnn.errors import CharRNNError
 from charrnn.data.prepare import prepare_corpus
 from charrnn.data.vocab import Vocab
-
-from conftest import TINY, invoke, words_text
+from charrnn.errors import CharRNNError
 
 AWKWARD = (
     "\ufeff"  # a byte-order mark, dropped
@@ -70,7 +69,10 @@ def test_a_utf16_file_is_named_whatever_the_chunks(tmp_path):
     path = tmp_path / "wide.txt"
     path.write_bytes(words_text(2000).encode("utf-16-le"))
     for chunk_bytes in (1, 3, 1 << 20):
-        with pytest.raises(CharRNNError, match="looks like UTF-16-LE text .NUL bytes where UTF-16-LE puts them., not utf-8; pass --encoding utf-16-le"):
+        with pytest.raises(
+            CharRNNError,
+            match="looks like UTF-16-LE text .NUL bytes where UTF-16-LE puts them., not utf-8; pass --encoding utf-16-le",
+        ):
             prepare_corpus([path], chunk_bytes=chunk_bytes)
 
 
@@ -135,7 +137,10 @@ def test_a_change_the_file_system_cannot_show_is_caught_when_the_ids_are_made_ag
     set_mtime(path, 60)
     cache = tmp_path / "cache"
     first = prepare_corpus([path], cache_dir=cache)
-    for name in ("ids.npy", "vocab.json"):  # the ids are gone (never made, as for another vocabulary), the recorded pass 1 is not
+    for name in (
+        "ids.npy",
+        "vocab.json",
+    ):  # the ids are gone (never made, as for another vocabulary), the recorded pass 1 is not
         (Path(first.info["entry"]).parent / name).unlink()
     rewrite_keeping_size_and_mtime(path, "dcba" * 1000)
     with monkeypatch.context() as m:
@@ -179,29 +184,67 @@ def flip_id(entry: Path, at: int, new_id: int) -> None:
 
 def forge_ids_hash(entry: Path) -> None:
     ids = np.load(entry / "ids.npy")
-    edit_json(entry / "vocab.json", lambda d: d.update(ids_sha256=hashlib.sha256(ids.tobytes()).hexdigest()), checksum=True)
+    edit_json(
+        entry / "vocab.json", lambda d: d.update(ids_sha256=hashlib.sha256(ids.tobytes()).hexdigest()), checksum=True
+    )
 
 
 TAMPERING = {
     "ids-changed-in-range": (lambda e: flip_id(e, 3, 0), "ids.npy: its ids are not those that were written"),
     "ids-out-of-range": (lambda e: flip_id(e, 3, 200), "ids.npy: its ids are not those that were written"),
-    "ids-out-of-range-hash-forged": (lambda e: (flip_id(e, 3, 200), forge_ids_hash(e)), "ids.npy: holds id 200, outside the vocabulary"),
+    "ids-out-of-range-hash-forged": (
+        lambda e: (flip_id(e, 3, 200), forge_ids_hash(e)),
+        "ids.npy: holds id 200, outside the vocabulary",
+    ),
     "ids-truncated": (lambda e: os.truncate(e / "ids.npy", 200), "ids.npy: cannot be read"),
     "ids-deleted": (lambda e: (e / "ids.npy").unlink(), "ids.npy: is missing"),
-    "ids-of-another-dtype": (lambda e: np.save(e / "ids.npy", np.load(e / "ids.npy").astype(np.uint16)), "ids.npy: holds"),
+    "ids-of-another-dtype": (
+        lambda e: np.save(e / "ids.npy", np.load(e / "ids.npy").astype(np.uint16)),
+        "ids.npy: holds",
+    ),
     "ids-not-npy": (lambda e: (e / "ids.npy").write_bytes(b"PK\x03\x04 not an array"), "ids.npy: cannot be read"),
-    "vocab-chars-edited": (lambda e: edit_json(e / "vocab.json", lambda d: d.update(chars=d["chars"].replace("a", "q"))), "vocab.json: is not what was written"),
-    "vocab-chars-a-list": (lambda e: edit_json(e / "vocab.json", lambda d: d.update(chars=list(d["chars"])), checksum=True), "vocab.json: does not have the fields"),
-    "vocab-chars-repeated": (lambda e: edit_json(e / "vocab.json", lambda d: d.update(chars="aab"), checksum=True), "vocab.json: vocabulary characters must be distinct"),
-    "vocab-field-missing": (lambda e: edit_json(e / "vocab.json", lambda d: d.pop("content"), checksum=True), "vocab.json: does not have the fields"),
-    "vocab-length-forged": (lambda e: edit_json(e / "vocab.json", lambda d: d.update(n_chars=5), checksum=True), "vocab.json: disagrees with source.json"),
+    "vocab-chars-edited": (
+        lambda e: edit_json(e / "vocab.json", lambda d: d.update(chars=d["chars"].replace("a", "q"))),
+        "vocab.json: is not what was written",
+    ),
+    "vocab-chars-a-list": (
+        lambda e: edit_json(e / "vocab.json", lambda d: d.update(chars=list(d["chars"])), checksum=True),
+        "vocab.json: does not have the fields",
+    ),
+    "vocab-chars-repeated": (
+        lambda e: edit_json(e / "vocab.json", lambda d: d.update(chars="aab"), checksum=True),
+        "vocab.json: vocabulary characters must be distinct",
+    ),
+    "vocab-field-missing": (
+        lambda e: edit_json(e / "vocab.json", lambda d: d.pop("content"), checksum=True),
+        "vocab.json: does not have the fields",
+    ),
+    "vocab-length-forged": (
+        lambda e: edit_json(e / "vocab.json", lambda d: d.update(n_chars=5), checksum=True),
+        "vocab.json: disagrees with source.json",
+    ),
     "vocab-not-json": (lambda e: (e / "vocab.json").write_text("{chars"), "vocab.json: cannot be read"),
     "vocab-a-list": (lambda e: (e / "vocab.json").write_text("[]"), "vocab.json: is not what was written"),
-    "source-chars-edited": (lambda e: edit_json(e / "source.json", lambda d: d.update(chars=d["chars"].replace("a", "q"))), "source.json: is not what was written"),
-    "source-chars-forged": (lambda e: edit_json(e / "source.json", lambda d: d.update(chars=d["chars"][:-1] + "z"), checksum=True), "vocab.json: disagrees with source.json"),
-    "source-counts-forged": (lambda e: edit_json(e / "source.json", lambda d: d.update(counts=d["counts"][1:]), checksum=True), "source.json: its character counts"),
-    "source-surrogate-forged": (lambda e: edit_json(e / "source.json", lambda d: d.update(chars="\ud800" * len(d["chars"])), checksum=True), "source.json: vocabulary characters"),
-    "source-wrong-types": (lambda e: edit_json(e / "source.json", lambda d: d.update(n_chars="4600", read_at_ns=None), checksum=True), "source.json: does not have the fields"),
+    "source-chars-edited": (
+        lambda e: edit_json(e / "source.json", lambda d: d.update(chars=d["chars"].replace("a", "q"))),
+        "source.json: is not what was written",
+    ),
+    "source-chars-forged": (
+        lambda e: edit_json(e / "source.json", lambda d: d.update(chars=d["chars"][:-1] + "z"), checksum=True),
+        "vocab.json: disagrees with source.json",
+    ),
+    "source-counts-forged": (
+        lambda e: edit_json(e / "source.json", lambda d: d.update(counts=d["counts"][1:]), checksum=True),
+        "source.json: its character counts",
+    ),
+    "source-surrogate-forged": (
+        lambda e: edit_json(e / "source.json", lambda d: d.update(chars="\ud800" * len(d["chars"])), checksum=True),
+        "source.json: vocabulary characters",
+    ),
+    "source-wrong-types": (
+        lambda e: edit_json(e / "source.json", lambda d: d.update(n_chars="4600", read_at_ns=None), checksum=True),
+        "source.json: does not have the fields",
+    ),
     "source-not-utf8": (lambda e: (e / "source.json").write_bytes(b"\xff\xfe{}"), "source.json: cannot be read"),
 }
 
@@ -223,10 +266,22 @@ def test_a_damaged_cache_entry_is_made_again_with_one_warning(tmp_path, case):
 def test_a_damaged_cache_entry_is_one_warning_line_from_the_command_line(tmp_path):
     path, entry, _ = prepared_entry(tmp_path)
     flip_id(entry, 3, 200)  # an IndexError traceback in training before
-    result = invoke("train", str(path), *TINY, "--max-steps", "2", "--out", str(tmp_path / "ck"), "--cache-dir", str(tmp_path / "cache"))
+    result = invoke(
+        "train",
+        str(path),
+        *TINY,
+        "--max-steps",
+        "2",
+        "--out",
+        str(tmp_path / "ck"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    )
     err = result.stderr.decode()
     assert result.returncode == 0 and "Traceback" not in err, err
-    warnings = [line for line in err.splitlines() if line.startswith("warning:") and "did not learn" not in line]  # (2 steps: it did not)
+    warnings = [
+        line for line in err.splitlines() if line.startswith("warning:") and "did not learn" not in line
+    ]  # (2 steps: it did not)
     assert len(warnings) == 1 and f"{entry / 'ids.npy'}: its ids are not those that were written" in warnings[0], err
 
 
@@ -295,7 +350,12 @@ def test_prepare_command_reports_on_stderr_and_json_on_stdout(tmp_path):
     assert first.returncode == 0, first.stderr.decode()
     result = json.loads(first.stdout)
     expected_vocab, _ = in_memory(path.read_bytes())
-    assert (result["chars"], result["distinct"], result["dtype"], result["cached"]) == (4001, len(expected_vocab), "uint8", False)
+    assert (result["chars"], result["distinct"], result["dtype"], result["cached"]) == (
+        4001,
+        len(expected_vocab),
+        "uint8",
+        False,
+    )
     assert result["entry"].startswith(str(cache))
     err = first.stderr.decode()
     assert "4,001 characters" in err and "uint8" in err and "MB/s" in err and result["entry"] in err
@@ -345,7 +405,8 @@ def measure_prepare(tmp_path, big, chunk_bytes):
         small.write_bytes(fh.read(4 << 20))
     result = subprocess.run(
         [sys.executable, "-c", MEASURE, str(small), str(big), str(tmp_path / "cache"), str(chunk_bytes)],
-        capture_output=True, timeout=300,
+        capture_output=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr.decode()
     return json.loads(result.stdout)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+from conftest import words_text
 
 from charrnn.data.prepare import prepare_corpus
 
-from conftest import words_text
-
 
 def test_validation_is_the_tail_and_training_the_rest(tmp_path):
-    text = words_text(3000, seed=1) + "\n" + words_text(999, seed=2).upper()  # 4000 characters, the last 999 in capitals
+    text = (
+        words_text(3000, seed=1) + "\n" + words_text(999, seed=2).upper()
+    )  # 4000 characters, the last 999 in capitals
     path = tmp_path / "c.txt"
     path.write_text(text, encoding="utf-8")
     corpus = prepare_corpus([path], cache_dir=tmp_path / "cache")

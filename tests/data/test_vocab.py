@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from charrnn.errors import CharRNNError
 from charrnn.data.vocab import Vocab, codepoints, describe_chars, id_dtype, surrogates
+from charrnn.errors import CharRNNError
 
 
 def test_round_trip_unicode_and_sorted_ids():
@@ -33,9 +33,13 @@ def test_unknown_characters_are_named():
 
 
 def test_codepoints_match_ord():
-    text = "a\u00e9\U0001F600"
+    text = "a\u00e9\U0001f600"
     assert codepoints(text).tolist() == [ord(c) for c in text]
-    assert codepoints("a\ud800b").tolist() == [97, 0xD800, 98]  # a lone surrogate is a code point too (to be found, then refused)
+    assert codepoints("a\ud800b").tolist() == [
+        97,
+        0xD800,
+        98,
+    ]  # a lone surrogate is a code point too (to be found, then refused)
 
 
 def test_the_surrogates_are_d800_to_dfff():
@@ -53,7 +57,17 @@ def test_a_vocabulary_is_distinct_sorted_characters():
 
 @pytest.mark.parametrize(
     "data",
-    [{"chars": "a\ud800"}, {"chars": "ba"}, {"chars": "aa"}, {"chars": ""}, {"chars": ["a", "b"]}, {"chars": 7}, {}, ["ab"], None],
+    [
+        {"chars": "a\ud800"},
+        {"chars": "ba"},
+        {"chars": "aa"},
+        {"chars": ""},
+        {"chars": ["a", "b"]},
+        {"chars": 7},
+        {},
+        ["ab"],
+        None,
+    ],
     ids=["surrogate", "unsorted", "repeated", "empty", "list", "number", "no-chars", "not-a-dict", "null"],
 )
 def test_a_vocabulary_read_from_json_is_checked(data):
@@ -65,7 +79,9 @@ def test_a_vocabulary_read_from_json_is_checked(data):
     if data in ({"chars": ""}, {"chars": ["a", "b"]}, {"chars": 7}, {}, ["ab"], None):
         assert reason == 'a vocabulary is written as {"chars": a non-empty string}'
     else:
-        assert reason.startswith(("a vocabulary holds characters, not lone surrogates", "vocabulary characters must be distinct and sorted")), reason
+        assert reason.startswith(
+            ("a vocabulary holds characters, not lone surrogates", "vocabulary characters must be distinct and sorted")
+        ), reason
 
 
 def test_no_vocabulary_holds_a_lone_surrogate():

@@ -7,14 +7,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_run import invoke, structured_text, train_tiny_run
 
-from charrnn.store import checkpoint
+from charrnn.data.vocab import Vocab
 from charrnn.errors import CharRNNError
 from charrnn.insight.scores import drop_unknown, score_ids, score_text
 from charrnn.store.model_file import build_model, open_model_file
-from charrnn.data.vocab import Vocab
-
-from tiny_run import invoke, structured_text, train_tiny_run
 
 TEXT = structured_text(6000)
 

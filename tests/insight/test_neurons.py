@@ -5,14 +5,12 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 import torch
+from tiny_run import invoke, structured_text, train_tiny_run
 
-from charrnn.store import checkpoint
 from charrnn.errors import CharRNNError
 from charrnn.insight.neurons import activations, check_choice, correlations, rank_units, text_features
 from charrnn.insight.neurons_view import colour
 from charrnn.store.model_file import build_model, open_model_file
-
-from tiny_run import invoke, structured_text, train_tiny_run
 
 TEXT = structured_text(5000)
 
@@ -151,7 +149,9 @@ class Spans(HTMLParser):
 def test_neurons_command_terminal_and_html(run, tmp_path):
     folder, model, vocab, sample = run
     page = tmp_path / "unit.html"
-    result = invoke("neurons", folder / "best.pt", sample, "--layer", "0", "--unit", "3", "--max-chars", "300", "--html", page)
+    result = invoke(
+        "neurons", folder / "best.pt", sample, "--layer", "0", "--unit", "3", "--max-chars", "300", "--html", page
+    )
     assert result.exit_code == 0, result.stderr
     text = sample.read_text()[:300]
     state = "tanh(c)" if model.cfg.cell == "lstm" else "h"
@@ -186,7 +186,8 @@ def test_colours_reach_a_terminal(run):
     from charrnn.cli.app import app
 
     result = CliRunner(env={"FORCE_COLOR": "1", "COLORTERM": "truecolor", "NO_COLOR": None}).invoke(
-        app, ["neurons", str(folder), str(sample), "--max-chars", "40"])
+        app, ["neurons", str(folder), str(sample), "--max-chars", "40"]
+    )
     assert result.exit_code == 0 and "\x1b[30;48;2;" in result.stdout and "activation:" in result.stdout
 
 

@@ -8,12 +8,11 @@ import sys
 import xml.etree.ElementTree as ET
 
 import pytest
+from conftest import need_module, run_cli
+from tiny_run import invoke
 
 from charrnn.errors import CharRNNError
 from charrnn.insight.plot import load_curves, save_figure, terminal_chart
-
-from conftest import need_module, run_cli
-from tiny_run import invoke
 
 
 def write_run(folder, rows):
@@ -27,7 +26,9 @@ def rows(start, end, n=6, val=True):
     out = []
     for k in range(1, n + 1):
         loss = start + (end - start) * k / n
-        out.append({"step": 10 * k, "chars_seen": 1000 * k, "train_loss": loss + 0.1, "val_loss": loss if val else None})
+        out.append(
+            {"step": 10 * k, "chars_seen": 1000 * k, "train_loss": loss + 0.1, "val_loss": loss if val else None}
+        )
     return out
 
 
@@ -42,7 +43,10 @@ def two_runs(tmp_path):
 def test_curves_come_from_metrics_sorted_by_chars_seen(two_runs):
     curves = load_curves(list(two_runs))
     assert [(c.run, c.split, len(c.loss)) for c in curves] == [
-        ("lstm-small", "train", 6), ("lstm-small", "val", 6), ("gru-big", "train", 4)]
+        ("lstm-small", "train", 6),
+        ("lstm-small", "val", 6),
+        ("gru-big", "train", 4),
+    ]
     assert curves[1].chars_seen == [1000, 2000, 3000, 4000, 5000, 6000] and curves[1].loss[-1] == pytest.approx(1.5)
     in_bits = load_curves([two_runs[0]], bpc=True)
     assert in_bits[1].loss[-1] == pytest.approx(1.5 / math.log(2))

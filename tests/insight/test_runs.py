@@ -4,12 +4,11 @@ import json
 import os
 
 import pytest
+from tiny_run import invoke, structured_text, train_tiny_run
 
 from charrnn.errors import CharRNNError
-from charrnn.model import CharRNN
 from charrnn.insight.runs import age, human, list_runs
-
-from tiny_run import invoke, structured_text, train_tiny_run
+from charrnn.model import CharRNN
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +23,11 @@ def root(tmp_path_factory):
     (broken / "last.pt").write_bytes(b"not a checkpoint")
     (broken / "metrics.jsonl").write_text('{"step": 5, "chars_seen": 320, "val_loss": 2.5}\n{"step": 10, "chars')
     (root / "notes").mkdir()  # a folder without run files is not a run
-    for age_s, name in ((5.5 * 3600, "lstm-run"), (4.5 * 3600, "sweep/gru-run"), (3.5 * 3600, "broken")):  # (half an hour from the next age shown)
+    for age_s, name in (
+        (5.5 * 3600, "lstm-run"),
+        (4.5 * 3600, "sweep/gru-run"),
+        (3.5 * 3600, "broken"),
+    ):  # (half an hour from the next age shown)
         for f in (root / name).iterdir():
             os.utime(f, (f.stat().st_atime, f.stat().st_mtime - age_s))
     return root
@@ -44,8 +47,8 @@ def test_runs_are_found_and_summarised(root):
 
 
 def _model_config(folder):
-    from charrnn.store import checkpoint
     from charrnn.config import ModelConfig
+    from charrnn.store import checkpoint
 
     return ModelConfig(**checkpoint.load(folder / "best.pt").meta["model"])
 
@@ -71,7 +74,9 @@ def test_runs_json(root):
     result = invoke("runs", "--root", root, "--json")
     data = json.loads(result.stdout)
     assert [r["name"] for r in data] == ["broken", "sweep/gru-run", "lstm-run"]
-    assert data[2]["cell"] == "lstm" and data[2]["best_val_bpc"] == pytest.approx(data[2]["best_val_loss"] / 0.6931471805599453)
+    assert data[2]["cell"] == "lstm" and data[2]["best_val_bpc"] == pytest.approx(
+        data[2]["best_val_loss"] / 0.6931471805599453
+    )
     assert data[0]["problem"] and data[1]["problem"] is None and len(data[2]["modified"]) == 19
 
 

@@ -73,7 +73,11 @@ def test_cpu_meter_counts_others_on_our_cores_only(tmp_path):
     clock, own = Clock(), [0.0]
 
     def write(cpu0: int, cpu1: int, cpu2: int) -> None:  # busy ticks (user) per CPU; the rest idle
-        stat.write_text("cpu  0 0 0 0 0 0 0 0 0 0\n" + "".join(f"cpu{i} {busy} 0 0 1000 0 0 0 0 0 0\n" for i, busy in enumerate((cpu0, cpu1, cpu2))) + "intr 1\n")
+        stat.write_text(
+            "cpu  0 0 0 0 0 0 0 0 0 0\n"
+            + "".join(f"cpu{i} {busy} 0 0 1000 0 0 0 0 0 0\n" for i, busy in enumerate((cpu0, cpu1, cpu2)))
+            + "intr 1\n"
+        )
 
     write(100, 100, 100)
     meter = CpuMeter(cpus={0, 1}, stat_path=stat, clock=clock, own=lambda: own[0], ticks_per_second=100)
@@ -154,7 +158,9 @@ def test_distributed_processes_follow_the_load_without_probing():
 
 def test_decision_says_what_was_measured():
     text = Decision(1, 2, "speed fell", {1: 27_000.0, 2: 9_000.0}, 1.02).describe()
-    assert text == "threads 2 → 1 (speed fell; other processes use 1.0 cores; chars/s by threads: 1 → 27,000, 2 → 9,000)"
+    assert (
+        text == "threads 2 → 1 (speed fell; other processes use 1.0 cores; chars/s by threads: 1 → 27,000, 2 → 9,000)"
+    )
 
 
 def test_blas_threads_are_set_unless_the_user_did():
@@ -178,5 +184,10 @@ def test_free_cores_for_a_long_running_loop():
 
     meter = Meter([None, 0.1, 1.2, 3.0])
     free = FreeCores(cores=2, meter=meter, min_window=0.5)
-    assert [free(), free(), free(), free()] == [None, 2, 1, 1]  # too short to say; idle; one busy; all busy (at least 1)
+    assert [free(), free(), free(), free()] == [
+        None,
+        2,
+        1,
+        1,
+    ]  # too short to say; idle; one busy; all busy (at least 1)
     assert meter.windows == [0.5] * 4

@@ -157,7 +157,9 @@ def request(seed: int, prime: str = "the ", length: int = 120, stop=()) -> Strea
 
 def test_a_streams_text_is_the_same_whatever_streams_are_beside_it(weights):
     """Bit for bit: the packed rows do not depend on each other, in any batch of two or more."""
-    make = [lambda: request(1), lambda: request(2, "a", 400)] + [lambda i=i: request(10 + i, "zq", 30 + 17 * i, stop=(" ",)) for i in range(6)]
+    make = [lambda: request(1), lambda: request(2, "a", 400)] + [
+        lambda i=i: request(10 + i, "zq", 30 + 17 * i, stop=(" ",)) for i in range(6)
+    ]
     make_late = {5: lambda: request(50, "x"), 40: lambda: request(51, "y. ", 200), 41: lambda: request(52, "\n", 5)}
     crowd, late = [m() for m in make], {step: [m()] for step, m in make_late.items()}
     run_packed(weights, crowd, late)

@@ -7,16 +7,15 @@ import itertools
 import numpy as np
 import pytest
 import torch
-
-from charrnn.sample.beam import beam_search, best_indices, log_softmax
-from charrnn.config import ModelConfig, SampleConfig
-from charrnn.sample.numpy_engine import FusedStepper
-from charrnn.model import CharRNN
-from charrnn.sample.generate import generate_text
-from charrnn.sample.torch_engine import TorchStepper
-from charrnn.data.vocab import Vocab
-
 from conftest import invoke, words_text
+
+from charrnn.config import ModelConfig, SampleConfig
+from charrnn.data.vocab import Vocab
+from charrnn.model import CharRNN
+from charrnn.sample.beam import beam_search, best_indices, log_softmax
+from charrnn.sample.generate import generate_text
+from charrnn.sample.numpy_engine import FusedStepper
+from charrnn.sample.torch_engine import TorchStepper
 
 CHARS = "\nabc"  # (a vocabulary is sorted by code point)
 
@@ -99,10 +98,42 @@ def test_stop_strings_finish_beams_and_length_normalisation_ranks_them():
 def test_sample_beam_from_the_command_line(tmp_path):
     corpus = tmp_path / "w.txt"
     corpus.write_text(words_text(6000), encoding="utf-8")
-    flags = ["--layers", "1", "--hidden", "32", "--embed", "16", "--seq-len", "16", "--batch-size", "8", "--threads", "1"]
-    assert invoke("train", str(corpus), *flags, "--max-steps", "40", "--eval-every", "20", "--out", str(tmp_path / "ck")).returncode == 0
+    flags = [
+        "--layers",
+        "1",
+        "--hidden",
+        "32",
+        "--embed",
+        "16",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "8",
+        "--threads",
+        "1",
+    ]
+    assert (
+        invoke(
+            "train", str(corpus), *flags, "--max-steps", "40", "--eval-every", "20", "--out", str(tmp_path / "ck")
+        ).returncode
+        == 0
+    )
     ckpt = str(tmp_path / "ck" / "w" / "best.pt")
-    args = ["sample", "-c", ckpt, "--beam", "4", "--length", "40", "--prime", "The ", "--num-samples", "2", "--separator", "|"]
+    args = [
+        "sample",
+        "-c",
+        ckpt,
+        "--beam",
+        "4",
+        "--length",
+        "40",
+        "--prime",
+        "The ",
+        "--num-samples",
+        "2",
+        "--separator",
+        "|",
+    ]
     first = invoke(*args)
     assert first.returncode == 0, first.stderr.decode()
     texts = first.stdout.decode().split("|")

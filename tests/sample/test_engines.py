@@ -11,14 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import invoke, run_cli, words_text
 
 import charrnn
-from charrnn.store import checkpoint
-from charrnn.sample.engines import choose_engine, open_stepper
 from charrnn.errors import CharRNNError
+from charrnn.sample.engines import choose_engine, open_stepper
+from charrnn.store import checkpoint
 from charrnn.store.export import load_npz
-
-from conftest import invoke, run_cli, words_text
 
 REPO = Path(charrnn.__file__).resolve().parents[1]
 SAMPLE = ["--length", "300", "--seed", "5", "--temp", "1.0", "--top-k", "8", "--prime", "The "]
@@ -30,8 +29,26 @@ def run(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
     corpus = root / "words.txt"
     corpus.write_text(words_text(8000), encoding="utf-8")
-    flags = ["--cell", request.param, "--layers", "2", "--hidden", "32", "--embed", "16", "--seq-len", "16", "--batch-size", "8", "--threads", "1"]
-    assert invoke("train", str(corpus), *flags, "--max-steps", "30", "--eval-every", "30", "--out", str(root)).returncode == 0
+    flags = [
+        "--cell",
+        request.param,
+        "--layers",
+        "2",
+        "--hidden",
+        "32",
+        "--embed",
+        "16",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "8",
+        "--threads",
+        "1",
+    ]
+    assert (
+        invoke("train", str(corpus), *flags, "--max-steps", "30", "--eval-every", "30", "--out", str(root)).returncode
+        == 0
+    )
     ckpt = root / "words" / "best.pt"
     exported = invoke("export", str(ckpt))
     assert exported.returncode == 0 and "best.npz" in exported.stderr.decode()
@@ -48,7 +65,12 @@ def test_numpy_engine_writes_the_same_text_as_torch(run):
     """Same checkpoint, seed and options (temperature, top-k, a prime, 3 samples at once)."""
     ckpt, _ = run
     engines = ("torch", "numpy", "packed", "auto")
-    assert [type(open_stepper(ckpt, engine)[0]).__name__ for engine in engines] == ["TorchStepper", "FusedStepper", "PackedStepper", "PackedStepper"]
+    assert [type(open_stepper(ckpt, engine)[0]).__name__ for engine in engines] == [
+        "TorchStepper",
+        "FusedStepper",
+        "PackedStepper",
+        "PackedStepper",
+    ]
     torch_text = sample("-c", str(ckpt), "--engine", "torch", *SAMPLE, "--num-samples", "3")
     assert len(torch_text.decode()) > 3 * 300
     assert sample("-c", str(ckpt), "--engine", "numpy", *SAMPLE, "--num-samples", "3") == torch_text
@@ -62,7 +84,11 @@ def test_export_is_plain_arrays_and_json_with_the_checkpoints_weights(run):
     with np.load(npz, allow_pickle=False) as data:  # no pickle anywhere in it
         arrays = {name: data[name] for name in data.files}
     meta = json.loads(str(arrays.pop("meta")))
-    assert meta["format"] == "charrnn-npz" and meta["vocab"] == source.meta["vocab"] and meta["model"] == source.meta["model"]
+    assert (
+        meta["format"] == "charrnn-npz"
+        and meta["vocab"] == source.meta["vocab"]
+        and meta["model"] == source.meta["model"]
+    )
     assert set(arrays) == set(source.model)
     for name, tensor in source.model.items():
         assert arrays[name].dtype == np.float32 and np.array_equal(arrays[name], tensor.numpy()), name
@@ -125,9 +151,14 @@ def test_damaged_or_foreign_npz_files_are_refused(run, tmp_path):
     (tmp_path / "one.npz").write_bytes((tmp_path / "one.npy").read_bytes())
     (tmp_path / "raw-pickle.npz").write_bytes(pickle.dumps({"meta": "x"}))
     for name, message in [
-        ("missing.npz", "head.bias is missing"), ("shape.npz", "head.bias has shape"), ("no_meta.npz", "not a charrnn export"),
-        ("pickled.npz", "allow_pickle=False"), ("garbage.npz", "not a readable .npz"), ("text.npz", "not a zip archive"),
-        ("one.npz", "a single .npy array"), ("raw-pickle.npz", "a pickle, which charrnn never loads"),
+        ("missing.npz", "head.bias is missing"),
+        ("shape.npz", "head.bias has shape"),
+        ("no_meta.npz", "not a charrnn export"),
+        ("pickled.npz", "allow_pickle=False"),
+        ("garbage.npz", "not a readable .npz"),
+        ("text.npz", "not a zip archive"),
+        ("one.npz", "a single .npy array"),
+        ("raw-pickle.npz", "a pickle, which charrnn never loads"),
     ]:
         with pytest.raises(CharRNNError, match=message):
             load_npz(tmp_path / name)

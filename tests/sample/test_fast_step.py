@@ -3,12 +3,11 @@ import pytest
 import torch
 
 from charrnn.config import ModelConfig, SampleConfig
-from charrnn.model import CharRNN
-from charrnn.sample.generate import generate_text
-from charrnn.model import numpy_weights
-from charrnn.sample.engines import numpy_stepper
-from charrnn.sample.torch_engine import TorchStepper
 from charrnn.data.vocab import Vocab
+from charrnn.model import CharRNN, numpy_weights
+from charrnn.sample.engines import numpy_stepper
+from charrnn.sample.generate import generate_text
+from charrnn.sample.torch_engine import TorchStepper
 
 
 def fused_stepper(model):

@@ -13,15 +13,14 @@ import termios
 import time
 
 import pytest
+from conftest import invoke, run_cli, words_text
 
 from charrnn.config import SampleConfig
-from charrnn.errors import CharRNNError
-from charrnn.sample.play import Session, Settings, apply_command, run_session
-from charrnn.sample.generate import generate_text
-from charrnn.sample.torch_engine import TorchStepper
 from charrnn.data.vocab import Vocab
-
-from conftest import invoke, run_cli, words_text
+from charrnn.errors import CharRNNError
+from charrnn.sample.generate import generate_text
+from charrnn.sample.play import Session, Settings, apply_command, run_session
+from charrnn.sample.torch_engine import TorchStepper
 from sample.test_beam import tiny_model
 
 
@@ -34,8 +33,13 @@ def test_commands_change_the_settings_and_bad_ones_change_nothing():
     assert (s.temp, s.top_k, s.seed, s.keep) == (0.5, 3, 7, True)
     assert "temp 0.5 · top-k 3" in s.status() and "seed 7" in s.status() and "keep on" in s.status()
     assert apply_command(s, ":seed random").seed is None
-    for bad, why in ((":temp hot", "not a valid value"), (":temp -1", "--temp -1.0 must be"), (":beam -2", "--beam -2 must be"),
-                     (":keep maybe", "not a valid value"), (":colour red", "unknown command :colour")):
+    for bad, why in (
+        (":temp hot", "not a valid value"),
+        (":temp -1", "--temp -1.0 must be"),
+        (":beam -2", "--beam -2 must be"),
+        (":keep maybe", "not a valid value"),
+        (":colour red", "unknown command :colour"),
+    ):
         with pytest.raises(CharRNNError, match=why):
             apply_command(s, bad)
 
@@ -59,14 +63,16 @@ def test_a_session_answers_and_keeps_the_state_only_when_asked():
     vocab = Vocab(tuple("abcd"))  # (no newline: the session's own newlines end the answers)
     out, said = [], []
     session = Session(TorchStepper(tiny_model("lstm", 2)), vocab, Settings(length=8, seed=4))
-    run_session(session, scripted(["ab", ":keep on", "ab", "", KeyboardInterrupt(), ":keep off", "ab"]), out.append, said.append)
+    run_session(
+        session, scripted(["ab", ":keep on", "ab", "", KeyboardInterrupt(), ":keep off", "ab"]), out.append, said.append
+    )
     text = "".join(out).split("\n")
     fresh = generate_text(TorchStepper(tiny_model("lstm", 2)), vocab, SampleConfig(length=8, seed=4, prime="ab"))[0]
     assert text[0] == fresh  # the prime, then its continuation
     assert text[1] == fresh  # keep on, but nothing to keep yet
     # an empty line goes on from the state after the last text: as if that text were the prime
     went_on = generate_text(TorchStepper(tiny_model("lstm", 2)), vocab, SampleConfig(length=8, seed=4, prime=fresh))[0]
-    assert text[2] == went_on[len(fresh):]
+    assert text[2] == went_on[len(fresh) :]
     assert text[3:] == ["", fresh, "", ""]  # Ctrl-C at the prompt: a new line; keep off: afresh again; Ctrl-D
     assert any("keep on" in line for line in said) and said[0].startswith("charrnn play")
 
@@ -104,12 +110,37 @@ def read_until(fd: int, wanted, timeout: float = 60.0) -> bytes:
 def test_the_real_session_in_a_pseudo_terminal(tmp_path):
     corpus = tmp_path / "w.txt"
     corpus.write_text(words_text(6000), encoding="utf-8")
-    flags = ["--layers", "1", "--hidden", "32", "--embed", "16", "--seq-len", "16", "--batch-size", "8", "--threads", "1"]
-    assert invoke("train", str(corpus), *flags, "--max-steps", "20", "--eval-every", "20", "--out", str(tmp_path / "ck")).returncode == 0
+    flags = [
+        "--layers",
+        "1",
+        "--hidden",
+        "32",
+        "--embed",
+        "16",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "8",
+        "--threads",
+        "1",
+    ]
+    assert (
+        invoke(
+            "train", str(corpus), *flags, "--max-steps", "20", "--eval-every", "20", "--out", str(tmp_path / "ck")
+        ).returncode
+        == 0
+    )
     main, child = pty.openpty()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TERM": "dumb"}
-    process = subprocess.Popen([sys.executable, "-m", "charrnn", "play", str(tmp_path / "ck" / "w")], stdin=child, stdout=child, stderr=child,
-                               env=env, start_new_session=True, preexec_fn=take_terminal)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charrnn", "play", str(tmp_path / "ck" / "w")],
+        stdin=child,
+        stdout=child,
+        stderr=child,
+        env=env,
+        start_new_session=True,
+        preexec_fn=take_terminal,
+    )
     os.close(child)
     try:
         read_until(main, b"> ")
@@ -118,7 +149,12 @@ def test_the_real_session_in_a_pseudo_terminal(tmp_path):
         os.write(main, b"The \r")
         echo, shown = read_until(main, b"> ").split(b"\r\n", 1)  # the terminal's echo of the line, then the session's
         answer = shown.rsplit(b"temp 0.8", 1)[0].replace(b"\r\n", b"\n").decode()  # (up to the status line)
-        assert echo == b"The " and answer.startswith("The ") and len(answer) == len("The ") + 30 + 1 and answer.endswith("\n"), shown
+        assert (
+            echo == b"The "
+            and answer.startswith("The ")
+            and len(answer) == len("The ") + 30 + 1
+            and answer.endswith("\n")
+        ), shown
         os.write(main, b":length 100000000\r")
         read_until(main, b"> ")
         os.write(main, b"the\r")

@@ -3,11 +3,11 @@ import pytest
 import torch
 
 from charrnn.config import ModelConfig, SampleConfig
+from charrnn.data.vocab import Vocab
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
 from charrnn.sample.generate import draw, generate_text, prime_ids, probabilities
 from charrnn.sample.torch_engine import TorchStepper
-from charrnn.data.vocab import Vocab
 
 
 @pytest.fixture(params=["lstm", "gru", "rnn"])

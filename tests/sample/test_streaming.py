@@ -2,12 +2,11 @@
 one as soon as those before it have ended; the text is the one the same seed always gave."""
 
 import numpy as np
+from conftest import TINY, invoke, words_text
 
 from charrnn.config import SampleConfig
-from charrnn.sample.generate import OneAfterAnother, generate, generate_text
 from charrnn.data.vocab import Vocab
-
-from conftest import TINY, invoke, words_text
+from charrnn.sample.generate import OneAfterAnother, generate, generate_text
 
 
 class RandomStepper:
@@ -62,18 +61,34 @@ def test_num_samples_through_the_cli_streams_the_same_text_as_before(tmp_path, m
 
     corpus = tmp_path / "c.txt"
     corpus.write_text(words_text(8000), encoding="utf-8")
-    assert invoke("train", str(corpus), *TINY, "--max-steps", "10", "--eval-every", "5", "--out", str(tmp_path / "ck")).returncode == 0
+    assert (
+        invoke(
+            "train", str(corpus), *TINY, "--max-steps", "10", "--eval-every", "5", "--out", str(tmp_path / "ck")
+        ).returncode
+        == 0
+    )
     steps, writes = [], []  # characters drawn so far, at each write to stdout
     counted, write = sample.probabilities, cli._Stdout.write
     monkeypatch.setattr(sample, "probabilities", lambda *a, **k: steps.append(1) or counted(*a, **k))
     monkeypatch.setattr(cli._Stdout, "write", lambda self, text: writes.append(len(steps)) or write(self, text))
-    args = ["sample", "-c", str(tmp_path / "ck" / "c"), "--length", "30", "--seed", "4", "--prime", "th", "--separator", "|"]
+    args = [
+        "sample",
+        "-c",
+        str(tmp_path / "ck" / "c"),
+        "--length",
+        "30",
+        "--seed",
+        "4",
+        "--prime",
+        "th",
+        "--separator",
+        "|",
+    ]
     two = invoke(*args, "--num-samples", "2").stdout.decode()
     assert writes[0] == 0 and writes[1] == 1 and len(steps) == 30  # the prime, then each character at once
     monkeypatch.setattr(sample, "probabilities", counted)
-    from charrnn.sample.engines import open_stepper
-
     from charrnn.sample.batch import Engine, config_streams
+    from charrnn.sample.engines import open_stepper
 
     stepper, vocab, _ = open_stepper(tmp_path / "ck" / "c" / "best.pt", "auto", "cpu")
     streams = config_streams(SampleConfig(length=30, seed=4, num_samples=2), [int(i) for i in vocab.encode("th")])

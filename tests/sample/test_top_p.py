@@ -34,16 +34,19 @@ def test_the_distributions_are_exact():
     assert probabilities(np.zeros((1, 4)))[0].tolist() == [0.25] * 4
 
 
-@pytest.mark.parametrize("top_p, size", [
-    (0.25, 1),
-    (0.5, 1),  # the first character's mass reaches 0.5 exactly: nothing more is needed
-    (0.5 + 1e-9, 2),
-    (0.75, 2),  # 0.5 + 0.25 reaches 0.75 exactly
-    (0.75 + 1e-9, 3),  # one of the two tied at 0.125
-    (0.875, 3),
-    (0.875 + 1e-9, 4),
-    (1.0, 4),
-])
+@pytest.mark.parametrize(
+    "top_p, size",
+    [
+        (0.25, 1),
+        (0.5, 1),  # the first character's mass reaches 0.5 exactly: nothing more is needed
+        (0.5 + 1e-9, 2),
+        (0.75, 2),  # 0.5 + 0.25 reaches 0.75 exactly
+        (0.75 + 1e-9, 3),  # one of the two tied at 0.125
+        (0.875, 3),
+        (0.875 + 1e-9, 4),
+        (1.0, 4),
+    ],
+)
 def test_the_smallest_set_of_the_most_likely_whose_mass_reaches_p(top_p, size):
     chosen = kept(HALVES, top_p=top_p)
     assert len(chosen) == size and set(range(min(size, 2))) <= chosen, chosen  # (2 and 3 are tied)

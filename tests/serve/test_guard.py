@@ -15,7 +15,13 @@ import pytest
 from serve.test_serve import Served, tiny_checkpoint  # noqa: F401  (the fixture)
 
 
-def request(url: str, method: str = "GET", path: str = "/v1/models", body: dict | bytes | None = None, headers: dict | None = None):
+def request(
+    url: str,
+    method: str = "GET",
+    path: str = "/v1/models",
+    body: dict | bytes | None = None,
+    headers: dict | None = None,
+):
     """(status, headers, JSON or text) of one request; headers as given (Host too)."""
     host, port = url.split("//")[1].rstrip("/").rsplit(":", 1)
     connection = http.client.HTTPConnection(host, int(port), timeout=30)
@@ -51,7 +57,11 @@ def port_of(url: str) -> int:
 def test_a_foreign_host_is_refused_and_local_names_are_served(server):
     port = port_of(server.url)
     for host in ("evil.example", f"evil.example:{port}", "192.168.1.10", f"127.0.0.1.evil.example:{port}"):
-        for method, path, body in (("GET", "/v1/models", None), ("POST", "/v1/sample", {"length": 5, "stream": False}), ("GET", "/", None)):
+        for method, path, body in (
+            ("GET", "/v1/models", None),
+            ("POST", "/v1/sample", {"length": 5, "stream": False}),
+            ("GET", "/", None),
+        ):
             status, _, answer = request(server.url, method, path, body, {"Host": host})
             assert status == 403 and "not this server" in answer["error"], (host, path)
     for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost", f"[::1]:{port}", "127.0.0.2"):
@@ -63,7 +73,13 @@ def test_pages_elsewhere_are_refused_and_no_cors_headers_are_sent(server):
     body = {"length": 5, "stream": False}
     status, headers, answer = request(server.url, "POST", "/v1/sample", body, {"Origin": "http://evil.example"})
     assert status == 403 and "evil.example" in answer["error"] and "access-control-allow-origin" not in headers
-    status, headers, _ = request(server.url, "OPTIONS", "/v1/sample", None, {"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"})
+    status, headers, _ = request(
+        server.url,
+        "OPTIONS",
+        "/v1/sample",
+        None,
+        {"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+    )
     assert status in (403, 405) and "access-control-allow-origin" not in headers
     status, headers, answer = request(server.url, "OPTIONS", "/v1/sample")
     assert status == 405 and headers["allow"] == "GET, POST" and answer["error"]
@@ -72,7 +88,9 @@ def test_pages_elsewhere_are_refused_and_no_cors_headers_are_sent(server):
     assert status == 200 and len(answer["text"]) == 5 and "access-control-allow-origin" not in headers
 
 
-@pytest.mark.parametrize("kind", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None])
+@pytest.mark.parametrize(
+    "kind", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None]
+)
 def test_a_post_must_be_json(server, kind):
     headers = {"Content-Type": kind} if kind else {}
     connection = http.client.HTTPConnection("127.0.0.1", port_of(server.url), timeout=30)
@@ -92,11 +110,33 @@ def test_a_body_too_large_is_refused_before_it_is_read(server):
 def test_one_allowed_origin_gets_cors(tiny_checkpoint):
     served = Served(str(tiny_checkpoint), "--cors-origin", "http://localhost:3000")
     try:
-        status, headers, _ = request(served.url, "OPTIONS", "/v1/completions", None, {"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"})
-        assert status == 204 and headers["access-control-allow-origin"] == "http://localhost:3000" and "POST" in headers["access-control-allow-methods"]
-        status, headers, answer = request(served.url, "POST", "/v1/completions", {"prompt": "the", "max_tokens": 4}, {"Origin": "http://localhost:3000"})
-        assert status == 200 and headers["access-control-allow-origin"] == "http://localhost:3000" and len(answer["choices"][0]["text"]) == 4
-        status, headers, _ = request(served.url, "POST", "/v1/completions", {"prompt": "the"}, {"Origin": "http://localhost:4000"})
+        status, headers, _ = request(
+            served.url,
+            "OPTIONS",
+            "/v1/completions",
+            None,
+            {"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"},
+        )
+        assert (
+            status == 204
+            and headers["access-control-allow-origin"] == "http://localhost:3000"
+            and "POST" in headers["access-control-allow-methods"]
+        )
+        status, headers, answer = request(
+            served.url,
+            "POST",
+            "/v1/completions",
+            {"prompt": "the", "max_tokens": 4},
+            {"Origin": "http://localhost:3000"},
+        )
+        assert (
+            status == 200
+            and headers["access-control-allow-origin"] == "http://localhost:3000"
+            and len(answer["choices"][0]["text"]) == 4
+        )
+        status, headers, _ = request(
+            served.url, "POST", "/v1/completions", {"prompt": "the"}, {"Origin": "http://localhost:4000"}
+        )
         assert status == 403 and "access-control-allow-origin" not in headers
     finally:
         served.stop()
@@ -109,7 +149,9 @@ def test_an_api_key_is_asked_of_every_api_request(tiny_checkpoint):
     try:
         assert request(served.url)[0] == 401
         assert request(served.url, headers={"Authorization": "Bearer wrong"})[0] == 401
-        status, _, answer = request(served.url, "POST", "/v1/sample", {"length": 3, "stream": False}, {"Authorization": "Bearer sesame"})
+        status, _, answer = request(
+            served.url, "POST", "/v1/sample", {"length": 3, "stream": False}, {"Authorization": "Bearer sesame"}
+        )
         assert status == 200 and len(answer["text"]) == 3
         assert request(served.url, path="/")[0] == 200  # the page itself (it sends the key given as #key=)
         with pytest.raises(openai.AuthenticationError):
@@ -129,7 +171,13 @@ def strict_server(tiny_checkpoint):
     from charrnn.serve.models import load_models
     from charrnn.serve.server import start
 
-    server = start(load_models([tiny_checkpoint]), "127.0.0.1", 0, Limits(), Security(header_seconds=0.5, body_seconds=0.5, max_connections=4))
+    server = start(
+        load_models([tiny_checkpoint]),
+        "127.0.0.1",
+        0,
+        Limits(),
+        Security(header_seconds=0.5, body_seconds=0.5, max_connections=4),
+    )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -148,7 +196,7 @@ def closed_within(sock: socket.socket, seconds: float) -> bytes:
     try:
         while chunk := sock.recv(4096):
             got += chunk
-    except socket.timeout:
+    except TimeoutError:
         raise AssertionError(f"the connection was still open after {seconds} s") from None
     return got
 
@@ -159,7 +207,9 @@ def test_a_half_sent_request_is_closed(strict_server):
         sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the blank line
         assert closed_within(sock, 30) == b""
     with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(b"POST /v1/sample HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"len")
+        sock.sendall(
+            b'POST /v1/sample HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"len'
+        )
         answer = closed_within(sock, 30)
         assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive" in answer
 

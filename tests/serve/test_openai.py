@@ -8,8 +8,8 @@ import subprocess
 
 import openai  # (a dev dependency: make setup installs it)
 import pytest
-
 from conftest import invoke
+
 from serve.test_serve import Served, post, tiny_checkpoint  # noqa: F401  (the fixture)
 
 
@@ -37,13 +37,38 @@ def test_a_completion_is_the_sample_commands_text(client, tiny_checkpoint):
     assert answer.object == "text_completion" and answer.model == "tiny" and answer.id.startswith("cmpl-")
     assert choice.finish_reason == "length" and len(choice.text) == 60
     assert (answer.usage.prompt_tokens, answer.usage.completion_tokens, answer.usage.total_tokens) == (4, 60, 64)
-    cli = invoke("sample", "-c", str(tiny_checkpoint), "--prime", "The ", "--length", "60", "--temp", "0.7", "--top-p", "0.9", "--seed", "5", "--no-echo-prime")
+    cli = invoke(
+        "sample",
+        "-c",
+        str(tiny_checkpoint),
+        "--prime",
+        "The ",
+        "--length",
+        "60",
+        "--temp",
+        "0.7",
+        "--top-p",
+        "0.9",
+        "--seed",
+        "5",
+        "--no-echo-prime",
+    )
     assert choice.text == cli.stdout.decode()
 
 
 def test_streamed_chunks_add_up_to_the_same_text(client):
     whole = client.completions.create(model="tiny", prompt="in the", max_tokens=300, seed=9, n=2)
-    chunks = list(client.completions.create(model="tiny", prompt="in the", max_tokens=300, seed=9, n=2, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.completions.create(
+            model="tiny",
+            prompt="in the",
+            max_tokens=300,
+            seed=9,
+            n=2,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     texts, reasons = ["", ""], [None, None]
     for chunk in chunks[:-1]:
         for choice in chunk.choices:
@@ -55,14 +80,20 @@ def test_streamed_chunks_add_up_to_the_same_text(client):
 
 
 def test_stop_echo_n_and_several_prompts(client):
-    answer = client.completions.create(model="tiny", prompt=["the ", "of "], max_tokens=400, n=2, stop=[" ", "."], seed=1, echo=True)
+    answer = client.completions.create(
+        model="tiny", prompt=["the ", "of "], max_tokens=400, n=2, stop=[" ", "."], seed=1, echo=True
+    )
     assert [c.index for c in answer.choices] == [0, 1, 2, 3]
     for c in answer.choices:
         prompt = "the " if c.index < 2 else "of "
         assert c.text.startswith(prompt) and c.finish_reason == "stop"
-        assert " " not in c.text[len(prompt):] and "." not in c.text[len(prompt):]  # ends before the stop string
-    streamed = list(client.completions.create(model="tiny", prompt="the ", max_tokens=400, stop=[" ", "."], seed=1, stream=True))
-    assert "".join(ch.choices[0].text for ch in streamed) == answer.choices[0].text[len("the "):]  # nothing of the stop string leaks
+        assert " " not in c.text[len(prompt) :] and "." not in c.text[len(prompt) :]  # ends before the stop string
+    streamed = list(
+        client.completions.create(model="tiny", prompt="the ", max_tokens=400, stop=[" ", "."], seed=1, stream=True)
+    )
+    assert (
+        "".join(ch.choices[0].text for ch in streamed) == answer.choices[0].text[len("the ") :]
+    )  # nothing of the stop string leaks
 
 
 def test_logprobs_are_the_models(client, tiny_checkpoint):
@@ -117,7 +148,12 @@ def test_the_client_raises_on_an_unknown_model(client):
 def test_curl_as_the_readme_shows(server):
     """The README's curl line: a completion, streamed as server-sent events."""
     body = json.dumps({"prompt": "the ", "max_tokens": 30, "stream": True})
-    out = subprocess.run(["curl", "-sN", server.url + "v1/completions", "-H", "Content-Type: application/json", "-d", body], capture_output=True, timeout=60, text=True)
+    out = subprocess.run(
+        ["curl", "-sN", server.url + "v1/completions", "-H", "Content-Type: application/json", "-d", body],
+        capture_output=True,
+        timeout=60,
+        text=True,
+    )
     events = [line[len("data: ") :] for line in out.stdout.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]" and json.loads(events[-2])["choices"][0]["finish_reason"] == "length"
     assert sum(len(json.loads(e)["choices"][0]["text"]) for e in events[:-1]) == 30

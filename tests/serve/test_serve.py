@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import TINY, invoke, words_text
 
 MAX_SECONDS = 1.0
@@ -31,7 +30,20 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("serve")
     corpus = folder / "words.txt"
     corpus.write_text(words_text(20_000), encoding="utf-8")
-    result = invoke("train", str(corpus), *TINY, "--max-steps", "40", "--eval-every", "20", "--out", str(folder / "ck"), "--name", "tiny", "-q")
+    result = invoke(
+        "train",
+        str(corpus),
+        *TINY,
+        "--max-steps",
+        "40",
+        "--eval-every",
+        "20",
+        "--out",
+        str(folder / "ck"),
+        "--name",
+        "tiny",
+        "-q",
+    )
     assert result.returncode == 0, result.stderr.decode()
     return folder / "ck" / "tiny" / "best.pt"
 
@@ -41,7 +53,13 @@ class Served:
 
     def __init__(self, *args: str):
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen([sys.executable, "-m", "charrnn", "serve", *args, "--port", "0"], stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "charrnn", "serve", *args, "--port", "0"],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
         self.lines: list[str] = []
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -79,7 +97,9 @@ def roomy_server(tiny_checkpoint):
 
 def post(url: str, body, timeout: float = 60, headers: dict | None = None) -> tuple[int, dict]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})}, method="POST")
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json", **(headers or {})}, method="POST"
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
             return answer.status, json.loads(answer.read())
@@ -102,18 +122,49 @@ def models(server) -> list[dict]:
 
 def test_models_lists_info_fields_in_the_openai_shape(server, tiny_checkpoint):
     info = models(server)[0]
-    assert (info["id"], info["object"], info["owned_by"]) == ("tiny", "model", "charrnn") and info["created"] > 1_600_000_000
-    assert info["name"] == "tiny" and (info["cell"], info["layers"], info["hidden"], info["embed"]) == ("lstm", 1, 32, 16)
+    assert (info["id"], info["object"], info["owned_by"]) == ("tiny", "model", "charrnn") and info[
+        "created"
+    ] > 1_600_000_000
+    assert info["name"] == "tiny" and (info["cell"], info["layers"], info["hidden"], info["embed"]) == (
+        "lstm",
+        1,
+        32,
+        16,
+    )
     assert info["steps"] == 40 and info["file"] == "best.pt"
     assert info["vocab_size"] == len(info["vocabulary"]) and info["parameters"] > 0
-    assert {"chars_seen", "best_loss_nats", "best_bpc", "train_seconds", "corpus", "config", "saved_at", "format_version", "engine"} <= set(info)
+    assert {
+        "chars_seen",
+        "best_loss_nats",
+        "best_bpc",
+        "train_seconds",
+        "corpus",
+        "config",
+        "saved_at",
+        "format_version",
+        "engine",
+    } <= set(info)
     assert str(tiny_checkpoint.parent) not in json.dumps(info)  # no folder of this machine
 
 
 def test_sample_as_one_object_is_the_sample_command_text(server, tiny_checkpoint):
     answer = sample(server, prime="The ", length=80, seed=3, temp=0.7, top_k=10)
     assert answer["stopped"] == "length" and answer["model"] == "tiny"
-    cli = invoke("sample", "-c", str(tiny_checkpoint), "--prime", "The ", "--length", "80", "--seed", "3", "--temp", "0.7", "--top-k", "10")
+    cli = invoke(
+        "sample",
+        "-c",
+        str(tiny_checkpoint),
+        "--prime",
+        "The ",
+        "--length",
+        "80",
+        "--seed",
+        "3",
+        "--temp",
+        "0.7",
+        "--top-k",
+        "10",
+    )
     assert answer["text"] == cli.stdout.decode()
 
 
@@ -125,12 +176,30 @@ def test_stop_strings_and_several_samples(server):
 
 def test_beam_search_as_the_sample_command(server, tiny_checkpoint):
     answer = sample(server, prime="the", length=20, beam=4, num_samples=2)
-    cli = invoke("sample", "-c", str(tiny_checkpoint), "--prime", "the", "--length", "20", "--beam", "4", "--num-samples", "2", "--separator", "|")
+    cli = invoke(
+        "sample",
+        "-c",
+        str(tiny_checkpoint),
+        "--prime",
+        "the",
+        "--length",
+        "20",
+        "--beam",
+        "4",
+        "--num-samples",
+        "2",
+        "--separator",
+        "|",
+    )
     assert "|".join(answer["samples"]) == cli.stdout.decode()
 
 
 def test_streaming_sends_the_first_text_before_the_end(server):
-    request = urllib.request.Request(server.url + "v1/sample", data=json.dumps({"prime": "A", "length": MAX_LENGTH, "seed": 0}).encode(), method="POST")
+    request = urllib.request.Request(
+        server.url + "v1/sample",
+        data=json.dumps({"prime": "A", "length": MAX_LENGTH, "seed": 0}).encode(),
+        method="POST",
+    )
     request.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(request, timeout=60) as answer:
         assert answer.headers["Transfer-Encoding"] == "chunked"
@@ -169,7 +238,12 @@ def test_a_client_that_leaves_mid_stream_does_not_trouble_the_server(roomy_serve
     host, port = server.url.split("//")[1].rstrip("/").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=30)
     for stream in (True, False):
-        connection.request("POST", "/v1/sample", body=json.dumps({"length": ENDLESS, "stream": stream}), headers={"Content-Type": "application/json"})
+        connection.request(
+            "POST",
+            "/v1/sample",
+            body=json.dumps({"length": ENDLESS, "stream": stream}),
+            headers={"Content-Type": "application/json"},
+        )
         if stream:
             answer = connection.getresponse()
             assert json.loads(answer.readline())["sample"] == 0
@@ -223,7 +297,13 @@ def test_only_the_models_named_at_start_are_served(server, tiny_checkpoint, tmp_
     for name in ("other", str(tiny_checkpoint), str(tiny_checkpoint.parent), "../../../etc/passwd", "tiny/../tiny"):
         status, answer = post(server.url + "v1/sample", {"model": name, "length": 5})
         assert status == 404 and answer["field"] == "model" and "not served" in answer["error"]
-    for path in ("/etc/passwd", "/../../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/charrnn/serve/page.html", "/v1/../../README.md"):
+    for path in (
+        "/etc/passwd",
+        "/../../../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/charrnn/serve/page.html",
+        "/v1/../../README.md",
+    ):
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(server.url.rstrip("/") + path, timeout=30)
         assert caught.value.code == 404
@@ -236,7 +316,10 @@ def test_many_clients_at_once_each_get_their_own_text(roomy_server):
     each stream's own random numbers are tested in tests/sample/test_batch.py."""
     clients = 32  # (more than a small backlog of connections, all at once)
     words = "the of and to in that was he for on are as with his they at be this from".split()
-    asks = {i: {"prime": words[i % len(words)] + " " * (i // len(words)), "length": 150 + 7 * i, "temp": 0} for i in range(clients)}
+    asks = {
+        i: {"prime": words[i % len(words)] + " " * (i // len(words)), "length": 150 + 7 * i, "temp": 0}
+        for i in range(clients)
+    }
     expected = {i: sample(roomy_server, **ask)["text"] for i, ask in asks.items()}
     got: dict[int, str] = {}
     together = threading.Barrier(clients)
@@ -276,7 +359,12 @@ def test_score_is_the_eval_command_loss(server, tiny_checkpoint, tmp_path):
     cli = json.loads(invoke("eval", str(tiny_checkpoint), str(tmp_path / "text.txt"), "--json").stdout)
     assert answer["loss_nats"] == pytest.approx(cli["loss_nats"], rel=1e-5)
     assert answer["bpc"] == pytest.approx(cli["bpc"], rel=1e-5) and answer["chars_scored"] == 499
-    for body, field in (({"text": "a"}, "text"), ({}, "text"), ({"text": 3}, "text"), ({"text": "ab", "model": "x"}, "model")):
+    for body, field in (
+        ({"text": "a"}, "text"),
+        ({}, "text"),
+        ({"text": 3}, "text"),
+        ({"text": "ab", "model": "x"}, "model"),
+    ):
         status, answer = post(server.url + "v1/score", body)
         assert status in (400, 404) and answer["field"] == field
 
@@ -290,11 +378,13 @@ def test_neurons_are_the_activation_view(server, tiny_checkpoint):
     status, answer = post(server.url + "v1/neurons", {"text": text + "[]"})
     assert status == 200 and answer["text"] == text and answer["state"] == "c"
     assert answer["unknown"] == {"[": 1, "]": 1}  # characters the model never saw: dropped, named
-    values = np.frombuffer(base64.b64decode(answer["values"]), dtype=np.int8).reshape(len(text), answer["layers"], answer["hidden"])
+    values = np.frombuffer(base64.b64decode(answer["values"]), dtype=np.int8).reshape(
+        len(text), answer["layers"], answer["hidden"]
+    )
     record = open_model_file(tiny_checkpoint)
     model, vocab = build_model(record), record.vocab
     np.testing.assert_allclose(values / 127, activations(model, vocab, text, "c"), atol=0.5 / 127 + 1e-6)
-    assert answer["palette"][0] == "#%02x%02x%02x" % colour(-1) and answer["palette"][127] == "#ffffff"
+    assert answer["palette"][0] == "#{:02x}{:02x}{:02x}".format(*colour(-1)) and answer["palette"][127] == "#ffffff"
     assert answer["shown"][text.index("\n")] == "↵"
     assert answer["best"] and {"feature", "layer", "unit", "correlation"} == set(answer["best"][0])
     status, answer = post(server.url + "v1/neurons", {"text": "ab", "state": "x"})
@@ -340,11 +430,25 @@ def test_warns_when_listening_beyond_this_machine(tiny_checkpoint, monkeypatch):
     assert "warning" not in quiet.stderr.decode()
     from charrnn.serve.guard import is_loopback
 
-    assert is_loopback("::1") and is_loopback("localhost") and is_loopback("[::1]") and not is_loopback("::") and not is_loopback("evil.example")
+    assert (
+        is_loopback("::1")
+        and is_loopback("localhost")
+        and is_loopback("[::1]")
+        and not is_loopback("::")
+        and not is_loopback("evil.example")
+    )
 
 
-@pytest.mark.parametrize("flags, message", [(["--max-length", "0"], "--max-length"), (["--max-seconds", "0"], "--max-seconds"), (["--port", "70000"], "--port"),
-                                           (["--cors-origin", "http://x.test/page"], "--cors-origin"), (["--api-key", ""], "--api-key")])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--max-length", "0"], "--max-length"),
+        (["--max-seconds", "0"], "--max-seconds"),
+        (["--port", "70000"], "--port"),
+        (["--cors-origin", "http://x.test/page"], "--cors-origin"),
+        (["--api-key", ""], "--api-key"),
+    ],
+)
 def test_bad_flags_are_one_line(tiny_checkpoint, flags, message):
     result = invoke("serve", str(tiny_checkpoint), *flags)
     assert result.returncode != 0 and message in result.stderr.decode()

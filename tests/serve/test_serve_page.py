@@ -18,7 +18,16 @@ import pytest
 from serve.test_serve import Served, tiny_checkpoint  # noqa: F401  (the fixture)
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _missing(reason: str):
@@ -81,7 +90,11 @@ def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
                 line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
         rows.append(bytes(line))
         previous = line
-    return width, height, [bytes(r) for r in rows] if bpp == 3 else [bytes(v for i, v in enumerate(r) if i % 4 != 3) for r in rows]
+    return (
+        width,
+        height,
+        [bytes(r) for r in rows] if bpp == 3 else [bytes(v for i, v in enumerate(r) if i % 4 != 3) for r in rows],
+    )
 
 
 def test_the_page_generates_and_colours_the_text(browser, tiny_checkpoint, tmp_path):  # noqa: F811
@@ -100,7 +113,9 @@ def test_the_page_generates_and_colours_the_text(browser, tiny_checkpoint, tmp_p
         page.wait_for_function("document.querySelectorAll('#view span').length >= 404", timeout=30_000)
         text = page.text_content("#output")
         assert text.startswith("The ") and len(text) == 404
-        backgrounds = page.eval_on_selector_all("#view span", "spans => new Set(spans.map(s => s.style.background)).size")
+        backgrounds = page.eval_on_selector_all(
+            "#view span", "spans => new Set(spans.map(s => s.style.background)).size"
+        )
         assert backgrounds > 10  # the characters coloured by the unit's activation
         assert "ended by length" in page.text_content("#status")
         page.select_option("#layer", "0")

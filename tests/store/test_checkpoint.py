@@ -15,11 +15,10 @@ import zipfile
 
 import pytest
 import torch
+from conftest import TINY, invoke, words_text
 
-from charrnn.store import checkpoint
 from charrnn.errors import CharRNNError
-
-from conftest import TINY, invoke, run_cli, words_text
+from charrnn.store import checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +27,21 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ck")
     corpus = root / "c.txt"
     corpus.write_text(words_text(8000), encoding="utf-8")
-    assert invoke("train", str(corpus), *TINY, "--max-steps", "10", "--eval-every", "5", "--out", str(root / "ck")).returncode == 0
+    assert (
+        invoke(
+            "train", str(corpus), *TINY, "--max-steps", "10", "--eval-every", "5", "--out", str(root / "ck")
+        ).returncode
+        == 0
+    )
     return root, corpus, root / "ck" / "c"
 
 
 def damaged_files(tmp_path, good):
     data = good.read_bytes()
     newer = tmp_path / "newer.pt"
-    torch.save({"format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION + 1, "meta": "{}", "model": {}}, newer)
+    torch.save(
+        {"format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION + 1, "meta": "{}", "model": {}}, newer
+    )
     plain = tmp_path / "plain.pt"
     torch.save({"weights": torch.zeros(3)}, plain)
     files = {
@@ -114,9 +120,26 @@ def test_a_crafted_pickle_runs_nothing_anywhere(run, tmp_path):
 def start_training(corpus, out, *extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "charrnn", "train", str(corpus), *TINY, "--max-steps", "100000",
-         "--save-every", "1", "--eval-every", "3", "--out", str(out), *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "charrnn",
+            "train",
+            str(corpus),
+            *TINY,
+            "--max-steps",
+            "100000",
+            "--save-every",
+            "1",
+            "--eval-every",
+            "3",
+            "--out",
+            str(out),
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -183,12 +206,29 @@ def test_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(run, tmp_p
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     result = subprocess.run(
-        [sys.executable, "-m", "charrnn", "train", str(corpus), "--resume", "--max-steps", "8", "--out", str(work), "--threads", "1"],
-        capture_output=True, preexec_fn=small_files, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "charrnn",
+            "train",
+            str(corpus),
+            "--resume",
+            "--max-steps",
+            "8",
+            "--out",
+            str(work),
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        preexec_fn=small_files,
+        timeout=120,
     )
     err = result.stderr.decode()
     assert result.returncode == 1, err
-    assert re.search(r"disk full while writing \S+/c/(best|last)\.pt \(File too large\)\. The previous \1\.pt is untouched", err), err
+    assert re.search(
+        r"disk full while writing \S+/c/(best|last)\.pt \(File too large\)\. The previous \1\.pt is untouched", err
+    ), err
     assert "once there is room, resume with: charrnn train" in err and "Traceback" not in err
     assert (work / "c" / "last.pt").read_bytes() == before
     checkpoint.load(work / "c" / "last.pt")
@@ -199,11 +239,15 @@ def test_saved_files_take_the_umask_like_any_other_file(run, tmp_path):
     """mkstemp makes 0600 files; a checkpoint (and an export) should be as shareable as the
     user's other files: 0666 less the umask."""
     _, _, folder = run
-    save = "import sys; from charrnn.store import checkpoint; checkpoint.save(checkpoint.load(sys.argv[1]), sys.argv[2])"
+    save = (
+        "import sys; from charrnn.store import checkpoint; checkpoint.save(checkpoint.load(sys.argv[1]), sys.argv[2])"
+    )
     for umask in (0o022, 0o077):
         pt = tmp_path / f"{umask:o}.pt"
         for args in (["-c", save, str(folder / "last.pt"), str(pt)], ["-m", "charrnn", "export", str(pt)]):
-            done = subprocess.run([sys.executable, *args], capture_output=True, timeout=120, preexec_fn=lambda: os.umask(umask))
+            done = subprocess.run(
+                [sys.executable, *args], capture_output=True, timeout=120, preexec_fn=lambda: os.umask(umask)
+            )
             assert done.returncode == 0, done.stderr.decode()
         for suffix in (".pt", ".npz"):
             assert (tmp_path / f"{umask:o}{suffix}").stat().st_mode & 0o777 == 0o666 & ~umask, suffix
@@ -212,12 +256,17 @@ def test_saved_files_take_the_umask_like_any_other_file(run, tmp_path):
 def test_resume_never_replaces_a_better_best(run, tmp_path):
     root, corpus, _ = run
     work = tmp_path / "ck"
-    assert invoke("train", str(corpus), *TINY, "--max-steps", "4", "--eval-every", "2", "--out", str(work)).returncode == 0
+    assert (
+        invoke("train", str(corpus), *TINY, "--max-steps", "4", "--eval-every", "2", "--out", str(work)).returncode == 0
+    )
     best = checkpoint.load(work / "c" / "best.pt")
     best.meta["progress"]["best_loss"] = 0.01  # as if a much better model had been saved after last.pt
     checkpoint.save(best, work / "c" / "best.pt")
     before = (work / "c" / "best.pt").read_bytes()
-    assert invoke("train", str(corpus), "--resume", "--max-steps", "8", "--out", str(work), "--threads", "1").returncode == 0
+    assert (
+        invoke("train", str(corpus), "--resume", "--max-steps", "8", "--out", str(work), "--threads", "1").returncode
+        == 0
+    )
     assert (work / "c" / "best.pt").read_bytes() == before
 
 
@@ -230,7 +279,15 @@ def test_summary_does_not_name_a_best_checkpoint_that_was_never_written(tmp_path
     from charrnn.cli.display import TrainDisplay
 
     (tmp_path / "last.pt").write_bytes(b"x")
-    summary = {"step": 5, "chars_seen": 640, "elapsed_s": 1.0, "best_loss": float("inf"), "skipped_steps": 0, "last": str(tmp_path / "last.pt"), "best": str(tmp_path / "best.pt")}
+    summary = {
+        "step": 5,
+        "chars_seen": 640,
+        "elapsed_s": 1.0,
+        "best_loss": float("inf"),
+        "skipped_steps": 0,
+        "last": str(tmp_path / "last.pt"),
+        "best": str(tmp_path / "best.pt"),
+    }
     for has_best in (False, True):
         if has_best:
             (tmp_path / "best.pt").write_bytes(b"x")

@@ -13,13 +13,12 @@ import zipfile
 
 import numpy as np
 import pytest
-
-from charrnn.store import export
-from charrnn.errors import CharRNNError
-from charrnn.store.export import export_npz, load_npz
-
 from conftest import invoke
 from tiny_run import structured_text, train_tiny_run
+
+from charrnn.errors import CharRNNError
+from charrnn.store import export
+from charrnn.store.export import export_npz, load_npz
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +129,9 @@ def test_a_string_typed_weight_is_one_line(arrays, tmp_path):
 def test_a_member_longer_than_its_header_says_is_refused(arrays, tmp_path):
     """numpy would read the array and stop, never reaching the extra bytes (nor the CRC-32)."""
     bias = arrays["head.bias"]
-    path = npz_with(tmp_path / "long.npz", arrays, "head.bias", npz_header(bias.shape), [bias.tobytes(), bytes(1 << 20)])
+    path = npz_with(
+        tmp_path / "long.npz", arrays, "head.bias", npz_header(bias.shape), [bias.tobytes(), bytes(1 << 20)]
+    )
     refused(path, r"head\.bias holds [\d,]+ bytes, its header says [\d,]+")
 
 

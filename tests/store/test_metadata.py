@@ -7,11 +7,10 @@ import re
 
 import pytest
 import torch
-
-from charrnn.store import checkpoint
-from charrnn.errors import CharRNNError
-
 from conftest import invoke, run_cli
+
+from charrnn.errors import CharRNNError
+from charrnn.store import checkpoint
 from store.test_checkpoint import run  # noqa: F401  (the tiny trained run, a fixture)
 
 
@@ -42,34 +41,93 @@ CASES = {  # what is wrong: (the edit, what the message says)
     "extra key": (lambda m, d: _set(m, "extra", 1), r"unexpected key meta\.extra"),
     "extra key in a record": (lambda m, d: _set(m["progress"], "bonus", 1), r"unexpected key meta\.progress\.bonus"),
     "wrong-typed key": (lambda m, d: _set(m["model"], "hidden", "32"), r"meta\.model\.hidden is '32', expected int"),
-    "a bool for an int": (lambda m, d: _set(m["progress"], "step", True), r"meta\.progress\.step is True, expected int"),
+    "a bool for an int": (
+        lambda m, d: _set(m["progress"], "step", True),
+        r"meta\.progress\.step is True, expected int",
+    ),
     "a record that is not one": (lambda m, d: _set(m, "corpus", [1]), r"meta\.corpus is \[1\], expected an object"),
     "out of range": (lambda m, d: _set(m["model"], "layers", 0), r"meta\.model\.layers 0 must be at least 1"),
-    "unknown cell": (lambda m, d: _set(m["model"], "cell", "transformer"), r"meta\.model\.cell 'transformer' is not one of"),
-    "bad training config": (lambda m, d: _set(m["config"], "lr", -1.0), r"meta\.config: --lr -1\.0 must be a positive number"),
-    "model and config disagree": (lambda m, d: _set(m["config"], "hidden", 64), r"meta\.model\.hidden 32 and meta\.config\.hidden 64 disagree"),
-    "vocabulary and model disagree": (lambda m, d: _set(m["vocab"], "chars", m["vocab"]["chars"][:-1]), r"vocabulary of \d+ characters, but meta\.model\.vocab_size is \d+"),
-    "vocabulary not sorted": (lambda m, d: _set(m["vocab"], "chars", m["vocab"]["chars"][::-1]), r"meta\.vocab\.chars must be distinct characters sorted by code point"),
+    "unknown cell": (
+        lambda m, d: _set(m["model"], "cell", "transformer"),
+        r"meta\.model\.cell 'transformer' is not one of",
+    ),
+    "bad training config": (
+        lambda m, d: _set(m["config"], "lr", -1.0),
+        r"meta\.config: --lr -1\.0 must be a positive number",
+    ),
+    "model and config disagree": (
+        lambda m, d: _set(m["config"], "hidden", 64),
+        r"meta\.model\.hidden 32 and meta\.config\.hidden 64 disagree",
+    ),
+    "vocabulary and model disagree": (
+        lambda m, d: _set(m["vocab"], "chars", m["vocab"]["chars"][:-1]),
+        r"vocabulary of \d+ characters, but meta\.model\.vocab_size is \d+",
+    ),
+    "vocabulary not sorted": (
+        lambda m, d: _set(m["vocab"], "chars", m["vocab"]["chars"][::-1]),
+        r"meta\.vocab\.chars must be distinct characters sorted by code point",
+    ),
     "weight missing": (lambda m, d: d["model"].pop("head.bias"), r"weight head\.bias is missing"),
-    "weight of the wrong shape": (lambda m, d: _set(d["model"], "head.bias", torch.zeros(3)), r"head\.bias has shape \(3,\)"),
-    "integer weight": (lambda m, d: _set(d["model"], "head.bias", d["model"]["head.bias"].long()), r"head\.bias has dtype torch\.int64"),
+    "weight of the wrong shape": (
+        lambda m, d: _set(d["model"], "head.bias", torch.zeros(3)),
+        r"head\.bias has shape \(3,\)",
+    ),
+    "integer weight": (
+        lambda m, d: _set(d["model"], "head.bias", d["model"]["head.bias"].long()),
+        r"head\.bias has dtype torch\.int64",
+    ),
     "NaN weight": (lambda m, d: _nan(d, "head.bias"), r"weight head\.bias holds non-finite values"),
-    "hidden of the wrong shape": (lambda m, d: _set(d, "hidden", [t[:, :3] for t in d["hidden"]]), r"hidden state 0 has shape \(1, 3, 32\), expected \(1, 8, 32\)"),
-    "hidden, one tensor of two": (lambda m, d: _set(d, "hidden", d["hidden"][:1]), r"hidden state of 1 tensor, expected 2"),
-    "batch size that does not fit the hidden state": (lambda m, d: _set(m, "batch_size", 4), r"hidden state 0 has shape \(1, 8, 32\), expected \(1, 4, 32\)"),
-    "hidden not a list": (lambda m, d: _set(d, "hidden", torch.zeros(2, 2)), r"hidden state is a Tensor, expected a list"),
-    "optimizer that does not fit": (lambda m, d: _set(d["optimizer"]["state"][0], "exp_avg", torch.zeros(2)), r"optimizer state: exp_avg of embed\.weight has shape \(2,\)"),
-    "optimizer for fewer parameters": (lambda m, d: d["optimizer"]["param_groups"][0]["params"].pop(), r"optimizer state: its parameters are"),
-    "optimizer with a wrong-typed setting": (lambda m, d: _set(d["optimizer"]["param_groups"][0], "betas", "fast"), r"optimizer state: betas is 'fast'"),
+    "hidden of the wrong shape": (
+        lambda m, d: _set(d, "hidden", [t[:, :3] for t in d["hidden"]]),
+        r"hidden state 0 has shape \(1, 3, 32\), expected \(1, 8, 32\)",
+    ),
+    "hidden, one tensor of two": (
+        lambda m, d: _set(d, "hidden", d["hidden"][:1]),
+        r"hidden state of 1 tensor, expected 2",
+    ),
+    "batch size that does not fit the hidden state": (
+        lambda m, d: _set(m, "batch_size", 4),
+        r"hidden state 0 has shape \(1, 8, 32\), expected \(1, 4, 32\)",
+    ),
+    "hidden not a list": (
+        lambda m, d: _set(d, "hidden", torch.zeros(2, 2)),
+        r"hidden state is a Tensor, expected a list",
+    ),
+    "optimizer that does not fit": (
+        lambda m, d: _set(d["optimizer"]["state"][0], "exp_avg", torch.zeros(2)),
+        r"optimizer state: exp_avg of embed\.weight has shape \(2,\)",
+    ),
+    "optimizer for fewer parameters": (
+        lambda m, d: d["optimizer"]["param_groups"][0]["params"].pop(),
+        r"optimizer state: its parameters are",
+    ),
+    "optimizer with a wrong-typed setting": (
+        lambda m, d: _set(d["optimizer"]["param_groups"][0], "betas", "fast"),
+        r"optimizer state: betas is 'fast'",
+    ),
     "an extra part": (lambda m, d: _set(d, "extra", torch.zeros(1)), r"part 'extra' is unexpected"),
-    "a bool for the format version": (lambda m, d: _set(d, "format_version", True), r"damaged charrnn checkpoint \(format version True\)"),
-    "random state of the wrong size": (lambda m, d: _set(d["rng"], "torch", torch.zeros(3, dtype=torch.uint8)), r"random state 'torch'"),
+    "a bool for the format version": (
+        lambda m, d: _set(d, "format_version", True),
+        r"damaged charrnn checkpoint \(format version True\)",
+    ),
+    "random state of the wrong size": (
+        lambda m, d: _set(d["rng"], "torch", torch.zeros(3, dtype=torch.uint8)),
+        r"random state 'torch'",
+    ),
 }
 
 
 def commands(path, corpus, tmp_path):
     return {
-        "train --resume": ["train", str(corpus), "--resume", "--out", str(path.parent.parent), "--name", path.parent.name],
+        "train --resume": [
+            "train",
+            str(corpus),
+            "--resume",
+            "--out",
+            str(path.parent.parent),
+            "--name",
+            path.parent.name,
+        ],
         "train --init-from": ["train", str(corpus), "--init-from", str(path), "--out", str(tmp_path / "fresh")],
         "info": ["info", str(path)],
         "sample": ["sample", "-c", str(path), "--length", "5"],
@@ -89,7 +147,10 @@ def test_an_edited_checkpoint_is_one_line_in_every_command(run, tmp_path, case):
         result = invoke(*args)
         err = result.stderr.decode()
         assert result.returncode == 2, (name, err)
-        assert err.startswith(f"charrnn: error: {path}: ") and err.count("\n") == 1 and re.search(message, err), (name, err)
+        assert err.startswith(f"charrnn: error: {path}: ") and err.count("\n") == 1 and re.search(message, err), (
+            name,
+            err,
+        )
     assert not (tmp_path / "fresh").exists() and not path.with_suffix(".npz").exists()
 
 
@@ -123,14 +184,16 @@ def test_checkpoints_from_older_versions_still_load(run, tmp_path):  # noqa: F81
     path = recrafted(folder / "last.pt", tmp_path / "old" / "c" / "last.pt", older)
     info = checkpoint.load(path).info
     assert info.world_size == 1 and info.config.engine == "torch"
-    result = invoke("train", str(corpus), "--resume", "--max-steps", "12", "--out", str(tmp_path / "old"), "--name", "c")
+    result = invoke(
+        "train", str(corpus), "--resume", "--max-steps", "12", "--out", str(tmp_path / "old"), "--name", "c"
+    )
     assert result.returncode == 0, result.stderr.decode()
 
 
 def test_a_position_past_the_end_of_an_epoch_cannot_resume(run, tmp_path):  # noqa: F811
     """Only the run knows how many chunks an epoch has: resuming checks the saved position."""
     _, corpus, folder = run
-    path = recrafted(folder / "last.pt", tmp_path / "far" / "c" / "last.pt", lambda m, d: _set(m["progress"], "chunk", 10**6))
+    recrafted(folder / "last.pt", tmp_path / "far" / "c" / "last.pt", lambda m, d: _set(m["progress"], "chunk", 10**6))
     result = invoke("train", str(corpus), "--resume", "--out", str(tmp_path / "far"), "--name", "c")
     err = result.stderr.decode()
     assert result.returncode == 2 and err.count("\n") == 1, err

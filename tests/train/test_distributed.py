@@ -8,12 +8,12 @@ import time
 
 import pytest
 import torch
+from conftest import TINY, invoke, missing, run_cli, words_text
 
-from charrnn.store import checkpoint
 from charrnn.data.batches import resume_batch_size, shard_rows
+from charrnn.store import checkpoint
 from charrnn.train.distributed import Dist, command_started, launch_command, state_digest, strip_option
 
-from conftest import TINY, invoke, missing, run_cli, words_text
 
 @pytest.fixture
 def needs_gloo():
@@ -36,10 +36,17 @@ def test_torchrun_environment_and_launch_command():
     assert Dist.from_env({}).world == 1
     d = Dist.from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"})
     assert (d.rank, d.world, d.local_rank, d.local_world, d.main) == (3, 4, 1, 2, False)
-    assert strip_option(["train", "c.txt", "--nproc=2", "--threads", "3"], "--nproc") == (["train", "c.txt", "--threads", "3"], "2")
+    assert strip_option(["train", "c.txt", "--nproc=2", "--threads", "3"], "--nproc") == (
+        ["train", "c.txt", "--threads", "3"],
+        "2",
+    )
     args, env = launch_command(["train", "c.txt", "--nproc", "2"], 2, cores=8, started_wall=1000.0)
-    assert args[-3:] == ["charrnn", "train", "c.txt"] and env["OMP_NUM_THREADS"] == "4"  # --threads auto: at most 4 each
-    assert command_started(time.monotonic(), {"CHARRNN_STARTED_AT": str(time.time() - 20)}) == pytest.approx(time.monotonic() - 20, abs=1)
+    assert (
+        args[-3:] == ["charrnn", "train", "c.txt"] and env["OMP_NUM_THREADS"] == "4"
+    )  # --threads auto: at most 4 each
+    assert command_started(time.monotonic(), {"CHARRNN_STARTED_AT": str(time.time() - 20)}) == pytest.approx(
+        time.monotonic() - 20, abs=1
+    )
     assert command_started(50.0, {}) == 50.0
     assert "--nproc" not in args and args[args.index("--nproc-per-node") + 1] == "2"
 
@@ -122,8 +129,20 @@ def test_two_processes_resume_exactly(tmp_path):
     script = tmp_path / "exact.py"
     script.write_text(EXACT, encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script), str(corpus), str(tmp_path)],
-        capture_output=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(script),
+            str(corpus),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     straight, split = (checkpoint.load(tmp_path / run / "last.pt") for run in ("straight", "split"))
@@ -141,7 +160,10 @@ def test_two_processes_resume_exactly(tmp_path):
 def test_what_cannot_run_in_several_processes_is_refused_before_torchrun_starts(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text(words_text(3000), encoding="utf-8")
-    for extra, needle in ((["--engine", "numpy"], "--engine numpy trains in one process"), (["--nproc", "0"], "--nproc 0 must be at least 1")):
+    for extra, needle in (
+        (["--engine", "numpy"], "--engine numpy trains in one process"),
+        (["--nproc", "0"], "--nproc 0 must be at least 1"),
+    ):
         result = invoke("train", str(corpus), *TINY, "--nproc", "2", *extra, "--out", str(tmp_path / "ck"))
         err = result.stderr.decode()
         assert result.returncode == 2 and needle in err and err.strip().count("\n") == 0, err
@@ -184,9 +206,13 @@ def test_an_unexpected_failure_on_the_first_process_reaches_the_others(tmp_path)
     script.write_text(CRASH, encoding="utf-8")
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)],
-        capture_output=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     out, err = result.stdout.decode(), result.stderr.decode()
     assert result.returncode != 0
     assert "MemoryError: out of memory while preparing" in err  # rank 0 dies of its own error
-    assert "rank 1 told: rank 0 failed: MemoryError: out of memory while preparing (elsewhere=True)" in out, out + err[-2000:]
+    assert "rank 1 told: rank 0 failed: MemoryError: out of memory while preparing (elsewhere=True)" in out, (
+        out + err[-2000:]
+    )

@@ -3,11 +3,10 @@
 import random
 
 import pytest
+from tiny_run import invoke
 
 from charrnn.train import expected
 from charrnn.train.expected import CURVES, TOLERANCE, expected_loss, kind_of, verdict
-
-from tiny_run import invoke
 
 
 def counts_of(text: str):
@@ -17,14 +16,23 @@ def counts_of(text: str):
 
 def chinese(n: int, seed: int = 0) -> str:
     rng = random.Random(seed)
-    lines = ["".join(chr(0x4E00 + rng.randrange(3000)) for _ in range(7)) + "，" + "".join(chr(0x4E00 + rng.randrange(3000)) for _ in range(7)) + "。" for _ in range(n)]
+    lines = [
+        "".join(chr(0x4E00 + rng.randrange(3000)) for _ in range(7))
+        + "，"
+        + "".join(chr(0x4E00 + rng.randrange(3000)) for _ in range(7))
+        + "。"
+        for _ in range(n)
+    ]
     return "\n".join(lines)
 
 
 def prose(n_chars: int, seed: int = 0) -> str:
     rng = random.Random(seed)
     words = "the a of to and in that is was he for it with as his on be at by i this had not".split()
-    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(5, 10))).capitalize() + rng.choice(".,;!?") for _ in range(n_chars // 30)]
+    lines = [
+        " ".join(rng.choice(words) for _ in range(rng.randint(5, 10))).capitalize() + rng.choice(".,;!?")
+        for _ in range(n_chars // 30)
+    ]
     return "\n".join(lines)[:n_chars]
 
 
@@ -38,7 +46,9 @@ def code(n: int, seed: int = 0) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize("text, kind", [(prose(5000), "English text"), (chinese(200), "Chinese text"), (code(200), "source code")])
+@pytest.mark.parametrize(
+    "text, kind", [(prose(5000), "English text"), (chinese(200), "Chinese text"), (code(200), "source code")]
+)
 def test_the_kind_of_a_text(text, kind):
     assert kind_of(*counts_of(text)) == kind
 
@@ -68,12 +78,38 @@ def test_the_verdict_line():
 def test_a_finished_run_ends_with_the_expectation(tmp_path, monkeypatch):
     corpus = tmp_path / "c.txt"
     corpus.write_text(prose(20_000))
-    common = ["train", corpus, "--max-steps", 60, "--hidden", 32, "--embed", 16, "--seq-len", 32, "--batch-size", 8, "--lr", 0.02, "--warmup", 0,
-              "--threads", 1, "--out", tmp_path / "runs", "--cache-dir", tmp_path / "cache", "--sample-every", 0]
+    common = [
+        "train",
+        corpus,
+        "--max-steps",
+        60,
+        "--hidden",
+        32,
+        "--embed",
+        16,
+        "--seq-len",
+        32,
+        "--batch-size",
+        8,
+        "--lr",
+        0.02,
+        "--warmup",
+        0,
+        "--threads",
+        1,
+        "--out",
+        tmp_path / "runs",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--sample-every",
+        0,
+    ]
     result = invoke(*common)
     assert result.exit_code == 0, result.stderr
     line = next(line for line in result.stderr.splitlines() if line.startswith("expected: runs on English text"))
-    assert line.rsplit("; this one reached ", 1)[1].split(",")[0] in result.stderr.split("expected:")[0]  # the run's best loss
+    assert (
+        line.rsplit("; this one reached ", 1)[1].split(",")[0] in result.stderr.split("expected:")[0]
+    )  # the run's best loss
     monkeypatch.setattr(expected, "CURVES", {"English text": ((1.0, 0.01),)})  # an expectation no run meets
     worse = invoke(*common, "--name", "again")
     assert "worse than expected" in worse.stderr

@@ -5,13 +5,12 @@ import json
 
 import pytest
 import torch
+from conftest import repeat_text
 from rich.console import Console
 
-from charrnn.config import TrainConfig, build
 from charrnn.cli.display import TrainDisplay
+from charrnn.config import TrainConfig, build
 from charrnn.errors import CharRNNError
-
-from conftest import repeat_text
 from train.test_train import make_trainer
 
 TEXT = repeat_text(3000, "to be or not to be, that is the question.\n")
@@ -23,7 +22,9 @@ def samples_of(events):
 
 def test_a_sample_follows_each_evaluation_at_a_fixed_prime(tmp_path):
     events = []
-    make_trainer(TEXT, tmp_path, events=events.append, max_steps=12, eval_every=5, sample_chars=30, sample_prime="to").fit()
+    make_trainer(
+        TEXT, tmp_path, events=events.append, max_steps=12, eval_every=5, sample_chars=30, sample_prime="to"
+    ).fit()
     samples = samples_of(events)
     assert [s["step"] for s in samples] == [5, 10, 12]  # 12: the final evaluation
     assert all(s["text"].startswith("to") and len(s["text"]) == 2 + 30 for s in samples)
@@ -33,7 +34,9 @@ def test_a_sample_follows_each_evaluation_at_a_fixed_prime(tmp_path):
 
 def test_sample_every_sets_its_own_pace_and_zero_turns_it_off(tmp_path):
     events = []
-    make_trainer(TEXT, tmp_path / "a", events=events.append, max_steps=9, eval_every=5, sample_every=3, sample_chars=5).fit()
+    make_trainer(
+        TEXT, tmp_path / "a", events=events.append, max_steps=9, eval_every=5, sample_every=3, sample_chars=5
+    ).fit()
     assert [s["step"] for s in samples_of(events)] == [3, 6, 9]
     events.clear()
     make_trainer(TEXT, tmp_path / "b", events=events.append, max_steps=9, eval_every=5, sample_every=0).fit()
@@ -60,6 +63,7 @@ def test_sampling_leaves_training_untouched(tmp_path):
     assert chatty.model.training
     for key, value in quiet.model.state_dict().items():
         torch.testing.assert_close(chatty.model.state_dict()[key], value, rtol=0, atol=0)
+
     def losses(run):
         rows = [json.loads(line) for line in (tmp_path / run / "run" / "metrics.jsonl").read_text().splitlines()]
         return [(r["step"], r["train_loss"], r["val_loss"]) for r in rows]
@@ -72,7 +76,9 @@ def test_a_prime_outside_the_corpus_is_refused(tmp_path):
         make_trainer(TEXT, tmp_path, sample_prime="Zo")
 
 
-@pytest.mark.parametrize("values, flag", [({"sample_every": -1}, "--sample-every"), ({"sample_chars": 0}, "--sample-chars")])
+@pytest.mark.parametrize(
+    "values, flag", [({"sample_every": -1}, "--sample-every"), ({"sample_chars": 0}, "--sample-chars")]
+)
 def test_bad_sample_options(values, flag):
     with pytest.raises(CharRNNError, match=flag):
         build(TrainConfig, {}, values)
@@ -94,7 +100,18 @@ def test_the_terminal_shows_the_sample_under_the_progress_bar():
     out = io.StringIO()
     console = Console(file=out, width=100, force_terminal=True, color_system=None)
     with TrainDisplay(console) as display:
-        display({"event": "step", "step": 40, "epoch": 0.5, "loss": 1.5, "lr": 1e-3, "fraction": 0.4, "chars_seen": 9, "elapsed_s": 1.0})
+        display(
+            {
+                "event": "step",
+                "step": 40,
+                "epoch": 0.5,
+                "loss": 1.5,
+                "lr": 1e-3,
+                "fraction": 0.4,
+                "chars_seen": 9,
+                "elapsed_s": 1.0,
+            }
+        )
         display(EVENT)
     final = out.getvalue().split("\r")[-1]  # the last frame the live display drew
     bar, _, below = final.partition("\n")

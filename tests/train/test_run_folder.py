@@ -18,15 +18,14 @@ import time
 import types
 
 import pytest
-
-from charrnn.store import checkpoint
-from charrnn.train import runlock
-from charrnn.errors import CharRNNError
-from charrnn.store.files import atomic_write
-from charrnn.train.runlock import LOCK_HOLDER, RunLock
-
 from conftest import TINY, invoke, words_text
 from store.test_checkpoint import start_training, wait_for
+
+from charrnn.errors import CharRNNError
+from charrnn.store import checkpoint
+from charrnn.store.files import atomic_write
+from charrnn.train import runlock
+from charrnn.train.runlock import LOCK_HOLDER, RunLock
 
 
 def wait_for_lock(folder, proc, timeout=60):
@@ -62,11 +61,20 @@ def test_a_second_training_into_a_running_run_is_refused_and_changes_nothing(tmp
         wait_for_lock(folder, first)
         wait_for(folder / "best.pt", first)
         for extra in ([], ["--resume"], ["--overwrite"]):
-            second = invoke("train", str(corpus), *TINY, "--max-steps", "6", "--eval-every", "3", "--out", str(out), *extra)
+            second = invoke(
+                "train", str(corpus), *TINY, "--max-steps", "6", "--eval-every", "3", "--out", str(out), *extra
+            )
             err = second.stderr.decode()
-            assert second.returncode == 2 and f"is being written by another charrnn train (PID {first.pid})" in err, (extra, err)
+            assert second.returncode == 2 and f"is being written by another charrnn train (PID {first.pid})" in err, (
+                extra,
+                err,
+            )
             assert err.strip().count("\n") == 0 and "Traceback" not in err
-        for reader in (["info", str(folder)], ["sample", "-c", str(folder), "--length", "5"], ["runs", "--root", str(out)]):
+        for reader in (
+            ["info", str(folder)],
+            ["sample", "-c", str(folder), "--length", "5"],
+            ["runs", "--root", str(out)],
+        ):
             assert invoke(*reader).returncode == 0, reader  # readers take no lock
         assert first.poll() is None
     finally:
@@ -152,7 +160,9 @@ def train_with_file_size_limit(limit, *args):
     def small_files():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    return subprocess.run([sys.executable, "-m", "charrnn", "train", *args], capture_output=True, preexec_fn=small_files, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "charrnn", "train", *args], capture_output=True, preexec_fn=small_files, timeout=120
+    )
 
 
 def test_a_full_disk_on_the_first_save_leaves_no_run_and_says_to_start_again(tmp_path, corpus):
@@ -162,7 +172,9 @@ def test_a_full_disk_on_the_first_save_leaves_no_run_and_says_to_start_again(tmp
     result = train_with_file_size_limit(20_000, *args)  # room for metrics, not for a checkpoint
     err = result.stderr.decode()
     last = err.strip().splitlines()[-1]
-    assert result.returncode == 1 and f"disk full while writing {out / 'same' / 'best.pt'} (File too large)" in last, err
+    assert result.returncode == 1 and f"disk full while writing {out / 'same' / 'best.pt'} (File too large)" in last, (
+        err
+    )
     assert "Traceback" not in err and "inline_container" not in err and "enforce fail" not in err
     assert not out.exists()  # clean: a plain train starts it again, no --overwrite needed
     command = shlex.split(last.split("start again with: ", 1)[1])
@@ -184,9 +196,13 @@ def test_a_full_disk_on_the_first_last_pt_keeps_the_run_resumable(tmp_path, corp
             raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint, "save", full_for_last)
-    result = invoke("train", str(corpus), *TINY, "--max-steps", "8", "--eval-every", "4", "--save-every", "8", "--out", str(out))
+    result = invoke(
+        "train", str(corpus), *TINY, "--max-steps", "8", "--eval-every", "4", "--save-every", "8", "--out", str(out)
+    )
     err = result.stderr.decode()
-    assert result.returncode == 1 and f"disk full while writing {folder / 'last.pt'} (No space left on device)" in err, err
+    assert (
+        result.returncode == 1 and f"disk full while writing {folder / 'last.pt'} (No space left on device)" in err
+    ), err
     assert "once there is room, resume with: charrnn " in err and err.rstrip().endswith("--resume")
     monkeypatch.setattr(checkpoint, "save", save)
     assert checkpoint.load(folder / "last.pt").meta["progress"] == checkpoint.load(folder / "best.pt").meta["progress"]
@@ -210,6 +226,9 @@ def test_a_full_disk_on_the_first_metrics_line_leaves_no_run(tmp_path, corpus, m
     out = tmp_path / "ck"
     result = invoke("train", str(corpus), *TINY, "--max-steps", "8", "--eval-every", "4", "--out", str(out))
     err = result.stderr.decode()
-    assert result.returncode == 1 and f"disk full while writing {out / 'same' / 'metrics.jsonl'} (No space left on device)" in err, err
+    assert (
+        result.returncode == 1
+        and f"disk full while writing {out / 'same' / 'metrics.jsonl'} (No space left on device)" in err
+    ), err
     assert "nothing of this run was kept: once there is room, start again with: charrnn " in err
     assert not out.exists()

@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from conftest import repeat_text, words_text
+
 from train.test_train import make_trainer
 
 
@@ -52,15 +52,21 @@ def run(trainer) -> tuple[dict, list[dict]]:
 def test_max_steps_ends_the_run_and_the_cosine_at_that_step(tmp_path):
     trainer = make_trainer(words_text(3000), tmp_path, lr=0.1, min_lr_frac=0.2, max_steps=20, eval_every=1000)
     applied = []  # the rate AdamW steps with, not only the one reported
-    trainer.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: applied.append(optimizer.param_groups[0]["lr"]))
+    trainer.optimizer.register_step_pre_hook(
+        lambda optimizer, args, kwargs: applied.append(optimizer.param_groups[0]["lr"])
+    )
     summary, steps = run(trainer)
     assert summary["step"] == 20 and [e["step"] for e in steps] == list(range(1, 21))
-    assert [e["lr"] for e in steps] == applied == pytest.approx([cosine(0.1, 0.2, k / 20) for k in range(20)], rel=1e-12)
+    assert (
+        [e["lr"] for e in steps] == applied == pytest.approx([cosine(0.1, 0.2, k / 20) for k in range(20)], rel=1e-12)
+    )
     assert steps[-1]["fraction"] == 1.0 and all(e["fraction"] < 1.0 for e in steps[:-1])
 
 
 def test_max_epochs_ends_the_run_after_that_many_passes_and_the_cosine_with_it(tmp_path):
-    trainer = make_trainer(words_text(2000), tmp_path, lr=0.1, min_lr_frac=0.2, max_epochs=2.5, seq_len=16, batch_size=4, eval_every=1000)
+    trainer = make_trainer(
+        words_text(2000), tmp_path, lr=0.1, min_lr_frac=0.2, max_epochs=2.5, seq_len=16, batch_size=4, eval_every=1000
+    )
     per_epoch = trainer.chunks_per_epoch
     assert per_epoch % 2 == 0 and per_epoch >= 10  # (so that 2.5 epochs is a whole number of steps)
     total = per_epoch * 5 // 2
@@ -74,7 +80,16 @@ def test_a_time_budget_ends_the_run_on_time_and_the_cosine_with_it(tmp_path):
     """Steps of 0.1 s in a 3 s budget: the run ends once the budget (less the time it keeps for
     its end) is spent, and the learning rate follows the time, not the steps."""
     clock = FakeClock()
-    trainer = make_trainer(words_text(20_000), tmp_path, clock=clock, lr=0.1, min_lr_frac=0.2, time_budget=3.0, eval_every=1000, sample_every=0)
+    trainer = make_trainer(
+        words_text(20_000),
+        tmp_path,
+        clock=clock,
+        lr=0.1,
+        min_lr_frac=0.2,
+        time_budget=3.0,
+        eval_every=1000,
+        sample_every=0,
+    )
     costing(trainer, clock, step=0.1)
     summary, steps = run(trainer)
     assert summary["reason"] == "done" and 2.7 <= summary["elapsed_s"] <= 3.0 * 1.01, summary
@@ -91,9 +106,20 @@ def test_the_learning_rate_follows_the_time_whatever_the_steps_cost(tmp_path):
     """Steps that get slower halfway (a busy machine): the rate still falls with the time spent,
     so fewer steps are left for the second half of the schedule."""
     clock = FakeClock()
-    trainer = make_trainer(words_text(20_000), tmp_path, clock=clock, lr=0.1, min_lr_frac=0.0, time_budget=4.0, eval_every=1000, sample_every=0)
+    trainer = make_trainer(
+        words_text(20_000),
+        tmp_path,
+        clock=clock,
+        lr=0.1,
+        min_lr_frac=0.0,
+        time_budget=4.0,
+        eval_every=1000,
+        sample_every=0,
+    )
     costs = iter([0.05] * 40 + [0.2] * 100)
-    trainer.model.register_forward_hook(lambda module, args, out: clock.advance(next(costs) if module.training else 0.0))
+    trainer.model.register_forward_hook(
+        lambda module, args, out: clock.advance(next(costs) if module.training else 0.0)
+    )
     summary, steps = run(trainer)
     assert summary["reason"] == "done" and steps[-1]["fraction"] == 1.0
     assert steps[39]["elapsed_s"] == pytest.approx(2.0)  # 40 fast steps: half the budget
@@ -107,7 +133,15 @@ def test_the_time_budget_counts_start_up_and_ends_once(tmp_path):
     evaluation, not again after the reserve it kept turns out larger than needed."""
     clock = FakeClock()
     events = []
-    trainer = make_trainer(repeat_text(30_000, "the quick brown fox.\n"), tmp_path, events=events.append, clock=clock, time_budget=3.0, eval_every=10_000, max_epochs=None)
+    trainer = make_trainer(
+        repeat_text(30_000, "the quick brown fox.\n"),
+        tmp_path,
+        events=events.append,
+        clock=clock,
+        time_budget=3.0,
+        eval_every=10_000,
+        max_epochs=None,
+    )
     costing(trainer, clock, step=0.05)
     trainer.started_at = clock() - 1.0
     summary = trainer.fit()
@@ -124,7 +158,17 @@ def test_a_slow_evaluation_does_not_push_a_run_past_its_time_budget(tmp_path, sa
     clock = FakeClock()
     events = []
     text = repeat_text(30_000, "the quick brown fox.\n")
-    trainer = make_trainer(text, tmp_path, events=events.append, clock=clock, time_budget=2.0, eval_every=10_000, sample_every=sample_every, max_epochs=None, val_frac=0.45)
+    trainer = make_trainer(
+        text,
+        tmp_path,
+        events=events.append,
+        clock=clock,
+        time_budget=2.0,
+        eval_every=10_000,
+        sample_every=sample_every,
+        max_epochs=None,
+        val_frac=0.45,
+    )
     costing(trainer, clock, step=0.02, eval_chunk=0.05)
     started = clock()
     summary = trainer.fit()
@@ -138,7 +182,9 @@ def test_a_slow_evaluation_does_not_push_a_run_past_its_time_budget(tmp_path, sa
 
 
 def test_warm_up_then_constant(tmp_path):
-    trainer = make_trainer(words_text(3000), tmp_path, lr=0.1, warmup=4, lr_schedule="constant", max_steps=8, eval_every=1000)
+    trainer = make_trainer(
+        words_text(3000), tmp_path, lr=0.1, warmup=4, lr_schedule="constant", max_steps=8, eval_every=1000
+    )
     _, steps = run(trainer)
     assert [e["lr"] for e in steps] == pytest.approx([0.025, 0.05, 0.075, 0.1, 0.1, 0.1, 0.1, 0.1], rel=1e-12)
 
@@ -161,7 +207,9 @@ def test_the_time_a_budget_run_keeps_for_its_end(tmp_path):
     share. Without a budget, nothing."""
     from types import SimpleNamespace
 
-    trainer = make_trainer(words_text(20_000), tmp_path, clock=FakeClock(), time_budget=100.0, batch_size=8, seq_len=16, sample_chars=50)
+    trainer = make_trainer(
+        words_text(20_000), tmp_path, clock=FakeClock(), time_budget=100.0, batch_size=8, seq_len=16, sample_chars=50
+    )
     val = len(trainer.val_ids)
     c = trainer.costs
     c.guess_save, c.guess_sample_per_char = 0.25, 0.01

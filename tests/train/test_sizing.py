@@ -3,13 +3,12 @@
 import json
 
 import pytest
+from tiny_run import invoke, structured_text
 
+from charrnn.cells import weights_per_char
 from charrnn.config import TrainConfig
 from charrnn.train import plan, sizing
-from charrnn.cells import weights_per_char
 from charrnn.train.sizing import CHARS_PER_WEIGHT, choose
-
-from tiny_run import invoke, structured_text
 
 VOCAB = 65
 
@@ -49,7 +48,9 @@ def test_a_longer_budget_never_chooses_a_smaller_model():
 
 def test_more_epochs_or_a_larger_corpus_never_choose_a_smaller_model():
     by_epochs = [size(pick(max_epochs=e)[0]) for e in (0.1, 1, 3, 10, 30, 100)]
-    by_corpus = [size(pick(train_chars=n, max_epochs=10)[0]) for n in (10_000, 100_000, 1_000_000, 10_000_000, 100_000_000)]
+    by_corpus = [
+        size(pick(train_chars=n, max_epochs=10)[0]) for n in (10_000, 100_000, 1_000_000, 10_000_000, 100_000_000)
+    ]
     assert by_epochs == sorted(by_epochs) and by_epochs[0] < by_epochs[-1]
     assert by_corpus == sorted(by_corpus) and by_corpus[0] < by_corpus[-1]
 
@@ -61,7 +62,9 @@ def test_the_chosen_model_reads_enough_characters_for_its_weights():
         bigger = [rung for rung in sizing.LADDER if weights_per_char("lstm", *rung, 64, VOCAB) > size(cfg)]
         if bigger:  # and the next rung up would not have
             L, H = bigger[0]
-            assert choice.reads * size(cfg) / weights_per_char("lstm", L, H, 64, VOCAB) < CHARS_PER_WEIGHT * weights_per_char("lstm", L, H, 64, VOCAB)
+            assert choice.reads * size(cfg) / weights_per_char(
+                "lstm", L, H, 64, VOCAB
+            ) < CHARS_PER_WEIGHT * weights_per_char("lstm", L, H, 64, VOCAB)
 
 
 def test_dropout_grows_with_the_passes_over_the_corpus_and_is_off_for_one_pass():
@@ -126,13 +129,43 @@ def test_auto_is_the_default_only_without_model_options(tmp_path):
 def test_train_without_model_flags_says_what_it_chose_and_trains_that(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text(structured_text(30_000))
-    result = invoke("train", corpus, "--max-steps", 2, "--seq-len", 16, "--out", tmp_path / "runs", "--threads", 1, "--cache-dir", tmp_path / "cache")
+    result = invoke(
+        "train",
+        corpus,
+        "--max-steps",
+        2,
+        "--seq-len",
+        16,
+        "--out",
+        tmp_path / "runs",
+        "--threads",
+        1,
+        "--cache-dir",
+        tmp_path / "cache",
+    )
     assert result.exit_code == 0, result.stderr
     line = next(line for line in result.stderr.splitlines() if line.startswith("--size auto:"))
     info = invoke("info", tmp_path / "runs" / "c" / "last.pt", "--json")
     model = json.loads(info.stdout)["model"]
     assert f"{model['layers']}×{model['hidden']}, embedding {model['embed']}" in line
-    given = invoke("train", corpus, "--max-steps", 2, "--seq-len", 16, "--hidden", 16, "--out", tmp_path / "runs", "--name", "d", "--threads", 1, "--cache-dir", tmp_path / "cache")
+    given = invoke(
+        "train",
+        corpus,
+        "--max-steps",
+        2,
+        "--seq-len",
+        16,
+        "--hidden",
+        16,
+        "--out",
+        tmp_path / "runs",
+        "--name",
+        "d",
+        "--threads",
+        1,
+        "--cache-dir",
+        tmp_path / "cache",
+    )
     assert given.exit_code == 0, given.stderr
     assert "--size auto" not in given.stderr
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import repeat_text, words_text
 
 from charrnn.train.numpy_engine import NumpyTrainer
 from charrnn.train.trainer import Trainer
-
-from conftest import repeat_text, words_text
 from train.test_train import make_trainer
 
 
@@ -41,7 +40,9 @@ def chunk_states(trainer) -> list[tuple[tuple, tuple]]:
 def test_a_chunk_starts_from_the_state_the_previous_chunk_of_its_streams_ended_with(cell, tmp_path):
     """Carried state: chunk k of an epoch starts where chunk k - 1 stopped (the same streams, the
     next characters), and the first chunk of every epoch starts from zero."""
-    trainer = make_trainer(words_text(700), tmp_path, cell=cell, seq_len=16, batch_size=4, max_steps=25, eval_every=1000)
+    trainer = make_trainer(
+        words_text(700), tmp_path, cell=cell, seq_len=16, batch_size=4, max_steps=25, eval_every=1000
+    )
     per_epoch = trainer.chunks_per_epoch
     assert 3 <= per_epoch <= 12  # several chunks, and more than two epochs in 25 steps
     seen = chunk_states(trainer)
@@ -59,7 +60,9 @@ def test_a_chunk_starts_from_the_state_the_previous_chunk_of_its_streams_ended_w
 
 
 def test_without_carried_state_every_chunk_starts_from_zero(tmp_path):
-    trainer = make_trainer(words_text(700), tmp_path, seq_len=16, batch_size=4, max_steps=12, eval_every=1000, carry_state=False)
+    trainer = make_trainer(
+        words_text(700), tmp_path, seq_len=16, batch_size=4, max_steps=12, eval_every=1000, carry_state=False
+    )
     seen = chunk_states(trainer)
     trainer.fit()
     assert len(seen) == 12 and all(is_zero(start) and not is_zero(end) for start, end in seen)
@@ -76,7 +79,9 @@ def test_weight_decay_shrinks_every_weight_by_lr_times_decay(engine, tmp_path):
     lr, decay = 0.05, 0.5
     after = {}
     for wd in (0.0, decay):
-        trainer = make_trainer(words_text(3000), tmp_path / str(wd), engine=engine, lr=lr, warmup=0, weight_decay=wd, max_steps=10)
+        trainer = make_trainer(
+            words_text(3000), tmp_path / str(wd), engine=engine, lr=lr, warmup=0, weight_decay=wd, max_steps=10
+        )
         before = weights(trainer)
         trainer.train_step()
         after[wd] = weights(trainer)
@@ -86,7 +91,9 @@ def test_weight_decay_shrinks_every_weight_by_lr_times_decay(engine, tmp_path):
 
 
 def grad_norm(model) -> float:
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in model.parameters() if p.grad is not None])).item()
+    return torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(p.grad) for p in model.parameters() if p.grad is not None])
+    ).item()
 
 
 @pytest.mark.parametrize("engine", [Trainer, NumpyTrainer])
@@ -94,7 +101,14 @@ def test_the_optimizer_is_given_the_gradient_clipped_to_grad_clip(engine, tmp_pa
     """The gradient AdamW applies has the norm --grad-clip where the raw one is larger, the raw
     one where it is smaller; with --grad-clip 0, always the raw one."""
     for clip in (0.02, 0.3, 0.0):
-        trainer = make_trainer(repeat_text(3000, "the quick brown fox.\n"), tmp_path / str(clip), engine=engine, grad_clip=clip, lr=0.05, max_steps=6)
+        trainer = make_trainer(
+            repeat_text(3000, "the quick brown fox.\n"),
+            tmp_path / str(clip),
+            engine=engine,
+            grad_clip=clip,
+            lr=0.05,
+            max_steps=6,
+        )
         raw, applied = [], []
         gradients = trainer.gradients
 
@@ -104,7 +118,9 @@ def test_the_optimizer_is_given_the_gradient_clipped_to_grad_clip(engine, tmp_pa
             return loss, norm, hidden
 
         trainer.gradients = measured
-        trainer.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: applied.append(grad_norm(trainer.model)))
+        trainer.optimizer.register_step_pre_hook(
+            lambda optimizer, args, kwargs: applied.append(grad_norm(trainer.model))
+        )
         trainer.fit()
         assert len(raw) == len(applied) == 6
         assert all(r > 0.1 for r in raw), raw  # (a clip of 0.02 always cuts)
@@ -116,7 +132,9 @@ def test_the_optimizer_is_given_the_gradient_clipped_to_grad_clip(engine, tmp_pa
 
 def test_the_training_loss_of_an_evaluation_is_the_mean_of_the_steps_since_the_last_one(tmp_path):
     events = []
-    trainer = make_trainer(words_text(3000), tmp_path, events=events.append, max_steps=12, eval_every=5, batch_size=4, seq_len=16)
+    trainer = make_trainer(
+        words_text(3000), tmp_path, events=events.append, max_steps=12, eval_every=5, batch_size=4, seq_len=16
+    )
     trainer.fit()
     steps = {e["step"]: e for e in events if e["event"] == "step"}
     evals = [e for e in events if e["event"] == "eval"]

@@ -5,25 +5,45 @@ import random
 import numpy as np
 import pytest
 import torch
-
-from charrnn.store import checkpoint
-from charrnn.config import TrainConfig
-from charrnn.errors import CharRNNError
-from charrnn.train.trainer import Trainer
-from charrnn.data.vocab import Vocab
-
 from conftest import repeat_text
+
+from charrnn.config import TrainConfig
+from charrnn.data.vocab import Vocab
+from charrnn.errors import CharRNNError
+from charrnn.store import checkpoint
+from charrnn.train.trainer import Trainer
 
 
 def make_trainer(text, tmp_path, events=None, resume_from=None, engine=Trainer, clock=None, **overrides):
     """A Trainer of a tiny model on `text` (its tail held out); `clock`: a fake one (FakeClock)."""
-    settings = dict(layers=1, hidden=32, embed=16, seq_len=16, batch_size=8, lr=1e-2, warmup=0, eval_every=50, save_every=50, threads=1, device="cpu")
+    settings = dict(
+        layers=1,
+        hidden=32,
+        embed=16,
+        seq_len=16,
+        batch_size=8,
+        lr=1e-2,
+        warmup=0,
+        eval_every=50,
+        save_every=50,
+        threads=1,
+        device="cpu",
+    )
     cfg = TrainConfig(**{**settings, **overrides}).validate()
     vocab = Vocab.from_text(text)
     ids = vocab.encode(text)
     n_val = int(len(ids) * cfg.val_frac)
     timing = {} if clock is None else {"clock": clock}
-    return engine(cfg, vocab, ids[: len(ids) - n_val], ids[len(ids) - n_val :], tmp_path / "run", events=events, resume_from=resume_from, **timing)
+    return engine(
+        cfg,
+        vocab,
+        ids[: len(ids) - n_val],
+        ids[len(ids) - n_val :],
+        tmp_path / "run",
+        events=events,
+        resume_from=resume_from,
+        **timing,
+    )
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -75,8 +95,17 @@ def test_carried_state_learns_structure_longer_than_a_chunk(tmp_path):
     newline_loss = {}
     for carry in (True, False):
         trainer = make_trainer(
-            text, tmp_path / str(carry), cell="lstm", hidden=64, seq_len=seq_len, batch_size=16,
-            carry_state=carry, max_steps=1200, eval_every=1200, lr=1e-2, val_frac=0.2,
+            text,
+            tmp_path / str(carry),
+            cell="lstm",
+            hidden=64,
+            seq_len=seq_len,
+            batch_size=16,
+            carry_state=carry,
+            max_steps=1200,
+            eval_every=1200,
+            lr=1e-2,
+            val_frac=0.2,
         )
         trainer.fit()
         losses, targets = per_target_losses(trainer.model, trainer.val_ids, 16, seq_len)
@@ -97,7 +126,9 @@ def test_resume_is_exact(tmp_path):
 
     first = make_trainer(text, tmp_path / "b", **common)
     first.fit(until_step=12)  # stops like an interruption: saves last.pt, evaluates nothing extra
-    resumed = make_trainer(text, tmp_path / "b", resume_from=checkpoint.load(tmp_path / "b" / "run" / "last.pt"), **common)
+    resumed = make_trainer(
+        text, tmp_path / "b", resume_from=checkpoint.load(tmp_path / "b" / "run" / "last.pt"), **common
+    )
     assert resumed.progress.step == 12
     resumed.fit()
 
@@ -164,7 +195,9 @@ def test_non_finite_steps_are_skipped_and_counted(tmp_path):
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["skipped_steps"] == 4 and math.isfinite(rows[-1]["val_loss"])
-    assert [e["message"] for e in events if e["event"] == "warning"] == [f"step {n}: non-finite loss or gradient, update skipped" for n in (5, 6, 7, 20)]
+    assert [e["message"] for e in events if e["event"] == "warning"] == [
+        f"step {n}: non-finite loss or gradient, update skipped" for n in (5, 6, 7, 20)
+    ]
 
 
 def test_a_non_finite_gradient_of_a_finite_loss_is_skipped_too(tmp_path):
@@ -174,7 +207,9 @@ def test_a_non_finite_gradient_of_a_finite_loss_is_skipped_too(tmp_path):
     summary = trainer.fit()
     losses = [e["loss"] for e in events if e["event"] == "step"]
     assert all(math.isfinite(loss) for loss in losses) and summary["skipped_steps"] == 1
-    assert [e["message"] for e in events if e["event"] == "warning"] == ["step 3: non-finite loss or gradient, update skipped"]
+    assert [e["message"] for e in events if e["event"] == "warning"] == [
+        "step 3: non-finite loss or gradient, update skipped"
+    ]
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
@@ -219,7 +254,9 @@ def test_precision_options(tmp_path):
     logits.clear()
     fp16.model.head.register_forward_hook(lambda module, args, out: logits.add(out.dtype) if module.training else None)
     fp16.fit()
-    assert [e["message"] for e in events if e["event"] == "warning"] == ["--precision fp16 is not supported on the CPU; training in fp32 (try bf16)"]
+    assert [e["message"] for e in events if e["event"] == "warning"] == [
+        "--precision fp16 is not supported on the CPU; training in fp32 (try bf16)"
+    ]
     assert logits == {torch.float32}
 
 
@@ -260,7 +297,9 @@ def test_the_compiled_forward_trains_and_a_compile_that_fails_later_falls_back_w
     trainer = make_trainer(text, tmp_path / "compiled", events=events.append, compile=True, max_steps=6)
     trainer.fit()
     assert calls == [trainer.train_model, True, False, False]  # one compile; steps 1 and 2 compiled, step 3 failed
-    assert [e["message"] for e in events if e["event"] == "warning"] == [f"--compile failed (RuntimeError: {('recompilation failed: ' + 'x' * 300)[:200]}); training without it"]
+    assert [e["message"] for e in events if e["event"] == "warning"] == [
+        f"--compile failed (RuntimeError: {('recompilation failed: ' + 'x' * 300)[:200]}); training without it"
+    ]
     for name, weight in eager.model.state_dict().items():
         assert torch.equal(trainer.model.state_dict()[name], weight), name
 
