@@ -125,115 +125,71 @@ def sample(
 ) -> None:
     """Generate text from a trained model and stream it to stdout."""
     try:
-        _sample(
-            checkpoint_path,
-            length,
-            temp,
-            top_k,
-            top_p,
-            prime,
-            prime_file,
-            unknown,
-            stop or [],
-            seed,
-            num_samples,
-            separator,
-            echo_prime,
-            device,
-            engine,
-            beam,
-            beam_norm,
-        )
+        if prime is not None and prime_file is not None:
+            raise CharRNNError("give --prime or --prime-file, not both")
+        if unknown not in ("error", "skip"):
+            raise CharRNNError(f"--unknown {unknown!r} is not one of: error, skip")
+        if prime_file is not None:
+            from charrnn.data.corpus import read_text
+
+            prime = read_text(prime_file, flags=(), what="the prime file")
+        cfg = SampleConfig(
+            length=length,
+            temp=temp,
+            top_k=top_k,
+            top_p=top_p,
+            prime=prime or "",
+            seed=seed,
+            num_samples=num_samples,
+            stop=stop or [],
+            beam=beam,
+            beam_norm=beam_norm,
+        ).validate()
+        _sample(checkpoint_path, cfg, unknown, separator, echo_prime, device, engine)
     except CharRNNError as exc:
         _fail(exc)
 
 
-def _sample(
-    checkpoint_path,
-    length,
-    temp,
-    top_k,
-    top_p,
-    prime,
-    prime_file,
-    unknown,
-    stop,
-    seed,
-    num_samples,
-    separator,
-    echo_prime,
-    device,
-    engine="auto",
-    beam=0,
-    beam_norm=0.0,
-) -> None:
-    if prime is not None and prime_file is not None:
-        raise CharRNNError("give --prime or --prime-file, not both")
-    if unknown not in ("error", "skip"):
-        raise CharRNNError(f"--unknown {unknown!r} is not one of: error, skip")
-    if prime_file is not None:
-        from charrnn.data.corpus import read_text
-
-        prime = read_text(prime_file, flags=(), what="the prime file")
-    cfg = SampleConfig(
-        length=length,
-        temp=temp,
-        top_k=top_k,
-        top_p=top_p,
-        prime=prime or "",
-        seed=seed,
-        num_samples=num_samples,
-        stop=stop,
-        beam=beam,
-        beam_norm=beam_norm,
-    ).validate()
-
+def _sample(path: Path | None, cfg: SampleConfig, unknown: str, separator: str, echo: bool, device, engine) -> None:
+    """Write the samples of `cfg` to stdout as they are generated: a driver over charrnn.load."""
+    from charrnn.api.model import load
     from charrnn.machine.threads import FreeCores, limit_blas_threads, threads_for_command, use_threads
 
     # The cores free now; the engine follows the load while it runs (a busy neighbour makes a
     # second thread cost several times over: README, Busy machines).
     threads = threads_for_command()
     limit_blas_threads(threads)
-    from charrnn.sample.batch import Engine, config_streams
-    from charrnn.sample.engines import open_stepper  # imports torch only if the engine or a .pt needs it
-    from charrnn.sample.generate import OneAfterAnother, prime_ids
+    if path is None:
+        from charrnn.store.run_folder import newest_model
 
-    if checkpoint_path is None:
-        from charrnn.sample.engines import newest
-
-        checkpoint_path = newest("checkpoints")
+        path = newest_model("checkpoints")
         _stderr().print(
-            f"sampling from {checkpoint_path} (the newest {checkpoint_path.name} under checkpoints/; -c to choose)",
-            soft_wrap=True,
+            f"sampling from {path} (the newest {path.name} under checkpoints/; -c to choose)", soft_wrap=True
         )
-    stepper, vocab, chosen = open_stepper(checkpoint_path, engine, device)
-    if chosen in ("torch", "packed"):
+    model = load(path, engine=engine, device=device)  # imports torch only if the engine or a .pt needs it
+    if model.engine in ("torch", "packed"):
         use_threads(threads)
-    _, _, dropped = prime_ids(vocab, cfg.prime, unknown)
+    model.threads = FreeCores()
+    dropped = model.unknown_chars(cfg.prime) if unknown == "skip" else []
     if dropped:
         from charrnn.data.vocab import describe_chars
 
         _stderr().print(
             f"warning: dropped prime characters the model never saw: {describe_chars(dropped)}", soft_wrap=True
         )
+    settings = dict(temperature=cfg.temp, top_k=cfg.top_k, top_p=cfg.top_p, seed=cfg.seed, stop=cfg.stop)
     out = _Stdout()
-    if beam:  # (the best beam is known only at the end: nothing to stream)
-        from charrnn.sample.beam import beam_texts
-
-        out.write(separator.join(beam_texts(stepper, vocab, cfg, unknown, echo_prime)))
-        out.close()
-        return
-    samples = OneAfterAnother(out.write, num_samples, separator)  # the first streams at once
-    ids, echo, _ = prime_ids(vocab, cfg.prime, unknown)
-    for b in range(num_samples if echo_prime else 0):
-        samples.piece(b, echo)
-    streams = config_streams(
-        cfg, ids, on_text=lambda s, char: samples.piece(s.tag, char), on_end=lambda s: samples.end(s.tag)
-    )
-    engine = Engine(stepper, vocab, threads=FreeCores())  # the same engine as `charrnn serve`'s: the same text
-    engine.submit(streams)
-    engine.run_until_done(streams)
-    samples.close()
+    if cfg.beam:  # (the best beam is known only at the end: nothing to stream)
+        beams = model.generate(
+            cfg.prime, cfg.length, stop=cfg.stop, n=cfg.num_samples, echo=echo, unknown=unknown, beam=cfg.beam,
+            beam_norm=cfg.beam_norm,
+        )  # fmt: skip
+        out.write(separator.join(beams))
+    else:  # the first sample as it is generated, the others after it
+        for piece in model.stream(
+            cfg.prime, cfg.length, n=cfg.num_samples, echo=echo, unknown=unknown, separator=separator, **settings
+        ):
+            out.write(piece)
     out.close()
 
 

@@ -34,7 +34,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -205,9 +205,16 @@ class Engine:
 
     def run_until_done(self, streams: list[Stream]) -> None:
         """Step in this thread until every one of `streams` (submitted) has ended."""
+        for _ in self.stepping(streams):
+            pass
+
+    def stepping(self, streams: list[Stream]) -> Iterator[None]:
+        """Step in this thread until every one of `streams` (submitted) has ended, pausing after
+        each step (a generator: the caller hands on what the step wrote, or stops early)."""
         while not all(s.done.is_set() for s in streams):
             self._choose_threads()
             self.step()
+            yield
 
     def step(self) -> None:
         """One step of every active stream (see the module's docstring)."""
