@@ -135,11 +135,13 @@ def main() -> None:
     for by_hand, name in ((False, "nn.GRU (oneDNN)"), (True, "hand-written")):
         gflops = statistics.median(speed[by_hand])
         print(
-            f"{name:16} {gflops * 1e9 / flops * T * B:7,.0f} chars/s  {gflops:5.1f} GFLOP/s  {gflops / peak:4.0%} of peak {peak:.0f}"
+            f"{name:16} {gflops * 1e9 / flops * T * B:7,.0f} chars/s  {gflops:5.1f} GFLOP/s  {gflops / peak:4.0%} of "
+            f"peak {peak:.0f}"
         )
     ratios = [b / a for a, b in zip(speed[False], speed[True])]
     print(
-        f"hand-written / nn.GRU per round: {', '.join(f'{r:.2f}' for r in ratios)}; median {statistics.median(ratios):.2f}"
+        f"hand-written / nn.GRU per round: {', '.join(f'{r:.2f}' for r in ratios)}; median "
+        f"{statistics.median(ratios):.2f}"
     )
 
 

@@ -167,10 +167,12 @@ def memory(args, work: Path, env: dict) -> None:
     prepared = json.loads(results["prepare big"]["stdout"])
     again = json.loads(results["prepare again"]["stdout"])
     print(
-        f"corpus: {prepared['bytes'] / 1e6:,.0f} MB, {prepared['chars']:,} characters, {prepared['distinct']} distinct, ids {prepared['dtype']}"
+        f"corpus: {prepared['bytes'] / 1e6:,.0f} MB, {prepared['chars']:,} characters, {prepared['distinct']} "
+        f"distinct, ids {prepared['dtype']}"
     )
     print(
-        f"prepare: {prepared['seconds']:.1f} s, {prepared['mb_per_s']:.1f} MB/s; from the cache: {again['seconds']:.2f} s"
+        f"prepare: {prepared['seconds']:.1f} s, {prepared['mb_per_s']:.1f} MB/s; from the cache: "
+        f"{again['seconds']:.2f} s"
     )
     print(f"{'command':<24}{'peak RSS MB':>12}{'wall s':>9}")
     for name, r in results.items():
@@ -223,7 +225,8 @@ def scaling(args, work: Path, env: dict) -> None:
         ("2 processes, same global batch", ["--batch-size", str(b // 2), "--nproc", "2"], 2, b // 2),
     ]
     print(
-        f"CPU scaling on {cores} cores: LSTM 2x{args.hidden}, seq-len 128, {steps} steps; 2 processes get {max(1, cores // 2)} threads each"
+        f"CPU scaling on {cores} cores: LSTM 2x{args.hidden}, seq-len 128, {steps} steps; "
+        f"2 processes get {max(1, cores // 2)} threads each"
     )
     print(f"{'':<40}{'batch/proc':>11}{'global':>8}{'chars/s':>10}")
     base = None

@@ -75,9 +75,8 @@ def main() -> None:
             for name, make in engines.items():
                 runs[name].append(chars_per_sec(make(), vocab, batch, length))
         for name, rates in runs.items():
-            print(
-                f"batch {batch:>2}  {name:<28} {statistics.median(rates):>9,.0f} chars/s  (runs: {', '.join(f'{r:,.0f}' for r in rates)})"
-            )
+            each = ", ".join(f"{r:,.0f}" for r in rates)
+            print(f"batch {batch:>2}  {name:<28} {statistics.median(rates):>9,.0f} chars/s  (runs: {each})")
 
 
 if __name__ == "__main__":

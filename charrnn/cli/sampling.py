@@ -27,7 +27,11 @@ def sample(
         typer.Option(
             "--checkpoint",
             "-c",
-            help="Checkpoint (.pt), run folder (its best.pt, else last.pt) or export (.npz, see `charrnn export`) to sample from. \\[default: the newest best.pt under checkpoints/, else the newest last.pt]",
+            help=(
+                "Checkpoint (.pt), run folder (its best.pt, else last.pt) or export (.npz, see `charrnn export`) to "
+                "sample from. \\[default: the newest best.pt under checkpoints/, else the newest "
+                "last.pt]"
+            ),
             show_default=False,
         ),
     ] = None,
@@ -89,7 +93,8 @@ def sample(
         int,
         _opt(
             "num_samples",
-            "Generate this many samples together (one batch), printed one after the other, the first as it is generated.",
+            "Generate this many samples together (one batch), printed one after the other, the first as it is "
+            "generated.",
             "Text",
             SAMPLE_DEFAULTS,
         ),
@@ -104,21 +109,33 @@ def sample(
     engine: Annotated[
         str,
         typer.Option(
-            help="What computes the logits: packed (CPU: NumPy with oneDNN products on packed weights, the fastest for several samples), numpy (NumPy only, CPU; no torch needed for an .npz), torch (any device), or auto: packed on the CPU (numpy for an .npz), torch on a GPU. They give the same text for the same seed up to float32 rounding.",
+            help=(
+                "What computes the logits: packed (CPU: NumPy with oneDNN products on packed weights, the fastest "
+                "for several samples), numpy (NumPy only, CPU; no torch needed for an .npz), torch (any device), or "
+                "auto: packed on the CPU (numpy for an .npz), torch on a GPU. They give the same text for the same "
+                "seed up to float32 rounding."
+            ),
             rich_help_panel="Run",
         ),
     ] = "auto",
     beam: Annotated[
         int,
         typer.Option(
-            help="Beam search of this width instead of sampling: the most likely continuation, the same every time (--temp, --top-k, --top-p and --seed do not apply); with --num-samples K (at most the width), the K best, best first. 0 = sample.",
+            help=(
+                "Beam search of this width instead of sampling: the most likely continuation, the same every time "
+                "(--temp, --top-k, --top-p and --seed do not apply); with --num-samples K (at most the width), the K "
+                "best, best first. 0 = sample."
+            ),
             rich_help_panel="Beam search",
         ),
     ] = 0,
     beam_norm: Annotated[
         float,
         typer.Option(
-            help="Compare beams by log-probability / length^this, so that beams ended early by --stop are not preferred for being short; 0 = plain log-probability.",
+            help=(
+                "Compare beams by log-probability / length^this, so that beams ended early by --stop are not "
+                "preferred for being short; 0 = plain log-probability."
+            ),
             rich_help_panel="Beam search",
         ),
     ] = 0.0,
@@ -211,7 +228,8 @@ def play(
     try:
         if not sys.stdin.isatty():
             raise CharRNNError(
-                "play needs a terminal on stdin (it reads what you type); in scripts and pipes use: charrnn sample --prime TEXT"
+                "play needs a terminal on stdin (it reads what you type); in scripts and pipes use: charrnn sample "
+                "--prime TEXT"
             )
         from charrnn.machine.threads import limit_blas_threads
 
@@ -326,7 +344,10 @@ def export(
         typer.Option(
             "--format",
             "-f",
-            help="npz: the weights as NumPy arrays (torch's names) and the vocabulary and model as JSON; `charrnn sample -c FILE.npz` reads it without torch.",
+            help=(
+                "npz: the weights as NumPy arrays (torch's names) and the vocabulary and model as JSON; `charrnn "
+                "sample -c FILE.npz` reads it without torch."
+            ),
         ),
     ] = "npz",
     out: Annotated[
@@ -346,7 +367,8 @@ def export(
         path = resolve_checkpoint(checkpoint_path)
         written = export_npz(path, out or path.with_suffix(".npz"))
         _stderr().print(
-            f"wrote {written} ({written.stat().st_size:,} bytes); sample from it with: charrnn sample -c {shlex.quote(str(written))}",
+            f"wrote {written} ({written.stat().st_size:,} bytes); sample from it with: charrnn sample -c "
+            f"{shlex.quote(str(written))}",
             soft_wrap=True,
         )
     except CharRNNError as exc:

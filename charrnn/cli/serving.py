@@ -22,14 +22,20 @@ def serve_command(
         list[Path] | None,
         typer.Argument(
             metavar="CKPT",
-            help="Checkpoints (.pt) or run folders to serve, each by its run folder's name. \\[default: the newest best.pt under checkpoints/, as `sample`]",
+            help=(
+                "Checkpoints (.pt) or run folders to serve, each by its run folder's name. \\[default: the newest "
+                "best.pt under checkpoints/, as `sample`]"
+            ),
             show_default=False,
         ),
     ] = None,
     host: Annotated[
         str,
         typer.Option(
-            help="Address to listen on. Anything but a loopback address (127.0.0.1, ::1, localhost) lets other machines use the models, and needs --api-key."
+            help=(
+                "Address to listen on. Anything but a loopback address (127.0.0.1, ::1, localhost) lets other "
+                "machines use the models, and needs --api-key."
+            )
         ),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on; 0 lets the system choose a free one (printed).")] = 8000,
@@ -39,21 +45,31 @@ def serve_command(
     max_seconds: Annotated[
         float,
         typer.Option(
-            help="The most seconds one request may take, its prime included; a sample that runs out ends there (a beam search fails)."
+            help=(
+                "The most seconds one request may take, its prime included; a sample that runs out ends there (a "
+                "beam search fails)."
+            )
         ),
     ] = 30.0,
     api_key: Annotated[
         str | None,
         typer.Option(
             envvar="CHARRNN_API_KEY",
-            help="Every /v1/ request must send `Authorization: Bearer KEY` (OpenAI clients: api_key=KEY). Needed to listen beyond this machine. The page takes it as #key=KEY after its address.",
+            help=(
+                "Every /v1/ request must send `Authorization: Bearer KEY` (OpenAI clients: api_key=KEY). Needed to "
+                "listen beyond this machine. The page takes it as #key=KEY after its "
+                "address."
+            ),
             show_default=False,
         ),
     ] = None,
     cors_origin: Annotated[
         str | None,
         typer.Option(
-            help="Let the pages of this one origin (e.g. http://localhost:3000) call the API from a browser; others are refused. \\[default: none: only the page served at /]",
+            help=(
+                "Let the pages of this one origin (e.g. http://localhost:3000) call the API from a browser; others "
+                "are refused. \\[default: none: only the page served at /]"
+            ),
             show_default=False,
         ),
     ] = None,
@@ -105,13 +121,15 @@ def _serve(
             or cors_origin.endswith("/")
         ):
             raise CharRNNError(
-                f"--cors-origin {cors_origin!r} must be an origin: a scheme and a host, e.g. http://localhost:3000 (no path)"
+                f"--cors-origin {cors_origin!r} must be an origin: a scheme and a host, e.g. http://localhost:3000 "
+                "(no path)"
             )
     from charrnn.serve.guard import Security, is_loopback
 
     if not is_loopback(host) and api_key is None:
         raise CharRNNError(
-            f"--host {host} lets other machines use the models: give --api-key KEY (or CHARRNN_API_KEY) so that only those who know it can"
+            f"--host {host} lets other machines use the models: give --api-key KEY (or CHARRNN_API_KEY) so that only "
+            "those who know it can"
         )
     from charrnn.machine.threads import limit_blas_threads
 
@@ -128,10 +146,12 @@ def _serve(
             checkpoints = [newest("checkpoints")]
         except CharRNNError:
             raise CharRNNError(
-                "no checkpoint under checkpoints/: train a model first (charrnn train FILE) or name one (charrnn serve CKPT)"
+                "no checkpoint under checkpoints/: train a model first (charrnn train FILE) or name one (charrnn "
+                "serve CKPT)"
             ) from None
         console.print(
-            f"serving {checkpoints[0]} (the newest {checkpoints[0].name} under checkpoints/; name checkpoints to choose)",
+            f"serving {checkpoints[0]} (the newest {checkpoints[0].name} under checkpoints/; name checkpoints to "
+            "choose)",
             soft_wrap=True,
         )
     models = load_models(checkpoints)
@@ -144,7 +164,8 @@ def _serve(
     try:
         if not is_loopback(host):
             console.print(
-                f"warning: listening on {host}, not only on this machine: anyone who can reach it and knows the API key may use the models",
+                f"warning: listening on {host}, not only on this machine: anyone who can reach it and knows the API "
+                "key may use the models",
                 soft_wrap=True,
             )
         names = ", ".join(f"{name} ({model.path})" for name, model in models.items())

@@ -159,7 +159,8 @@ class _Deadline:
         if time.monotonic() > self.deadline:
             raise BadRequest(
                 "beam",
-                f"the beam search took longer than this server's --max-seconds {self.max_seconds:g}: ask for a narrower beam or a shorter length",
+                f"the beam search took longer than this server's --max-seconds {self.max_seconds:g}: ask for a "
+                "narrower beam or a shorter length",
             )
         return self.inner.step(ids)
 

@@ -152,7 +152,8 @@ class Guard:
         if not sec.host_allowed(host):
             return (
                 403,
-                f"Host {host!r} is not this server: it answers requests to {sec.host}:{sec.port} or localhost only (a page elsewhere must not reach it)",
+                f"Host {host!r} is not this server: it answers requests to {sec.host}:{sec.port} or localhost only "
+                "(a page elsewhere must not reach it)",
             )
         origin = headers.get("origin")
         if origin is not None and origin != sec.cors_origin and not self._own(origin, host):
@@ -175,7 +176,8 @@ class Guard:
             if kind != "application/json":
                 return (
                     415,
-                    f"a POST body must be JSON sent as Content-Type: application/json (got {kind or 'none'!r}; with curl: -H 'Content-Type: application/json')",
+                    f"a POST body must be JSON sent as Content-Type: application/json (got {kind or 'none'!r}; with "
+                    "curl: -H 'Content-Type: application/json')",
                 )
             length = headers.get("content-length")
             if length is not None and (not length.isdigit() or int(length) > sec.max_body):

@@ -167,7 +167,8 @@ def test_config_file_and_command_line(tmp_path):
 
 def test_sample_into_a_closed_pipe_exits_quietly(trained):
     root, _, _ = trained
-    cmd = f"{sys.executable} -m charrnn sample --length 100000 --temp 1 | head -c 100 > /dev/null; echo ${{PIPESTATUS[0]}}"
+    sample = f"{sys.executable} -m charrnn sample --length 100000 --temp 1"
+    cmd = f"{sample} | head -c 100 > /dev/null; echo ${{PIPESTATUS[0]}}"
     result = subprocess.run(["bash", "-c", cmd], cwd=root, capture_output=True, timeout=120)
     assert result.stdout.decode().strip() == "0"
     assert result.stderr.decode().startswith("sampling from checkpoints/corpus/best.pt")  # no -c: it says which

@@ -71,7 +71,8 @@ def test_a_utf16_file_is_named_whatever_the_chunks(tmp_path):
     for chunk_bytes in (1, 3, 1 << 20):
         with pytest.raises(
             CharRNNError,
-            match="looks like UTF-16-LE text .NUL bytes where UTF-16-LE puts them., not utf-8; pass --encoding utf-16-le",
+            match="looks like UTF-16-LE text .NUL bytes where UTF-16-LE puts them., "
+            "not utf-8; pass --encoding utf-16-le",
         ):
             prepare_corpus([path], chunk_bytes=chunk_bytes)
 

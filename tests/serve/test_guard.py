@@ -208,7 +208,8 @@ def test_a_half_sent_request_is_closed(strict_server):
         assert closed_within(sock, 30) == b""
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(
-            b'POST /v1/sample HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"len'
+            b"POST /v1/sample HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: "
+            b'100\r\n\r\n{"len'
         )
         answer = closed_within(sock, 30)
         assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive" in answer
