@@ -95,3 +95,25 @@ def test_unknown_prime_characters():
     ids, echo, dropped = prime_ids(vocab, "azb", unknown="skip")
     assert echo == "ab" and dropped == ["z"] and ids == [vocab.index("a"), vocab.index("b")]
     assert prime_ids(vocab, "")[:2] == ([vocab.index("\n")], "")
+
+
+def test_dropping_unknown_prime_characters_takes_work_linear_in_the_prime(monkeypatch):
+    """A prime of thousands of distinct unknown characters (issue 26, item 2): the work must not
+    grow with length x distinct unknown ones. Counted as the sets and dicts built, not timed."""
+    from charrnn.sample import generate
+
+    built = {"n": 0}
+
+    class CountingSet(set):
+        def __init__(self, *args):
+            built["n"] += 1
+            super().__init__(*args)
+
+    monkeypatch.setattr(generate, "set", CountingSet, raising=False)
+    vocab = Vocab.from_text("abc")
+    unknown = "".join(chr(0x4E00 + i) for i in range(3000))  # 3,000 distinct CJK characters
+    prime = "a" + unknown + "b" + unknown[::-1] + "c"
+    ids, echo, dropped = prime_ids(vocab, prime, unknown="skip")
+    assert echo == "abc" and ids == [int(i) for i in vocab.encode("abc")]
+    assert dropped == list(unknown)
+    assert built["n"] <= 2  # not one a character (6,003 before)
