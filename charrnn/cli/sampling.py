@@ -235,7 +235,7 @@ def play(
 
         limit_blas_threads(1)  # one stream
         from charrnn.sample.engines import newest, open_stepper
-        from charrnn.sample.play import Session, run_session
+        from charrnn.sample.play import Interrupts, Session, run_session
 
         path = checkpoint_path or newest("checkpoints")
         stepper, vocab, chosen = open_stepper(path, engine, "cpu")
@@ -248,11 +248,14 @@ def play(
         except ImportError:
             pass
         out = _Stdout()
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops a text, not the session
+        interrupts = Interrupts()  # Ctrl-C stops a text, not the session, however many come
+        signal.signal(signal.SIGINT, interrupts.handler)
         _stderr().print(f"model: {path}", soft_wrap=True)
-        run_session(
-            Session(stepper, vocab), input, out.write, lambda text: _stderr().print(text, style="dim", soft_wrap=True)
-        )
+        try:
+            say = lambda text: _stderr().print(text, style="dim", soft_wrap=True)  # noqa: E731
+            run_session(Session(stepper, vocab), input, out.write, say, interrupts)
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # on the way out, a late Ctrl-C changes nothing
     except CharRNNError as exc:
         _fail(exc)
 

@@ -19,6 +19,8 @@ import numpy as np
 
 from charrnn.sample.generate import Stepper
 
+MAX_BEAM = 32  # the widest beam `play` and `serve` accept (its memory grows with the width)
+
 
 @dataclass
 class Beam:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from charrnn.config import SampleConfig
 from charrnn.data.vocab import Vocab
 from charrnn.errors import CharRNNError
+from charrnn.sample.beam import MAX_BEAM
 from charrnn.sample.generate import Carry, Stepper, generate
 
 HELP = """\
@@ -101,6 +102,8 @@ def apply_command(settings: Settings, line: str) -> Settings:
     except ValueError:
         raise CharRNNError(f":{name} {value.strip() or '(nothing)'}: not a valid value (:help lists them)") from None
     changed.sample_config("")  # the same rules as `sample`'s flags
+    if changed.beam > MAX_BEAM:  # (memory grows with the width: 1,000,000 took 4.4 GB)
+        raise CharRNNError(f":beam {changed.beam}: at most {MAX_BEAM}, as `charrnn serve` allows")
     return changed
 
 
@@ -132,16 +135,41 @@ class Session:
             self.carry.logits = None
 
 
+class Interrupts:
+    """Ctrl-C as the session wants it, whatever their number: while a text is generated it stops
+    that text, at the prompt it gives a new prompt, and anywhere else (the session's own
+    bookkeeping between the two) it does nothing. The SIGINT handler raises KeyboardInterrupt only
+    while armed, and disarms itself as it does: a storm of signals raises once per arming, never
+    inside the `except` that handles the last one."""
+
+    def __init__(self):
+        self.armed = False
+
+    def handler(self, signum, frame) -> None:
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
+
+
 def run_session(
-    session: Session, read_line: Callable[[str], str], write: Callable[[str], None], say: Callable[[str], None]
+    session: Session,
+    read_line: Callable[[str], str],
+    write: Callable[[str], None],
+    say: Callable[[str], None],
+    interrupts: Interrupts | None = None,
 ) -> None:
-    """The loop: status line, prompt, then a command or a text; until EOF (Ctrl-D) or :quit."""
+    """The loop: status line, prompt, then a command or a text; until EOF (Ctrl-D) or :quit.
+    `interrupts`: the armed SIGINT handler the command line installs (None: Ctrl-C raises as usual)."""
+    interrupts = interrupts or Interrupts()
     say("charrnn play: type a prime and press Enter; :help lists the commands, Ctrl-D leaves")
     while True:
         say(session.settings.status())
         try:
+            interrupts.armed = True
             line = read_line("> ")
+            interrupts.armed = False
         except EOFError:
+            interrupts.armed = False
             write("\n")
             return
         except KeyboardInterrupt:  # at the prompt: a new prompt, as in a shell
@@ -159,10 +187,13 @@ def run_session(
                 say(f"error: {exc}")
             continue
         try:
+            interrupts.armed = True
             session.answer(line, write)
+            interrupts.armed = False
             write("\n")
         except KeyboardInterrupt:
             write("\n")
             say("(stopped)")
         except CharRNNError as exc:
+            interrupts.armed = False
             say(f"error: {exc}")

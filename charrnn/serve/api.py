@@ -23,10 +23,10 @@ import numpy as np
 
 from charrnn.config import SampleConfig, defaults, typed_value
 from charrnn.errors import CharRNNError
+from charrnn.sample.beam import MAX_BEAM
 from charrnn.serve.models import ServedModel
 
 MAX_SAMPLES = 16  # samples (or beams) per request: each is a stream of the batch
-MAX_BEAM = 32
 MAX_TEXT = 100_000  # characters of a prime or of a text to score
 NEURONS_MAX_CHARS = 2000  # characters of the cell-activation view (as `neurons --max-chars`)
 SAMPLE_DEFAULTS = defaults(SampleConfig)

@@ -39,6 +39,7 @@ def test_commands_change_the_settings_and_bad_ones_change_nothing():
         (":beam -2", "--beam -2 must be"),
         (":keep maybe", "not a valid value"),
         (":colour red", "unknown command :colour"),
+        (":beam 1000000", "at most 32"),  # (1,000,000 took 4.4 GB)
     ):
         with pytest.raises(CharRNNError, match=why):
             apply_command(s, bad)
@@ -162,6 +163,16 @@ def test_the_real_session_in_a_pseudo_terminal(tmp_path):
         os.write(main, b"\x03")  # Ctrl-C while it writes: the terminal sends SIGINT to the session
         read_until(main, lambda seen: b"> " in seen.partition(b"(stopped)")[2])  # (one read may bring both)
         assert process.poll() is None  # still in the session
+        # A storm of Ctrl-C while it writes (and after): the text stops, the session stays.
+        os.write(main, b"the\r")
+        read_until(main, lambda seen: len(seen.rpartition(b"the\r\n")[2]) >= 100)
+        for _ in range(300):  # (spread out: signals sent at once would merge into a few)
+            os.kill(process.pid, signal.SIGINT)
+            time.sleep(0.002)
+        os.write(main, b":length 5\r")  # (typed after the storm: its status line says the session took it)
+        screen = read_until(main, lambda seen: b"> " in seen.partition(b"length 5 ")[2])
+        assert process.poll() is None and b"(stopped)" in screen
+        assert b"Traceback" not in screen and b"excepthook" not in screen
         os.write(main, b"\x04")  # Ctrl-D at an empty prompt: leave
         assert process.wait(timeout=60) == 0
     finally:
