@@ -293,7 +293,11 @@ class Server:
         import uvicorn
 
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP named, not 0: the connections accepted inherit it, and asyncio turns Nagle's
+        # algorithm off (TCP_NODELAY) only on sockets that say they are TCP. With it on, a reply's
+        # last small write waited for the client's delayed ACK: 44 ms a request on a kept-alive
+        # connection, against 6 ms on a new one (issue 26, item 6).
+        self.sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self.sock.bind((host, port))

@@ -229,3 +229,17 @@ def test_connections_past_the_bound_are_answered_503(strict_server):
     while request(strict_server.url)[0] != 200:  # the bound is on connections open now
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_kept_alive_connections_do_not_wait_for_delayed_acks(strict_server):
+    """Nagle's algorithm is off on the connections the server accepts (TCP_NODELAY): with it on,
+    a reply's last small write waited for the client's delayed ACK, 44 ms a request on a
+    kept-alive connection (issue 26, item 6). Checked on the server's side of the socket."""
+    port = strict_server.sock.getsockname()[1]
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", "/v1/models")
+    assert connection.getresponse().read()
+    (protocol,) = strict_server.uvicorn.server_state.connections  # this one, kept alive
+    accepted = protocol.transport.get_extra_info("socket")
+    assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    connection.close()
