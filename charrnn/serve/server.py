@@ -267,7 +267,9 @@ def make_app(models: dict[str, ServedModel], limits: Limits, security: Security)
 
     async def not_allowed(request, exc):
         return JSONResponse(
-            {"error": f"{request.method} is not allowed on {request.url.path}", "field": None}, status_code=405
+            {"error": f"{request.method} is not allowed on {request.url.path}", "field": None},
+            status_code=405,
+            headers=getattr(exc, "headers", None),  # Allow: the methods that are
         )
 
     async def internal(request, exc):  # a bug: the client gets a 500 and the server goes on

@@ -83,6 +83,9 @@ def test_pages_elsewhere_are_refused_and_no_cors_headers_are_sent(server):
     assert status in (403, 405) and "access-control-allow-origin" not in headers
     status, headers, answer = request(server.url, "OPTIONS", "/v1/sample")
     assert status == 405 and headers["allow"] == "GET, POST" and answer["error"]
+    for method, path, allowed in (("HEAD", "/v1/sample", "POST"), ("DELETE", "/v1/models", "GET")):
+        status, headers, _ = request(server.url, method, path)  # (issue 26, item 11: a 405 says what is allowed)
+        assert status == 405 and allowed in headers["allow"] and headers["content-type"] == "application/json"
     own = server.url.rstrip("/")  # the page this server serves at / may call it
     status, headers, answer = request(server.url, "POST", "/v1/sample", body, {"Origin": own})
     assert status == 200 and len(answer["text"]) == 5 and "access-control-allow-origin" not in headers
