@@ -94,6 +94,7 @@ def model_info(name: str, record) -> dict[str, Any]:
     """`charrnn info`'s fields (cli/tables.checkpoint_table) as JSON, from a ModelFile: what a
     checkpoint knows of its training, or the summary an export keeps (None where unknown)."""
     from charrnn.cells import parameter_count
+    from charrnn.store.model_file import file_format
 
     model, info, training = record.model, record.info, record.training
     best = training.best_val_loss if training is not None else None
@@ -119,8 +120,8 @@ def model_info(name: str, record) -> dict[str, Any]:
         "train_chars": known["train_chars"],
         "config": None if info is None else _config(info.config),  # an export keeps no training options
         "saved_at": info.saved_at if info is not None else None,
-        "format": _format(record.path)[0],
-        "format_version": _format(record.path)[1],
+        "format": file_format(record.path)[0],
+        "format_version": file_format(record.path)[1],
         "charrnn_version": info.charrnn_version if info is not None else None,
     }
 
@@ -132,17 +133,3 @@ def _config(config) -> dict[str, Any]:
         for k, v in asdict(config).items()
         if v is not None
     }
-
-
-def _format(path: Path) -> tuple[str, int]:
-    """The file's format and its version. Each reader refuses a version newer than its own and
-    each format has had one version so far, so a file that loaded has the one this charrnn writes."""
-    from charrnn.store import export, model_folder
-
-    if path.suffix == ".npz":
-        return export.FORMAT, export.FORMAT_VERSION
-    if path.suffix == ".safetensors":
-        return model_folder.FORMAT, model_folder.FORMAT_VERSION
-    from charrnn.store import checkpoint
-
-    return checkpoint.FORMAT, checkpoint.FORMAT_VERSION

@@ -133,9 +133,7 @@ def read_summary(data: Any, where: str) -> TrainingSummary:
         _require(value is None or value >= 0, f"{where}.{name}", value, "must be 0 or more")
     for name in ("best_val_loss", "train_seconds"):
         value = getattr(summary, name)
-        _require(
-            value is None or (math.isfinite(value) and value >= 0), f"{where}.{name}", value, "must be 0 or more"
-        )
+        _require(value is None or (math.isfinite(value) and value >= 0), f"{where}.{name}", value, "must be 0 or more")
     return summary
 
 

@@ -88,6 +88,21 @@ def open_model_file(path: str | Path) -> ModelFile:
     return ModelFile(path, numpy_weights(ckpt.model), ckpt.info.vocab, ckpt.info.model, ckpt.info)
 
 
+def file_format(path: Path) -> tuple[str, int]:
+    """The format of a model file and its version. Each reader refuses a version newer than its
+    own and each format has had one version so far, so a file that loaded has this charrnn's."""
+    from charrnn.store import export, model_folder
+
+    suffix = Path(path).suffix
+    if suffix == ".npz":
+        return export.FORMAT, export.FORMAT_VERSION
+    if suffix == ".safetensors":
+        return model_folder.FORMAT, model_folder.FORMAT_VERSION
+    from charrnn.store import checkpoint  # (torch: a .pt was read with it)
+
+    return checkpoint.FORMAT, checkpoint.FORMAT_VERSION
+
+
 def build_model(record: ModelFile, device="cpu"):
     """The CharRNN of a model file, on `device`, in eval mode."""
     import torch

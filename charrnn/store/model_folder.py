@@ -182,7 +182,7 @@ def _read_config(path: Path) -> tuple[ModelConfig, Vocab, str | None, TrainingSu
     except (ValueError, RecursionError) as exc:  # (UnicodeDecodeError is a ValueError)
         raise CharRNNError(f"{path}: not valid JSON ({str(exc).splitlines()[0][:120]})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CharRNNError(f"{path}: not a charrnn model's config (no \"format\": \"{FORMAT}\")")
+        raise CharRNNError(f'{path}: not a charrnn model\'s config (no "format": "{FORMAT}")')
     version = data.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise CharRNNError(f"{path}: damaged model config (format_version {str(version)[:40]!r})")
