@@ -33,6 +33,7 @@ from rich.table import Table
 from charrnn.bench.tokenising import generated_corpus
 from charrnn.errors import plural
 from charrnn.machine.threads import cores_here
+from charrnn.store.run_folder import RunFolder
 
 CLIENTS = (1, 4, 16, 64)
 LENGTH = 200  # characters per sample
@@ -72,7 +73,7 @@ def _model(out: Path) -> Path:
         raise RuntimeError(
             f"the benchmark's model could not be trained ({done.returncode}): {done.stderr.decode(errors='replace')[-500:]}"
         )
-    return out / "served" / "best.pt"
+    return RunFolder(out / "served").best
 
 
 def start_server(checkpoint: Path, *flags: str, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
