@@ -132,7 +132,8 @@ def quality_table(result: dict[str, Any]):
     from rich.table import Table
 
     table = Table(
-        title=f"validation loss (nats/char) on the last 10% of {Path(result['corpus']).name} · {result['seconds']:g} s each",
+        title=f"validation loss (nats/char) on the last 10% of {Path(result['corpus']).name} · "
+        f"{result['seconds']:g} s each",
         title_justify="left",
     )
     for col in ("recipe", "model", "chars read", "at 25%", "at 50%", "at 75%", "best", "train at best"):

@@ -62,7 +62,8 @@ def _model_rows(model, vocab) -> list[tuple[str, str]]:
     return [
         (
             "model",
-            f"{model.cell.upper()} {model.layers}×{model.hidden}, embedding {model.embed}{tied}, dropout {model.dropout}",
+            f"{model.cell.upper()} {model.layers}×{model.hidden}, embedding {model.embed}{tied}, "
+            f"dropout {model.dropout}",
         ),
         ("parameters", f"{parameter_count(model):,}"),
         ("vocabulary", f"{plural(len(chars), 'character')}: {shown}"),
@@ -97,7 +98,8 @@ def bench_tables(result: dict) -> list[Table]:
 def _speed_tables(result: dict) -> list[Table]:
     machine = result["machine"]
     title = (
-        f"{machine['cpu']} · {plural(machine['threads'], 'thread')} · {machine['device']} · torch {machine['torch']} · peak matmul {result['peak_gflops']:.1f} GFLOP/s"
+        f"{machine['cpu']} · {plural(machine['threads'], 'thread')} · {machine['device']} · torch {machine['torch']} "
+        f"· peak matmul {result['peak_gflops']:.1f} GFLOP/s"
         + (f" · medians of {result['rounds']} rounds" if result.get("rounds", 1) > 1 else "")
     )
     train = Table(title=title, title_justify="left")
@@ -146,7 +148,8 @@ def _speed_tables(result: dict) -> list[Table]:
 def load_table(result: dict) -> Table:
     """`charrnn bench --load`: chars/s of each policy in each situation, and the ratio to alone."""
     table = Table(
-        title=f"training the default model on a busy machine · {plural(result['cores'], 'core')} · {result['seconds']:g} s each",
+        title=f"training the default model on a busy machine · {plural(result['cores'], 'core')} · "
+        f"{result['seconds']:g} s each",
         title_justify="left",
     )
     for col in ("threads", "situation", "chars/s", "vs alone", "used"):
@@ -159,8 +162,14 @@ def load_table(result: dict) -> Table:
             f"{row['vs_alone']:.0%}",
             " → ".join(str(n) for n in row["threads"]),
         )
-    table.caption = f"alone, charrnn's policy runs at {result['auto_vs_torch_alone']:.0%} of torch's defaults (torch, {result['cores']}: {result['cores']} threads, libgomp's default spin)"
+    table.caption = (
+        f"alone, charrnn's policy runs at {result['auto_vs_torch_alone']:.0%} of torch's defaults "
+        f"(torch, {result['cores']}: {result['cores']} threads, libgomp's default spin)"
+    )
     busy = result.get("busy_before")
     if busy is not None and busy > 0.3:
-        table.caption += f"; the machine was not idle: other processes kept {busy:.1f} cores busy before it started, so 'alone' was not"
+        table.caption += (
+            f"; the machine was not idle: other processes kept {busy:.1f} cores busy before it started, "
+            "so 'alone' was not"
+        )
     return table

@@ -41,7 +41,8 @@ def choose_engine(engine: str, device: str, path: Path) -> str:
         raise CharRNNError(f"--engine {engine} runs on the CPU only: drop --device {device}, or use --engine torch")
     if engine == "packed" and not packed_available():
         raise CharRNNError(
-            "--engine packed needs torch with oneDNN (torch's CPU wheels have it), which is not here; use --engine numpy"
+            "--engine packed needs torch with oneDNN (torch's CPU wheels have it), which is not here; "
+            "use --engine numpy"
         )
     if engine != "auto":
         return engine

@@ -113,9 +113,10 @@ def load(path: str | Path) -> Checkpoint:
         raise CharRNNError(f"{path}: no such checkpoint")
     if path.is_dir():
         raise CharRNNError(f"{path}: is a directory; give a .pt file (e.g. {path / run_folder.BEST})")
-    if path.suffix == ".npz":
+    if path.suffix in (".npz", ".safetensors"):
+        kind = "an .npz export" if path.suffix == ".npz" else "a model folder's model.safetensors"
         raise CharRNNError(
-            f"{path}: an .npz export holds only weights and vocabulary for `charrnn sample`; "
+            f"{path}: {kind} holds only weights and vocabulary for `charrnn sample`; "
             "give the .pt checkpoint it came from"
         )
     kind = file_kind(path)

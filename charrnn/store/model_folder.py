@@ -161,7 +161,8 @@ def load_model_folder(
     check_finite(weights, str(weights_path))
     if cfg.tie_weights and not np.array_equal(weights["embed.weight"], weights["head.weight"]):
         raise CharRNNError(
-            f"{weights_path}: damaged model: tie_weights, but head.weight differs from embed.weight (they are one matrix)"
+            f"{weights_path}: damaged model: tie_weights, but head.weight differs from embed.weight "
+            "(they are one matrix)"
         )
     return weights, vocab, cfg, training
 
@@ -188,7 +189,8 @@ def _read_config(path: Path) -> tuple[ModelConfig, Vocab, str | None, TrainingSu
         raise CharRNNError(f"{path}: damaged model config (format_version {str(version)[:40]!r})")
     if version > FORMAT_VERSION:
         raise CharRNNError(
-            f"{path}: model format version {version} is newer than this charrnn reads ({FORMAT_VERSION}); upgrade charrnn"
+            f"{path}: model format version {version} is newer than this charrnn reads ({FORMAT_VERSION}); "
+            "upgrade charrnn"
         )
     try:
         return _read_fields(data)
@@ -231,10 +233,12 @@ def _read_weights_file(path: Path, cfg: ModelConfig) -> bytes:
                 raise CharRNNError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
             (length,) = struct.unpack("<Q", head)
             if length > MAX_HEADER_BYTES or 8 + length > size:
-                raise CharRNNError(
-                    f"{path}: not a safetensors file (its header claims {length:,} bytes, "
-                    f"{'over the limit of ' + format(MAX_HEADER_BYTES, ',') if length > MAX_HEADER_BYTES else 'more than the file holds'})"
+                why = (
+                    f"over the limit of {MAX_HEADER_BYTES:,}"
+                    if length > MAX_HEADER_BYTES
+                    else "more than the file holds"
                 )
+                raise CharRNNError(f"{path}: not a safetensors file (its header claims {length:,} bytes, {why})")
             _check_header(fh.read(length), 8 + length, size, cfg, path)
             fh.seek(0)
             return fh.read()
@@ -261,7 +265,8 @@ def _check_header(raw: bytes, start: int, size: int, cfg: ModelConfig, path: Pat
             raise CharRNNError(f"{path}: damaged safetensors header (shape or offsets of {name[:40]})")
         if entry["dtype"] not in DTYPES:
             raise CharRNNError(
-                f"{path}: damaged model: {name[:40]} has dtype {str(entry['dtype'])[:10]}, expected one of {', '.join(DTYPES)}"
+                f"{path}: damaged model: {name[:40]} has dtype {str(entry['dtype'])[:10]}, expected one of "
+                f"{', '.join(DTYPES)}"
             )
         shapes[name] = tuple(shape)
         spans.append((offsets[0], offsets[1], math.prod(shape) * DTYPES[entry["dtype"]].itemsize, name))
@@ -276,7 +281,8 @@ def _check_header(raw: bytes, start: int, size: int, cfg: ModelConfig, path: Pat
     memory = physical_memory()
     if memory is not None and 2 * size > memory:  # the file's bytes, then the arrays
         raise CharRNNError(
-            f"{path}: its model needs {2 * size / 2**30:,.1f} GiB, more than this machine's {memory / 2**30:,.1f} GiB of memory"
+            f"{path}: its model needs {2 * size / 2**30:,.1f} GiB, more than this machine's "
+            f"{memory / 2**30:,.1f} GiB of memory"
         )
 
 

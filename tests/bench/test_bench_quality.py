@@ -28,8 +28,7 @@ def test_quality_trains_both_recipes_and_reports_their_curves(tmp_path, monkeypa
     assert result["seconds"] == 600 and set(result["recipes"]) == {"default recipe", "previous defaults"}
     previous = result["recipes"]["previous defaults"]
     assert (
-        previous["model"]
-        == f"LSTM {PREVIOUS['layers']}×{PREVIOUS['hidden']}, embed {PREVIOUS['embed']}, dropout 0, "
+        previous["model"] == f"LSTM {PREVIOUS['layers']}×{PREVIOUS['hidden']}, embed {PREVIOUS['embed']}, dropout 0, "
         f"batch {PREVIOUS['batch_size']}"
     )
     assert previous["size_line"] is None
