@@ -20,6 +20,7 @@ from tiny_run import structured_text, train_tiny_run
 
 import charrnn
 from charrnn.errors import CharRNNError
+from charrnn.sample.engines import open_stepper
 from charrnn.store import checkpoint
 from charrnn.store.model_file import open_model_file, resolve_checkpoint
 from charrnn.store.model_folder import MAX_HEADER_BYTES, load_model_folder, save_model_folder
@@ -86,6 +87,7 @@ def test_plain_safetensors_and_json_open_the_folder(exported):
 def test_the_folder_samples_as_its_checkpoint(exported):
     ckpt, folder = exported
     assert resolve_checkpoint(folder) == folder / "model.safetensors"
+    assert open_stepper(folder)[2] == "numpy"  # auto: no torch in the loop for an export
     by_folder = sample("-c", str(folder), *SAMPLE)
     assert len(by_folder.decode()) > 200
     assert by_folder == sample("-c", str(ckpt), "--engine", "torch", *SAMPLE)
