@@ -43,6 +43,7 @@ from charrnn.errors import CharRNNError
 from charrnn.machine.memory import physical_memory
 from charrnn.store.files import atomic_write
 from charrnn.store.metadata import Invalid, TrainingSummary, check_vocab, read_model, read_summary
+from charrnn.store.run_folder import RunFolder
 from charrnn.store.weights import check_finite, check_shapes
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ def save_model_folder(record: ModelFile, folder: str | Path) -> Path:
     with atomic_write(folder / WEIGHTS, "the model's weights") as fh:
         fh.write(data)
     with atomic_write(folder / CONFIG, "the model's config") as fh:
-        fh.write(text.encode("utf-8", "surrogatepass"))
+        fh.write(text.encode("utf-8"))  # (a Vocab holds no lone surrogates)
     return folder
 
 
@@ -100,8 +101,6 @@ def _check_target(folder: Path) -> None:
     """Refuse to write a model folder where it would replace or mix with something else."""
     if folder.exists() and not folder.is_dir():
         raise CharRNNError(f"{folder}: a file, not a folder; give a folder to write {WEIGHTS} and {CONFIG} in")
-    from charrnn.store.run_folder import RunFolder
-
     run_files = RunFolder(folder).existing()
     if run_files:
         raise CharRNNError(
