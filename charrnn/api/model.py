@@ -28,15 +28,15 @@ import numpy as np
 
 from charrnn.config import SampleConfig
 from charrnn.errors import CharRNNError
+from charrnn.store.metadata import TrainingSummary
 from charrnn.store.model_file import ModelFile, open_model_file
-from charrnn.units import LN2
 
 _DEFAULTS = SampleConfig()
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """What a model is: its shape, its vocabulary and (for a checkpoint) how far it trained."""
+    """What a model is: its shape, its vocabulary and, where the file says, how it was trained."""
 
     path: str
     cell: str
@@ -46,13 +46,11 @@ class ModelInfo:
     vocab_size: int
     parameters: int
     chars: str  # the vocabulary, in id order
-    step: int | None = None  # training steps taken (None: an export that did not keep it)
-    chars_seen: int | None = None
-    best_val_loss: float | None = None  # nats per character
+    training: TrainingSummary  # steps, characters seen, best validation loss... (None where unknown)
 
     @property
     def best_val_bpc(self) -> float | None:
-        return None if self.best_val_loss is None else self.best_val_loss / LN2
+        return self.training.best_val_bpc
 
 
 def load(path: str | Path, engine: str = "auto", device: str = "cpu") -> Model:
@@ -86,8 +84,7 @@ class Model:
     def info(self) -> ModelInfo:
         from charrnn.cells import parameter_count
 
-        c, progress = self.config, self.record.info.progress if self.record.info else None
-        best = progress.best_loss if progress is not None and np.isfinite(progress.best_loss) else None
+        c = self.config
         return ModelInfo(
             path=str(self.record.path),
             cell=c.cell,
@@ -97,9 +94,7 @@ class Model:
             vocab_size=len(self.vocab),
             parameters=parameter_count(c),
             chars="".join(self.vocab.chars),
-            step=None if progress is None else progress.step,
-            chars_seen=None if progress is None else progress.chars_seen,
-            best_val_loss=best,
+            training=self.record.training or TrainingSummary(),
         )
 
     def unknown_chars(self, text: str) -> list[str]:

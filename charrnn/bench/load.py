@@ -13,7 +13,6 @@ it trained on over its training time, probes and thread changes included.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 
 from charrnn.bench.tokenising import generated_corpus
 from charrnn.machine.threads import CpuMeter, cores_here
+from charrnn.store.run_folder import RunFolder
 
 LIBGOMP_DEFAULT_SPINCOUNT = "300000"  # what torch's OpenMP does when nobody sets a wait policy
 SITUATIONS = ("alone", "beside a busy core", "two trainings at once")
@@ -79,7 +79,7 @@ def _result(process: subprocess.Popen, run_dir: Path) -> dict[str, Any]:
     _, err = process.communicate()
     if process.returncode != 0:
         raise RuntimeError(f"a benchmark training failed ({process.returncode}): {err.decode(errors='replace')[-500:]}")
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = RunFolder(run_dir).read_metrics(notes=True)  # the evaluations, and the changes of threads
     evaluation = [r for r in rows if "event" not in r][-1]
     counts = [r["threads"] for r in rows if r.get("event") == "threads"] or [evaluation.get("threads")]
     return {

@@ -10,7 +10,6 @@ loss of best.pt, what `sample` uses).
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from charrnn.errors import CharRNNError
+from charrnn.store.run_folder import RunFolder
 
 # The recipe of charrnn 0.1 before --size auto: the fixed model every run got.
 PREVIOUS = {
@@ -69,25 +69,22 @@ def train_for(
     text = log.read_text(encoding="utf-8", errors="replace")
     if code != 0:
         raise CharRNNError(f"a --quality training failed (exit {code}): {text[-800:]}", exit_code=1)
-    rows = [json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()]
-    evals = [r for r in rows if "event" not in r and r.get("val_loss") is not None]
+    run = RunFolder(folder / "run")
+    evals = [r for r in run.read_metrics() if r.get("val_loss") is not None]
     if not evals:
         raise CharRNNError(
-            f"a --quality training evaluated nothing in {seconds:g} s (start-up took it all?): give more --seconds; its log: {text[-800:]}",
+            f"a --quality training evaluated nothing in {seconds:g} s (start-up took it all?): give more --seconds; "
+            f"its log: {text[-800:]}",
             exit_code=1,
         )
-    meta = json.loads(
-        subprocess.run(
-            [sys.executable, "-m", "charrnn", "info", str(folder / "run" / "best.pt"), "--json"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
-    model = meta["model"]
+    from charrnn.store import checkpoint  # (torch: the benchmark trains with it anyway)
+
+    info = checkpoint.load(run.model_file()).info  # checked, typed
+    model = info.model
     best = min(evals, key=lambda r: r["val_loss"])
     return {
-        "model": f"{model['cell'].upper()} {model['layers']}×{model['hidden']}, embed {model['embed']}, dropout {model['dropout']:g}, batch {meta['config']['batch_size']}",
+        "model": f"{model.cell.upper()} {model.layers}×{model.hidden}, embed {model.embed}, "
+        f"dropout {model.dropout:g}, batch {info.config.batch_size}",
         "curve": [
             {
                 "seconds": r["elapsed_s"],
@@ -135,7 +132,8 @@ def quality_table(result: dict[str, Any]):
     from rich.table import Table
 
     table = Table(
-        title=f"validation loss (nats/char) on the last 10% of {Path(result['corpus']).name} · {result['seconds']:g} s each",
+        title=f"validation loss (nats/char) on the last 10% of {Path(result['corpus']).name} · "
+        f"{result['seconds']:g} s each",
         title_justify="left",
     )
     for col in ("recipe", "model", "chars read", "at 25%", "at 50%", "at 75%", "best", "train at best"):

@@ -33,6 +33,7 @@ from rich.table import Table
 from charrnn.bench.tokenising import generated_corpus
 from charrnn.errors import plural
 from charrnn.machine.threads import cores_here
+from charrnn.store.run_folder import RunFolder
 
 CLIENTS = (1, 4, 16, 64)
 LENGTH = 200  # characters per sample
@@ -70,9 +71,10 @@ def _model(out: Path) -> Path:
     done = subprocess.run(args, capture_output=True)
     if done.returncode != 0:
         raise RuntimeError(
-            f"the benchmark's model could not be trained ({done.returncode}): {done.stderr.decode(errors='replace')[-500:]}"
+            f"the benchmark's model could not be trained ({done.returncode}): "
+            f"{done.stderr.decode(errors='replace')[-500:]}"
         )
-    return out / "served" / "best.pt"
+    return RunFolder(out / "served").best
 
 
 def start_server(checkpoint: Path, *flags: str, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
@@ -206,7 +208,10 @@ def run_serve(
 
 def serve_table(result: dict[str, Any]) -> Table:
     """`charrnn bench --serve`: requests per second and latency by clients at once."""
-    title = f"charrnn serve · {result['length']}-character samples · {result['model']} ({result['parameters']:,} parameters) · {plural(result['cores'], 'core')} · {result['seconds']:g} s each"
+    title = (
+        f"charrnn serve · {result['length']}-character samples · {result['model']} "
+        f"({result['parameters']:,} parameters) · {plural(result['cores'], 'core')} · {result['seconds']:g} s each"
+    )
     table = Table(title=title, title_justify="left")
     for col in (
         "clients at once",
@@ -234,6 +239,7 @@ def serve_table(result: dict[str, Any]) -> Table:
         )
     table.caption = (
         f"clients and server on the same machine; each client sends its next request when the last is answered; "
-        f"engine GFLOP/s: its model steps alone, against a {result['peak_gflops']:,.0f} GFLOP/s float32 matmul on all cores"
+        f"engine GFLOP/s: its model steps alone, against a {result['peak_gflops']:,.0f} GFLOP/s float32 matmul "
+        "on all cores"
     )
     return table

@@ -21,14 +21,17 @@ def bench(
     rounds: Annotated[
         int | None,
         typer.Option(
-            help="Measure peak, training and sampling this many times, interleaved, and report medians. \\[default: 3, 1 with --quick]",
+            help="Measure peak, training and sampling this many times, interleaved, and report medians. "
+            "\\[default: 3, 1 with --quick]",
             show_default=False,
         ),
     ] = None,
     quality: Annotated[
         Path | None,
         typer.Option(
-            help="Also train on this corpus for --seconds with the default recipe and with the previous defaults (2×256 LSTM, no dropout), one after the other, and report the validation loss (last 10%) of each against time.",
+            help="Also train on this corpus for --seconds with the default recipe and with the previous defaults "
+            "(2×256 LSTM, no dropout), one after the other, and report the validation loss (last 10%) of each against "
+            "time.",
             show_default=False,
         ),
     ] = None,
@@ -46,7 +49,8 @@ def bench(
         bool,
         typer.Option(
             "--load",
-            help="Also train the default model alone, beside a busy core and as two trainings at once, with charrnn's thread policy and with torch's defaults.",
+            help="Also train the default model alone, beside a busy core and as two trainings at once, with charrnn's "
+            "thread policy and with torch's defaults.",
         ),
     ] = False,
     load_seconds: Annotated[float, typer.Option(help="Training time of each --load run.")] = 30.0,
@@ -54,21 +58,23 @@ def bench(
         bool,
         typer.Option(
             "--speed/--no-speed",
-            help="Measure the speed tables (peak, training, sampling, tokenising); --no-speed with --load, --serve or --quality runs only those.",
+            help="Measure the speed tables (peak, training, sampling, tokenising); --no-speed with --load, --serve or "
+            "--quality runs only those.",
         ),
     ] = True,
     serve: Annotated[
         bool,
         typer.Option(
             "--serve",
-            help="Also measure `charrnn serve`: requests per second, p50/p99 latency and the engine's GFLOP/s, 200-character samples with 1, 4, 16 and 64 clients at once.",
+            help="Also measure `charrnn serve`: requests per second, p50/p99 latency and the engine's GFLOP/s, "
+            "200-character samples with 1, 4, 16 and 64 clients at once.",
         ),
     ] = False,
     serve_seconds: Annotated[float, typer.Option(help="Time of each --serve row.")] = 10.0,
 ) -> None:
     """Measure training, sampling and tokenising speed against this machine and a textbook loop.
 
-    Peak matmul, training, the reference loop and sampling are measured in interleaved rounds of one run and reported as medians. A table on stderr; --json on stdout."""
+    Peak matmul, training, the reference loop and sampling are measured in interleaved rounds of one run and reported as medians. A table on stderr; --json on stdout."""  # noqa: E501 (typer keeps a docstring's line breaks in --help)
     try:
         from charrnn.bench import measure as benchmark
         from charrnn.cli.display import bench_tables

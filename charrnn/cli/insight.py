@@ -192,7 +192,8 @@ def neurons_command(
     layer: Annotated[
         int | None,
         typer.Option(
-            help="Recurrent layer, from 0 (the lowest); -1 is the top. With --find: search only this layer. \\[default: the top layer; --find: all]",
+            help="Recurrent layer, from 0 (the lowest); -1 is the top. With --find: search only this layer. "
+            "\\[default: the top layer; --find: all]",
             show_default=False,
         ),
     ] = None,
@@ -200,7 +201,8 @@ def neurons_command(
     state: Annotated[
         str | None,
         typer.Option(
-            help="LSTM: c shows tanh(cell state), h the output h = o·tanh(c). GRU and RNN have h only. \\[default: c for an LSTM, else h]",
+            help="LSTM: c shows tanh(cell state), h the output h = o·tanh(c). GRU and RNN have h only. "
+            "\\[default: c for an LSTM, else h]",
             show_default=False,
         ),
     ] = None,
@@ -208,7 +210,8 @@ def neurons_command(
         bool,
         typer.Option(
             "--find",
-            help="Rank the units whose activation best tracks simple features of the text (inside quotes or brackets, position in the line, start of a word) and show the best ones.",
+            help="Rank the units whose activation best tracks simple features of the text (inside quotes or brackets, "
+            "position in the line, start of a word) and show the best ones.",
         ),
     ] = False,
     top: Annotated[int, typer.Option(help="With --find: units listed per feature.")] = 3,

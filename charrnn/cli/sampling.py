@@ -302,7 +302,7 @@ def info(
         Path,
         typer.Argument(
             metavar="CHECKPOINT",
-            help="A .pt checkpoint (or a run folder: its best.pt, else last.pt).",
+            help="A .pt checkpoint (or a run folder: its best.pt, else last.pt), an .npz export or a model folder.",
             show_default=False,
         ),
     ],
@@ -312,27 +312,52 @@ def info(
 ) -> None:
     """Describe a checkpoint: model, vocabulary, training config and progress."""
     try:
-        from charrnn.cli.tables import checkpoint_table
-        from charrnn.store import checkpoint
-        from charrnn.store.model_file import resolve_checkpoint
+        from charrnn.store.model_file import is_export, resolve_checkpoint
 
         path = resolve_checkpoint(checkpoint_path)
-        ckpt = checkpoint.load(path)
+        table, meta = _export_info(path) if is_export(path) else _checkpoint_info(path)
         if json_out:
             import json
 
-            typer.echo(
-                json.dumps({"path": str(path), "format_version": checkpoint.FORMAT_VERSION, **ckpt.meta}, indent=2)
-            )
+            typer.echo(json.dumps({"path": str(path), **meta}, indent=2))
             return
         from rich.console import Console
 
-        Console(highlight=False).print(checkpoint_table(path, ckpt))
+        Console(highlight=False).print(table)
     except CharRNNError as exc:
         _fail(exc)
 
 
+def _checkpoint_info(path: Path):
+    """A checkpoint's table and its metadata as saved (the JSON of `info --json`)."""
+    from charrnn.cli.tables import checkpoint_table
+    from charrnn.store import checkpoint
+
+    ckpt = checkpoint.load(path)
+    return checkpoint_table(path, ckpt.info, ckpt.format_version), {
+        "format_version": checkpoint.FORMAT_VERSION,
+        **ckpt.meta,
+    }
+
+
+def _export_info(path: Path):
+    """An export's table and JSON: its format, model, vocabulary and what it says of its training."""
+    from dataclasses import asdict
+
+    from charrnn.cli.tables import export_table
+    from charrnn.store.model_file import file_format, open_model_file
+
+    record = open_model_file(path)
+    fmt, version = file_format(path)
+    training = record.training.to_json() if record.training is not None else None
+    meta = {"format": fmt, "format_version": version, "vocab": record.vocab.to_json(), "model": asdict(record.model)}
+    return export_table(path, record, f"{fmt}, version {version}"), {**meta, "training": training}
+
+
 # ---------------------------------------------------------------------------------- export
+EXPORT_FORMATS = ("npz", "safetensors")
+
+
 def export(
     checkpoint_path: Annotated[
         Path,
@@ -347,35 +372,53 @@ def export(
         typer.Option(
             "--format",
             "-f",
-            help=(
-                "npz: the weights as NumPy arrays (torch's names) and the vocabulary and model as JSON; `charrnn "
-                "sample -c FILE.npz` reads it without torch."
-            ),
+            help="npz: the weights as NumPy arrays (torch's names) and the vocabulary and model as JSON; "
+            "`charrnn sample -c FILE.npz` reads it without torch. safetensors: a model folder, "
+            "model.safetensors (the weights) and config.json (model, vocabulary, training summary), "
+            "the layout Hugging Face-style tools read; `charrnn sample -c FOLDER` reads it without torch.",
         ),
     ] = "npz",
     out: Annotated[
         Path | None,
         typer.Option(
-            "--out", "-o", help="Where to write. \\[default: CHECKPOINT with the format's suffix]", show_default=False
+            "--out",
+            "-o",
+            help="Where to write. \\[default: CHECKPOINT with the format's suffix; for safetensors, a folder "
+            "named as CHECKPOINT without its suffix]",
+            show_default=False,
         ),
     ] = None,
 ) -> None:
     """Write a checkpoint's weights and vocabulary in a form that needs no torch to read."""
     try:
-        if fmt != "npz":
-            raise CharRNNError(f"--format {fmt!r} is not one of: npz")
-        from charrnn.store.export import export_npz
+        if fmt not in EXPORT_FORMATS:
+            raise CharRNNError(f"--format {fmt!r} is not one of: {', '.join(EXPORT_FORMATS)}")
         from charrnn.store.model_file import resolve_checkpoint
 
         path = resolve_checkpoint(checkpoint_path)
-        written = export_npz(path, out or path.with_suffix(".npz"))
+        written, size = _export_npz(path, out) if fmt == "npz" else _export_folder(path, out)
         _stderr().print(
-            f"wrote {written} ({written.stat().st_size:,} bytes); sample from it with: charrnn sample -c "
-            f"{shlex.quote(str(written))}",
+            f"wrote {written} ({size:,} bytes); sample from it with: charrnn sample -c {shlex.quote(str(written))}",
             soft_wrap=True,
         )
     except CharRNNError as exc:
         _fail(exc)
+
+
+def _export_npz(path: Path, out: Path | None) -> tuple[Path, int]:
+    from charrnn.store.export import export_npz
+
+    written = export_npz(path, out or path.with_suffix(".npz"))
+    return written, written.stat().st_size
+
+
+def _export_folder(path: Path, out: Path | None) -> tuple[Path, int]:
+    """The model folder of a checkpoint (any model file reads, but the point is a .pt's)."""
+    from charrnn.store.model_file import open_model_file
+    from charrnn.store.model_folder import CONFIG, WEIGHTS, save_model_folder
+
+    written = save_model_folder(open_model_file(path), out or path.with_suffix(""))
+    return written, sum((written / name).stat().st_size for name in (WEIGHTS, CONFIG))
 
 
 def register(app: typer.Typer) -> None:

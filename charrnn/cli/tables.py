@@ -4,6 +4,7 @@ a busy machine, quality)."""
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 
 from rich.table import Table
 
@@ -12,35 +13,67 @@ from charrnn.cli.formats import fmt_clock, fmt_loss
 from charrnn.errors import plural
 
 
-def checkpoint_table(path, ckpt) -> Table:
-    """`charrnn info` as a two-column table."""
-    info = ckpt.info
+def checkpoint_table(path, info, format_version: int) -> Table:
+    """`charrnn info` of a checkpoint (its CheckpointInfo) as a two-column table."""
     model, prog = info.model, info.progress
-    cfg = ckpt.meta["config"]  # as saved (the typed config would add the defaults of options newer than the run)
-    n_params = parameter_count(model)
-    table = Table(title=str(path), show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    vocab = "".join(info.vocab.chars)
+    config = asdict(info.config)  # (options newer than the run show their defaults: what a resume would use)
     rows = [
-        (
-            "model",
-            f"{model.cell.upper()} {model.layers}×{model.hidden}, embedding {model.embed}{' (tied to the read-out)' if model.tie_weights else ''}, dropout {model.dropout}",
-        ),
-        ("parameters", f"{n_params:,}"),
-        (
-            "vocabulary",
-            f"{plural(len(vocab), 'character')}: {''.join(c if c.isprintable() else '·' for c in vocab[:80])}{'…' if len(vocab) > 80 else ''}",
-        ),
+        *_model_rows(model, info.vocab),
         ("steps", f"{prog.step:,} (epoch {prog.epoch}, chunk {prog.chunk})"),
         ("characters seen", f"{prog.chars_seen:,}"),
         ("best loss", fmt_loss(prog.best_loss)),
         ("training time", fmt_clock(prog.train_seconds)),
         ("corpus", f"{info.corpus.path} ({info.corpus.train_chars:,} training characters)"),
-        ("training config", ", ".join(f"{k}={v}" for k, v in cfg.items() if v is not None)),
+        ("training config", ", ".join(f"{k}={v}" for k, v in config.items() if v is not None)),
         ("saved", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.saved_at))),
-        ("format", f"version {ckpt.format_version}, charrnn {info.charrnn_version}"),
+        ("format", f"version {format_version}, charrnn {info.charrnn_version}"),
     ]
+    return _two_columns(str(path), rows)
+
+
+def export_table(path, record, fmt: str) -> Table:
+    """`charrnn info` of an export or a model folder (a ModelFile): the model, and what the file
+    says of its training (a model folder keeps a summary; an .npz nothing)."""
+    rows = _model_rows(record.model, record.vocab)
+    training = record.training
+    if training is None:
+        rows.append(("training", "not recorded in this file"))
+    else:
+        seconds, chars = training.train_seconds, training.train_chars
+        rows += [
+            ("steps", _count(training.step)),
+            ("characters seen", _count(training.chars_seen)),
+            ("best loss", fmt_loss(training.best_val_loss)),
+            ("training time", "-" if seconds is None else fmt_clock(seconds)),
+            ("corpus", f"{training.corpus or '?'} ({_count(chars)} training characters)"),
+        ]
+    rows.append(("format", fmt))
+    return _two_columns(str(path), rows)
+
+
+def _count(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def _model_rows(model, vocab) -> list[tuple[str, str]]:
+    chars = "".join(vocab.chars)
+    tied = " (tied to the read-out)" if model.tie_weights else ""
+    shown = "".join(c if c.isprintable() else "·" for c in chars[:80]) + ("…" if len(chars) > 80 else "")
+    return [
+        (
+            "model",
+            f"{model.cell.upper()} {model.layers}×{model.hidden}, embedding {model.embed}{tied}, "
+            f"dropout {model.dropout}",
+        ),
+        ("parameters", f"{parameter_count(model):,}"),
+        ("vocabulary", f"{plural(len(chars), 'character')}: {shown}"),
+    ]
+
+
+def _two_columns(title: str, rows: list[tuple[str, str]]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
     for key, value in rows:
         table.add_row(key, value)
     return table
@@ -65,7 +98,8 @@ def bench_tables(result: dict) -> list[Table]:
 def _speed_tables(result: dict) -> list[Table]:
     machine = result["machine"]
     title = (
-        f"{machine['cpu']} · {plural(machine['threads'], 'thread')} · {machine['device']} · torch {machine['torch']} · peak matmul {result['peak_gflops']:.1f} GFLOP/s"
+        f"{machine['cpu']} · {plural(machine['threads'], 'thread')} · {machine['device']} · torch {machine['torch']} "
+        f"· peak matmul {result['peak_gflops']:.1f} GFLOP/s"
         + (f" · medians of {result['rounds']} rounds" if result.get("rounds", 1) > 1 else "")
     )
     train = Table(title=title, title_justify="left")
@@ -114,7 +148,8 @@ def _speed_tables(result: dict) -> list[Table]:
 def load_table(result: dict) -> Table:
     """`charrnn bench --load`: chars/s of each policy in each situation, and the ratio to alone."""
     table = Table(
-        title=f"training the default model on a busy machine · {plural(result['cores'], 'core')} · {result['seconds']:g} s each",
+        title=f"training the default model on a busy machine · {plural(result['cores'], 'core')} · "
+        f"{result['seconds']:g} s each",
         title_justify="left",
     )
     for col in ("threads", "situation", "chars/s", "vs alone", "used"):
@@ -127,8 +162,14 @@ def load_table(result: dict) -> Table:
             f"{row['vs_alone']:.0%}",
             " → ".join(str(n) for n in row["threads"]),
         )
-    table.caption = f"alone, charrnn's policy runs at {result['auto_vs_torch_alone']:.0%} of torch's defaults (torch, {result['cores']}: {result['cores']} threads, libgomp's default spin)"
+    table.caption = (
+        f"alone, charrnn's policy runs at {result['auto_vs_torch_alone']:.0%} of torch's defaults "
+        f"(torch, {result['cores']}: {result['cores']} threads, libgomp's default spin)"
+    )
     busy = result.get("busy_before")
     if busy is not None and busy > 0.3:
-        table.caption += f"; the machine was not idle: other processes kept {busy:.1f} cores busy before it started, so 'alone' was not"
+        table.caption += (
+            f"; the machine was not idle: other processes kept {busy:.1f} cores busy before it started, "
+            "so 'alone' was not"
+        )
     return table

@@ -86,7 +86,8 @@ body {{ font-family: sans-serif; margin: 2em; color: #222; }}
 <body>
 <h1>{title}</h1>
 <p class="note">{note}</p>
-<p class="note">Background: the unit's activation after reading each character, from red (&minus;1) through white (0) to blue (+1); hover for the value. &#8629; marks a newline.</p>
+<p class="note">Background: the unit's activation after reading each character, from red (&minus;1)
+through white (0) to blue (+1); hover for the value. &#8629; marks a newline.</p>
 {sections}
 </body>
 </html>

@@ -8,14 +8,14 @@ a PNG or SVG with matplotlib, an optional dependency (`pip install 'charrnn[plot
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
 
 from charrnn.errors import CharRNNError
-from charrnn.insight.runs import human, read_metrics
+from charrnn.insight.runs import finite, human
+from charrnn.store.run_folder import METRICS, metrics_path, read_metrics
 from charrnn.units import LN2
 
 COLOURS = ("cyan", "magenta", "yellow", "green", "blue", "red", "bright_white")
@@ -32,26 +32,22 @@ class Curve:
     loss: list[float]
 
 
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def load_curves(paths: list[str | Path], bpc: bool = False) -> list[Curve]:
     """Train and validation curves of each run folder (or metrics.jsonl file) in `paths`."""
     folders = [Path(p) for p in paths]
-    names = [f.parent.name if f.name == "metrics.jsonl" else f.name for f in folders]
+    names = [f.parent.name if f.name == METRICS else f.name for f in folders]
     if len(set(names)) < len(names):  # two runs of the same name in different places
         names = [str(f) for f in folders]
     scale = 1 / LN2 if bpc else 1.0
     curves = []
     for folder, name in zip(folders, names):
-        metrics = folder if folder.name == "metrics.jsonl" else folder / "metrics.jsonl"
+        metrics = metrics_path(folder)
         if not metrics.is_file():
-            raise CharRNNError(f"{folder}: no metrics.jsonl here (give a run folder, e.g. checkpoints/NAME)")
-        rows = sorted((r for r in read_metrics(metrics) if _finite(r.get("chars_seen"))), key=lambda r: r["chars_seen"])
+            raise CharRNNError(f"{folder}: no {METRICS} here (give a run folder, e.g. checkpoints/NAME)")
+        rows = sorted((r for r in read_metrics(metrics) if finite(r.get("chars_seen"))), key=lambda r: r["chars_seen"])
         found = False
         for split in ("train", "val"):
-            points = [(r["chars_seen"], r[f"{split}_loss"] * scale) for r in rows if _finite(r.get(f"{split}_loss"))]
+            points = [(r["chars_seen"], r[f"{split}_loss"] * scale) for r in rows if finite(r.get(f"{split}_loss"))]
             if points:
                 found = True
                 curves.append(Curve(name, split, [p[0] for p in points], [p[1] for p in points]))

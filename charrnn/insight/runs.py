@@ -1,6 +1,7 @@
 """The runs under a checkpoints folder, summarised from their checkpoints and metrics.
 
-A run is any folder below the root that holds `last.pt`, `best.pt` or `metrics.jsonl`. Its
+A run is any folder below the root that holds `last.pt`, `best.pt` or `metrics.jsonl` (found,
+named and read through store/run_folder.py, the run folder's one home). Its
 model and progress come from the checkpoint's metadata (`last.pt`, else `best.pt`, read through
 `checkpoint.load`, which never runs code), its best validation loss from `metrics.jsonl`. A run
 whose files cannot be read is still listed, with the problem instead of the numbers.
@@ -8,7 +9,6 @@ whose files cannot be read is still listed, with the problem instead of the numb
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -16,10 +16,9 @@ from pathlib import Path
 
 from charrnn.cells import parameter_count
 from charrnn.errors import CharRNNError
-from charrnn.store import checkpoint
+from charrnn.store import checkpoint, run_folder
+from charrnn.store.run_folder import RunFolder, read_metrics
 from charrnn.units import LN2
-
-RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")
 
 
 @dataclass
@@ -52,38 +51,18 @@ class RunSummary:
 
 
 def find_runs(root: str | Path) -> list[Path]:
-    """Every folder under `root` (itself included) holding one of the run files, sorted."""
+    """Every run folder under `root` (itself included), sorted; a one-line error when `root` is
+    not a folder."""
     root = Path(root)
     if not root.is_dir():
         if root.exists():
             raise CharRNNError(f"{root}: a file, not a folder of runs (give --root a folder such as checkpoints)")
         raise CharRNNError(f"{root}: no such folder (train a model first: charrnn train FILE)")
-    return sorted({p.parent for name in RUN_FILES for p in root.rglob(name) if p.is_file()})
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    """The evaluations of a metrics.jsonl. Lines that are not JSON objects (a torn last line) are
-    skipped, and so are notes about the run (rows with an "event" key, such as a change of
-    threads)."""
-    rows = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise CharRNNError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CharRNNError(f"{path}: cannot read: {exc}") from None
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and "event" not in row:
-            rows.append(row)
-    return rows
+    return run_folder.find_runs(root)
 
 
 def summarise(folder: Path, root: Path) -> RunSummary:
-    files = [folder / f for f in RUN_FILES if (folder / f).is_file()]
+    files = [folder / name for name in RunFolder(folder).existing()]  # last.pt, best.pt, metrics.jsonl
     run = RunSummary(
         name=str(folder.relative_to(root)) if folder != root else folder.name,
         path=str(folder),
@@ -98,18 +77,16 @@ def summarise(folder: Path, root: Path) -> RunSummary:
             run.cell, run.layers, run.hidden = model.cell, model.layers, model.hidden
             run.steps, run.chars_seen = progress.step, progress.chars_seen
             run.parameters = parameter_count(ckpt.info.model)
-        except CharRNNError as exc:
+        except CharRNNError as exc:  # (the metadata is checked as it is read: typed, whole)
             problems.append(str(exc))
-        except (KeyError, TypeError):
-            problems.append(f"{ckpt_path}: damaged metadata")
-    metrics = folder / "metrics.jsonl"
+    metrics = RunFolder(folder).metrics
     if metrics.is_file():
         try:
             rows = read_metrics(metrics)
         except CharRNNError as exc:
             problems.append(str(exc))
             rows = []
-        losses = [r["val_loss"] for r in rows if _finite(r.get("val_loss"))]
+        losses = [r["val_loss"] for r in rows if finite(r.get("val_loss"))]
         run.best_val_loss = min(losses) if losses else None
         if rows and run.steps is None:
             run.steps = rows[-1].get("step")
@@ -133,8 +110,9 @@ def human(n: float) -> str:
     return f"{n:.3g}"
 
 
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
+def finite(value) -> bool:
+    """Whether a value read from metrics.jsonl is a usable number (not a bool, NaN or infinity)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def age(seconds_ago: float) -> str:

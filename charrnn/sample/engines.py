@@ -5,9 +5,10 @@ store/model_file.py).
             run by oneDNN (through torch) on weights packed once; CPU. The fastest for a batch
             of streams, and a stream's text does not depend on the other streams beside it.
     numpy   `FusedStepper` (numpy_engine.py): NumPy only, on the CPU. No torch runs in its
-            generation loop; from an .npz export (`charrnn export`) none is even imported.
+            generation loop; from an .npz export or a model folder (`charrnn export`) none is
+            even imported.
     torch   `TorchStepper`: the CharRNN through torch, on any device (CPU, CUDA, MPS).
-    auto    packed on the CPU where torch has oneDNN (numpy where it has not, and for an .npz),
+    auto    packed on the CPU where torch has oneDNN (numpy where it has not, and for an export),
             torch on a GPU. At batch 1 packed and numpy run the same NumPy matrix-vector product
             (several times faster than torch's per-call overhead: scripts/sampling_speed.py).
 
@@ -27,6 +28,7 @@ from charrnn.config import ModelConfig
 from charrnn.errors import CharRNNError
 from charrnn.sample.packed_engine import packed_available
 from charrnn.store.model_file import ModelFile, build_model, is_export, open_model_file, resolve_checkpoint
+from charrnn.store.run_folder import newest_model
 
 ENGINES = ("auto", "packed", "numpy", "torch")
 
@@ -39,7 +41,8 @@ def choose_engine(engine: str, device: str, path: Path) -> str:
         raise CharRNNError(f"--engine {engine} runs on the CPU only: drop --device {device}, or use --engine torch")
     if engine == "packed" and not packed_available():
         raise CharRNNError(
-            "--engine packed needs torch with oneDNN (torch's CPU wheels have it), which is not here; use --engine numpy"
+            "--engine packed needs torch with oneDNN (torch's CPU wheels have it), which is not here; "
+            "use --engine numpy"
         )
     if engine != "auto":
         return engine
@@ -56,14 +59,9 @@ def choose_engine(engine: str, device: str, path: Path) -> str:
 
 
 def newest(root: str | Path = "checkpoints") -> Path:
-    """For `sample` without -c: the most recently written best.pt anywhere under `root`, or
-    when there is none (no run has evaluated yet), the most recent last.pt."""
-    root = Path(root)
-    for filename in ("best.pt", "last.pt"):
-        found = [p for p in root.rglob(filename) if p.is_file()] if root.is_dir() else []
-        if found:
-            return max(found, key=lambda p: p.stat().st_mtime_ns)
-    raise CharRNNError(f"no checkpoint under {root}/: train a model first (charrnn train FILE) or pass --checkpoint")
+    """For `sample` and `serve` without -c: the newest best.pt under `root`, else the newest
+    last.pt (the run folder's rule, store/run_folder.newest_model)."""
+    return newest_model(root)
 
 
 def numpy_stepper(weights: dict[str, np.ndarray], cfg: ModelConfig):
@@ -101,7 +99,8 @@ def torch_stepper(record: ModelFile, device: str = "cpu"):
 
 
 def open_stepper(path: Path, engine: str = "auto", device: str = "cpu"):
-    """(stepper, vocabulary, the engine chosen) for sampling from a .pt, a run folder or an .npz."""
+    """(stepper, vocabulary, the engine chosen) for sampling from a .pt, a run folder, an .npz or
+    a model folder."""
     path = resolve_checkpoint(path)
     chosen = choose_engine(engine, device, path)
     record = open_model_file(path)

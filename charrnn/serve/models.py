@@ -4,7 +4,7 @@ line, and known from then on by name only."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import numpy as np
 
 from charrnn.config import ModelConfig
 from charrnn.data.vocab import Vocab
-from charrnn.errors import CharRNNError
+from charrnn.store.metadata import TrainingSummary
 
 PATH_KEYS = ("corpus", "out", "cache_dir", "init_from", "resume", "config")  # the saved config's paths: names only
 
@@ -68,65 +68,68 @@ class ServedModel:
 
 
 def load_models(paths: list[Path]) -> dict[str, ServedModel]:
-    """The models to serve, by name: a run folder's name (checkpoints/NAME/best.pt is NAME),
-    else the file's stem; a second model of the same name gets -2, and so on."""
-    from charrnn.store import checkpoint
-    from charrnn.store.model_file import ModelFile, build_model, is_export, resolve_checkpoint
+    """The models to serve, by name: a run folder's name (checkpoints/NAME/best.pt is NAME; a
+    model folder's model.safetensors is the folder's name), else the file's stem; a second model
+    of the same name gets -2, and so on. Any model file `open_model_file` reads will do."""
+    from charrnn.store.model_file import build_model, open_model_file
 
     models: dict[str, ServedModel] = {}
     for given in paths:
-        path = resolve_checkpoint(given)
-        if is_export(path):
-            raise CharRNNError(
-                f"{path}: serve needs a .pt checkpoint (scores and the activation view use torch), not an export"
-            )
-        ckpt = checkpoint.load(path)
-        weights = {name: tensor.detach().float().cpu().numpy() for name, tensor in ckpt.model.items()}
-        vocab = ckpt.info.vocab
-        module = build_model(ModelFile(path, weights, vocab, ckpt.info.model, ckpt.info))
-        base = path.parent.name if path.stem in ("best", "last") and path.parent.name else path.stem
+        record = open_model_file(given)
+        path = record.path
+        base = path.parent.name if path.stem in ("best", "last", "model") and path.parent.name else path.stem
         name, n = base, 1
         while name in models:
             n += 1
             name = f"{base}-{n}"
+        module = build_model(record)  # torch, CPU: for scores and the activation view
+        info = model_info(name, record)
         models[name] = ServedModel(
-            name, path, weights, vocab, ckpt.info.model, module, model_info(name, path, ckpt), int(path.stat().st_mtime)
+            name, path, record.weights, record.vocab, record.model, module, info, int(path.stat().st_mtime)
         )
     return models
 
 
-def model_info(name: str, path: Path, ckpt) -> dict[str, Any]:
-    """`charrnn info`'s fields (display.checkpoint_table) as JSON."""
-    from charrnn.store import checkpoint
+def model_info(name: str, record) -> dict[str, Any]:
+    """`charrnn info`'s fields (cli/tables.checkpoint_table) as JSON, from a ModelFile: what a
+    checkpoint knows of its training, or the summary an export keeps (None where unknown)."""
+    from charrnn.cells import parameter_count
+    from charrnn.store.model_file import file_format
 
-    info = ckpt.info
-    model, prog = info.model, info.progress
-    best = prog.best_loss
+    model, info, training = record.model, record.info, record.training
+    best = training.best_val_loss if training is not None else None
+    known = asdict(training) if training is not None else dict.fromkeys(asdict(TrainingSummary()))
     return {
         "name": name,
-        "file": path.name,  # (the name alone: where it lies on this machine is not a client's business)
+        "file": record.path.name,  # (the name alone: where it lies on this machine is not a client's business)
         "cell": model.cell,
         "layers": model.layers,
         "hidden": model.hidden,
         "embed": model.embed,
         "dropout": model.dropout,
-        "parameters": sum(t.numel() for t in ckpt.model.values()),
-        "vocab_size": len(info.vocab),
-        "vocabulary": "".join(info.vocab.chars),
-        "steps": prog.step,
-        "epoch": prog.epoch,
-        "chars_seen": prog.chars_seen,
-        "best_loss_nats": best if best is not None and math.isfinite(best) else None,
-        "best_bpc": best / math.log(2) if best is not None and math.isfinite(best) else None,
-        "train_seconds": prog.train_seconds,
-        "corpus": Path(info.corpus.path).name if info.corpus.path else None,
-        "train_chars": info.corpus.train_chars,
-        "config": {
-            k: (Path(v).name if k in PATH_KEYS and isinstance(v, str) else v)
-            for k, v in ckpt.meta["config"].items()
-            if v is not None
-        },  # as saved, less folders
-        "saved_at": info.saved_at,
-        "format_version": ckpt.format_version or checkpoint.FORMAT_VERSION,
-        "charrnn_version": info.charrnn_version,
+        "parameters": parameter_count(model),
+        "vocab_size": len(record.vocab),
+        "vocabulary": "".join(record.vocab.chars),
+        "steps": known["step"],
+        "epoch": info.progress.epoch if info is not None else None,
+        "chars_seen": known["chars_seen"],
+        "best_loss_nats": best,
+        "best_bpc": best / math.log(2) if best is not None else None,
+        "train_seconds": known["train_seconds"],
+        "corpus": known["corpus"],
+        "train_chars": known["train_chars"],
+        "config": None if info is None else _config(info.config),  # an export keeps no training options
+        "saved_at": info.saved_at if info is not None else None,
+        "format": file_format(record.path)[0],
+        "format_version": file_format(record.path)[1],
+        "charrnn_version": info.charrnn_version if info is not None else None,
+    }
+
+
+def _config(config) -> dict[str, Any]:
+    """A run's training options, less those not set, and of its paths only the names."""
+    return {
+        k: (Path(v).name if k in PATH_KEYS and isinstance(v, str) else v)
+        for k, v in asdict(config).items()
+        if v is not None
     }

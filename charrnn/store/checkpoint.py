@@ -29,6 +29,7 @@ import torch
 
 from charrnn.cells import parameter_shapes
 from charrnn.errors import CharRNNError, plural
+from charrnn.store import run_folder
 from charrnn.store.files import atomic_write, file_kind
 from charrnn.store.metadata import CheckpointInfo, Invalid, read_info
 from charrnn.store.weights import check_finite, check_shapes
@@ -111,10 +112,12 @@ def load(path: str | Path) -> Checkpoint:
     if not path.exists():
         raise CharRNNError(f"{path}: no such checkpoint")
     if path.is_dir():
-        raise CharRNNError(f"{path}: is a directory; give a .pt file (e.g. {path}/best.pt)")
-    if path.suffix == ".npz":
+        raise CharRNNError(f"{path}: is a directory; give a .pt file (e.g. {path / run_folder.BEST})")
+    if path.suffix in (".npz", ".safetensors"):
+        kind = "an .npz export" if path.suffix == ".npz" else "a model folder's model.safetensors"
         raise CharRNNError(
-            f"{path}: an .npz export holds only weights and vocabulary for `charrnn sample`; give the .pt checkpoint it came from"
+            f"{path}: {kind} holds only weights and vocabulary for `charrnn sample`; "
+            "give the .pt checkpoint it came from"
         )
     kind = file_kind(path)
     if kind in ("empty", "npy", "other"):
@@ -231,7 +234,8 @@ def _check_optimizer(optimizer: Any, params: list[tuple[str, tuple[int, ...]]]) 
         raise Invalid("optimizer state: expected one group of parameters")
     if groups[0].get("params") != list(range(len(params))):
         raise Invalid(
-            f"optimizer state: its parameters are {str(groups[0].get('params'))[:40]}, expected the model's {len(params)}"
+            f"optimizer state: its parameters are {str(groups[0].get('params'))[:40]}, "
+            f"expected the model's {len(params)}"
         )
     defaults = _adamw_defaults()
     for key, value in groups[0].items():

@@ -161,7 +161,8 @@ def _read_meta(zf: zipfile.ZipFile, info: zipfile.ZipInfo | None, path: Path) ->
     header = _header(zf, info) if info is not None else None
     if header is not None and header.dtype.hasobject:
         raise CharRNNError(
-            f"{path}: it holds pickled Python objects, which charrnn never loads (refused: allow_pickle=False, nothing run)"
+            f"{path}: it holds pickled Python objects, which charrnn never loads "
+            "(refused: allow_pickle=False, nothing run)"
         )
     if (
         header is None
@@ -179,7 +180,8 @@ def _read_meta(zf: zipfile.ZipFile, info: zipfile.ZipInfo | None, path: Path) ->
     version = meta.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION:
         raise CharRNNError(
-            f"{path}: export format version {version} is newer than this charrnn reads ({FORMAT_VERSION}); upgrade charrnn"
+            f"{path}: export format version {version} is newer than this charrnn reads ({FORMAT_VERSION}); "
+            "upgrade charrnn"
         )
     try:
         cfg, vocab = read_model(meta.get("model"), "meta.model"), read_vocab(meta.get("vocab"), "meta.vocab")
@@ -205,5 +207,6 @@ def _check_headers(
     needed, memory = sum(h.size for h in headers.values()), physical_memory()
     if memory is not None and needed > memory:
         raise CharRNNError(
-            f"{path}: its model needs {needed / 2**30:,.1f} GiB, more than this machine's {memory / 2**30:,.1f} GiB of memory"
+            f"{path}: its model needs {needed / 2**30:,.1f} GiB, more than this machine's "
+            f"{memory / 2**30:,.1f} GiB of memory"
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import PurePath
 from typing import Any
 
 from charrnn.config import CELLS, ModelConfig, TrainConfig, typed_value
@@ -80,6 +81,60 @@ class CheckpointInfo:
         if self.weights_digests is None:
             del meta["weights_digests"]
         return meta
+
+
+@dataclass(frozen=True)
+class TrainingSummary:
+    """What a model file says about the training that made it, for people and model cards: the
+    part of a checkpoint's metadata that stays meaningful without the run (no options, no random
+    states, no paths of the machine it ran on). Any field may be unknown (None)."""
+
+    step: int | None = None
+    chars_seen: int | None = None
+    best_val_loss: float | None = None  # nats per character; None before any evaluation
+    train_seconds: float | None = None
+    corpus: str | None = None  # the corpus file's name (not its folder)
+    corpus_digest: str | None = None  # a fingerprint of its training split (Corpus.digest)
+    train_chars: int | None = None
+
+    @property
+    def best_val_bpc(self) -> float | None:
+        """The best validation loss in bits per character."""
+        return None if self.best_val_loss is None else self.best_val_loss / math.log(2)
+
+    @classmethod
+    def from_info(cls, info: CheckpointInfo) -> TrainingSummary:
+        progress, corpus = info.progress, info.corpus
+        return cls(
+            step=progress.step,
+            chars_seen=progress.chars_seen,
+            best_val_loss=progress.best_loss if math.isfinite(progress.best_loss) else None,
+            train_seconds=progress.train_seconds,
+            corpus=PurePath(corpus.path).name or None,
+            corpus_digest=corpus.digest or None,
+            train_chars=corpus.train_chars,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as a JSON object (best_val_bpc written beside the loss, for readers)."""
+        return {**asdict(self), "best_val_bpc": self.best_val_bpc}
+
+
+def read_summary(data: Any, where: str) -> TrainingSummary:
+    """A training summary as `TrainingSummary.to_json` wrote it, or Invalid. A field left out is
+    unknown (None). Its best_val_bpc is derived from the loss, so it is only checked to be a
+    number (or null)."""
+    if isinstance(data, dict) and "best_val_bpc" in data:
+        data = dict(data)
+        _typed("float | None", data.pop("best_val_bpc"), f"{where}.best_val_bpc")
+    summary = read_record(TrainingSummary, data, where, defaults={f.name: None for f in fields(TrainingSummary)})
+    for name in ("step", "chars_seen", "train_chars"):
+        value = getattr(summary, name)
+        _require(value is None or value >= 0, f"{where}.{name}", value, "must be 0 or more")
+    for name in ("best_val_loss", "train_seconds"):
+        value = getattr(summary, name)
+        _require(value is None or (math.isfinite(value) and value >= 0), f"{where}.{name}", value, "must be 0 or more")
+    return summary
 
 
 def read_info(meta: Any) -> CheckpointInfo:

@@ -108,8 +108,9 @@ def test_info_says_what_the_model_is(model, run_folder):
     info = model.info
     assert (info.cell, info.layers, info.hidden, info.embed) == ("lstm", 2, 16, 8)
     assert info.chars == "".join(record.vocab.chars) and info.vocab_size == len(record.vocab)
-    assert info.step == record.info.progress.step and info.step > 0
-    assert info.best_val_loss == pytest.approx(record.info.progress.best_loss)
+    assert info.training.step == record.info.progress.step and info.training.step > 0
+    assert info.training.best_val_loss == pytest.approx(record.info.progress.best_loss)
+    assert info.best_val_bpc == pytest.approx(record.info.progress.best_loss / np.log(2))
     assert info.parameters == sum(w.size for w in record.weights.values())
 
 

@@ -7,6 +7,7 @@ import sys
 from tiny_run import invoke, structured_text
 
 from charrnn.bench.quality import PREVIOUS, _at, quality_table
+from charrnn.store.run_folder import RunFolder
 
 
 def test_quality_trains_both_recipes_and_reports_their_curves(tmp_path, monkeypatch):
@@ -27,8 +28,8 @@ def test_quality_trains_both_recipes_and_reports_their_curves(tmp_path, monkeypa
     assert result["seconds"] == 600 and set(result["recipes"]) == {"default recipe", "previous defaults"}
     previous = result["recipes"]["previous defaults"]
     assert (
-        previous["model"]
-        == f"LSTM {PREVIOUS['layers']}×{PREVIOUS['hidden']}, embed {PREVIOUS['embed']}, dropout 0, batch {PREVIOUS['batch_size']}"
+        previous["model"] == f"LSTM {PREVIOUS['layers']}×{PREVIOUS['hidden']}, embed {PREVIOUS['embed']}, dropout 0, "
+        f"batch {PREVIOUS['batch_size']}"
     )
     assert previous["size_line"] is None
     auto = result["recipes"]["default recipe"]
@@ -37,8 +38,7 @@ def test_quality_trains_both_recipes_and_reports_their_curves(tmp_path, monkeypa
     )
     for name, run in result["recipes"].items():
         folder = tmp_path / "kept" / f"c-{name.replace(' ', '-')}" / "run"  # kept for `charrnn plot`
-        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-        evals = [r for r in rows if "event" not in r]
+        evals = RunFolder(folder).read_metrics()
         assert [r["step"] for r in evals] == [3, 6] and run["steps"] == 6
         assert run["curve"] == [
             {

@@ -47,10 +47,9 @@ def test_runs_are_found_and_summarised(root):
 
 
 def _model_config(folder):
-    from charrnn.config import ModelConfig
     from charrnn.store import checkpoint
 
-    return ModelConfig(**checkpoint.load(folder / "best.pt").meta["model"])
+    return checkpoint.load(folder / "best.pt").info.model
 
 
 def test_runs_command_prints_a_table(root):

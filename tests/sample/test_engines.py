@@ -173,9 +173,13 @@ def test_damaged_or_foreign_npz_files_are_refused(run, tmp_path):
         load_npz(flipped)
 
 
-def test_commands_that_need_a_checkpoint_say_so_for_an_export(run):
-    _, npz = run
-    for command in (["info", str(npz)], ["export", str(npz)]):
-        result = invoke(*command)
-        err = result.stderr.decode()
-        assert result.returncode == 2 and "an .npz export" in err and "give the .pt checkpoint" in err, err
+def test_export_needs_a_checkpoint_and_info_describes_an_export(run):
+    ckpt, npz = run
+    result = invoke("export", str(npz))
+    err = result.stderr.decode()
+    assert result.returncode == 2 and "an .npz export" in err and "give the .pt checkpoint" in err, err
+    described = invoke("info", str(npz))
+    assert described.returncode == 0 and "not recorded in this file" in described.stdout.decode()
+    meta = json.loads(invoke("info", str(npz), "--json").stdout)
+    assert meta["format"] == "charrnn-npz" and meta["training"] is None
+    assert meta["model"] == json.loads(invoke("info", str(ckpt), "--json").stdout)["model"]

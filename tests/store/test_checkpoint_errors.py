@@ -45,8 +45,8 @@ def test_files_that_are_no_checkpoint(good, tmp_path):
     export = tmp_path / "m.npz"
     np.savez(export, w=np.zeros(3))
     assert (
-        message(export)
-        == f"{export}: an .npz export holds only weights and vocabulary for `charrnn sample`; give the .pt checkpoint it came from"
+        message(export) == f"{export}: an .npz export holds only weights and vocabulary for `charrnn sample`; "
+        "give the .pt checkpoint it came from"
     )
     for name, content, why in [
         ("empty.pt", b"", "the file is empty"),
@@ -83,7 +83,8 @@ def test_a_file_that_asks_for_python_objects_is_refused_with_that_reason(tmp_pat
         save(path)
         assert (
             message(path)
-            == f"{path}: not a readable charrnn checkpoint: it asks to load Python objects, which charrnn never does (refused, nothing run)"
+            == f"{path}: not a readable charrnn checkpoint: it asks to load Python objects, which charrnn never does "
+            "(refused, nothing run)"
         )
 
 
