@@ -193,6 +193,8 @@ class _Setup:
         self.dist = Dist.from_env()
         plan.check_flags(resume, overwrite, self.init_from, None, self.dist.world)
         self.file_values = read_toml(config, TrainConfig) if config else {}
+        if isinstance(options.get("out"), Path):  # (a folder: TrainConfig keeps it as text, as the flag)
+            options["out"] = str(options["out"])
         self.given = {k: v for k, v in options.items() if v is not None}
         self.cfg = build(TrainConfig, self.file_values, self.given)
         self.run_dir = plan.run_folder(self.cfg, self.corpora)
