@@ -138,7 +138,17 @@ def train(
     `started_at`: the time.monotonic() a time budget counts from (default: now; the command
     passes when it began). `resume_hint(resumable)`: how the error of a failed write says to go
     on (the command writes its own command line)."""
-    setup = _Setup(corpus, config, resume, overwrite, init_from, cache_dir, callbacks, started_at, options)
+    setup = _Setup(
+        corpus,
+        config=config,
+        resume=resume,
+        overwrite=overwrite,
+        init_from=init_from,
+        cache_dir=cache_dir,
+        callbacks=callbacks,
+        started_at=started_at,
+        **options,
+    )
     return setup.run(stop or Stop(), resume_hint or _python_hint)
 
 
@@ -148,11 +158,10 @@ def prepare_run(corpus, processes: int, **kwargs: Any) -> Iterator[Path]:
     torchrun): plan and check it, its device, and prepare the corpus, once, here. Takes `train`'s
     arguments (but stop and resume_hint); yields the run folder, locked while inside (the
     launched processes find it held for them)."""
-    check_processes(processes)
-    args = [kwargs.pop(k, None) for k in ("config", "resume", "overwrite", "init_from", "cache_dir")]
-    args[1:3] = [bool(args[1]), bool(args[2])]
-    setup = _Setup(corpus, *args, kwargs.pop("callbacks", ()), kwargs.pop("started_at", None), kwargs)
     from charrnn.machine.device import pick_device
+
+    check_processes(processes)
+    setup = _Setup(corpus, **kwargs)
 
     with setup.lock:
         planned = setup.plan(processes)
@@ -177,7 +186,19 @@ def _python_hint(resumable: bool) -> str:
 class _Setup:
     """One call of `train()`: its options, process, run folder and callbacks, and its steps."""
 
-    def __init__(self, corpus, config, resume, overwrite, init_from, cache_dir, callbacks, started_at, options):
+    def __init__(
+        self,
+        corpus,
+        *,
+        config=None,
+        resume: bool = False,
+        overwrite: bool = False,
+        init_from=None,
+        cache_dir=None,
+        callbacks: Iterable[Callback] = (),
+        started_at: float | None = None,
+        **options: Any,
+    ):
         from charrnn.train import plan
         from charrnn.train.distributed import Dist
         from charrnn.train.runlock import RunLock
@@ -227,7 +248,8 @@ class _Setup:
             world,
         )
         resumed = planned.resume_ckpt is not None
-        self.emit({"event": "planned", "run_dir": str(self.run_dir), "resumed": resumed, "init_from": self.init_from})
+        init_from = None if self.init_from is None else str(self.init_from)
+        self.emit({"event": "planned", "run_dir": str(self.run_dir), "resumed": resumed, "init_from": init_from})
         return planned
 
     def load(self, vocab):
@@ -344,7 +366,7 @@ class _Setup:
         from charrnn.train import plan
 
         try:
-            with contextlib.ExitStack() as inside, stop.attached(trainer):
+            with stop.attached(trainer), contextlib.ExitStack() as inside:
                 for callback in self.callbacks:
                     if hasattr(callback, "__enter__"):
                         inside.enter_context(callback)

@@ -1,7 +1,9 @@
 """What people see on stderr: a live progress display on a terminal, plain log lines elsewhere.
 
-`TrainDisplay` is the trainer's event callback. On a terminal it shows a rich progress bar with
-step, epoch, losses (nats and bits/char), chars/s and ETA; when stderr is a file or a pipe
+`TrainDisplay` is the callback of the runs `charrnn train` starts (charrnn/api/training.py): it
+shows the Trainer's events and those of the run around them (the corpus being prepared and
+described, what --size auto chose, the summary when done). On a terminal it shows a rich
+progress bar with step, epoch, losses (nats and bits/char), chars/s and ETA; when stderr is a file or a pipe
 (Makefiles, CI) it prints one plain line per evaluation instead, and between them a heartbeat
 line at least every `log_every` seconds (step, epoch, train loss, chars/s, threads, ETA), the
 first one `log_every` seconds after the first step. Changes of the number of threads are one
