@@ -137,3 +137,20 @@ def test_a_stop_asked_before_training_starts_ends_it_before_its_first_step(text,
     stop("changed my mind")
     run = train(text, out=tmp_path, max_steps=10, stop=stop, **TINY)
     assert run.reason == "changed my mind" and run.summary["step"] == 0 and run.last.is_file()
+
+
+def test_another_thread_stops_the_run(text, tmp_path):
+    """A `Stop` called from another thread (a notebook's button, a watchdog): here, one that the
+    callback of step 4 starts and waits for, so that the step it lands on is known."""
+    import threading
+
+    stop = Stop()
+
+    def at_step_4(event):
+        if event["event"] == "step" and event["step"] == 4:
+            helper = threading.Thread(target=stop, args=("from a thread",))
+            helper.start()
+            helper.join()
+
+    run = train(text, out=tmp_path, max_steps=10, stop=stop, callbacks=[at_step_4], **TINY)
+    assert run.reason == "from a thread" and run.summary["step"] == 4 and stop.requested
