@@ -1,8 +1,10 @@
 """Configuration: the defaults of every option in one place, their validation, TOML files.
 
-`TrainConfig` and `SampleConfig` are plain dataclasses. The command line declares its flags with
-these defaults (so `--help` shows them), merges `--config FILE.toml` under the flags given on the
-command line, and calls `validate()` before any work starts.
+`TrainConfig` and `SampleConfig` are plain dataclasses. Each option of `charrnn train` is declared
+once, here, with `option(default, help)`: its default and its help text (the field's metadata),
+which the command line shows in `--help` and `charrnn.train()` documents. The command line merges
+`--config FILE.toml` under the flags given on the command line, and calls `validate()` before any
+work starts.
 """
 
 from __future__ import annotations
@@ -26,77 +28,131 @@ DEFAULT_EPOCHS = 10.0  # the limit of a run given no --max-steps, --max-epochs o
 DEFAULT_SEPARATOR = "\n\n"  # between the files of a corpus made of several
 
 
-@dataclass
-class ModelConfig:
-    """The shape of a CharRNN: everything needed to rebuild it from a checkpoint."""
+def option(default: Any, help: str, default_text: str | None = None) -> Any:
+    """A field with its default and its help text (plain text: the command line adds its markup).
+    `default_text` says in words what the default is where the value alone would not (a None that
+    means "at each evaluation"); None: the value says it."""
+    return field(default=default, metadata={"help": help, "default_text": default_text})
 
+
+def help_of(cls, name: str) -> tuple[str, str | None]:
+    """The help text of a field of `cls` and its default in words (None: the value says it)."""
+    metadata = {f.name: f.metadata for f in fields(cls)}[name]
+    return metadata["help"], metadata.get("default_text")
+
+
+@dataclass
+class ModelShape:
+    """The options that shape a model, shared by `ModelConfig` (a model's shape, stored in its
+    checkpoint) and `TrainConfig` (the options of a run): declared once, here."""
+
+    cell: str = option("lstm", "Recurrent cell: lstm, gru or rnn.")
+    layers: int = option(2, "Number of stacked recurrent layers.")
+    hidden: int = option(256, "Hidden units per layer.")
+    embed: int = option(64, "Size of the character embedding.")
+    dropout: float = option(
+        0.0,
+        "Dropout on the non-recurrent connections: the embedding's output, between layers and before the read-out.",
+    )
+    tie_weights: bool = option(  # the read-out shares the embedding's matrix (needs embed == hidden)
+        False, "Share one matrix between the embedding and the read-out (needs --embed equal to --hidden)."
+    )
+
+
+@dataclass
+class _VocabSize:
     vocab_size: int
-    cell: str = "lstm"
-    layers: int = 2
-    hidden: int = 256
-    embed: int = 64
-    dropout: float = 0.0
-    tie_weights: bool = False  # the read-out shares the embedding's matrix (needs embed == hidden)
 
 
 @dataclass
-class TrainConfig:
-    """Every option of `charrnn train`. Field comments are the help texts' source of truth."""
+class ModelConfig(ModelShape, _VocabSize):
+    """The shape of a CharRNN: everything needed to rebuild it from a checkpoint. Its fields, in
+    this order (the bases' fields come in reverse order of the bases): vocab_size, then those of
+    `ModelShape` (cell, layers, hidden, embed, dropout, tie_weights)."""
 
-    # Model
-    cell: str = "lstm"  # lstm | gru | rnn
-    layers: int = 2
-    hidden: int = 256
-    embed: int = 64
-    dropout: float = 0.0
-    tie_weights: bool = False  # the read-out shares the embedding's matrix (needs embed == hidden)
-    size: str | None = (
-        None  # auto: the model options not given are chosen for the corpus, budget and machine; default: the fixed defaults; None: auto when no model option is given
+
+@dataclass
+class TrainConfig(ModelShape):
+    """Every option of `charrnn train` (and of `charrnn.train()`): the model's shape (`ModelShape`)
+    first, then these."""
+
+    size: str | None = option(  # None: auto when no model option is given
+        None,
+        "auto: choose --layers, --hidden, --embed, --batch-size and --dropout for this corpus, --time-budget "
+        "(or epochs) and this machine's measured speed (the flags you give win); default: the fixed defaults "
+        "shown here.",
+        "auto when none of those five flags is given, else default",
     )
     # Data
-    seq_len: int = 128  # truncated-BPTT chunk length T
-    batch_size: int = 32  # number of parallel streams B
-    val_frac: float = 0.1  # contiguous tail of the corpus held out
-    carry_state: bool = True  # carry the hidden state across chunks (False: reset every chunk)
+    seq_len: int = option(  # truncated-BPTT chunk length T
+        128, "Characters per truncated-BPTT chunk (the gradient is cut between chunks; the hidden state is carried)."
+    )
+    batch_size: int = option(32, "Parallel streams of the corpus per step.")  # B
+    val_frac: float = option(0.1, "Fraction of the corpus (its contiguous tail) held out for validation.")
+    carry_state: bool = option(
+        True,
+        "Carry the hidden state from chunk to chunk (stateful truncated BPTT); --no-carry-state resets it every "
+        "chunk, for comparison.",
+    )
     # Optimisation
-    lr: float = 3e-3
-    lr_schedule: str = "cosine"
-    warmup: int = 50  # steps of linear warm-up
-    min_lr_frac: float = 0.1  # cosine decays to lr * min_lr_frac
-    grad_clip: float = 1.0  # global gradient-norm clip; 0 disables
-    weight_decay: float = 0.0
+    lr: float = option(3e-3, "Peak learning rate (AdamW).")
+    lr_schedule: str = option("cosine", "constant or cosine (decays to lr × min-lr-frac).")
+    warmup: int = option(50, "Steps of linear learning-rate warm-up.")
+    min_lr_frac: float = option(0.1, "Final learning rate of the cosine schedule, as a fraction of --lr.")
+    grad_clip: float = option(1.0, "Clip the global gradient norm to this; 0 = off.")
+    weight_decay: float = option(0.0, "AdamW weight decay.")
     # Length of training: the first limit reached ends it
-    max_steps: int | None = None
-    max_epochs: float | None = None  # None: DEFAULT_EPOCHS when no other limit is given
-    time_budget: float | None = None  # seconds of training (evaluation included)
+    max_steps: int | None = option(None, "Stop after this many steps.")
+    max_epochs: float | None = option(
+        None,
+        "Stop after this many passes over the corpus.",
+        "10 when neither --max-steps nor --time-budget is given",  # DEFAULT_EPOCHS
+    )
+    time_budget: float | None = option(
+        None,
+        "Stop after this many seconds of wall clock: the whole command, start-up, evaluations and the final save "
+        "included (the LR schedule follows the clock). With --resume, the run's total: the time it trained before "
+        "counts.",
+    )
     # Evaluation and checkpoints
-    eval_every: int = 200
-    eval_chars: int = 200_000  # characters of the validation split per evaluation; 0 = all
-    save_every: int = 200
+    eval_every: int = option(200, "Evaluate on the validation split every N steps.")
+    eval_chars: int = option(200_000, "Validation characters per evaluation (0 = all).")
+    save_every: int = option(200, "Write last.pt every N steps.")
     # Live samples: a short text at a fixed prime and seed, to watch the same sentence improve
-    sample_every: int | None = None  # steps between samples; None = at each evaluation, 0 = never
-    sample_chars: int = 200  # characters per sample (after the prime)
-    sample_prime: str = ""  # "" = start as after a newline
+    sample_every: int | None = option(  # None = at each evaluation
+        None,
+        "Show a short sample (fixed prime and seed, temperature 0.8) every N steps; 0 = never.",
+        "at each evaluation",
+    )
+    sample_chars: int = option(200, "Characters per live sample.")  # after the prime
+    sample_prime: str = option("", "Prime text of the live samples.", "none: start as after a newline")
     # Run
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast for the forward pass)
-    compile: bool = False  # torch.compile the model (falls back to eager with a warning)
-    engine: str = "torch"  # torch | numpy (gradients from the hand-written BPTT of numpy_ref.py)
-    seed: int = 1337
-    device: str = "auto"
-    threads: int | str | None = "auto"  # "auto": chosen from the free cores while training; N pins it
-    name: str | None = None
-    out: str = "checkpoints"
+    precision: str = option(
+        "fp32",
+        "fp32, bf16 or fp16: the forward pass under autocast (fp16 on CUDA only; falls back to fp32 with a warning).",
+    )
+    compile: bool = option(
+        False, "torch.compile the model (needs a C++ compiler on the CPU; falls back with a warning)."
+    )
+    engine: str = option(
+        "torch",
+        "Who computes the gradients: torch (autograd), or numpy: the hand-written BPTT of charrnn/numpy_ref.py, "
+        "with everything else (AdamW, schedule, checkpoints) shared. numpy: CPU, fp32, no dropout; slow, for small "
+        "models.",
+    )
+    seed: int = option(1337, "Random seed (weights, dropout).")
+    device: str = option("auto", "auto, cpu, cuda or mps.")
+    threads: int | str | None = option(
+        "auto",
+        "CPU threads per process: auto chooses them from the cores that are free, and re-chooses while training "
+        "when the load changes; a number pins it (exact resume needs the same number).",
+        "auto",
+    )
+    name: str | None = option(None, "Run name: the folder under --out.", "the corpus file's name")
+    out: str = option("checkpoints", "Folder that holds the runs.")
 
     def model_config(self, vocab_size: int) -> ModelConfig:
-        return ModelConfig(
-            vocab_size=vocab_size,
-            cell=self.cell,
-            layers=self.layers,
-            hidden=self.hidden,
-            embed=self.embed,
-            dropout=self.dropout,
-            tie_weights=self.tie_weights,
-        )
+        return ModelConfig(vocab_size=vocab_size, **{f.name: getattr(self, f.name) for f in fields(ModelShape)})
 
     def validate(self) -> TrainConfig:
         _check_choice("cell", self.cell, CELLS)
@@ -108,7 +164,8 @@ class TrainConfig:
             _check_choice("size", self.size, SIZES)
         if self.tie_weights and self.embed != self.hidden:
             raise CharRNNError(
-                f"--tie-weights shares one matrix between the embedding and the read-out: it needs --embed equal to --hidden (here {self.embed} and {self.hidden})"
+                "--tie-weights shares one matrix between the embedding and the read-out: it needs --embed equal to "
+                f"--hidden (here {self.embed} and {self.hidden})"
             )
         for name in ("layers", "hidden", "embed", "seq_len", "batch_size", "eval_every", "save_every"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
@@ -152,6 +209,19 @@ class TrainConfig:
                 "must be a plain folder name",
             )
         return self
+
+
+@dataclass
+class ReadConfig:
+    """How a corpus is read from its files (`charrnn train`, `charrnn prepare`, `charrnn.train()`)."""
+
+    encoding: str = option("utf-8", "Text encoding of the corpus.")
+    errors: str = option(
+        "strict",
+        "On undecodable bytes: strict (error), replace (U+FFFD), ignore (drop them) or another Python error handler.",
+    )
+    keep_newlines: bool = option(False, "Keep \\r\\n and \\r line endings instead of turning them into \\n.")
+    separator: str = option(DEFAULT_SEPARATOR, "Text put between the files of a corpus of several files.")
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from charrnn.config import SampleConfig, TrainConfig, defaults
+from charrnn.config import SampleConfig, TrainConfig, defaults, help_of
 from charrnn.errors import CharRNNError
 
 state = {"debug": False}  # set by the app's --debug
@@ -20,6 +20,17 @@ def opt(name: str, help: str, panel: str, table: dict = TRAIN_DEFAULTS, **kw) ->
     if default is not None:
         help += f" [dim]\\[default: {default}][/]"
     return typer.Option(help=help, show_default=False, rich_help_panel=panel, **kw)
+
+
+def flag(name: str, panel: str | None = None, cls=TrainConfig, **kw) -> Any:
+    """The flag of option `name` of `cls` (a config dataclass of config.py): its help text and
+    default from the field, where they are written once; None on the command line means "not
+    given" (a --config file, or the default, fills it)."""
+    help, default_text = help_of(cls, name)
+    if default_text is not None:
+        help += f" \\[default: {default_text}]"
+        return typer.Option(help=help, show_default=False, rich_help_panel=panel, **kw)
+    return opt(name, help, panel, defaults(cls), **kw)
 
 
 def stderr():

@@ -1,7 +1,9 @@
 """What people see on stderr: a live progress display on a terminal, plain log lines elsewhere.
 
-`TrainDisplay` is the trainer's event callback. On a terminal it shows a rich progress bar with
-step, epoch, losses (nats and bits/char), chars/s and ETA; when stderr is a file or a pipe
+`TrainDisplay` is the callback of the runs `charrnn train` starts (charrnn/api/training.py): it
+shows the Trainer's events and those of the run around them (the corpus being prepared and
+described, what --size auto chose, the summary when done). On a terminal it shows a rich
+progress bar with step, epoch, losses (nats and bits/char), chars/s and ETA; when stderr is a file or a pipe
 (Makefiles, CI) it prints one plain line per evaluation instead, and between them a heartbeat
 line at least every `log_every` seconds (step, epoch, train loss, chars/s, threads, ETA), the
 first one `log_every` seconds after the first step. Changes of the number of threads are one
@@ -36,6 +38,9 @@ from charrnn.cli.formats import fmt_clock, fmt_loss, one_line
 from charrnn.cli.tables import bench_tables  # noqa: F401  (imported from here by cli/benchmark.py)
 from charrnn.errors import plural
 
+# The events of a run (charrnn/api/training.py) that carry a line for people, shown as they come.
+NOTES = ("engine", "corpus", "sized", "verdict")
+
 
 class _ProgressWithSample(Progress):
     """The progress bar with the latest live sample on the line below it."""
@@ -67,6 +72,8 @@ class TrainDisplay:
         self.val = None
         self.chars_per_sec = None
         self.epoch = 0.0
+        self._bars = None  # the bars of a corpus being prepared (see _preparing)
+        self._update: Callable[[str, int, int], None] | None = None
 
     # a context manager, so the live display is always closed
     def __enter__(self):
@@ -119,6 +126,20 @@ class TrainDisplay:
         with bars:
             yield update
 
+    def _preparing(self, event: dict[str, Any]) -> None:
+        """A run's corpus being prepared: `preparing`'s bars from the first "preparing" event to
+        the "prepared" one."""
+        if event["event"] == "prepared":
+            if self._bars is not None:
+                self._bars.__exit__(None, None, None)
+                self._bars, self._update = None, None
+            return
+        if self._bars is None:
+            self._bars = self.preparing()
+            self._update = self._bars.__enter__()
+        if self._update is not None:
+            self._update(event["phase"], event["done"], event["total"])
+
     def warning(self, text: str) -> None:
         self({"event": "warning", "message": text})
 
@@ -128,22 +149,16 @@ class TrainDisplay:
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event["event"]
-        if kind == "warning":
+        if kind in NOTES:
+            self.message(event["message"])
+        elif kind in ("preparing", "prepared"):
+            self._preparing(event)
+        elif kind == "done":
+            self.summary(event)
+        elif kind == "warning":
             self.console.print(f"[yellow]warning:[/] {escape(event['message'])}", soft_wrap=True, markup=True)
         elif kind == "start":
-            auto = (
-                f" of {event['cores']} usable, chosen by the load; --threads N pins it"
-                if event.get("threads_auto")
-                else ""
-            )
-            self.message(
-                f"training {event['parameters']:,} parameters on {event['device']} ({event['threads']} thread{'s' if event['threads'] != 1 else ''}{auto}"
-                + (f" in each of {event['processes']} processes" if event.get("processes", 1) > 1 else "")
-                + "), "
-                f"batch {event['batch_size']}, {plural(event['chunks_per_epoch'], 'step')} per epoch"
-                + (f", resuming at step {event['step']:,}" if event["step"] else "")
-                + f"; run folder {event['run_dir']}"
-            )
+            self.message(_start_line(event))
         elif kind == "step" and self.progress is None:
             self._heartbeat(event)
         elif kind == "threads" and event.get("message") and not self.quiet:
@@ -220,8 +235,8 @@ class TrainDisplay:
 
     def summary(self, summary: dict[str, Any]) -> None:
         self.console.print(
-            f"done: {plural(summary['step'], 'step')}, {plural(summary['chars_seen'], 'character')} in {fmt_clock(summary['elapsed_s'])}; "
-            f"best loss {fmt_loss(summary['best_loss'])}"
+            f"done: {plural(summary['step'], 'step')}, {plural(summary['chars_seen'], 'character')} in "
+            f"{fmt_clock(summary['elapsed_s'])}; best loss {fmt_loss(summary['best_loss'])}"
             + (f"; {plural(summary['skipped_steps'], 'non-finite step')} skipped" if summary["skipped_steps"] else "")
             + f"\nlast: {summary['last']}\nbest: "
             + (
@@ -233,3 +248,15 @@ class TrainDisplay:
             highlight=False,
             markup=False,
         )
+
+
+def _start_line(event: dict[str, Any]) -> str:
+    """What trains where: the "start" event on one line."""
+    auto = f" of {event['cores']} usable, chosen by the load; --threads N pins it" if event.get("threads_auto") else ""
+    processes = f" in each of {event['processes']} processes" if event.get("processes", 1) > 1 else ""
+    return (
+        f"training {event['parameters']:,} parameters on {event['device']} ({plural(event['threads'], 'thread')}"
+        f"{auto}{processes}), batch {event['batch_size']}, {plural(event['chunks_per_epoch'], 'step')} per epoch"
+        + (f", resuming at step {event['step']:,}" if event["step"] else "")
+        + f"; run folder {event['run_dir']}"
+    )

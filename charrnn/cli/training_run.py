@@ -1,142 +1,76 @@
-"""A training run on the console, once `train` has planned it: the Trainer of the planned run,
-training under SIGINT and SIGTERM, what is printed before and after, the command that goes on
-after a failure or an interruption, and `--nproc`'s hand-over to torchrun."""
+"""A training run on the console, around `charrnn.train()`: SIGINT and SIGTERM stop it (the
+first saves last.pt; in a single process a second ends at once), what is printed after it (how
+to go on after an interruption, its exit code), the command that goes on after a failure, and
+`--nproc`'s hand-over to torchrun (launching processes is the command's business)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
 import signal
 import sys
-from pathlib import Path
 
 import typer
 
+from charrnn.api.training import Run, Stop
 from charrnn.cli.console import state as _state
-from charrnn.config import TrainConfig
-from charrnn.errors import WriteError, plural
-from charrnn.train.runlock import LOCK_HOLDER, RunLock
+from charrnn.train.distributed import Dist
+from charrnn.train.runlock import LOCK_HOLDER
 
 LAUNCHED_AS = "CHARRNN_LAUNCHED_AS"  # set for the processes `train --nproc` starts: the user's command
 
 
-def prepare_and_launch(nproc: int, lock: RunLock, plan_run, load, display) -> None:
-    """`train --nproc N`: plan the run and prepare the corpus here, then start the processes."""
-    from charrnn.machine.device import pick_device
+class SignalStop(Stop):
+    """A `Stop` that SIGINT and SIGTERM call while the model trains (before, charrnn/signals.py
+    ends the command at once); the signals received, for the exit code."""
 
-    with lock:  # held for the workers until they end (their rank 0 finds it held by us)
-        planned = plan_run(nproc)
-        pick_device(planned.cfg.device)  # a device that is not here: one error now, not one per process
-        load(planned.vocab)  # the processes find it in the cache
-        _launch(nproc, display)
+    def __init__(self, dist: Dist | None = None) -> None:
+        super().__init__()
+        self.received: list[int] = []
+        self.single = (dist or Dist.from_env()).world == 1
 
-
-def choose_size(planned, data, given: set[str], dist):
-    """--size auto (train/sizing.py), decided by rank 0 for every process: the plan with the
-    chosen model options, and the choice (None when nothing was chosen)."""
-    import dataclasses
-
-    from charrnn import STARTED
-    from charrnn.train import plan
-    from charrnn.train.distributed import command_started
-
-    train_chars = len(data.split(planned.cfg.val_frac)[0])
-    cfg, choice = dist.from_main(
-        lambda: plan.size_model(
-            planned, given, train_chars, len(data.vocab), command_started(STARTED), dist.local_world
-        )
-    )
-    return dataclasses.replace(planned, cfg=cfg), choice
-
-
-def make_trainer(planned, data, init_from: Path | None, run_dir: Path, display, dist):
-    """The Trainer of the planned run on the loaded corpus (a corpus too short for it leaves no
-    cache entry behind)."""
-    from charrnn import STARTED
-    from charrnn.data.prepare import forget
-    from charrnn.train import plan
-    from charrnn.train.distributed import command_started
-    from charrnn.train.trainer import CorpusTooShort
-
-    cfg = planned.cfg
-    plan.check_init_vocab(planned, len(data.vocab), init_from)
-    train_ids, val_ids = data.split(cfg.val_frac)
-    Trainer = plan.trainer_class(cfg)
-    if cfg.engine == "numpy":
-        display.message("engine numpy: gradients by the hand-written BPTT of charrnn/numpy_ref.py")
-    try:
-        return Trainer(
-            cfg,
-            data.vocab,
-            train_ids,
-            val_ids,
-            run_dir,
-            events=display,
-            resume_from=planned.resume_ckpt,
-            init_from=planned.init_ckpt,
-            corpus_path=data.path,
-            corpus_digest=data.digest,
-            dist=dist,
-            started_at=command_started(STARTED),
-        )
-    except CorpusTooShort:
-        forget(data)  # a refused corpus leaves no cache entry behind
-        raise
-
-
-def fit_under_signals(trainer, display, dist, run_dir: Path) -> tuple[dict, list[int]]:
-    """Train, with SIGINT and SIGTERM asking the trainer to stop (a second one, in a single
-    process, ends at once); the summary and the signals received."""
-    from charrnn.train import plan
-
-    received: list[int] = []
-
-    def on_signal(signum, frame):
-        received.append(signum)
-        trainer.stop(signal.Signals(signum).name)
-        if dist.world == 1:  # a second one ends at once (torchrun repeats signals, and kills after 30 s)
+    def on_signal(self, signum, frame) -> None:
+        self.received.append(signum)
+        self(signal.Signals(signum).name)
+        if self.single:  # a second one ends at once (torchrun repeats signals, and kills after 30 s)
             signal.signal(signum, signal.SIG_DFL)
 
-    old = {
-        s: signal.signal(s, on_signal)
-        for s in (signal.SIGINT, signal.SIGTERM)
-        if signal.getsignal(s) is not signal.SIG_IGN
-    }
-    try:
-        with display:
-            return trainer.fit(), received
-    except WriteError as exc:
-        raise plan.after_failed_write(exc, run_dir, lambda resume: _resume_hint(dist, resume)) from None
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
+    @contextlib.contextmanager
+    def attached(self, trainer):
+        old = {
+            s: signal.signal(s, self.on_signal)
+            for s in (signal.SIGINT, signal.SIGTERM)
+            if signal.getsignal(s) is not signal.SIG_IGN
+        }
+        try:
+            with super().attached(trainer):
+                yield
+        finally:
+            for s, handler in old.items():
+                signal.signal(s, handler)
 
 
-def report(trainer, summary: dict, received: list[int], data, display, dist) -> None:
-    """The summary (rank 0), a warning if the model learned nothing, and after a signal how to go
-    on and its exit code."""
+def resume_hint(resume: bool) -> str:
+    """How the error of a failed write says to go on: this command, with --resume if it can."""
+    return _resume_hint(Dist.from_env(), resume)
+
+
+def report(run: Run, stop: SignalStop, display) -> None:
+    """After a signal (or another process') how to go on, and its exit code (the summary and how
+    the run did were shown by the display, from the run's events)."""
+    dist, received = Dist.from_env(), stop.received
     if not dist.main:
         if received:
             raise typer.Exit(128 + received[0])
         return
-    display.summary(summary)
-    if summary["reason"] == "done" and trainer.last_eval is not None:
-        from charrnn.train.evaluation import learned_nothing
-
-        warning = learned_nothing(trainer.last_eval, data.ids, len(data.vocab))
-        if warning:
-            display({"event": "warning", "message": warning})
-        elif trainer.last_eval["val_loss"] is not None:
-            from charrnn.train.expected import run_verdict
-
-            line = run_verdict(summary["best_loss"], summary["chars_seen"], data.vocab.chars, data.ids)
-            if line:
-                display.message(line)
-    if received or summary["reason"] == "stopped by another process":
+    if received or run.reason == "stopped by another process":
         why = signal.Signals(received[0]).name if received else "a signal to another process"
         display.console.print(
-            f"stopped by {why}; progress saved in {summary['last']}\n{_resume_hint(dist)}", soft_wrap=True, markup=False
+            f"stopped by {why}; progress saved in {run.summary['last']}\n{_resume_hint(dist)}",
+            soft_wrap=True,
+            markup=False,
         )
         if received:
             raise typer.Exit(128 + received[0])
@@ -157,22 +91,7 @@ def _resume_hint(dist, resume: bool = True) -> str:
     return f"resume with: charrnn {argv} --resume"
 
 
-def describe_corpus(display, data, cfg: TrainConfig) -> None:
-    train_ids, val_ids = data.split(cfg.val_frac)
-    display.message(
-        f"{data.path}: {plural(len(data.ids), 'character')}, {len(data.vocab):,} distinct{_prepared(data.info)}; "
-        f"{len(train_ids):,} to train on, {len(val_ids):,} for validation"
-    )
-
-
-def _prepared(info: dict | None) -> str:
-    if not info or info.get("cached"):
-        return ""
-    seconds = (info.get("counted_s") or 0) + (info.get("encoded_s") or 0)
-    return f" (prepared in {seconds:.1f} s)" if seconds >= 0.5 else ""
-
-
-def _launch(nproc: int, display) -> None:
+def launch(nproc: int, display) -> None:
     """Run the same command in `nproc` processes under torchrun (in this process, so that its
     failures become an exit code and the workers' one-line errors are all that is printed)."""
     import time
