@@ -132,3 +132,24 @@ def test_the_page_generates_and_colours_the_text(browser, tiny_checkpoint, tmp_p
     assert len(colours) > 50, f"the screenshot looks blank: {len(colours)} colours"
     if os.environ.get("CHARRNN_SCREENSHOT"):  # keep it for a person to look at
         Path(os.environ["CHARRNN_SCREENSHOT"]).write_bytes(screenshot.read_bytes())
+
+
+def test_the_page_lists_a_model_without_a_training_record(browser, tiny_checkpoint, tmp_path):  # noqa: F811
+    """An .npz export (or a model folder saved without one) keeps no training record: its steps
+    are null, which the page once tried to format (and so listed no model at all)."""
+    from tiny_run import invoke
+
+    export = tmp_path / "bare.npz"
+    assert invoke("export", str(tiny_checkpoint), "--out", str(export)).exit_code == 0
+    served = Served(str(export), str(tiny_checkpoint))
+    errors: list[str] = []
+    try:
+        page = browser.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(served.url)
+        page.wait_for_function("document.querySelector('#models').textContent.includes('·')", timeout=30_000)
+        listed = page.text_content("#models")
+    finally:
+        served.stop()
+    assert errors == []
+    assert "bare: LSTM" in listed and "training not recorded" in listed and "steps" in listed
