@@ -172,6 +172,7 @@ def bench_run_overheads(quick: bool, precision: str = "fp32", device: str = "cpu
     re-laid out) would show. A resumed run gets one warm-up step, like the undisturbed one."""
     from charrnn.config import TrainConfig, defaults
     from charrnn.store import checkpoint
+    from charrnn.store.run_folder import LAST
     from charrnn.train.evaluation import evaluate_sum
 
     default = defaults(TrainConfig)
@@ -201,7 +202,7 @@ def bench_run_overheads(quick: bool, precision: str = "fp32", device: str = "cpu
         trainer.train_step()
         first_after_eval = time.perf_counter() - t
         t = time.perf_counter()
-        path = trainer.save("last.pt")
+        path = trainer.save(LAST)
         save_s = time.perf_counter() - t
         resumed = bench_trainer(case, tmp, precision, device, val_chars, resume_from=checkpoint.load(path))
         resumed_at = resumed.progress.step

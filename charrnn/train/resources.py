@@ -1,5 +1,5 @@
 """What training needs of the device: memory for a model of a given shape (checked before a run
-starts), and the precision its forward pass can run in."""
+starts), the precision its forward pass can run in, and the loss scale that fp16 needs."""
 
 from __future__ import annotations
 
@@ -66,3 +66,17 @@ def autocast_for(precision: str, model: CharRNN, device: torch.device, warn: Cal
     finally:
         model.train(was_training)
     return factory
+
+
+def scales_gradients(precision: str, device: torch.device, autocast) -> bool:
+    """Whether a step needs a loss scale: fp16 autocast on CUDA (fp16's smallest normal number is
+    6e-5, so small gradients would underflow to zero; bf16 has fp32's range and needs none).
+    `autocast`: what `autocast_for` gave (contextlib.nullcontext where it fell back to fp32)."""
+    return precision == "fp16" and device.type == "cuda" and autocast is not contextlib.nullcontext
+
+
+def grad_scaler_for(precision: str, device: torch.device, autocast) -> torch.amp.GradScaler:
+    """The step's GradScaler: enabled where `scales_gradients`, else one that changes nothing
+    (scale() returns the loss, unscale_() and update() do nothing, step() is optimizer.step()),
+    so that a step has one code path."""
+    return torch.amp.GradScaler(device.type, enabled=scales_gradients(precision, device, autocast))
