@@ -1,8 +1,10 @@
-"""The rows a run reports, as plain dicts: the "start" event, and an evaluation's row (of
-metrics.jsonl and of the "eval" event). The Trainer sends them; the command line shows them."""
+"""The rows a run reports, as plain dicts: the "start", "step" and "end" events, and an
+evaluation's row (of metrics.jsonl and of the "eval" event). The Trainer sends them; the command
+line shows them."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from charrnn.store.metadata import Progress
@@ -33,6 +35,40 @@ def eval_row(
         "elapsed_s": round(p.train_seconds, 2),
         "skipped_steps": p.skipped_steps,
         "threads": threads,
+    }
+
+
+def step_event(
+    progress: Progress, chunks_per_epoch: int, loss: float, lr: float, fraction: float, threads: int
+) -> dict[str, Any]:
+    """A step done: its loss and learning rate, and how far the run is (`fraction` of its limits)."""
+    p = progress
+    return {
+        "event": "step",
+        "step": p.step,
+        "epoch": p.epoch + p.chunk / chunks_per_epoch,
+        "loss": loss,
+        "lr": lr,
+        "fraction": fraction,
+        "chars_seen": p.chars_seen,
+        "elapsed_s": p.train_seconds,
+        "threads": threads,
+    }
+
+
+def end_summary(reason: str, progress: Progress, last: Path, best: Path, elapsed: float) -> dict[str, Any]:
+    """The summary of a run that ended (for `reason`), what `Trainer.fit` returns."""
+    p = progress
+    return {
+        "event": "end",
+        "reason": reason,
+        "step": p.step,
+        "chars_seen": p.chars_seen,
+        "best_loss": p.best_loss,
+        "last": str(last),
+        "best": str(best),
+        "skipped_steps": p.skipped_steps,
+        "elapsed_s": elapsed,
     }
 
 

@@ -80,3 +80,24 @@ def grad_scaler_for(precision: str, device: torch.device, autocast) -> torch.amp
     (scale() returns the loss, unscale_() and update() do nothing, step() is optimizer.step()),
     so that a step has one code path."""
     return torch.amp.GradScaler(device.type, enabled=scales_gradients(precision, device, autocast))
+
+
+class CompiledForward:
+    """--compile: the torch.compile'd forward of `module`; where compiling fails (no compiler, an
+    unsupported device, a recompilation later on), warn once and go on in eager mode from the
+    same state."""
+
+    def __init__(self, module: torch.nn.Module, warn: Callable[[str], None]):
+        self.module, self.warn, self.compiled, self.failed = module, warn, None, False
+
+    def __call__(self, x: torch.Tensor, hidden):
+        if self.failed:
+            return self.module(x, hidden)
+        try:
+            if self.compiled is None:
+                self.compiled = torch.compile(self.module)
+            return self.compiled(x, hidden)
+        except Exception as exc:  # compilation errors come in many types
+            self.warn(f"--compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); training without it")
+            self.failed = True
+            return self.module(x, hidden)

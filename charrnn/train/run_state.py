@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from typing import Any
 
 import numpy as np
 import torch
 
+from charrnn import __version__
 from charrnn.errors import CharRNNError
 from charrnn.model import Hidden, hidden_from_list, hidden_to_list
 from charrnn.store import checkpoint
-from charrnn.store.metadata import Progress
+from charrnn.store.metadata import CheckpointInfo, Corpus, Progress
 from charrnn.store.run_folder import RunFolder
 from charrnn.train.distributed import Dist, state_digest
 
@@ -61,6 +63,25 @@ def gather_state(model, hidden: Hidden | None, progress: Progress, dist: Dist, d
     hidden_all = [torch.cat(tensors, dim=1) for tensors in zip(*(part["hidden"] for part in parts))]  # (L, B x P, H)
     loss = [sum(part["loss"][i] for part in parts) for i in (0, 1)]
     return {"rng": rng, "hidden": hidden_all, "loss": loss, "digests": digests}
+
+
+def checkpoint_info(trainer, state: dict[str, Any]) -> CheckpointInfo:
+    """What a checkpoint of `trainer` now says about itself; `state`: what `gather_state` gathered
+    (the loss all processes accumulated, their weights' digests)."""
+    progress = dataclasses.replace(trainer.progress, loss_sum=state["loss"][0], loss_count=state["loss"][1])
+    world = trainer.dist.world
+    return CheckpointInfo(
+        charrnn_version=__version__,
+        vocab=trainer.vocab,
+        model=trainer.model_cfg,
+        config=trainer.cfg,
+        progress=progress,
+        batch_size=trainer.batch_size,
+        world_size=world,
+        corpus=Corpus(path=trainer.corpus_path, train_chars=trainer.train_chars, digest=trainer.data_digest),
+        saved_at=time.time(),
+        weights_digests=state["digests"] if world > 1 else None,
+    )
 
 
 def restore(

@@ -94,6 +94,10 @@ class TimeBudget:
         fracs = self.limit_fractions(progress).values()
         return min(1.0, max(fracs)) if fracs else 0.0
 
+    def limits_reached(self, progress: Progress) -> str:
+        """The flags of the limits the run has reached, joined ("" while none is)."""
+        return ", ".join(flag for flag, frac in self.limit_fractions(progress).items() if frac >= 1.0)
+
     def _time_fraction(self, progress: Progress) -> float:
         return progress.train_seconds / max(self.budget_end() - self.reserve, 1e-9)
 

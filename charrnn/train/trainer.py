@@ -14,16 +14,14 @@ the processes' shares of the validation split. Only rank 0 reports, writes metri
 checkpoints; a checkpoint holds what every process needs to continue (the hidden states and
 random states of all of them), laid out as if one process had trained all the streams.
 
-Read this file top to bottom: the set-up, then `fit` (the loop), `train_step` and `gradients`
-(one step), `_evaluate` and `save`. What the loop owns, it passes what they need: `budget`
-(schedule.py: limits, time, the reserve for the run's end), `folder` (store/run_folder.py),
-`samples` (live_samples.py), `thread_use` (thread_use.py); set-up (setup.py), checkpoints
-(run_state.py) and the rows it reports (metrics.py) are functions of what they are given.
+Read it top to bottom: set-up, `fit` (the loop), `train_step` and `gradients` (one step),
+`_evaluate`, `save`. It owns, and passes what they need: `budget` (schedule.py: limits, time, the
+reserve for the run's end), `folder` (store/run_folder.py), `samples`, `thread_use`; set-up
+(setup.py), checkpoints (run_state.py) and its rows (metrics.py) are functions of their arguments.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -34,7 +32,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from charrnn import __version__
 from charrnn.cells import parameter_count
 from charrnn.config import TrainConfig
 from charrnn.data.batches import batchify, get_chunk, num_chunks, release_pages, shard_rows
@@ -44,15 +41,15 @@ from charrnn.machine.device import pick_device
 from charrnn.model import detach_hidden
 from charrnn.store import checkpoint
 from charrnn.store.files import make_folder, write_failure
-from charrnn.store.metadata import CheckpointInfo, Corpus, Progress
+from charrnn.store.metadata import Progress
 from charrnn.store.run_folder import BEST, LAST, RunFolder
 from charrnn.train.distributed import Dist
-from charrnn.train.evaluation import evaluate_sum
+from charrnn.train.evaluation import validation_sum
 from charrnn.train.live_samples import LiveSamples
-from charrnn.train.metrics import eval_row, start_event
-from charrnn.train.resources import autocast_for, grad_scaler_for
+from charrnn.train.metrics import end_summary, eval_row, start_event, step_event
+from charrnn.train.resources import CompiledForward, autocast_for, grad_scaler_for
 from charrnn.train.resume import ids_digest
-from charrnn.train.run_state import DataLayout, gather_state, restore
+from charrnn.train.run_state import DataLayout, checkpoint_info, gather_state, restore
 from charrnn.train.schedule import TimeBudget, lr_at
 from charrnn.train.setup import CorpusTooShort, batch_size_per_process, build_model, check_sample_prime
 from charrnn.train.thread_use import ThreadUse
@@ -107,7 +104,7 @@ class Trainer:
         )
         self.autocast = autocast_for(cfg.precision, self.model, self.device, self._warn)
         self.scaler = grad_scaler_for(cfg.precision, self.device, self.autocast)
-        self._forward = self._compiled_forward if cfg.compile else self.train_model
+        self._forward = CompiledForward(self.train_model, self._warn) if cfg.compile else self.train_model
         # What the loop owns: the time, the live samples.
         chars = len(self.val_ids) / d.world
         self.budget = TimeBudget(
@@ -151,20 +148,8 @@ class Trainer:
             step_seconds = budget.count_until(now, p)
             budget.step_timed(step_seconds)
             self._note(self.thread_use.step_done(step_seconds, p.step))
-            epoch = p.epoch + p.chunk / self.chunks_per_epoch
-            self.events(
-                {
-                    "event": "step",
-                    "step": p.step,
-                    "epoch": epoch,
-                    "loss": loss,
-                    "lr": lr,
-                    "fraction": budget.fraction_done(p),
-                    "chars_seen": p.chars_seen,
-                    "elapsed_s": p.train_seconds,
-                    "threads": self.thread_use.threads,
-                }
-            )
+            fraction = budget.fraction_done(p)
+            self.events(step_event(p, self.chunks_per_epoch, loss, lr, fraction, self.thread_use.threads))
 
             # What falls due after the step: an evaluation, a live sample, last.pt. Every process
             # computes the same `finished`: it depends on agreed values only.
@@ -191,11 +176,10 @@ class Trainer:
             checkpoint.remove_stale_temporaries(self.run_dir)
         self.events(start_event(self))
         self._note(self.thread_use.start_note(p.step))
-        if p.step and self.budget.fraction_done(p) >= 1.0:
-            reached = ", ".join(flag for flag, frac in self.budget.limit_fractions(p).items() if frac >= 1.0)
-            self._warn(
-                f"this run already reached its limit at step {p.step:,} ({reached}); to train on, resume with a higher one"
-            )
+        reached = self.budget.limits_reached(p)
+        if p.step and reached:
+            why = f"this run already reached its limit at step {p.step:,} ({reached})"
+            self._warn(f"{why}; to train on, resume with a higher one")
         self.train_model.train()
         self._window_start, self._window_chars = self.clock(), 0  # what chars/s measures
         self.started_at = self.budget.begin(p, self.started_at)  # (once: fit may be called again)
@@ -226,17 +210,7 @@ class Trainer:
         """last.pt, and the summary of the run (also sent as the "end" event)."""
         p = self.progress
         last = self.save(LAST)
-        summary = {
-            "event": "end",
-            "reason": reason,
-            "step": p.step,
-            "chars_seen": p.chars_seen,
-            "best_loss": p.best_loss,
-            "last": str(last),
-            "best": str(self.folder.best),
-            "skipped_steps": p.skipped_steps,
-            "elapsed_s": self.budget.elapsed(p),
-        }
+        summary = end_summary(reason, p, last, self.folder.best, self.budget.elapsed(p))
         self.events(summary)
         return summary
 
@@ -293,20 +267,6 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         return loss.item(), grad_norm.item(), hidden
 
-    def _compiled_forward(self, x, hidden):
-        """torch.compile'd forward; if compiling fails (no compiler, unsupported device), warn
-        once and go on in eager mode."""
-        try:
-            if not hasattr(self, "_compiled"):
-                self._compiled = torch.compile(self.train_model)
-            return self._compiled(x, hidden)
-        except Exception as exc:  # compilation errors come in many types
-            self._warn(
-                f"--compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); training without it"
-            )
-            self._forward = self.train_model
-            return self.train_model(x, hidden)
-
     # ----------------------------------------------------------------- evaluation and checkpoints
     def _evaluate(self, lr: float, chars_per_sec: float) -> None:
         """Evaluate now (every process, at the same step; within the time a --time-budget
@@ -314,15 +274,11 @@ class Trainer:
         cfg, p, d = self.cfg, self.progress, self.dist
         started = self.clock()
         deadline = self.budget.eval_deadline(p, self.samples.chars_at(p.step))
-        total, count = (0.0, 0)
-        if len(self.val_ids):
-            total, count = evaluate_sum(
-                self.model, self.val_ids, self.batch_size, cfg.seq_len, self.device, cfg.carry_state,
-                d.rank, d.world, deadline, self.clock,
-            )  # fmt: skip
+        total, count, cut = validation_sum(
+            self.model, self.val_ids, self.batch_size, cfg, self.device, d, deadline, self.clock
+        )
         if count:
             self.budget.eval_timed(self.clock() - started, count)
-        cut = deadline is not None and self.clock() >= deadline
         loss_sum, loss_count, total, count, cut = d.sum([p.loss_sum, p.loss_count, total, count, float(cut)])
         if cut and len(self.val_ids):
             chars = plural(int(count), "validation character")
@@ -349,18 +305,7 @@ class Trainer:
         state = gather_state(self.model, self.hidden, p, d, self.device)
         if not d.main:
             return path
-        info = CheckpointInfo(
-            charrnn_version=__version__,
-            vocab=self.vocab,
-            model=self.model_cfg,
-            config=self.cfg,
-            progress=dataclasses.replace(p, loss_sum=state["loss"][0], loss_count=state["loss"][1]),
-            batch_size=self.batch_size,
-            world_size=d.world,
-            corpus=Corpus(path=self.corpus_path, train_chars=self.train_chars, digest=self.data_digest),
-            saved_at=time.time(),
-            weights_digests=state["digests"] if d.world > 1 else None,
-        )
+        info = checkpoint_info(self, state)
         model = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         optimizer = self.optimizer.state_dict()
         ckpt = checkpoint.Checkpoint(info.to_meta(), model, optimizer, state["rng"], state["hidden"], info=info)
