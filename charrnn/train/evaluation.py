@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from charrnn.data.batches import batchify, fit_batch_size, release_pages, shard_rows
 from charrnn.config import TrainConfig
+from charrnn.data.batches import batchify, fit_batch_size, release_pages, shard_rows
 from charrnn.model import CharRNN, stream_loss
 
 
@@ -37,9 +37,10 @@ def learned_nothing(last_eval: dict[str, Any], ids: np.ndarray, vocab_size: int)
     if loss <= floor:
         return None
     diverged = not loss <= 2 * math.log(vocab_size)  # (or nan) far worse than an untrained model's guess
+    advice = "try a lower --lr" if diverged else "train longer, or try a lower --lr"
     return (
         f"the model did not learn: its loss {loss:.4g} is above the corpus' unigram entropy {floor:.3f} nats/char "
-        f"(the loss of predicting characters by their frequency alone); {'' if diverged else 'train longer, or '}try a lower --lr"
+        f"(the loss of predicting characters by their frequency alone); {advice}"
     )
 
 

@@ -117,9 +117,8 @@ def read_run(
     shape = {k: getattr(init_ckpt.info.model, k) for k in ("cell", "layers", "hidden", "embed", "tie_weights")}
     clash = sorted(k for k, v in shape.items() if k in given and given[k] != v)
     if clash:
-        raise CharRNNError(
-            f"--init-from {init_from}: the model's shape is fixed by the checkpoint; drop {', '.join('--' + k.replace('_', '-') for k in clash)}"
-        )
+        flags = ", ".join("--" + k.replace("_", "-") for k in clash)
+        raise CharRNNError(f"--init-from {init_from}: the model's shape is fixed by the checkpoint; drop {flags}")
     cfg = build(TrainConfig, {**file_values, **shape}, given)
     return Plan(cfg, init_ckpt=init_ckpt, vocab=init_ckpt.info.vocab)
 

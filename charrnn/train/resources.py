@@ -37,9 +37,10 @@ def memory_problem(
     if have is None or need * share <= have:
         return None
     where = "the GPU" if device.type == "cuda" else "this machine"
+    each = f" in each of {share} processes" if share > 1 else ""
     return (
         f"the model is too large to train here: {params:,} parameters need about {need * share / 1e9:,.1f} GB "
-        f"(weights, gradients, optimizer state and activations{f' in each of {share} processes' if share > 1 else ''}), "
+        f"(weights, gradients, optimizer state and activations{each}), "
         f"and {where} has {have / 1e9:,.1f} GB; choose a smaller --hidden, --layers, --embed or --batch-size"
     )
 

@@ -55,11 +55,15 @@ class Choice:
     speed: float | None  # measured characters per second of the chosen model (None: not probed)
 
     def describe(self, cfg: TrainConfig) -> str:
-        model = f"{cfg.cell.upper()} {cfg.layers}×{cfg.hidden}, embedding {cfg.embed}, dropout {cfg.dropout:g}, batch {cfg.batch_size}"
+        model = (
+            f"{cfg.cell.upper()} {cfg.layers}×{cfg.hidden}, embedding {cfg.embed}, "
+            f"dropout {cfg.dropout:g}, batch {cfg.batch_size}"
+        )
         pace = f" at {self.speed:,.0f} chars/s" if self.speed else ""
         return (
             f"--size auto: {model}: the run will read about {self.reads / 1e6:,.1f} M characters{pace}, "
-            f"{self.passes:,.1f} passes over the training text (explicit flags win; --size default for the fixed defaults)"
+            f"{self.passes:,.1f} passes over the training text "
+            "(explicit flags win; --size default for the fixed defaults)"
         )
 
 
