@@ -86,7 +86,7 @@ def start_event(trainer) -> dict[str, Any]:
         "batch_size": trainer.batch_size,
         "processes": trainer.dist.world,
         "chunks_per_epoch": trainer.chunks_per_epoch,
-        "train_chars": trainer.train_chars,
+        "train_chars": trainer.corpus.train_chars,
         "val_chars": len(trainer.val_ids),
         "step": trainer.progress.step,
         "run_dir": str(trainer.run_dir),

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from charrnn import __version__
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.data.vocab import Vocab
 from charrnn.errors import CharRNNError
 from charrnn.model import Hidden, hidden_from_list, hidden_to_list
 from charrnn.store import checkpoint
@@ -65,20 +67,27 @@ def gather_state(model, hidden: Hidden | None, progress: Progress, dist: Dist, d
     return {"rng": rng, "hidden": hidden_all, "loss": loss, "digests": digests}
 
 
-def checkpoint_info(trainer, state: dict[str, Any]) -> CheckpointInfo:
-    """What a checkpoint of `trainer` now says about itself; `state`: what `gather_state` gathered
+def checkpoint_info(
+    vocab: Vocab,
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    progress: Progress,
+    batch_size: int,
+    world: int,
+    corpus: Corpus,
+    state: dict[str, Any],
+) -> CheckpointInfo:
+    """What a checkpoint of a run now says about itself; `state`: what `gather_state` gathered
     (the loss all processes accumulated, their weights' digests)."""
-    progress = dataclasses.replace(trainer.progress, loss_sum=state["loss"][0], loss_count=state["loss"][1])
-    world = trainer.dist.world
     return CheckpointInfo(
         charrnn_version=__version__,
-        vocab=trainer.vocab,
-        model=trainer.model_cfg,
-        config=trainer.cfg,
-        progress=progress,
-        batch_size=trainer.batch_size,
+        vocab=vocab,
+        model=model_cfg,
+        config=cfg,
+        progress=dataclasses.replace(progress, loss_sum=state["loss"][0], loss_count=state["loss"][1]),
+        batch_size=batch_size,
         world_size=world,
-        corpus=Corpus(path=trainer.corpus_path, train_chars=trainer.train_chars, digest=trainer.data_digest),
+        corpus=corpus,
         saved_at=time.time(),
         weights_digests=state["digests"] if world > 1 else None,
     )

@@ -41,7 +41,7 @@ from charrnn.machine.device import pick_device
 from charrnn.model import detach_hidden
 from charrnn.store import checkpoint
 from charrnn.store.files import make_folder, write_failure
-from charrnn.store.metadata import Progress
+from charrnn.store.metadata import Corpus, Progress
 from charrnn.store.run_folder import BEST, LAST, RunFolder
 from charrnn.train.distributed import Dist
 from charrnn.train.evaluation import validation_sum
@@ -84,7 +84,7 @@ class Trainer:
         self.run_dir = self.folder.path
         d = self.dist = dist or Dist()
         self.events = (events or _ignore) if d.main else _ignore
-        self.corpus_path, self.clock = corpus_path, clock
+        self.clock = clock
         self.started_at = clock() if started_at is None else started_at
         self.device = d.device if d.world > 1 else pick_device(cfg.device)
         resumed = None if resume_from is None else resume_from.info
@@ -94,7 +94,7 @@ class Trainer:
         self.rows = shard_rows(self.batch_size * d.world, d.rank, d.world)
         self.streams = batchify(train_ids, self.batch_size * d.world)[self.rows]  # (B, L)
         self.chunks_per_epoch = num_chunks(self.streams, cfg.seq_len)
-        self.train_chars, self.data_digest = len(train_ids), corpus_digest or ids_digest(train_ids)
+        self.corpus = Corpus(corpus_path, len(train_ids), corpus_digest or ids_digest(train_ids))
         self.val_ids = (val_ids if len(val_ids) >= 2 else val_ids[:0])[: cfg.eval_chars or None]
         check_sample_prime(cfg.sample_prime, vocab, d)
         # The model, what a step calls (it, or its DDP wrapper), AdamW, the precision.
@@ -117,7 +117,9 @@ class Trainer:
         self._stopping: str | None = None  # agreed by all processes
         self._bad_in_a_row = 0
         if resume_from is not None:
-            data = DataLayout(self.batch_size * d.world, self.rows, self.chunks_per_epoch, self.data_digest, train_ids)
+            data = DataLayout(
+                self.batch_size * d.world, self.rows, self.chunks_per_epoch, self.corpus.digest, train_ids
+            )
             self.progress, self.hidden = restore(
                 resume_from, self.model, self.optimizer, data, d, self.device, self.folder
             )
@@ -305,7 +307,7 @@ class Trainer:
         state = gather_state(self.model, self.hidden, p, d, self.device)
         if not d.main:
             return path
-        info = checkpoint_info(self, state)
+        info = checkpoint_info(self.vocab, self.model_cfg, self.cfg, p, self.batch_size, d.world, self.corpus, state)
         model = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         optimizer = self.optimizer.state_dict()
         ckpt = checkpoint.Checkpoint(info.to_meta(), model, optimizer, state["rng"], state["hidden"], info=info)
