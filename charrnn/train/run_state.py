@@ -33,7 +33,7 @@ class DataLayout:
     block of them (`rows`), chunks per epoch, the corpus digest, and the training ids (for the
     digest of checkpoints from before prepared corpora)."""
 
-    streams: int
+    total_streams: int
     rows: slice
     chunks_per_epoch: int
     digest: str
@@ -105,7 +105,7 @@ def restore(
             "the processes were given different checkpoints to resume from (load it on rank 0 and share it)",
             exit_code=1,
         )
-    if not same_corpus(info.corpus.digest, "world_size" in ckpt.meta, data) or info.streams != data.streams:
+    if not same_corpus(info.corpus.digest, "world_size" in ckpt.meta, data) or info.streams != data.total_streams:
         raise dist.error(
             "cannot resume: the corpus (or the batch layout) differs from the one this run was "
             "trained on; use --init-from to fine-tune on a new corpus instead"
