@@ -1,7 +1,7 @@
 """train/: a run. Planning it (plan.py: new, resume, overwrite, init-from, engine; sizing.py:
 --size auto); the loop (trainer.py: set-up, the loop, one step, evaluation and checkpoints, read
 top to bottom) and what it owns or calls: schedule.py (limits, learning rate, the time budget),
-live_samples.py, thread_use.py, setup.py (batch size and model, checked before allocating),
+live_samples.py, thread_use.py, parts.py (batch size and model, checked before allocating),
 run_state.py (saving and restoring a run's state), metrics.py (the rows it reports); the
 validation loss (evaluation.py), memory, precision and loss scale (resources.py), resuming on
 another number of processes (resume.py); one writer per run folder (runlock.py), several

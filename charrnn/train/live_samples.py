@@ -18,7 +18,7 @@ class LiveSamples:
     """A short text at the fixed --sample-prime and seed after evaluations (or every
     --sample-every steps), so that the same sentence is seen improving. Its cost per character
     goes into `costs`, for the time a --time-budget run keeps for its end. (The prime is checked
-    against the vocabulary before: setup.check_sample_prime.)"""
+    against the vocabulary before: parts.check_sample_prime.)"""
 
     def __init__(self, cfg: TrainConfig, vocab: Vocab, device: torch.device, clock: Callable[[], float], costs: Costs):
         self.every, self.chars, self.prime = cfg.sample_every, cfg.sample_chars, cfg.sample_prime

@@ -17,7 +17,7 @@ random states of all of them), laid out as if one process had trained all the st
 Read it top to bottom: set-up, `fit` (the loop), `train_step` and `gradients` (one step),
 `_evaluate`, `save`. It owns, and passes what they need: `budget` (schedule.py: limits, time, the
 reserve for the run's end), `folder` (store/run_folder.py), `samples`, `thread_use`; set-up
-(setup.py), checkpoints (run_state.py) and its rows (metrics.py) are functions of their arguments.
+(parts.py), checkpoints (run_state.py) and its rows (metrics.py) are functions of their arguments.
 """
 
 from __future__ import annotations
@@ -47,11 +47,11 @@ from charrnn.train.distributed import Dist
 from charrnn.train.evaluation import validation_sum
 from charrnn.train.live_samples import LiveSamples
 from charrnn.train.metrics import end_summary, eval_row, start_event, step_event
+from charrnn.train.parts import CorpusTooShort, batch_size_per_process, build_model, check_sample_prime
 from charrnn.train.resources import CompiledForward, autocast_for, grad_scaler_for
 from charrnn.train.resume import ids_digest
 from charrnn.train.run_state import DataLayout, checkpoint_info, gather_state, restore
 from charrnn.train.schedule import TimeBudget, lr_at
-from charrnn.train.setup import CorpusTooShort, batch_size_per_process, build_model, check_sample_prime
 from charrnn.train.thread_use import ThreadUse
 
 Events = Callable[[dict[str, Any]], None]
