@@ -160,7 +160,8 @@ def main() -> int:
             )
         left += counts["survived"] + counts["other"]
         print(
-            f"{module:<11} {len(ours):>7} {counts['killed']:>7} {counts['timeout']:>7} {counts['equivalent']:>10} {counts['survived']:>8} {counts['other']:>6}"
+            f"{module:<11} {len(ours):>7} {counts['killed']:>7} {counts['timeout']:>7} "
+            f"{counts['equivalent']:>10} {counts['survived']:>8} {counts['other']:>6}"
         )
     if not args.report:
         print(f"({minutes:.0f} min)")
