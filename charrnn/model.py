@@ -42,13 +42,6 @@ class CharRNN(nn.Module):
         if cfg.tie_weights:  # one (V, H) matrix reads characters in and scores them out (embed == hidden)
             self.head.weight = self.embed.weight
 
-    def init_hidden(self, batch_size: int, device=None) -> Hidden:
-        """A zero state: (L, B, H), or an (h, c) pair of them for the LSTM."""
-        device = device or self.head.weight.device
-        zeros = lambda: torch.zeros(self.cfg.layers, batch_size, self.cfg.hidden, device=device)  # noqa: E731
-        state = tuple(zeros() for _ in CELLS[self.cfg.cell].state)  # (h,) or (h, c)
-        return state if len(state) > 1 else state[0]
-
     def forward(self, ids: torch.Tensor, hidden: Hidden | None = None):
         """ids (B, T) -> logits (B, T, V), new hidden state.
 

@@ -162,20 +162,3 @@ def test_stream_loss_reports_progress_and_stops_at_a_deadline():
     total, count = stream_loss(model, streams, 8, "cpu", deadline=1, clock=lambda: next(readings))
     assert count == 2 * 2 * 8  # the clock reached the deadline after the second chunk: stop there
     assert total == pytest.approx(by_hand_losses(model, streams)[:, :16].sum().item(), rel=1e-5)
-
-
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_init_hidden_is_the_zero_state_a_model_starts_from(cell):
-    torch.manual_seed(0)
-    model = CharRNN(ModelConfig(vocab_size=7, cell=cell, layers=2, hidden=5, embed=3)).eval()
-    state = model.init_hidden(4)
-    parts = state if cell == "lstm" else (state,)
-    assert isinstance(state, tuple) == (cell == "lstm") and len(parts) == (2 if cell == "lstm" else 1)
-    assert all(t.shape == (2, 4, 5) and not t.any() and t.device == model.head.weight.device for t in parts)
-    ids = torch.randint(0, 7, (4, 6))
-    with torch.no_grad():
-        assert torch.equal(model(ids, state)[0], model(ids, None)[0])
-    assert all(
-        t.device.type == "meta"
-        for t in (model.init_hidden(2, "meta") if cell == "lstm" else (model.init_hidden(2, "meta"),))
-    )

@@ -165,50 +165,15 @@ def bench_run_overheads(quick: bool, precision: str = "fp32", device: str = "cpu
     """Is training as fast per character right after an evaluation, and after `--resume`, as in
     a run going on undisturbed (the first training case, LSTM 2×512)? And what would evaluating
     and saving at the default intervals (--eval-every, --eval-chars, --save-every) cost this
-    model and batch, as a share of its training time?
-
-    The undisturbed speed is measured before and after the others and averaged. The first step
-    after an evaluation is timed alone: that is where a slow path (a mode left on, weights
-    re-laid out) would show. A resumed run gets one warm-up step, like the undisturbed one."""
+    model and batch, as a share of its training time? (Measured by `_overheads`.)"""
     from charrnn.config import TrainConfig, defaults
-    from charrnn.store import checkpoint
-    from charrnn.train.evaluation import evaluate_sum
 
     default = defaults(TrainConfig)
     case = TRAIN_CASES[0]
-    steps = 2 if quick else 4
-    val_chars = case.batch_size * (case.seq_len * (2 if quick else 6) + 1)
     chars = case.batch_size * case.seq_len
-
-    def seconds_per_step(trainer) -> float:
-        t = time.perf_counter()
-        for _ in range(steps):
-            trainer.train_step()
-        return (time.perf_counter() - t) / steps
-
-    with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as tmp:
-        trainer = bench_trainer(case, tmp, precision, device, val_chars)
-        trainer.train_step()
-        before = seconds_per_step(trainer)
-        one_chunk = trainer.val_ids[: trainer.batch_size * (case.seq_len + 1)]
-        evaluate_sum(trainer.model, one_chunk, trainer.batch_size, case.seq_len, trainer.device)  # warm-up
-        t = time.perf_counter()
-        _, count = evaluate_sum(trainer.model, trainer.val_ids, trainer.batch_size, case.seq_len, trainer.device)
-        eval_chars_per_s = count / (time.perf_counter() - t)
-        trainer._evaluate(lr=0.0, chars_per_sec=0.0)  # the real one: metrics, best.pt, train mode again
-        wrote = sorted(p.name for p in Path(tmp).iterdir())
-        t = time.perf_counter()
-        trainer.train_step()
-        first_after_eval = time.perf_counter() - t
-        t = time.perf_counter()
-        path = trainer.save("last.pt")
-        save_s = time.perf_counter() - t
-        resumed = bench_trainer(case, tmp, precision, device, val_chars, resume_from=checkpoint.load(path))
-        resumed_at = resumed.progress.step
-        resumed.train_step()
-        after_resume = seconds_per_step(resumed)
-        del resumed
-        undisturbed = (before + seconds_per_step(trainer)) / 2
+    m = _overheads(case, quick, precision, device)
+    undisturbed, first_after_eval, after_resume = m["undisturbed"], m["first_after_eval"], m["after_resume"]
+    eval_chars_per_s, save_s = m["eval_chars_per_s"], m["save_s"]
     between = default["eval_every"] * undisturbed  # training seconds between two evaluations
     return [
         {"what": f"train {case.label}, undisturbed", "chars_per_sec": chars / undisturbed},
@@ -216,13 +181,13 @@ def bench_run_overheads(quick: bool, precision: str = "fp32", device: str = "cpu
             "what": "  the first step after an evaluation",
             "chars_per_sec": chars / first_after_eval,
             "vs_undisturbed": undisturbed / first_after_eval,
-            "evaluation_wrote": wrote,
+            "evaluation_wrote": m["wrote"],
         },
         {
             "what": "  after --resume from a checkpoint",
             "chars_per_sec": chars / after_resume,
             "vs_undisturbed": undisturbed / after_resume,
-            "resumed_at_step": resumed_at,
+            "resumed_at_step": m["resumed_at"],
         },
         {
             "what": f"  evaluating {default['eval_chars']:,} chars every {default['eval_every']} steps",
@@ -235,3 +200,48 @@ def bench_run_overheads(quick: bool, precision: str = "fp32", device: str = "cpu
             "cost": save_s / (default["save_every"] * undisturbed),
         },
     ]
+
+
+def _overheads(case: TrainCase, quick: bool, precision: str, device: str) -> dict[str, Any]:
+    """Seconds per step undisturbed (measured before and after the others, averaged), of the
+    first step after an evaluation (timed alone: that is where a slow path, a mode left on or
+    weights re-laid out, would show) and after a resume (with one warm-up step, like the
+    undisturbed one); evaluation speed, the files an evaluation wrote, and a save's seconds."""
+    from charrnn.store import checkpoint
+    from charrnn.store.run_folder import LAST
+    from charrnn.train.evaluation import evaluate_sum
+
+    steps = 2 if quick else 4
+    val_chars = case.batch_size * (case.seq_len * (2 if quick else 6) + 1)
+
+    def seconds_per_step(trainer) -> float:
+        t = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step()
+        return (time.perf_counter() - t) / steps
+
+    m: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as tmp:
+        trainer = bench_trainer(case, tmp, precision, device, val_chars)
+        trainer.train_step()
+        before = seconds_per_step(trainer)
+        one_chunk = trainer.val_ids[: trainer.batch_size * (case.seq_len + 1)]
+        evaluate_sum(trainer.model, one_chunk, trainer.batch_size, case.seq_len, trainer.device)  # warm-up
+        t = time.perf_counter()
+        _, count = evaluate_sum(trainer.model, trainer.val_ids, trainer.batch_size, case.seq_len, trainer.device)
+        m["eval_chars_per_s"] = count / (time.perf_counter() - t)
+        trainer._evaluate(lr=0.0, chars_per_sec=0.0)  # the real one: metrics, best.pt, train mode again
+        m["wrote"] = sorted(p.name for p in Path(tmp).iterdir())
+        t = time.perf_counter()
+        trainer.train_step()
+        m["first_after_eval"] = time.perf_counter() - t
+        t = time.perf_counter()
+        path = trainer.save(LAST)
+        m["save_s"] = time.perf_counter() - t
+        resumed = bench_trainer(case, tmp, precision, device, val_chars, resume_from=checkpoint.load(path))
+        m["resumed_at"] = resumed.progress.step
+        resumed.train_step()
+        m["after_resume"] = seconds_per_step(resumed)
+        del resumed
+        m["undisturbed"] = (before + seconds_per_step(trainer)) / 2
+    return m

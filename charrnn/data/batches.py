@@ -57,7 +57,7 @@ def shard_rows(n_rows: int, rank: int, world: int) -> slice:
     return slice(start, start + per + (1 if rank < extra else 0))
 
 
-def resume_batch_size(saved_batch: int, saved_world: int, world: int) -> int | None:
+def even_share_of_streams(saved_batch: int, saved_world: int, world: int) -> int | None:
     """Streams per process that keep a run's saved_batch x saved_world streams on `world`
     processes, or None when they cannot be split evenly."""
     total = saved_batch * saved_world

@@ -56,6 +56,10 @@ class Dist:
         """Rank 0: the process that writes checkpoints and metrics and shows progress."""
         return self.rank == 0
 
+    def error(self, message: str, exit_code: int = 2, kind: type[CharRNNError] = CharRNNError) -> CharRNNError:
+        """An error every process meets at the same point: rank 0 reports it, the others just end."""
+        return kind(message, exit_code, elsewhere=not self.main)
+
     def start(self, device: torch.device) -> torch.device:
         """Join the process group; returns the device this process trains on."""
         if self.world == 1:

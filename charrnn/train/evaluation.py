@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from charrnn.config import TrainConfig
 from charrnn.data.batches import batchify, fit_batch_size, release_pages, shard_rows
 from charrnn.model import CharRNN, stream_loss
 
@@ -36,9 +37,10 @@ def learned_nothing(last_eval: dict[str, Any], ids: np.ndarray, vocab_size: int)
     if loss <= floor:
         return None
     diverged = not loss <= 2 * math.log(vocab_size)  # (or nan) far worse than an untrained model's guess
+    advice = "try a lower --lr" if diverged else "train longer, or try a lower --lr"
     return (
         f"the model did not learn: its loss {loss:.4g} is above the corpus' unigram entropy {floor:.3f} nats/char "
-        f"(the loss of predicting characters by their frequency alone); {'' if diverged else 'train longer, or '}try a lower --lr"
+        f"(the loss of predicting characters by their frequency alone); {advice}"
     )
 
 
@@ -64,6 +66,20 @@ def evaluate_sum(
     if not len(streams):
         return 0.0, 0
     return stream_loss(model, streams, seq_len, device, carry_state, deadline=deadline, clock=clock)
+
+
+def validation_sum(
+    model: CharRNN, val_ids: np.ndarray, batch_size: int, cfg: TrainConfig, device, dist, deadline, clock
+) -> tuple[float, int, bool]:
+    """A training run's evaluation, this process' share (see `evaluate_sum`; `deadline` a reading
+    of `clock`): summed loss, characters, and whether the deadline cut it short; nothing without
+    a validation split."""
+    if not len(val_ids):
+        return 0.0, 0, False
+    total, count = evaluate_sum(
+        model, val_ids, batch_size, cfg.seq_len, device, cfg.carry_state, dist.rank, dist.world, deadline, clock
+    )
+    return total, count, deadline is not None and clock() >= deadline
 
 
 def evaluate(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device, carry_state: bool = True) -> float:

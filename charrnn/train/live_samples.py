@@ -2,32 +2,45 @@
 
 from __future__ import annotations
 
-from charrnn.config import SampleConfig
+from collections.abc import Callable
+
+import torch
+
+from charrnn.config import SampleConfig, TrainConfig
+from charrnn.data.vocab import Vocab
+from charrnn.model import CharRNN
 from charrnn.sample.generate import generate_text
 from charrnn.sample.torch_engine import TorchStepper
+from charrnn.train.schedule import Costs
 
 
 class LiveSamples:
-    """A part of `Trainer` (see trainer.py), split out by idea; it uses the trainer's attributes."""
+    """A short text at the fixed --sample-prime and seed after evaluations (or every
+    --sample-every steps), so that the same sentence is seen improving. Its cost per character
+    goes into `costs`, for the time a --time-budget run keeps for its end. (The prime is checked
+    against the vocabulary before: parts.check_sample_prime.)"""
 
-    def _sample_due(self, evaluated: bool) -> bool:
-        every = self.cfg.sample_every
-        return evaluated if every is None else every > 0 and self.progress.step % every == 0
+    def __init__(self, cfg: TrainConfig, vocab: Vocab, device: torch.device, clock: Callable[[], float], costs: Costs):
+        self.every, self.chars, self.prime = cfg.sample_every, cfg.sample_chars, cfg.sample_prime
+        self.config = SampleConfig(length=cfg.sample_chars, temp=0.8, prime=cfg.sample_prime, seed=cfg.seed)
+        self.vocab, self.device, self.clock, self.costs = vocab, device, clock, costs
 
-    def _sample(self) -> None:
-        """A short text at the fixed prime and seed, so that the same sentence is seen improving.
+    def due(self, step: int, evaluated: bool) -> bool:
+        """Whether a sample comes after `step`: with each evaluation, or every --sample-every (0: never)."""
+        return evaluated if self.every is None else self.every > 0 and step % self.every == 0
 
-        Dropout is off (eval mode) and the draws come from their own NumPy generator, so neither
-        the torch RNG nor the model's training mode is changed: resuming stays exact.
-        """
-        if not self.dist.main:  # only rank 0 shows it
-            return
-        cfg = self.cfg
-        sample_cfg = SampleConfig(length=cfg.sample_chars, temp=0.8, prime=cfg.sample_prime, seed=cfg.seed)
+    def chars_at(self, step: int) -> int:
+        """The characters of the sample that would come with an evaluation at `step` (0: none)."""
+        return self.chars if self.due(step, True) else 0
+
+    def generate(self, model: CharRNN) -> str:
+        """The sample of `model` now. Dropout is off (eval mode) and the draws come from their own
+        NumPy generator, so neither the torch RNG nor the model's training mode is changed:
+        resuming stays exact."""
         started = self.clock()
         try:
-            text = generate_text(TorchStepper(self.model, self.device), self.vocab, sample_cfg)[0]
+            text = generate_text(TorchStepper(model, self.device), self.vocab, self.config)[0]
         finally:
-            self.model.train()
-        self.costs.sample_per_char = (self.clock() - started) / max(1, len(cfg.sample_prime) + cfg.sample_chars)
-        self.events({"event": "sample", "step": self.progress.step, "prime": cfg.sample_prime, "text": text})
+            model.train()
+        self.costs.sample_per_char = (self.clock() - started) / max(1, len(self.prime) + self.chars)
+        return text

@@ -50,7 +50,8 @@ def check_one_process(world: int) -> None:
     """The numpy engine's hand-written gradients are not averaged across processes."""
     if world > 1:
         raise CharRNNError(
-            "--engine numpy trains in one process (its hand-written gradients are not averaged across processes): leave out --nproc, or use --engine torch"
+            "--engine numpy trains in one process (its hand-written gradients are not averaged across "
+            "processes): leave out --nproc, or use --engine torch"
         )
 
 

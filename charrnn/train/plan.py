@@ -16,6 +16,7 @@ from typing import Any
 
 from charrnn.config import TrainConfig, build
 from charrnn.errors import CharRNNError, WriteError
+from charrnn.store.run_folder import RUN_FILES, RunFolder
 from charrnn.train.runlock import RunLock
 
 # Options that may change when a run is resumed: they do not change the model or the data.
@@ -37,8 +38,6 @@ RESUMABLE = {
 }
 
 RESUMABLE |= {"sample_every", "sample_chars", "sample_prime"}  # live samples change nothing of the run
-
-RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")
 
 
 @dataclass
@@ -106,7 +105,7 @@ def read_run(
 
     if resume:
         return _resumed(run_dir, file_values, given, world)
-    existing = [f for f in RUN_FILES if (run_dir / f).exists()]
+    existing = RunFolder(run_dir).existing()
     if existing and not overwrite:
         raise CharRNNError(
             f"{run_dir} already holds a run ({', '.join(existing)}): use --resume to continue it, "
@@ -118,29 +117,30 @@ def read_run(
     shape = {k: getattr(init_ckpt.info.model, k) for k in ("cell", "layers", "hidden", "embed", "tie_weights")}
     clash = sorted(k for k, v in shape.items() if k in given and given[k] != v)
     if clash:
-        raise CharRNNError(
-            f"--init-from {init_from}: the model's shape is fixed by the checkpoint; drop {', '.join('--' + k.replace('_', '-') for k in clash)}"
-        )
+        flags = ", ".join("--" + k.replace("_", "-") for k in clash)
+        raise CharRNNError(f"--init-from {init_from}: the model's shape is fixed by the checkpoint; drop {flags}")
     cfg = build(TrainConfig, {**file_values, **shape}, given)
     return Plan(cfg, init_ckpt=init_ckpt, vocab=init_ckpt.info.vocab)
 
 
 def _resumed(run_dir: Path, file_values: dict, given: dict, world: int) -> Plan:
-    from charrnn.store import checkpoint
-    from charrnn.train.resume import resumed_batch_size
+    from dataclasses import asdict
 
-    last = run_dir / "last.pt"
+    from charrnn.store import checkpoint
+    from charrnn.train.resume import layout_to_continue
+
+    last = RunFolder(run_dir).last
     if not last.exists():
         raise CharRNNError(f"--resume: there is no {last} to continue (train without --resume first)")
     resume_ckpt = checkpoint.load(last)
-    saved = TrainConfig(**resume_ckpt.meta["config"])
+    saved = resume_ckpt.info.config
     changed = sorted(k for k, v in {**file_values, **given}.items() if k not in RESUMABLE and getattr(saved, k) != v)
     if changed:
-        raise CharRNNError(
-            f"--resume continues the run as it was: cannot change {', '.join('--' + k.replace('_', '-') for k in changed)}"
-        )
-    cfg = build(TrainConfig, {**resume_ckpt.meta["config"], **file_values}, given)
-    resumed_batch_size(resume_ckpt.meta, world, cfg.batch_size)  # can the run go on with this many processes?
+        flags = ", ".join("--" + k.replace("_", "-") for k in changed)
+        raise CharRNNError(f"--resume continues the run as it was: cannot change {flags}")
+    cfg = build(TrainConfig, {**asdict(saved), **file_values}, given)
+    if world > 1:  # can the run go on with this many processes? (the Trainer asks too; one process always can)
+        layout_to_continue(resume_ckpt.info, world)  # (refused here, before torchrun starts any)
     return Plan(cfg, resume_ckpt=resume_ckpt, vocab=resume_ckpt.info.vocab)
 
 
@@ -172,7 +172,8 @@ def after_failed_write(exc: WriteError, run_dir: Path, hint: Callable[[bool], st
     """A write failed during training (a full disk): leave the run folder resumable, or clean if
     nothing of the run can be resumed, and say the one command that goes on once there is room
     (`hint(resume)` writes it)."""
-    last, best = run_dir / "last.pt", run_dir / "best.pt"
+    folder = RunFolder(run_dir)
+    last, best = folder.last, folder.best
     if not last.exists() and best.exists():  # best.pt is a whole checkpoint: the run resumes from its step
         try:
             os.link(best, last)  # a second name takes no room on a full disk
@@ -181,9 +182,9 @@ def after_failed_write(exc: WriteError, run_dir: Path, hint: Callable[[bool], st
                 os.replace(best, last)
     if last.exists():
         return WriteError(f"{exc}; once there is room, {hint(True)}")
-    for name in ("best.pt", "metrics.jsonl"):  # a new run with nothing to resume from: leave no trace
+    for path in (best, folder.metrics):  # a new run with nothing to resume from: leave no trace
         with contextlib.suppress(OSError):
-            (run_dir / name).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
     return WriteError(f"{exc}; nothing of this run was kept: once there is room, {hint(False)}")
 
 

@@ -1,5 +1,5 @@
 """What training needs of the device: memory for a model of a given shape (checked before a run
-starts), and the precision its forward pass can run in."""
+starts), the precision its forward pass can run in, and the loss scale that fp16 needs."""
 
 from __future__ import annotations
 
@@ -37,9 +37,10 @@ def memory_problem(
     if have is None or need * share <= have:
         return None
     where = "the GPU" if device.type == "cuda" else "this machine"
+    each = f" in each of {share} processes" if share > 1 else ""
     return (
         f"the model is too large to train here: {params:,} parameters need about {need * share / 1e9:,.1f} GB "
-        f"(weights, gradients, optimizer state and activations{f' in each of {share} processes' if share > 1 else ''}), "
+        f"(weights, gradients, optimizer state and activations{each}), "
         f"and {where} has {have / 1e9:,.1f} GB; choose a smaller --hidden, --layers, --embed or --batch-size"
     )
 
@@ -66,3 +67,38 @@ def autocast_for(precision: str, model: CharRNN, device: torch.device, warn: Cal
     finally:
         model.train(was_training)
     return factory
+
+
+def scales_gradients(precision: str, device: torch.device, autocast) -> bool:
+    """Whether a step needs a loss scale: fp16 autocast on CUDA (fp16's smallest normal number is
+    6e-5, so small gradients would underflow to zero; bf16 has fp32's range and needs none).
+    `autocast`: what `autocast_for` gave (contextlib.nullcontext where it fell back to fp32)."""
+    return precision == "fp16" and device.type == "cuda" and autocast is not contextlib.nullcontext
+
+
+def grad_scaler_for(precision: str, device: torch.device, autocast) -> torch.amp.GradScaler:
+    """The step's GradScaler: enabled where `scales_gradients`, else one that changes nothing
+    (scale() returns the loss, unscale_() and update() do nothing, step() is optimizer.step()),
+    so that a step has one code path."""
+    return torch.amp.GradScaler(device.type, enabled=scales_gradients(precision, device, autocast))
+
+
+class CompiledForward:
+    """--compile: the torch.compile'd forward of `module`; where compiling fails (no compiler, an
+    unsupported device, a recompilation later on), warn once and go on in eager mode from the
+    same state."""
+
+    def __init__(self, module: torch.nn.Module, warn: Callable[[str], None]):
+        self.module, self.warn, self.compiled, self.failed = module, warn, None, False
+
+    def __call__(self, x: torch.Tensor, hidden):
+        if self.failed:
+            return self.module(x, hidden)
+        try:
+            if self.compiled is None:
+                self.compiled = torch.compile(self.module)
+            return self.compiled(x, hidden)
+        except Exception as exc:  # compilation errors come in many types
+            self.warn(f"--compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); training without it")
+            self.failed = True
+            return self.module(x, hidden)

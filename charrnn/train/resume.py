@@ -1,15 +1,16 @@
-"""Continuing a run: how many streams each process takes on another number of processes, and a
-cheap fingerprint of a corpus, to tell whether a resumed run reads the same one."""
+"""Continuing a run: the streams each process takes to continue a checkpoint's run on another
+number of processes, and a cheap fingerprint of a corpus, to tell whether a resumed run reads the
+same one."""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 import numpy as np
 
-from charrnn.data.batches import resume_batch_size
+from charrnn.data.batches import even_share_of_streams
 from charrnn.errors import CharRNNError
+from charrnn.store.metadata import CheckpointInfo
 
 SAMPLED_DIGEST_POINTS = 1 << 20
 
@@ -25,16 +26,16 @@ def ids_digest(ids: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def resumed_batch_size(meta: dict[str, Any], world: int, default: int) -> tuple[int, str | None]:
-    """Streams per process that continue the run saved with `meta` on `world` processes (the same
-    streams, from the same position), and a note when that is not how it was trained. A clear
-    error when its streams cannot be split evenly over `world` processes."""
-    saved_batch, saved_world = meta.get("batch_size"), meta.get("world_size", 1)
-    if not isinstance(saved_batch, int) or not isinstance(saved_world, int):
-        return default, None
+def layout_to_continue(saved: CheckpointInfo, world: int) -> tuple[int, str | None]:
+    """Streams per process that continue the `saved` run on `world` processes (the same streams,
+    from the same position; data/batches.even_share_of_streams does the sum), and a note when
+    that is not how it was trained. A clear error when its streams cannot be split evenly over
+    `world` processes. (The Trainer asks; `plan` asks first where torchrun is to start, so that
+    an impossible layout is refused before any process is.)"""
+    saved_batch, saved_world = saved.batch_size, saved.world_size
     if saved_world == world:
         return saved_batch, None
-    batch = resume_batch_size(saved_batch, saved_world, world)
+    batch = even_share_of_streams(saved_batch, saved_world, world)
     total = saved_batch * saved_world
     trained = f"{saved_world} process{'es' if saved_world > 1 else ''} x {saved_batch} streams"
     if batch is None:

@@ -55,11 +55,15 @@ class Choice:
     speed: float | None  # measured characters per second of the chosen model (None: not probed)
 
     def describe(self, cfg: TrainConfig) -> str:
-        model = f"{cfg.cell.upper()} {cfg.layers}×{cfg.hidden}, embedding {cfg.embed}, dropout {cfg.dropout:g}, batch {cfg.batch_size}"
+        model = (
+            f"{cfg.cell.upper()} {cfg.layers}×{cfg.hidden}, embedding {cfg.embed}, "
+            f"dropout {cfg.dropout:g}, batch {cfg.batch_size}"
+        )
         pace = f" at {self.speed:,.0f} chars/s" if self.speed else ""
         return (
             f"--size auto: {model}: the run will read about {self.reads / 1e6:,.1f} M characters{pace}, "
-            f"{self.passes:,.1f} passes over the training text (explicit flags win; --size default for the fixed defaults)"
+            f"{self.passes:,.1f} passes over the training text "
+            "(explicit flags win; --size default for the fixed defaults)"
         )
 
 
@@ -112,32 +116,12 @@ def choose(
     def weights(m: ModelConfig) -> int:
         return weights_per_char(m.cell, m.layers, m.hidden, m.embed, vocab)
 
-    timed = cfg.time_budget is not None and speed_of is not None and seconds_left is not None
-    per_step = batch * cfg.seq_len
-    untimed_reads = _untimed_reads(cfg, train_chars, per_step)
+    untimed_reads = _untimed_reads(cfg, train_chars, batch * cfg.seq_len)
     speed = None
-    if timed:  # probe a middle rung, estimate the others from it (generously), then probe down from the pick
+    if cfg.time_budget is not None and speed_of is not None and seconds_left is not None:
         seconds = max(seconds_left, 0.0) * BUDGET_FOR_STEPS
-        measured: dict[tuple[int, int], float] = {}
-
-        def speed_at(rung) -> float:
-            if rung not in measured:
-                measured[rung] = speed_of(model(*rung), batch, cfg.seq_len)
-            return measured[rung]
-
-        reference = ladder[min(3, len(ladder) - 1)]
-        ref_speed, ref_weights = speed_at(reference), weights(model(*reference))
-        estimate = lambda rung: measured.get(rung) or ESTIMATE_SLACK * ref_speed * ref_weights / weights(model(*rung))  # noqa: E731
-        reads_at = lambda rung: min(seconds * estimate(rung), untimed_reads)  # noqa: E731
-        pick = _largest(ladder, model, weights, fits, batch, lambda m: reads_at((m.layers, m.hidden)))
-        for _ in range(MAX_PROBES):  # the estimate was generous: measure, and step down while it does not hold
-            index = ladder.index(pick)
-            speed_at(pick)  # (measured now: estimate() uses it)
-            if index == 0 or reads_at(pick) >= CHARS_PER_WEIGHT * weights(model(*pick)):
-                break
-            pick = ladder[index - 1]
-        speed = estimate(pick)
-        reads = reads_at(pick)
+        speed_at = lambda rung: speed_of(model(*rung), batch, cfg.seq_len)  # noqa: E731
+        pick, reads, speed = _timed_pick(ladder, model, weights, fits, batch, speed_at, seconds, untimed_reads)
     else:
         pick = _largest(ladder, model, weights, fits, batch, lambda m: untimed_reads)
         reads = untimed_reads
@@ -157,6 +141,36 @@ def choose(
     }
     values = {k: v for k, v in chosen.items() if k in free}
     return Choice(values, reads, passes, speed)
+
+
+def _timed_pick(ladder, model, weights, fits, batch: int, speed_of, seconds: float, untimed_reads: float):
+    """For a run with `seconds` of training: probe a middle rung's speed (`speed_of(rung)`),
+    estimate the others' from it (generously), then probe down from the pick while the estimate
+    does not hold. Returns (the rung, the characters the run will read, its speed)."""
+    measured: dict[tuple[int, int], float] = {}
+
+    def speed_at(rung) -> float:
+        if rung not in measured:
+            measured[rung] = speed_of(rung)
+        return measured[rung]
+
+    reference = ladder[min(3, len(ladder) - 1)]
+    ref_speed, ref_weights = speed_at(reference), weights(model(*reference))
+
+    def estimate(rung) -> float:
+        return measured.get(rung) or ESTIMATE_SLACK * ref_speed * ref_weights / weights(model(*rung))
+
+    def reads_at(rung) -> float:
+        return min(seconds * estimate(rung), untimed_reads)
+
+    pick = _largest(ladder, model, weights, fits, batch, lambda m: reads_at((m.layers, m.hidden)))
+    for _ in range(MAX_PROBES):  # the estimate was generous: measure, and step down while it does not hold
+        index = ladder.index(pick)
+        speed_at(pick)  # (measured now: estimate() uses it)
+        if index == 0 or reads_at(pick) >= CHARS_PER_WEIGHT * weights(model(*pick)):
+            break
+        pick = ladder[index - 1]
+    return pick, reads_at(pick), estimate(pick)
 
 
 def _untimed_reads(cfg: TrainConfig, train_chars: int, per_step: int) -> float:

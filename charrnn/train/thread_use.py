@@ -1,71 +1,76 @@
-"""Threads while training: the policy that adapts their number to a busy machine, fed with each
-step's time."""
+"""Threads while training: --threads N pins them; auto follows the free cores of this process'
+share of the machine, with a policy fed with each step's time (machine/thread_policy.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
-from charrnn.cells import parameter_count
 from charrnn.machine.thread_policy import ThreadPolicy
 from charrnn.machine.threads import METER, cores_here
 
 
 class ThreadUse:
-    """A part of `Trainer` (see trainer.py), split out by idea; it uses the trainer's attributes."""
+    """The threads this process trains with (`threads`), set in torch, and the notes about their
+    changes that the run keeps (rows for the events and metrics.jsonl)."""
 
-    def _thread_policy(self) -> ThreadPolicy | None:
-        """--threads N pins the count; auto (None) follows the free cores of this process' share
-        of the machine, probing other counts while training on a CPU in a single process (the
-        processes of a distributed run, whose steps wait for each other, follow the load alone)."""
-        if self.cfg.threads not in (None, "auto"):
+    def __init__(self, threads: int | str | None, device: torch.device, world: int, local_world: int, chars: int):
+        """`threads`: --threads (a number, or None / "auto"); `world`, `local_world`: processes
+        of the run and of this machine; `chars`: characters of one training step."""
+        self.policy = self._policy(threads, device, world, local_world, chars)
+        self.threads = self.policy.threads if self.policy else threads
+        torch.set_num_threads(self.threads)
+
+    @staticmethod
+    def _policy(threads, device: torch.device, world: int, local_world: int, chars: int) -> ThreadPolicy | None:
+        """--threads N pins the count (no policy); auto follows the free cores of this process'
+        share of the machine, probing other counts while training on a CPU in a single process
+        (the processes of a distributed run, whose steps wait for each other, follow the load
+        alone)."""
+        if threads not in (None, "auto"):
             return None
-        local = self.dist.local_world
-        cores = max(1, cores_here() // local)
         return ThreadPolicy(
-            cores,
+            max(1, cores_here() // local_world),
             METER,
-            probe=self.device.type == "cpu" and self.dist.world == 1,
-            siblings=local - 1,
-            chars_per_step=self.batch_size * self.cfg.seq_len,
+            probe=device.type == "cpu" and world == 1,
+            siblings=local_world - 1,
+            chars_per_step=chars,
         )
 
-    def _adapt_threads(self, step_seconds: float) -> None:
+    def start_note(self, step: int) -> dict[str, Any] | None:
+        """The note a run starts with under --threads auto (None when they are pinned)."""
         if self.policy is None:
-            return
-        threads = self.policy.step_done(step_seconds)
+            return None
+        p = self.policy
+        return {
+            "event": "threads",
+            "step": step,
+            "threads": self.threads,
+            "reason": "start",
+            "cores": p.cores,
+            "others": p.others,
+        }
+
+    def step_done(self, seconds: float, step: int) -> dict[str, Any] | None:
+        """A step took `seconds`: follow the policy's choice; a note when it changed the count
+        (or measured for the first time), else None."""
+        if self.policy is None:
+            return None
+        threads = self.policy.step_done(seconds)
         if threads is not None and threads != self.threads:
             torch.set_num_threads(threads)
             self.threads = threads
         decision = self.policy.take_decision()
-        if decision is not None and (decision.threads != decision.previous or decision.reason == "first measurement"):
-            self._note(
-                {
-                    "event": "threads",
-                    "step": self.progress.step,
-                    "threads": decision.threads,
-                    "previous": decision.previous,
-                    "reason": decision.reason,
-                    "others": decision.others,
-                    "chars_per_sec": decision.rates,
-                    "message": decision.describe(),
-                }
-            )
-
-    def _note(self, row: dict[str, Any]) -> None:
-        """A note about the run (not an evaluation): shown, and kept in metrics.jsonl."""
-        self.events(row)
-        if self.dist.main:
-            self._append_metrics({k: v for k, v in row.items() if k != "message"})
-
-    def _measured_step(self, seconds: float) -> None:
-        """Also the guesses for what has not run yet: a save writes the weights and two AdamW
-        moments (at a modest 200 MB/s); a live sample's character costs about a forward time
-        step of the batch, a third of a training step over seq_len (at least 0.5 ms)."""
-        c = self.costs
-        self._recent_steps.append(seconds)
-        c.step = float(np.median(self._recent_steps))  # one slow step under load would swing the reserve
-        c.guess_save = 0.01 + 12 * parameter_count(self.model.cfg) / 200e6
-        c.guess_sample_per_char = max(seconds / (3 * self.cfg.seq_len), 5e-4)
+        if decision is None or (decision.threads == decision.previous and decision.reason != "first measurement"):
+            return None
+        return {
+            "event": "threads",
+            "step": step,
+            "threads": decision.threads,
+            "previous": decision.previous,
+            "reason": decision.reason,
+            "others": decision.others,
+            "chars_per_sec": decision.rates,
+            "message": decision.describe(),
+        }

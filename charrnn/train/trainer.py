@@ -14,14 +14,15 @@ the processes' shares of the validation split. Only rank 0 reports, writes metri
 checkpoints; a checkpoint holds what every process needs to continue (the hidden states and
 random states of all of them), laid out as if one process had trained all the streams.
 
-This module holds the class, its set-up and the loop; its parts, split out by idea, are mixins:
-step.py (one step), metrics.py (evaluations and metrics.jsonl), agreement.py (what the processes
-agree on), schedule.py, thread_use.py, live_samples.py and run_state.py.
+Read it top to bottom: set-up, `fit` (the loop), `train_step` and `gradients` (one step),
+`_evaluate`, `save`. It owns, and passes what they need: `budget` (schedule.py: limits, time, the
+reserve for the run's end), `folder` (store/run_folder.py), `samples`, `thread_use`; set-up
+(parts.py), checkpoints (run_state.py) and its rows (metrics.py) are functions of their arguments.
 """
 
 from __future__ import annotations
 
-import collections
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,36 +30,36 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from charrnn.cells import parameter_count
 from charrnn.config import TrainConfig
-from charrnn.data.batches import batchify, fit_batch_size, num_chunks, shard_rows
-from charrnn.data.vocab import Vocab, describe_chars
-from charrnn.errors import CharRNNError, plural
+from charrnn.data.batches import batchify, get_chunk, num_chunks, release_pages, shard_rows
+from charrnn.data.vocab import Vocab
+from charrnn.errors import plural
 from charrnn.machine.device import pick_device
-from charrnn.model import CharRNN
+from charrnn.model import detach_hidden
 from charrnn.store import checkpoint
-from charrnn.store.files import make_folder
-from charrnn.store.metadata import Progress
-from charrnn.train.agreement import Agreement
+from charrnn.store.files import make_folder, write_failure
+from charrnn.store.metadata import Corpus, Progress
+from charrnn.store.run_folder import BEST, LAST, RunFolder
 from charrnn.train.distributed import Dist
+from charrnn.train.evaluation import validation_sum
 from charrnn.train.live_samples import LiveSamples
-from charrnn.train.metrics import Metrics
-from charrnn.train.resources import autocast_for, memory_problem
-from charrnn.train.resume import ids_digest, resumed_batch_size
-from charrnn.train.run_state import RunState
-from charrnn.train.schedule import Costs, Schedule
-from charrnn.train.step import Step
+from charrnn.train.metrics import end_summary, eval_row, start_event, step_event
+from charrnn.train.parts import CorpusTooShort, batch_size_per_process, build_model, check_sample_prime
+from charrnn.train.resources import CompiledForward, autocast_for, grad_scaler_for
+from charrnn.train.resume import ids_digest
+from charrnn.train.run_state import DataLayout, checkpoint_info, gather_state, restore
+from charrnn.train.schedule import TimeBudget, lr_at
 from charrnn.train.thread_use import ThreadUse
 
 Events = Callable[[dict[str, Any]], None]
+MAX_BAD_STEPS = 10  # consecutive non-finite losses/gradients before giving up
+__all__ = ["CorpusTooShort", "Events", "MAX_BAD_STEPS", "Trainer"]
 
 
-class CorpusTooShort(CharRNNError):
-    """The corpus has not one chunk of --seq-len to train on (the command line forgets its cache entry)."""
-
-
-class Trainer(Step, Metrics, Agreement, Schedule, ThreadUse, LiveSamples, RunState):
+class Trainer:
     def __init__(
         self,
         cfg: TrainConfig,
@@ -79,108 +80,95 @@ class Trainer(Step, Metrics, Agreement, Schedule, ThreadUse, LiveSamples, RunSta
         from there (start-up included). Default: now. `clock`: what the budget, the step times and
         the costs of the run's end are read from (seconds; time.monotonic, or a test's fake clock
         of which `started_at` is then a reading)."""
-        self.cfg, self.vocab, self.run_dir = cfg, vocab, Path(run_dir)
-        self.dist = dist or Dist()
-        self.events = (events or (lambda event: None)) if self.dist.main else (lambda event: None)
-        self.corpus_path = corpus_path
-        self.device = self.dist.device if self.dist.world > 1 else pick_device(cfg.device)
+        self.cfg, self.vocab, self.folder = cfg, vocab, RunFolder(run_dir)
+        self.run_dir = self.folder.path
+        d = self.dist = dist or Dist()
+        self.events = (events or _ignore) if d.main else _ignore
         self.clock = clock
         self.started_at = clock() if started_at is None else started_at
-        self.costs = Costs()
-        self._recent_steps: collections.deque[float] = collections.deque(maxlen=25)
-        self._reserve = 0.0  # seconds kept for the end of a --time-budget run (agreed by all processes)
-        self._time_up = False
-        self._tick = self.clock()
-        self.batch_size = self._batch_size_per_process(len(train_ids), resume_from)
-        self.policy = self._thread_policy()
-        self.threads = self.policy.threads if self.policy else cfg.threads
-        torch.set_num_threads(self.threads)
-        self._lay_out_data(train_ids, val_ids, corpus_digest)
-        self._build_model(init_from)
-        self.progress = Progress()
-        self.hidden = None
+        self.device = d.device if d.world > 1 else pick_device(cfg.device)
+        resumed = None if resume_from is None else resume_from.info
+        self.batch_size = batch_size_per_process(cfg, d, len(train_ids), resumed, corpus_path, self._warn)
+        self.thread_use = ThreadUse(cfg.threads, self.device, d.world, d.local_world, self.batch_size * cfg.seq_len)
+        # The data: this process' block of the B x P streams of the training split, a view.
+        self.rows = shard_rows(self.batch_size * d.world, d.rank, d.world)
+        self.streams = batchify(train_ids, self.batch_size * d.world)[self.rows]  # (B, L)
+        self.chunks_per_epoch = num_chunks(self.streams, cfg.seq_len)
+        self.corpus = Corpus(corpus_path, len(train_ids), corpus_digest or ids_digest(train_ids))
+        self.val_ids = (val_ids if len(val_ids) >= 2 else val_ids[:0])[: cfg.eval_chars or None]
+        check_sample_prime(cfg.sample_prime, vocab, d)
+        # The model, what a step calls (it, or its DDP wrapper), AdamW, the precision.
+        self.model_cfg = cfg.model_config(len(vocab))
+        self.model, self.train_model, self.optimizer = build_model(
+            cfg, self.model_cfg, self.batch_size, self.device, d, init_from
+        )
+        self.autocast = autocast_for(cfg.precision, self.model, self.device, self._warn)
+        self.scaler = grad_scaler_for(cfg.precision, self.device, self.autocast)
+        self._forward = CompiledForward(self.train_model, self._warn) if cfg.compile else self.train_model
+        # What the loop owns: the time, the live samples.
+        chars = len(self.val_ids) / d.world
+        self.budget = TimeBudget(
+            cfg, self.chunks_per_epoch, clock, chars, self.batch_size * cfg.seq_len, parameter_count(self.model_cfg)
+        )
+        self.samples = LiveSamples(cfg, vocab, self.device, clock, self.budget.costs)
+        # Where the run stands.
+        self.progress, self.hidden, self.last_eval = Progress(), None, None
         self._stop_reason: str | None = None  # asked for in this process (a signal)
         self._stopping: str | None = None  # agreed by all processes
         self._bad_in_a_row = 0
-        self.last_eval: dict[str, Any] | None = None  # the last evaluation of this process' run
-        self.autocast = autocast_for(cfg.precision, self.model, self.device, self._warn)
-        self._forward = self._compiled_forward if cfg.compile else self.train_model
         if resume_from is not None:
-            self._restore(resume_from)
-
-    # ----------------------------------------------------------------- set-up
-    def _batch_size_per_process(self, train_chars: int, resume_from: checkpoint.Checkpoint | None) -> int:
-        """--batch-size (or the resumed run's), cut down where the corpus is too short for as
-        many streams of one chunk each; an error where it is too short for one."""
-        cfg, world = self.cfg, self.dist.world
-        wanted = cfg.batch_size
-        if resume_from is not None:
-            try:
-                wanted, note = resumed_batch_size(resume_from.meta, world, cfg.batch_size)
-            except CharRNNError as exc:
-                raise self._error(str(exc)) from None
-            if note:
-                self._warn(note)
-        batch_size = fit_batch_size(train_chars, cfg.seq_len, wanted * world) // world  # per process
-        if batch_size < 1:
-            raise self._error(
-                f"{self.corpus_path or 'corpus'}: too short: the training split has {plural(train_chars, 'character')}, "
-                f"at least {(cfg.seq_len + 1) * world} are needed for one chunk of --seq-len {cfg.seq_len}"
-                + (f" in each of {world} processes" if world > 1 else ""),
-                kind=CorpusTooShort,
+            data = DataLayout(
+                self.batch_size * d.world, self.rows, self.chunks_per_epoch, self.corpus.digest, train_ids
             )
-        if batch_size < wanted:
-            self._warn(
-                f"the corpus is short: using --batch-size {batch_size} instead of {wanted} "
-                f"so that every stream holds a chunk of {cfg.seq_len}"
+            self.progress, self.hidden = restore(
+                resume_from, self.model, self.optimizer, data, d, self.device, self.folder
             )
-        return batch_size
 
-    def _lay_out_data(self, train_ids: np.ndarray, val_ids: np.ndarray, corpus_digest: str | None) -> None:
-        """This process' streams of the training split, the validation ids, the corpus digest."""
-        cfg, world = self.cfg, self.dist.world
-        self.rows = shard_rows(self.batch_size * world, self.dist.rank, world)  # this process' streams
-        self.streams = batchify(train_ids, self.batch_size * world)[self.rows]  # (B, L), a view
-        self.chunks_per_epoch = num_chunks(self.streams, cfg.seq_len)
-        self.train_chars = len(train_ids)
-        self.val_ids = val_ids if len(val_ids) >= 2 else val_ids[:0]
-        if cfg.eval_chars:
-            self.val_ids = self.val_ids[: cfg.eval_chars]
-        self.data_digest = corpus_digest or ids_digest(train_ids)
-        self._train_ids = train_ids  # (a view: for the digest of checkpoints from older versions)
-        unknown = self.vocab.unknown(cfg.sample_prime)
-        if unknown:
-            raise self._error(f"--sample-prime has characters that are not in the corpus: {describe_chars(unknown)}")
-
-    def _build_model(self, init_from: checkpoint.Checkpoint | None) -> None:
-        """The model (checked to fit in memory first), its DDP wrapper and the optimizer."""
-        cfg = self.cfg
-        torch.manual_seed(cfg.seed)  # the same on every process: the same initial weights
-        self.model_cfg = cfg.model_config(len(self.vocab))
-        too_large = memory_problem(self.model_cfg, self.batch_size, cfg.seq_len, self.device, self.dist.local_world)
-        if too_large:  # (before allocating it: a --hidden 1000000 would ask for terabytes)
-            raise self._error(too_large)
-        self.model = CharRNN(self.model_cfg).to(self.device)
-        if init_from is not None:
-            self.model.load_state_dict(init_from.model)
-        self.train_model = self.model  # what the step calls: the model, or its DDP wrapper
-        if self.dist.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.train_model = DistributedDataParallel(
-                self.model, device_ids=[self.device] if self.device.type == "cuda" else None
-            )
-            torch.manual_seed(cfg.seed + self.dist.rank)  # but each its own dropout
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99)
-        )
+    def stop(self, reason: str = "interrupted") -> None:
+        """Ask the loop to end after the current step (safe to call from a signal handler)."""
+        self._stop_reason = reason
 
     # ----------------------------------------------------------------- the loop
     def fit(self, until_step: int | None = None) -> dict[str, Any]:
+        """Train until a limit is reached, step `until_step`, or a stop; returns the summary."""
+        cfg, p, d, budget = self.cfg, self.progress, self.dist, self.budget
         self._begin()
-        while (reason := self._reason_to_end(until_step)) is None:
-            self._one_step()
-        return self._end(reason)
+        while True:
+            self._agree()  # every process ends here, or none
+            if budget.fraction_done(p) >= 1.0:
+                if p.step and self._any_train_loss():  # the time ran out after the last step's checks
+                    self._evaluate(lr_at(cfg, p.step, 1.0), self._chars_per_sec(self.clock()))
+                return self._end("done")
+            if until_step is not None and p.step >= until_step:
+                return self._end("until_step")
+            if self._stopping:
+                return self._end(self._stopping)
+
+            loss, lr = self.train_step()
+            self._window_chars += self.batch_size * cfg.seq_len * d.world
+            now = self.clock()
+            step_seconds = budget.count_until(now, p)
+            budget.step_timed(step_seconds)
+            self._note(self.thread_use.step_done(step_seconds, p.step))
+            fraction = budget.fraction_done(p)
+            self.events(step_event(p, self.chunks_per_epoch, loss, lr, fraction, self.thread_use.threads))
+
+            # What falls due after the step: an evaluation, a live sample, last.pt. Every process
+            # computes the same `finished`: it depends on agreed values only.
+            self._agree()
+            finished = budget.fraction_done(p) >= 1.0  # (an interruption evaluates nothing extra)
+            evaluated = p.step % cfg.eval_every == 0 or (finished and self._any_train_loss())
+            if evaluated:
+                self._evaluate(lr, self._chars_per_sec(now))
+            sampled = self.samples.due(p.step, evaluated) and budget.room_for_sample(p, cfg.sample_chars)
+            if sampled and d.main:  # (rank 0 alone shows it)
+                text = self.samples.generate(self.model)
+                self.events({"event": "sample", "step": p.step, "prime": cfg.sample_prime, "text": text})
+            if evaluated or sampled:  # chars/s measures training only
+                self._window_start, self._window_chars = self.clock(), 0
+            if p.step % cfg.save_every == 0 and not self._bad_in_a_row:  # never save in a bad streak
+                self.save(LAST)
+            budget.count_until(self.clock(), p)  # evaluation and saving count against the budget
 
     def _begin(self) -> None:
         """The run folder, the start event, and the clock: start-up counts against the budget."""
@@ -188,131 +176,166 @@ class Trainer(Step, Metrics, Agreement, Schedule, ThreadUse, LiveSamples, RunSta
         if self.dist.main:
             make_folder(self.run_dir, "the run folder", "give another --out")
             checkpoint.remove_stale_temporaries(self.run_dir)
-        self.events(self._start_event())
-        if self.policy:
-            self._note(
-                {
-                    "event": "threads",
-                    "step": p.step,
-                    "threads": self.threads,
-                    "reason": "start",
-                    "cores": self.policy.cores,
-                    "others": self.policy.others,
-                }
-            )
-        if p.step and self.fraction_done() >= 1.0:
-            self._warn(
-                f"this run already reached its limit at step {p.step:,} "
-                f"({', '.join(flag for flag, frac in self._limit_fractions().items() if frac >= 1.0)}); "
-                f"to train on, resume with a higher one"
-            )
+        self.events(start_event(self))
+        self._note(self.thread_use.start_note(p.step))
+        reached = self.budget.limits_reached(p)
+        if p.step and reached:
+            why = f"this run already reached its limit at step {p.step:,} ({reached})"
+            self._warn(f"{why}; to train on, resume with a higher one")
         self.train_model.train()
         self._window_start, self._window_chars = self.clock(), 0  # what chars/s measures
-        p.train_seconds += self.clock() - self.started_at  # start-up counts against the budget
-        self.started_at = self.clock()  # (once: fit may be called again)
-        self._tick = self.clock()  # p.train_seconds counts up to here
+        self.started_at = self.budget.begin(p, self.started_at)  # (once: fit may be called again)
 
-    def _start_event(self) -> dict[str, Any]:
-        return {
-            "event": "start",
-            "parameters": parameter_count(self.model.cfg),
-            "device": str(self.device),
-            "threads": self.threads,
-            "threads_auto": self.policy is not None,
-            "cores": self.policy.cores if self.policy else None,
-            "others": self.policy.others if self.policy else None,
-            "batch_size": self.batch_size,
-            "processes": self.dist.world,
-            "chunks_per_epoch": self.chunks_per_epoch,
-            "train_chars": self.train_chars,
-            "val_chars": len(self.val_ids),
-            "step": self.progress.step,
-            "run_dir": str(self.run_dir),
-        }
+    def _agree(self) -> None:
+        """Every process takes rank 0's clock and its reserve for the run's end, and stops if any
+        process was asked to, so that all of them see the same limits at the same step (a single
+        process: its own)."""
+        p, d = self.progress, self.dist
+        reserve = self.budget.end_reserve(self.samples.chars_at(p.step))
+        stop, p.train_seconds, reserve = d.sum(
+            [1.0 if self._stop_reason else 0.0, p.train_seconds if d.main else 0.0, reserve if d.main else 0.0]
+        )
+        self.budget.keep(reserve, p)
+        if stop:
+            self._stopping = self._stop_reason or "stopped by another process"
 
-    def _reason_to_end(self, until_step: int | None) -> str | None:
-        """Why the loop ends before the next step, agreed by all processes; None: it goes on."""
-        p = self.progress
-        self._agree_on_stop_and_clock()
-        if self.fraction_done() >= 1.0:
-            if (
-                p.step and self._any_train_loss()
-            ):  # the time ran out after the last step's checks (a save, a larger reserve)
-                self._evaluate(self.lr_at(p.step, 1.0), self._chars_per_sec(self.clock()))
-            return "done"
-        if until_step is not None and p.step >= until_step:
-            return "until_step"
-        return self._stopping or None
+    def _any_train_loss(self) -> bool:
+        """Whether any process has accumulated a training loss since the last evaluation (after a
+        resume rank 0 holds what all of them had, so they must ask each other)."""
+        return self.dist.sum([self.progress.loss_count])[0] > 0
 
     def _chars_per_sec(self, now: float) -> float:
         """The training speed since the last evaluation or sample (chars/s measures training only)."""
         return self._window_chars / max(now - self._window_start, 1e-9)
 
-    def _one_step(self) -> None:
-        """A training step, its report, and what falls due after it."""
-        p = self.progress
-        loss_value, lr = self.train_step()
-        self._window_chars += self.batch_size * self.cfg.seq_len * self.dist.world
-        now = self.clock()
-        self._measured_step(now - self._tick)
-        self._adapt_threads(now - self._tick)
-        p.train_seconds += now - self._tick
-        self._tick = now
-        self.events(
-            {
-                "event": "step",
-                "step": p.step,
-                "epoch": p.epoch + p.chunk / self.chunks_per_epoch,
-                "loss": loss_value,
-                "lr": lr,
-                "fraction": self.fraction_done(),
-                "chars_seen": p.chars_seen,
-                "elapsed_s": p.train_seconds,
-                "threads": self.threads,
-            }
-        )
-        self._due_after_step(lr, now)
-        after = self.clock()
-        p.train_seconds += after - self._tick  # evaluation and saving count against the budget
-        self._tick = after
-
-    def _due_after_step(self, lr: float, now: float) -> None:
-        """An evaluation, a live sample and a save of last.pt, each when it is due."""
-        cfg, p = self.cfg, self.progress
-        # (every process computes the same `finished`: it depends on agreed values only)
-        self._agree_on_stop_and_clock()
-        finished = self.fraction_done() >= 1.0  # (an interruption evaluates nothing extra)
-        evaluated = p.step % cfg.eval_every == 0 or (finished and self._any_train_loss())
-        if evaluated:
-            self._evaluate(lr, self._chars_per_sec(now))
-        sampled = self._sample_due(evaluated) and self._time_left() > self.costs.save_s() + self.costs.sample_s(
-            cfg.sample_chars
-        )
-        if sampled:
-            self._sample()
-        if evaluated or sampled:  # chars/s measures training only
-            self._window_chars = 0
-            self._window_start = self.clock()
-        if p.step % cfg.save_every == 0 and not self._bad_in_a_row:  # never save in a bad streak
-            self.save("last.pt")
-
     def _end(self, reason: str) -> dict[str, Any]:
         """last.pt, and the summary of the run (also sent as the "end" event)."""
         p = self.progress
-        last_path = self.save("last.pt")
-        summary = {
-            "event": "end",
-            "reason": reason,
-            "step": p.step,
-            "chars_seen": p.chars_seen,
-            "best_loss": p.best_loss,
-            "last": str(last_path),
-            "best": str(self.run_dir / "best.pt"),
-            "skipped_steps": p.skipped_steps,
-            "elapsed_s": p.train_seconds + self.clock() - self._tick,
-        }
+        last = self.save(LAST)
+        summary = end_summary(reason, p, last, self.folder.best, self.budget.elapsed(p))
         self.events(summary)
         return summary
 
+    # ----------------------------------------------------------------- one step
+    def train_step(self) -> tuple[float, float]:
+        """One truncated-BPTT step on the next chunk; returns (loss in nats, learning rate).
+
+        A step whose loss or gradient is not finite (on any process; with fp16 on CUDA, also a
+        gradient the loss scale made overflow) changes no weight: it is counted and skipped, and
+        only MAX_BAD_STEPS of them in a row end training.
+        """
+        cfg, p = self.cfg, self.progress
+        if p.chunk == 0 or not cfg.carry_state:
+            self.hidden = None  # a new epoch (or, without carried state, every chunk) starts from zero
+        lr = lr_at(cfg, p.step, self.budget.fraction_done(p))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = (t.to(self.device, non_blocking=True) for t in get_chunk(self.streams, p.chunk, cfg.seq_len))
+        loss, grad_norm, hidden = self.gradients(x, y)
+        finite = math.isfinite(loss) and math.isfinite(grad_norm)
+        if self.dist.sum([0.0 if finite else 1.0])[0] == 0:  # finite everywhere: all processes step, or none
+            self.scaler.step(self.optimizer)
+            self.hidden = detach_hidden(hidden)
+            p.loss_sum, p.loss_count, self._bad_in_a_row = p.loss_sum + loss, p.loss_count + 1, 0
+        else:
+            p.skipped_steps += 1
+            self._bad_in_a_row += 1
+            self.hidden = None  # the carried state may be poisoned too
+            self._warn(f"step {p.step + 1}: non-finite loss or gradient, update skipped")
+            if self._bad_in_a_row >= MAX_BAD_STEPS:
+                raise self.dist.error(
+                    f"training diverged: {MAX_BAD_STEPS} steps in a row had a non-finite loss or gradient; "
+                    f"the last good checkpoint is in {self.run_dir} (try a lower --lr or --grad-clip)",
+                    exit_code=1,
+                )
+        self.scaler.update()  # (fp16 on CUDA: a smaller loss scale after an overflow; else nothing)
+        p.step, p.chunk, p.chars_seen = p.step + 1, p.chunk + 1, p.chars_seen + x.numel() * self.dist.world
+        if p.chunk >= self.chunks_per_epoch:
+            p.chunk, p.epoch = 0, p.epoch + 1
+        return loss, lr
+
+    def gradients(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, Any]:
+        """Forward, loss, backward and clipping on one chunk (x, y: (B, T) ids): sets every
+        parameter's .grad and returns (loss in nats, gradient norm before clipping, new hidden
+        state). `charrnn train --engine numpy` replaces this method, and only this one. Under
+        DDP, backward() also averages the gradients over the processes."""
+        with self.autocast():
+            logits, hidden = self._forward(x, self.hidden)  # (B, T, V)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()  # (fp16 on CUDA: scaled, so that small gradients stay above zero)
+        self.scaler.unscale_(self.optimizer)  # the true gradient is what is clipped, measured and checked
+        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        return loss.item(), grad_norm.item(), hidden
+
+    # ----------------------------------------------------------------- evaluation and checkpoints
+    def _evaluate(self, lr: float, chars_per_sec: float) -> None:
+        """Evaluate now (every process, at the same step; within the time a --time-budget
+        leaves): write the row, best.pt if the loss improved, and report it."""
+        cfg, p, d = self.cfg, self.progress, self.dist
+        started = self.clock()
+        deadline = self.budget.eval_deadline(p, self.samples.chars_at(p.step))
+        total, count, cut = validation_sum(
+            self.model, self.val_ids, self.batch_size, cfg, self.device, d, deadline, self.clock
+        )
+        if count:
+            self.budget.eval_timed(self.clock() - started, count)
+        loss_sum, loss_count, total, count, cut = d.sum([p.loss_sum, p.loss_count, total, count, float(cut)])
+        if cut and len(self.val_ids):
+            chars = plural(int(count), "validation character")
+            self._warn(f"evaluated {chars} of {len(self.val_ids):,} to keep --time-budget {cfg.time_budget:g}")
+        release_pages(self.streams)  # the pages of a memory-mapped corpus read so far: let them go
+        release_pages(self.val_ids)
+        train_loss = loss_sum / loss_count if loss_count else math.nan
+        val_loss = total / count if len(self.val_ids) and count else None
+        row = eval_row(p, self.chunks_per_epoch, train_loss, val_loss, lr, chars_per_sec, self.thread_use.threads)
+        p.loss_sum, p.loss_count, self.last_eval = 0.0, 0, row
+        score = val_loss if val_loss is not None else train_loss
+        improved = math.isfinite(score) and score < p.best_loss
+        if improved:
+            p.best_loss = score
+        self._record(row)
+        if improved:
+            self.save(BEST)
+        self.events({"event": "eval", **row, "best": improved})
+
+    def save(self, filename: str) -> Path:
+        """Write a checkpoint into the run folder (rank 0; every process must call this at the
+        same step: it gathers what each of them alone knows)."""
+        p, d, path = self.progress, self.dist, self.run_dir / filename
+        state = gather_state(self.model, self.hidden, p, d, self.device)
+        if not d.main:
+            return path
+        info = checkpoint_info(self.vocab, self.model_cfg, self.cfg, p, self.batch_size, d.world, self.corpus, state)
+        model = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        optimizer = self.optimizer.state_dict()
+        ckpt = checkpoint.Checkpoint(info.to_meta(), model, optimizer, state["rng"], state["hidden"], info=info)
+        started = self.clock()
+        checkpoint.save(ckpt, path)
+        self.budget.costs.save = self.clock() - started
+        self.events({"event": "save", "path": str(path), "step": p.step})
+        return path
+
+    # ----------------------------------------------------------------- reports
+    def _record(self, row: dict[str, Any]) -> None:
+        """A row of metrics.jsonl (rank 0 writes it)."""
+        if not self.dist.main:
+            return
+        try:
+            self.folder.append_metrics(row)
+        except OSError as exc:
+            raise write_failure(self.folder.metrics, exc, "the metrics") from None
+
+    def _note(self, row: dict[str, Any] | None) -> None:
+        """A note about the run (not an evaluation), if any: shown, and kept in metrics.jsonl."""
+        if row is not None:
+            self.events(row)
+            self._record({k: v for k, v in row.items() if k != "message"})
+
     def _warn(self, message: str) -> None:
         self.events({"event": "warning", "message": message})
+
+
+def _ignore(event: dict[str, Any]) -> None:
+    """The events of a run nobody watches (and of every process but rank 0)."""

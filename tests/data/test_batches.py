@@ -1,6 +1,6 @@
 import numpy as np
 
-from charrnn.data.batches import batchify, fit_batch_size, get_chunk, num_chunks, resume_batch_size, shard_rows
+from charrnn.data.batches import batchify, even_share_of_streams, fit_batch_size, get_chunk, num_chunks, shard_rows
 
 
 def test_streams_are_contiguous_and_chunks_continue():
@@ -40,9 +40,13 @@ def test_streams_are_shared_out_in_contiguous_blocks_that_differ_by_one_at_most(
 
 
 def test_a_resumed_run_keeps_its_total_number_of_streams():
-    assert resume_batch_size(8, 2, 1) == 16 and resume_batch_size(8, 2, 4) == 4 and resume_batch_size(16, 1, 2) == 8
-    assert type(resume_batch_size(8, 2, 4)) is int  # (a number of streams: slices and shapes need an int)
-    assert resume_batch_size(8, 2, 3) is None and resume_batch_size(5, 1, 2) is None
+    assert (
+        even_share_of_streams(8, 2, 1) == 16
+        and even_share_of_streams(8, 2, 4) == 4
+        and even_share_of_streams(16, 1, 2) == 8
+    )
+    assert type(even_share_of_streams(8, 2, 4)) is int  # (a number of streams: slices and shapes need an int)
+    assert even_share_of_streams(8, 2, 3) is None and even_share_of_streams(5, 1, 2) is None
 
 
 def resident_kib(path) -> int:

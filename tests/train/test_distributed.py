@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import TINY, invoke, missing, run_cli, words_text
 
-from charrnn.data.batches import resume_batch_size, shard_rows
+from charrnn.data.batches import even_share_of_streams, shard_rows
 from charrnn.store import checkpoint
 from charrnn.train.distributed import Dist, command_started, launch_command, state_digest, strip_option
 
@@ -28,8 +28,8 @@ def test_streams_are_shared_out_in_contiguous_blocks():
     blocks = [shard_rows(10, rank, 3) for rank in range(3)]
     assert [(b.start, b.stop) for b in blocks] == [(0, 4), (4, 7), (7, 10)]
     assert shard_rows(1, 1, 2) == slice(1, 1)  # fewer streams than processes: an empty share
-    assert resume_batch_size(8, 2, 1) == 16 and resume_batch_size(8, 2, 4) == 4
-    assert resume_batch_size(8, 2, 3) is None
+    assert even_share_of_streams(8, 2, 1) == 16 and even_share_of_streams(8, 2, 4) == 4
+    assert even_share_of_streams(8, 2, 3) is None
 
 
 def test_torchrun_environment_and_launch_command():

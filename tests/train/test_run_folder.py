@@ -215,14 +215,14 @@ def test_a_full_disk_on_the_first_last_pt_keeps_the_run_resumable(tmp_path, corp
 def test_a_full_disk_on_the_first_metrics_line_leaves_no_run(tmp_path, corpus, monkeypatch):
     import builtins
 
-    from charrnn.train import metrics as train
+    from charrnn.store import run_folder as writer  # (where metrics.jsonl is opened)
 
     def full_for_metrics(path, *args, **kwargs):
         if str(path).endswith("metrics.jsonl"):
             raise OSError(errno.ENOSPC, "No space left on device")
         return builtins.open(path, *args, **kwargs)
 
-    monkeypatch.setattr(train, "open", full_for_metrics, raising=False)
+    monkeypatch.setattr(writer, "open", full_for_metrics, raising=False)
     out = tmp_path / "ck"
     result = invoke("train", str(corpus), *TINY, "--max-steps", "8", "--eval-every", "4", "--out", str(out))
     err = result.stderr.decode()

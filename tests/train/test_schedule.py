@@ -205,46 +205,68 @@ def test_the_time_a_budget_run_keeps_for_its_end(tmp_path):
     measured, scaled by how much slower the steps are now), the live sample that comes with it,
     the save, half a step; at most half the budget; with several processes, each evaluates its
     share. Without a budget, nothing."""
-    from types import SimpleNamespace
+    from charrnn.train.schedule import TimeBudget
 
     trainer = make_trainer(
         words_text(20_000), tmp_path, clock=FakeClock(), time_budget=100.0, batch_size=8, seq_len=16, sample_chars=50
     )
     val = len(trainer.val_ids)
-    c = trainer.costs
+    budget = trainer.budget
+    assert (budget.val_chars, budget.chars_per_step) == (val, 8 * 16)  # what the Trainer gives it
+    assert budget.end_reserve(trainer.samples.chars_at(trainer.progress.step)) == budget.end_reserve(50)
+    c = budget.costs
     c.guess_save, c.guess_sample_per_char = 0.25, 0.01
-    assert trainer.end_reserve() == pytest.approx(0.25 + 50 * 0.01)  # no step timed yet
+    assert budget.end_reserve(50) == pytest.approx(0.25 + 50 * 0.01)  # no step timed yet
     c.step = 0.3
-    assert trainer.end_reserve() == pytest.approx(0.3 * val / (8 * 16) / 3 + 0.5 + 0.25 + 0.15)
+    assert budget.end_reserve(50) == pytest.approx(0.3 * val / (8 * 16) / 3 + 0.5 + 0.25 + 0.15)
     c.eval_per_char, c.step_at_eval = 1e-3, 0.2  # measured when a step took 0.2 s: now 1.5 times slower
-    assert trainer.end_reserve() == pytest.approx(1e-3 * val * 1.5 + 0.5 + 0.25 + 0.15)
+    assert budget.end_reserve(50) == pytest.approx(1e-3 * val * 1.5 + 0.5 + 0.25 + 0.15)
     c.save, c.sample_per_char = 1.0, 0.02
-    assert trainer.end_reserve() == pytest.approx(1e-3 * val * 1.5 + 50 * 0.02 + 1.0 + 0.15)
+    assert budget.end_reserve(50) == pytest.approx(1e-3 * val * 1.5 + 50 * 0.02 + 1.0 + 0.15)
     c.step_at_eval = None
-    assert trainer.end_reserve() == pytest.approx(1e-3 * val + 1.0 + 1.0 + 0.15)
-    trainer.dist = SimpleNamespace(world=2, rank=0, main=True)
-    assert trainer.end_reserve() == pytest.approx(1e-3 * val / 2 + 1.0 + 1.0 + 0.15)
-    trainer.cfg.sample_every = 0  # no live samples
-    assert trainer.end_reserve() == pytest.approx(1e-3 * val / 2 + 1.0 + 0.15)
+    assert budget.end_reserve(50) == pytest.approx(1e-3 * val + 1.0 + 1.0 + 0.15)
+    budget.val_chars = val / 2  # two processes: each evaluates half
+    assert budget.end_reserve(50) == pytest.approx(1e-3 * val / 2 + 1.0 + 1.0 + 0.15)
+    assert budget.end_reserve(0) == pytest.approx(1e-3 * val / 2 + 1.0 + 0.15)  # no live sample
     c.eval_per_char = 1.0
-    assert trainer.end_reserve() == 50.0
-    assert make_trainer(words_text(3000), tmp_path / "steps", max_steps=10).end_reserve() == 0.0
+    assert budget.end_reserve(50) == 50.0
+    no_samples = make_trainer(
+        words_text(3000), tmp_path / "quiet", clock=FakeClock(), time_budget=100.0, sample_every=0
+    )
+    assert no_samples.samples.chars_at(0) == 0 and no_samples.samples.chars_at(10) == 0
+    steps = make_trainer(words_text(3000), tmp_path / "steps", max_steps=10)
+    assert steps.budget.end_reserve(50) == 0.0
+    unbudgeted = TimeBudget(steps.cfg, 10, FakeClock(), val_chars=1000, chars_per_step=128, parameters=1000)
+    unbudgeted.costs.step = 5.0
+    assert unbudgeted.end_reserve(50) == 0.0
 
 
 def test_once_the_time_is_up_a_smaller_reserve_starts_nothing_again(tmp_path):
+    """The queries only read: asking how far the run is changes nothing. What changes is the
+    reserve the processes agree on (`keep`): once the time is up by the reserve in force, a
+    smaller one starts nothing again."""
     trainer = make_trainer(words_text(3000), tmp_path, clock=FakeClock(), time_budget=10.0)
-    trainer.progress.train_seconds = 5.05
-    assert trainer.fraction_done() == pytest.approx(0.5)  # of 1.01 x the budget
-    trainer.progress.train_seconds, trainer._reserve = 9.0, 1.5
-    assert trainer.fraction_done() == 1.0  # 9 s of 10.1 - 1.5
-    trainer._reserve = 0.5
-    assert trainer.fraction_done() == 1.0  # 9 s of 10.1 - 0.5 would not be, but the time was up
+    budget, p = trainer.budget, trainer.progress
+    p.train_seconds = 5.05
+    assert budget.fraction_done(p) == pytest.approx(0.5)  # of 1.01 x the budget
+    p.train_seconds = 9.0
+    budget.keep(1.5, p)
+    assert budget.fraction_done(p) == 1.0  # 9 s of 10.1 - 1.5
+    budget.keep(0.5, p)
+    assert budget.fraction_done(p) == 1.0  # 9 s of 10.1 - 0.5 would not be, but the time was up
+    fresh = make_trainer(words_text(3000), tmp_path / "fresh", clock=FakeClock(), time_budget=10.0)
+    fresh.progress.train_seconds = 9.0
+    fresh.budget.reserve = 1.5  # (set by hand: no agreement kept it)
+    assert [fresh.budget.fraction_done(fresh.progress) for _ in range(3)] == [1.0] * 3
+    fresh.budget.reserve = 0.5
+    assert fresh.budget.fraction_done(fresh.progress) == pytest.approx(9.0 / 9.6)  # asking latched nothing
     exact = make_trainer(words_text(3000), tmp_path / "exact", clock=FakeClock(), time_budget=10.0)
-    exact._reserve = 0.1
-    exact.progress.train_seconds = exact._budget_end() - exact._reserve  # up, to the last bit
-    assert exact.fraction_done() == 1.0
-    exact._reserve = 0.05
-    assert exact.fraction_done() == 1.0
+    exact.budget.keep(0.1, exact.progress)
+    exact.progress.train_seconds = exact.budget.budget_end() - 0.1  # up, to the last bit
+    exact.budget.keep(0.1, exact.progress)
+    assert exact.budget.fraction_done(exact.progress) == 1.0
+    exact.budget.keep(0.05, exact.progress)
+    assert exact.budget.fraction_done(exact.progress) == 1.0
     tiny = make_trainer(words_text(3000), tmp_path / "tiny", clock=FakeClock(), time_budget=0.5)
     tiny.progress.train_seconds = 0.2525
-    assert tiny.fraction_done() == pytest.approx(0.5)
+    assert tiny.budget.fraction_done(tiny.progress) == pytest.approx(0.5)

@@ -143,3 +143,77 @@ def test_the_training_loss_of_an_evaluation_is_the_mean_of_the_steps_since_the_l
         losses = [steps[s]["loss"] for s in range(previous + 1, now["step"] + 1)]
         assert now["train_loss"] == pytest.approx(sum(losses) / len(losses), rel=1e-12)
     assert [e["chars_seen"] for e in steps.values()] == [n * 4 * 16 for n in range(1, 13)]
+
+
+@pytest.mark.parametrize(
+    "precision, device, scaled",
+    [("fp16", "cuda", True), ("bf16", "cuda", False), ("fp32", "cuda", False), ("fp16", "cpu", False)],
+)
+def test_a_loss_scale_exactly_for_fp16_on_cuda(precision, device, scaled):
+    """fp16 gradients below 6e-5 underflow to zero: fp16 autocast on CUDA scales the loss; bf16
+    (fp32's range) and fp32 need none, and fp16 on a CPU runs in fp32 (see test_precision_options)."""
+    import contextlib
+
+    from charrnn.train.resources import scales_gradients
+
+    autocast = lambda: torch.autocast(device_type=device, dtype=torch.float16)  # noqa: E731
+    assert scales_gradients(precision, torch.device(device), autocast) is scaled
+    assert not scales_gradients(precision, torch.device(device), contextlib.nullcontext)  # (fell back to fp32)
+
+
+def test_without_fp16_on_cuda_the_scaler_changes_nothing(tmp_path):
+    trainer = make_trainer(words_text(3000), tmp_path, max_steps=2)
+    assert not trainer.scaler.is_enabled()
+
+
+def scaled(trainer, scale: float = 2.0**10):
+    """The trainer's step with an enabled loss scale (on the CPU, as fp16 on CUDA would have)."""
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=scale, growth_interval=10_000)
+    return trainer
+
+
+def test_with_a_loss_scale_the_true_gradient_is_clipped(tmp_path):
+    """The scaled loss' gradient is unscaled before clipping: what the clip measures and what
+    AdamW applies are those of the loss itself, as without a scale (a clip of the scaled
+    gradient would apply clip / scale)."""
+    clip = 0.3
+    runs = {}
+    for name, make in (("plain", lambda t: t), ("scaled", scaled)):
+        trainer = make(
+            make_trainer(
+                repeat_text(3000, "the quick brown fox.\n"), tmp_path / name, grad_clip=clip, lr=0.05, max_steps=6
+            )
+        )
+        raw, applied = [], []
+        gradients = trainer.gradients
+
+        def measured(x, y, gradients=gradients, raw=raw):
+            loss, norm, hidden = gradients(x, y)
+            raw.append(norm)
+            return loss, norm, hidden
+
+        trainer.gradients = measured
+        trainer.optimizer.register_step_pre_hook(
+            lambda optimizer, args, kwargs, trainer=trainer, applied=applied: applied.append(grad_norm(trainer.model))
+        )
+        trainer.fit()
+        assert len(applied) == 6 and min(raw) < clip < max(raw), raw
+        assert applied == pytest.approx([min(r, clip) for r in raw], rel=1e-4)
+        runs[name] = raw
+    assert runs["scaled"] == pytest.approx(runs["plain"], rel=1e-4)  # the same gradients, scaled or not
+
+
+def test_a_step_the_loss_scale_made_overflow_is_skipped_and_counted(tmp_path):
+    """An inf gradient (what a too large loss scale gives) is skipped like any non-finite step
+    (counted, said, no weight changed), and the scale halves for the next step."""
+    events = []
+    trainer = scaled(make_trainer(repeat_text(3000), tmp_path, events=events.append, max_steps=6, eval_every=100))
+    trainer.model.head.bias.register_hook(lambda grad: grad * float("inf") if trainer.progress.step == 2 else grad)
+    before = {}
+    trainer.optimizer.register_step_pre_hook(lambda *args: before.update(weights(trainer)))
+    summary = trainer.fit()
+    assert summary["skipped_steps"] == 1 and trainer.scaler.get_scale() == 2.0**9
+    assert [e["message"] for e in events if e["event"] == "warning"] == [
+        "step 3: non-finite loss or gradient, update skipped"
+    ]
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
