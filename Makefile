@@ -39,6 +39,8 @@ demo: setup corpus
 	$(BIN)/charrnn sample --checkpoint checkpoints/shakespeare/best.pt --length 800 --temp 0.7 --seed 1
 
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 # Mutation testing (README, Development): not part of `make test` nor of CI.

@@ -27,6 +27,11 @@ __version__ = "0.1.0"
 
 # name -> the module that defines it, imported when the name is first used
 _LAZY = {
+    "train": "charrnn.api.training",
+    "Run": "charrnn.api.run",
+    "Stop": "charrnn.api.run",
+    "PlainProgress": "charrnn.api.callbacks",
+    "TensorBoard": "charrnn.api.callbacks",
     "load": "charrnn.api.model",
     "Model": "charrnn.api.model",
     "ModelInfo": "charrnn.api.model",

@@ -47,10 +47,10 @@ MODULES = {
         [f"charrnn.sample.generate.x_{f}__mutmut_*" for f in ("probabilities", "greedy", "draw")],
     ),
     "step": (  # one training step: in trainer.py since the mixins went
-        "charrnn/train/trainer.py",
-        [f"charrnn.train.trainer.xǁTrainerǁ{f}__mutmut_*" for f in ("train_step", "gradients")],
+        "charrnn/training/trainer.py",
+        [f"charrnn.training.trainer.xǁTrainerǁ{f}__mutmut_*" for f in ("train_step", "gradients")],
     ),
-    "schedule": ("charrnn/train/schedule.py", ["charrnn.train.schedule.*"]),
+    "schedule": ("charrnn/training/schedule.py", ["charrnn.training.schedule.*"]),
     "checkpoint": ("charrnn/store/checkpoint.py", ["charrnn.store.checkpoint.*"]),
 }
 STATUS = {

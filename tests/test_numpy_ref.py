@@ -12,7 +12,7 @@ from charrnn.data.vocab import Vocab
 from charrnn.model import CharRNN
 from charrnn.store import checkpoint
 from charrnn.store.model_file import build_model, open_model_file
-from charrnn.train.trainer import Trainer
+from charrnn.training.trainer import Trainer
 
 CELLS = ["rnn", "lstm", "gru"]
 

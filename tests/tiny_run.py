@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from charrnn.cli.app import app
 from charrnn.config import TrainConfig
 from charrnn.data.vocab import Vocab
-from charrnn.train.trainer import Trainer
+from charrnn.training.trainer import Trainer
 
 WORDS = "the a of to and in that is was he for it with as his on".split()
 

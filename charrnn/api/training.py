@@ -6,8 +6,8 @@ makes (`charrnn train` is a thin driver over it).
 
 A run goes through the same steps as the command, in this order: the options (keyword arguments,
 over a `config` TOML file, over the defaults of `TrainConfig`), the run folder (locked: one writer
-per folder), the plan (new, resumed or started from another model's weights: train/plan.py), the
-corpus (prepared once into the cache), `--size auto` (train/sizing.py), the Trainer, and the fit.
+per folder), the plan (new, resumed or started from another model's weights: training/plan.py), the
+corpus (prepared once into the cache), `--size auto` (training/sizing.py), the Trainer, and the fit.
 Under torchrun each process calls `train()`; rank 0 decides and reports.
 
 Progress goes to `callbacks`: callables taking the event dicts the Trainer emits ("start", "step",
@@ -105,8 +105,8 @@ def prepare_run(corpus, processes: int, **kwargs: Any) -> Iterator[Path]:
 def check_processes(nproc: int | None) -> None:
     """A number of processes to train in (the command's --nproc): at least 1, and not asked of a
     process that already runs under torchrun."""
-    from charrnn.train import plan
-    from charrnn.train.distributed import Dist
+    from charrnn.training import plan
+    from charrnn.training.distributed import Dist
 
     plan.check_flags(False, False, None, nproc, Dist.from_env().world)
 
@@ -131,9 +131,9 @@ class _Setup:
         started_at: float | None = None,
         **options: Any,
     ):
-        from charrnn.train import plan
-        from charrnn.train.distributed import Dist
-        from charrnn.train.runlock import RunLock
+        from charrnn.training import plan
+        from charrnn.training.distributed import Dist
+        from charrnn.training.runlock import RunLock
 
         self.corpora = [Path(corpus)] if isinstance(corpus, (str, Path)) else [Path(c) for c in corpus]
         if not self.corpora:
@@ -166,7 +166,7 @@ class _Setup:
 
     def plan(self, world: int):
         """Lock the run folder, check it, read what the run continues or starts from."""
-        from charrnn.train import plan
+        from charrnn.training import plan
 
         planned = plan.plan_run(
             self.lock,
@@ -204,7 +204,7 @@ class _Setup:
             self.emit({"event": "prepared"})
 
     def run(self, stop: Stop, hint: Callable[[bool], str]) -> Run:
-        from charrnn.train import plan
+        from charrnn.training import plan
 
         dist = self.dist
         if dist.world > 1:  # (a single process picks its device in the Trainer, after checking the options)
@@ -227,10 +227,10 @@ class _Setup:
         return Run(self.run_dir, summary, planned.cfg)
 
     def size(self, planned, data):
-        """--size auto (train/sizing.py), decided by rank 0 for every process: the plan with the
+        """--size auto (training/sizing.py), decided by rank 0 for every process: the plan with the
         chosen model options, and the choice (None when nothing was chosen)."""
-        from charrnn.train import plan
-        from charrnn.train.distributed import command_started
+        from charrnn.training import plan
+        from charrnn.training.distributed import command_started
 
         given, dist = set(self.given) | set(self.file_values), self.dist
         train_chars = len(data.split(planned.cfg.val_frac)[0])
@@ -245,9 +245,9 @@ class _Setup:
         """The Trainer of the planned run on the loaded corpus (a corpus too short for it leaves
         no cache entry behind)."""
         from charrnn.data.prepare import forget
-        from charrnn.train import plan
-        from charrnn.train.distributed import command_started
-        from charrnn.train.trainer import CorpusTooShort
+        from charrnn.training import plan
+        from charrnn.training.distributed import command_started
+        from charrnn.training.trainer import CorpusTooShort
 
         cfg = planned.cfg
         plan.check_init_vocab(planned, len(data.vocab), self.init_from)
@@ -295,7 +295,7 @@ class _Setup:
     def fit(self, trainer, stop: Stop, hint: Callable[[bool], str]) -> dict[str, Any]:
         """Train, with `stop` reaching the trainer and the callbacks that are context managers
         entered; a failed write leaves the run folder resumable (or clean) and says how to go on."""
-        from charrnn.train import plan
+        from charrnn.training import plan
 
         try:
             with stop.attached(trainer), contextlib.ExitStack() as inside:
@@ -312,13 +312,13 @@ class _Setup:
         last = self.last_eval
         if summary["reason"] != "done" or last is None:
             return
-        from charrnn.train.evaluation import learned_nothing
+        from charrnn.training.evaluation import learned_nothing
 
         warning = learned_nothing(last, data.ids, len(data.vocab))
         if warning:
             self.warn(warning)
         elif last["val_loss"] is not None:
-            from charrnn.train.expected import run_verdict
+            from charrnn.training.expected import run_verdict
 
             line = run_verdict(summary["best_loss"], summary["chars_seen"], data.vocab.chars, data.ids)
             if line:

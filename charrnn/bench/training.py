@@ -63,7 +63,7 @@ def bench_trainer(
     for validation, and a checkpoint to resume from if given."""
     from charrnn.config import TrainConfig
     from charrnn.data.vocab import Vocab
-    from charrnn.train.trainer import Trainer
+    from charrnn.training.trainer import Trainer
 
     vocab = Vocab(tuple(chr(32 + i) for i in range(VOCAB)))
     rng = np.random.default_rng(0)
@@ -209,7 +209,7 @@ def _overheads(case: TrainCase, quick: bool, precision: str, device: str) -> dic
     undisturbed one); evaluation speed, the files an evaluation wrote, and a save's seconds."""
     from charrnn.store import checkpoint
     from charrnn.store.run_folder import LAST
-    from charrnn.train.evaluation import evaluate_sum
+    from charrnn.training.evaluation import evaluate_sum
 
     steps = 2 if quick else 4
     val_chars = case.batch_size * (case.seq_len * (2 if quick else 6) + 1)

@@ -69,7 +69,7 @@ def _exit_now(code) -> None:
     --time-budget, the whole command's wall clock, would not see; and in a process that ran
     torch.distributed (a torchrun worker, `train --nproc`'s launcher) gloo's and the rendezvous
     store's C++ threads can abort it ("terminate called without an active exception", exit 134:
-    about 1 run in 6 of tests/train/test_distributed.py on a busy machine, before this session's
+    about 1 run in 6 of tests/training/test_distributed.py on a busy machine, before this session's
     changes too; pytorch/pytorch#179291 describes the cause)."""
     sys.stdout.flush()
     sys.stderr.flush()

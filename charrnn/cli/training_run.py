@@ -16,8 +16,8 @@ import typer
 
 from charrnn.api.training import Run, Stop
 from charrnn.cli.console import state as _state
-from charrnn.train.distributed import Dist
-from charrnn.train.runlock import LOCK_HOLDER
+from charrnn.training.distributed import Dist
+from charrnn.training.runlock import LOCK_HOLDER
 
 LAUNCHED_AS = "CHARRNN_LAUNCHED_AS"  # set for the processes `train --nproc` starts: the user's command
 
@@ -102,7 +102,7 @@ def launch(nproc: int, display) -> None:
 
     from charrnn import STARTED
     from charrnn.machine.threads import cores_here
-    from charrnn.train.distributed import launch_command
+    from charrnn.training.distributed import launch_command
 
     args, env = launch_command(
         sys.argv[1:], nproc, cores_here(), started_wall=time.time() - (time.monotonic() - STARTED)

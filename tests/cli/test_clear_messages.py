@@ -22,8 +22,8 @@ from charrnn.config import ModelConfig, SampleConfig, read_toml
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN
 from charrnn.sample.generate import probabilities
-from charrnn.train.evaluation import unigram_entropy
-from charrnn.train.resources import training_bytes
+from charrnn.training.evaluation import unigram_entropy
+from charrnn.training.resources import training_bytes
 
 
 @pytest.fixture(scope="module")

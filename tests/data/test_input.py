@@ -154,7 +154,7 @@ def test_resume_hint_can_be_pasted_into_a_shell(monkeypatch):
     import shlex
 
     from charrnn.cli import training_run as cli
-    from charrnn.train.distributed import Dist
+    from charrnn.training.distributed import Dist
 
     monkeypatch.delenv(cli.LAUNCHED_AS, raising=False)
     monkeypatch.setattr(

@@ -17,7 +17,7 @@ from typing import Any
 from charrnn.config import TrainConfig, build
 from charrnn.errors import CharRNNError, WriteError
 from charrnn.store.run_folder import RUN_FILES, RunFolder
-from charrnn.train.runlock import RunLock
+from charrnn.training.runlock import RunLock
 
 # Options that may change when a run is resumed: they do not change the model or the data.
 RESUMABLE = {
@@ -85,7 +85,7 @@ def plan_run(
     lock.acquire()  # before anything in the folder is read: one writer per run folder
     plan = read_run(run_dir, cfg, file_values, given, resume, overwrite, init_from, world)
     if plan.cfg.engine == "numpy":
-        from charrnn.train.numpy_engine import check_one_process
+        from charrnn.training.numpy_engine import check_one_process
 
         check_one_process(world)
     return plan
@@ -127,7 +127,7 @@ def _resumed(run_dir: Path, file_values: dict, given: dict, world: int) -> Plan:
     from dataclasses import asdict
 
     from charrnn.store import checkpoint
-    from charrnn.train.resume import layout_to_continue
+    from charrnn.training.resume import layout_to_continue
 
     last = RunFolder(run_dir).last
     if not last.exists():
@@ -153,10 +153,10 @@ def check_init_vocab(plan: Plan, vocab_size: int, init_from: Path | None) -> Non
 def trainer_class(cfg: TrainConfig):
     """Who computes the gradients: torch's autograd, or the hand-written BPTT (--engine numpy)."""
     if cfg.engine == "numpy":
-        from charrnn.train.numpy_engine import NumpyTrainer
+        from charrnn.training.numpy_engine import NumpyTrainer
 
         return NumpyTrainer
-    from charrnn.train.trainer import Trainer
+    from charrnn.training.trainer import Trainer
 
     return Trainer
 
@@ -194,7 +194,7 @@ def size_model(plan: Plan, given: set[str], train_chars: int, vocab_size: int, s
     one started from another model's weights keeps its shape."""
     import time
 
-    from charrnn.train import sizing
+    from charrnn.training import sizing
 
     cfg = plan.cfg
     size = cfg.size or ("default" if given & set(sizing.CHOSEN) else "auto")  # auto unless a model option is given
@@ -204,7 +204,7 @@ def size_model(plan: Plan, given: set[str], train_chars: int, vocab_size: int, s
 
     from charrnn.machine.device import pick_device
     from charrnn.machine.threads import cores_here, threads_for_command
-    from charrnn.train.resources import memory_problem
+    from charrnn.training.resources import memory_problem
 
     device = pick_device(cfg.device)
     threads = cfg.threads if isinstance(cfg.threads, int) else threads_for_command(max(1, cores_here() // local_world))

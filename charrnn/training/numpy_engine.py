@@ -26,7 +26,7 @@ from charrnn import numpy_ref
 from charrnn.config import TrainConfig
 from charrnn.errors import CharRNNError
 from charrnn.model import hidden_from_list, hidden_to_list
-from charrnn.train.trainer import Trainer
+from charrnn.training.trainer import Trainer
 
 
 def check_supported(cfg: TrainConfig) -> None:

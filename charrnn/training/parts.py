@@ -14,9 +14,9 @@ from charrnn.data.vocab import Vocab, describe_chars
 from charrnn.errors import CharRNNError, plural
 from charrnn.model import CharRNN
 from charrnn.store.metadata import CheckpointInfo
-from charrnn.train.distributed import Dist
-from charrnn.train.resources import memory_problem
-from charrnn.train.resume import layout_to_continue
+from charrnn.training.distributed import Dist
+from charrnn.training.resources import memory_problem
+from charrnn.training.resume import layout_to_continue
 
 
 class CorpusTooShort(CharRNNError):

@@ -24,8 +24,8 @@ from store.test_checkpoint import start_training, wait_for
 from charrnn.errors import CharRNNError
 from charrnn.store import checkpoint
 from charrnn.store.files import atomic_write
-from charrnn.train import runlock
-from charrnn.train.runlock import LOCK_HOLDER, RunLock
+from charrnn.training import runlock
+from charrnn.training.runlock import LOCK_HOLDER, RunLock
 
 
 def wait_for_lock(folder, proc, timeout=60):

@@ -8,8 +8,8 @@ from conftest import TINY, invoke, repeat_text, words_text
 
 from charrnn.config import TrainConfig
 from charrnn.data.vocab import Vocab
-from charrnn.train.numpy_engine import NumpyTrainer
-from charrnn.train.trainer import Trainer
+from charrnn.training.numpy_engine import NumpyTrainer
+from charrnn.training.trainer import Trainer
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])

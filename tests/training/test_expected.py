@@ -5,8 +5,8 @@ import random
 import pytest
 from tiny_run import invoke
 
-from charrnn.train import expected
-from charrnn.train.expected import CURVES, TOLERANCE, expected_loss, kind_of, verdict
+from charrnn.training import expected
+from charrnn.training.expected import CURVES, TOLERANCE, expected_loss, kind_of, verdict
 
 
 def counts_of(text: str):

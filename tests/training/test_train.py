@@ -11,7 +11,7 @@ from charrnn.config import TrainConfig
 from charrnn.data.vocab import Vocab
 from charrnn.errors import CharRNNError
 from charrnn.store import checkpoint
-from charrnn.train.trainer import Trainer
+from charrnn.training.trainer import Trainer
 
 
 def make_trainer(text, tmp_path, events=None, resume_from=None, engine=Trainer, clock=None, **overrides):
@@ -171,7 +171,7 @@ def test_short_corpus_shrinks_the_batch_with_a_warning(tmp_path):
 
 
 def test_schedule_warms_up_and_decays(tmp_path):
-    from charrnn.train.schedule import lr_at
+    from charrnn.training.schedule import lr_at
 
     cfg = make_trainer(repeat_text(2000), tmp_path, lr=1.0, warmup=10, max_steps=100, min_lr_frac=0.1).cfg
     assert lr_at(cfg, 0, 0.0) == pytest.approx(0.1)

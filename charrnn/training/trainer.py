@@ -43,16 +43,16 @@ from charrnn.store import checkpoint
 from charrnn.store.files import make_folder, write_failure
 from charrnn.store.metadata import Corpus, Progress
 from charrnn.store.run_folder import BEST, LAST, RunFolder
-from charrnn.train.distributed import Dist
-from charrnn.train.evaluation import validation_sum
-from charrnn.train.live_samples import LiveSamples
-from charrnn.train.metrics import end_summary, eval_row, start_event, step_event
-from charrnn.train.parts import CorpusTooShort, batch_size_per_process, build_model, check_sample_prime
-from charrnn.train.resources import CompiledForward, autocast_for, grad_scaler_for
-from charrnn.train.resume import ids_digest
-from charrnn.train.run_state import DataLayout, checkpoint_info, gather_state, restore
-from charrnn.train.schedule import TimeBudget, lr_at
-from charrnn.train.thread_use import ThreadUse
+from charrnn.training.distributed import Dist
+from charrnn.training.evaluation import validation_sum
+from charrnn.training.live_samples import LiveSamples
+from charrnn.training.metrics import end_summary, eval_row, start_event, step_event
+from charrnn.training.parts import CorpusTooShort, batch_size_per_process, build_model, check_sample_prime
+from charrnn.training.resources import CompiledForward, autocast_for, grad_scaler_for
+from charrnn.training.resume import ids_digest
+from charrnn.training.run_state import DataLayout, checkpoint_info, gather_state, restore
+from charrnn.training.schedule import TimeBudget, lr_at
+from charrnn.training.thread_use import ThreadUse
 
 Events = Callable[[dict[str, Any]], None]
 MAX_BAD_STEPS = 10  # consecutive non-finite losses/gradients before giving up

@@ -11,7 +11,7 @@ from rich.console import Console
 from charrnn.cli.display import TrainDisplay
 from charrnn.config import TrainConfig, build
 from charrnn.errors import CharRNNError
-from train.test_train import make_trainer
+from training.test_train import make_trainer
 
 TEXT = repeat_text(3000, "to be or not to be, that is the question.\n")
 

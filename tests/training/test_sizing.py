@@ -7,8 +7,8 @@ from tiny_run import invoke, structured_text
 
 from charrnn.cells import weights_per_char
 from charrnn.config import TrainConfig
-from charrnn.train import plan, sizing
-from charrnn.train.sizing import CHARS_PER_WEIGHT, choose
+from charrnn.training import plan, sizing
+from charrnn.training.sizing import CHARS_PER_WEIGHT, choose
 
 VOCAB = 65
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import repeat_text, words_text
 
-from charrnn.train.numpy_engine import NumpyTrainer
-from charrnn.train.trainer import Trainer
-from train.test_train import make_trainer
+from charrnn.training.numpy_engine import NumpyTrainer
+from charrnn.training.trainer import Trainer
+from training.test_train import make_trainer
 
 
 def as_tuple(state) -> tuple[torch.Tensor, ...]:
@@ -154,7 +154,7 @@ def test_a_loss_scale_exactly_for_fp16_on_cuda(precision, device, scaled):
     (fp32's range) and fp32 need none, and fp16 on a CPU runs in fp32 (see test_precision_options)."""
     import contextlib
 
-    from charrnn.train.resources import scales_gradients
+    from charrnn.training.resources import scales_gradients
 
     autocast = lambda: torch.autocast(device_type=device, dtype=torch.float16)  # noqa: E731
     assert scales_gradients(precision, torch.device(device), autocast) is scaled

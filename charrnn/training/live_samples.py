@@ -11,7 +11,7 @@ from charrnn.data.vocab import Vocab
 from charrnn.model import CharRNN
 from charrnn.sample.generate import generate_text
 from charrnn.sample.torch_engine import TorchStepper
-from charrnn.train.schedule import Costs
+from charrnn.training.schedule import Costs
 
 
 class LiveSamples:

@@ -12,7 +12,7 @@ from conftest import TINY, invoke, missing, run_cli, words_text
 
 from charrnn.data.batches import even_share_of_streams, shard_rows
 from charrnn.store import checkpoint
-from charrnn.train.distributed import Dist, command_started, launch_command, state_digest, strip_option
+from charrnn.training.distributed import Dist, command_started, launch_command, state_digest, strip_option
 
 
 @pytest.fixture
@@ -96,8 +96,8 @@ EXACT = """
 import json, sys, torch
 from charrnn.store import checkpoint
 from charrnn.config import TrainConfig
-from charrnn.train.distributed import Dist
-from charrnn.train.trainer import Trainer
+from charrnn.training.distributed import Dist
+from charrnn.training.trainer import Trainer
 from charrnn.data.vocab import Vocab
 
 text = open(sys.argv[1], encoding="utf-8").read()
@@ -182,7 +182,7 @@ def test_a_device_that_is_not_here_is_refused_before_torchrun_starts(tmp_path):
 
 CRASH = """
 import sys, torch
-from charrnn.train.distributed import Dist
+from charrnn.training.distributed import Dist
 from charrnn.errors import CharRNNError
 
 dist = Dist.from_env()

@@ -9,7 +9,7 @@ import math
 import pytest
 from conftest import repeat_text, words_text
 
-from train.test_train import make_trainer
+from training.test_train import make_trainer
 
 
 class FakeClock:
@@ -190,7 +190,7 @@ def test_warm_up_then_constant(tmp_path):
 
 
 def test_the_costs_of_a_runs_end_are_guessed_until_measured():
-    from charrnn.train.schedule import Costs
+    from charrnn.training.schedule import Costs
 
     costs = Costs(guess_save=0.3, guess_sample_per_char=0.002)
     assert costs.save_s() == 0.3 and costs.sample_s(100) == pytest.approx(0.2)
@@ -205,7 +205,7 @@ def test_the_time_a_budget_run_keeps_for_its_end(tmp_path):
     measured, scaled by how much slower the steps are now), the live sample that comes with it,
     the save, half a step; at most half the budget; with several processes, each evaluates its
     share. Without a budget, nothing."""
-    from charrnn.train.schedule import TimeBudget
+    from charrnn.training.schedule import TimeBudget
 
     trainer = make_trainer(
         words_text(20_000), tmp_path, clock=FakeClock(), time_budget=100.0, batch_size=8, seq_len=16, sample_chars=50

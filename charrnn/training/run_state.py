@@ -24,7 +24,7 @@ from charrnn.model import Hidden, hidden_from_list, hidden_to_list
 from charrnn.store import checkpoint
 from charrnn.store.metadata import CheckpointInfo, Corpus, Progress
 from charrnn.store.run_folder import RunFolder
-from charrnn.train.distributed import Dist, state_digest
+from charrnn.training.distributed import Dist, state_digest
 
 
 @dataclasses.dataclass
