@@ -15,13 +15,16 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from charrnn.data.vocab import Vocab
 from charrnn.errors import CharRNNError, plural
-from charrnn.model import CharRNN, stream_loss
 from charrnn.units import LN2
+
+if TYPE_CHECKING:  # (torch is imported where a model is run, not to read a score)
+    from charrnn.model import CharRNN
 
 CHUNK_LEN = 1024  # characters per forward pass
 
@@ -65,7 +68,8 @@ def drop_unknown(vocab: Vocab, text: str) -> tuple[str, dict[str, int]]:
     missing = vocab.unknown(text)
     if not missing:
         return text, {}
-    counts = Counter(c for c in text if c in set(missing))
+    unknown = set(missing)  # (once: a set built per character made this quadratic; issue 26, item 2)
+    counts = Counter(c for c in text if c in unknown)
     kept = text.translate({ord(c): None for c in missing})
     return kept, dict(counts.most_common())
 
@@ -78,6 +82,8 @@ def score_ids(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> float:
     """Mean cross-entropy (nats) of predicting ids[1:] from the ids before them, in one stream."""
+    from charrnn.model import stream_loss
+
     if len(ids) < 2:
         raise CharRNNError("the text needs at least 2 characters the model knows to be scored")
     total, count = stream_loss(
