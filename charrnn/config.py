@@ -226,18 +226,35 @@ class ReadConfig:
 
 @dataclass
 class SampleConfig:
-    """Every option of `charrnn sample` that shapes the text."""
+    """Every option of `charrnn sample` that shapes the text (and the help texts of their flags)."""
 
-    length: int = 1000
-    temp: float = 0.8  # 0 = greedy (always the most likely character)
-    top_k: int = 0  # 0 = off
-    top_p: float = 1.0  # 1 = off
-    prime: str = ""
-    seed: int | None = None
-    num_samples: int = 1
-    stop: list[str] = field(default_factory=list)
-    beam: int = 0  # beam search width; 0 = sample
-    beam_norm: float = 0.0  # compare beams by log-probability / length**beam_norm
+    length: int = option(1000, "Characters to generate (after the prime).")
+    temp: float = option(
+        0.8, "Temperature: lower is safer, higher is wilder, 0 always takes the most likely character."
+    )
+    top_k: int = option(0, "Sample only among the k most likely characters (0 = off).")
+    top_p: float = option(1.0, "Sample only among the most likely characters whose mass reaches p (1 = off).")
+    prime: str = option("", "Text to start from (echoed, then continued).")
+    seed: int | None = option(None, "Random seed: the same seed gives the same text.", default_text="random")
+    num_samples: int = option(
+        1,
+        "Generate this many samples together (one batch), printed one after the other, the first as it is generated.",
+    )
+    stop: list[str] = field(
+        default_factory=list,
+        metadata={"help": "End a sample right after this string appears (repeatable).", "default_text": None},
+    )
+    beam: int = option(
+        0,
+        "Beam search of this width instead of sampling: the most likely continuation, the same every time "
+        "(--temp, --top-k, --top-p and --seed do not apply); with --num-samples K (at most the width), the K best, "
+        "best first. 0 = sample.",
+    )
+    beam_norm: float = option(
+        0.0,
+        "Compare beams by log-probability / length^this, so that beams ended early by --stop are not preferred for "
+        "being short; 0 = plain log-probability.",
+    )
 
     def validate(self) -> SampleConfig:
         _check(self.length >= 0, "length", self.length, "must be 0 or more")

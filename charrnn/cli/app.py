@@ -1,8 +1,8 @@
 """The command line: flags, help, progress on stderr, data on stdout, exit codes. No ML here.
 
 The Typer app and its global options; each group of commands lives in its own module and is
-registered here (training.py, sampling.py, serving.py, benchmark.py, insight.py). torch is imported only
-inside the commands that need it, so `charrnn --help` starts fast.
+registered here (training.py, sampling.py, model_files.py, serving.py, benchmark.py, insight.py).
+torch is imported only inside the commands that need it, so `charrnn --help` starts fast.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from charrnn import __version__
-from charrnn.cli import benchmark, insight, sampling, serving, training
+from charrnn.cli import benchmark, insight, model_files, sampling, serving, training
 from charrnn.cli.console import state
 from charrnn.signals import install as quit_quietly_on_signals
 
@@ -30,7 +30,8 @@ app = typer.Typer(
 )
 insight.register(app)  # eval, plot, neurons, runs (in their own help panel)
 training.register(app)  # train, prepare
-sampling.register(app)  # sample, info, export
+sampling.register(app)  # sample, play
+model_files.register(app)  # info, export
 benchmark.register(app)  # bench
 serving.register(app)  # serve
 

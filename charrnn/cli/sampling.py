@@ -1,10 +1,9 @@
-"""`charrnn sample`, `info` and `export`: using a trained model (text to stdout, its description,
-a copy that needs no torch)."""
+"""`charrnn sample` and `play`: text from a trained model, to stdout or in a terminal session
+(drivers over `charrnn.load`; `info` and `export` are in model_files.py)."""
 
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import sys
 from pathlib import Path
@@ -14,13 +13,20 @@ import typer
 
 from charrnn.cli.console import SAMPLE_DEFAULTS
 from charrnn.cli.console import fail as _fail
-from charrnn.cli.console import opt as _opt
+from charrnn.cli.console import flag as _flag
 from charrnn.cli.console import stderr as _stderr
-from charrnn.config import SampleConfig
+from charrnn.config import SampleConfig, help_of
 from charrnn.errors import CharRNNError
 
-
 # ---------------------------------------------------------------------------------- sample
+TEXT = "Text"  # the panels of sample's --help
+
+
+def _text_option(name: str):
+    """A flag of SampleConfig's with its help text from there and no default shown."""
+    return typer.Option(help=help_of(SampleConfig, name)[0], rich_help_panel=TEXT, show_default=False)
+
+
 def sample(
     checkpoint_path: Annotated[
         Path | None,
@@ -35,75 +41,29 @@ def sample(
             show_default=False,
         ),
     ] = None,
-    length: Annotated[
-        int, _opt("length", "Characters to generate (after the prime).", "Text", SAMPLE_DEFAULTS)
-    ] = SAMPLE_DEFAULTS["length"],
-    temp: Annotated[
-        float,
-        _opt(
-            "temp",
-            "Temperature: lower is safer, higher is wilder, 0 always takes the most likely character.",
-            "Text",
-            SAMPLE_DEFAULTS,
-        ),
-    ] = SAMPLE_DEFAULTS["temp"],
-    top_k: Annotated[
-        int, _opt("top_k", "Sample only among the k most likely characters (0 = off).", "Text", SAMPLE_DEFAULTS)
-    ] = SAMPLE_DEFAULTS["top_k"],
-    top_p: Annotated[
-        float,
-        _opt(
-            "top_p",
-            "Sample only among the most likely characters whose mass reaches p (1 = off).",
-            "Text",
-            SAMPLE_DEFAULTS,
-        ),
-    ] = SAMPLE_DEFAULTS["top_p"],
-    prime: Annotated[
-        str | None,
-        typer.Option(help="Text to start from (echoed, then continued).", rich_help_panel="Text", show_default=False),
-    ] = None,
+    length: Annotated[int, _flag("length", TEXT, SampleConfig)] = SAMPLE_DEFAULTS["length"],
+    temp: Annotated[float, _flag("temp", TEXT, SampleConfig)] = SAMPLE_DEFAULTS["temp"],
+    top_k: Annotated[int, _flag("top_k", TEXT, SampleConfig)] = SAMPLE_DEFAULTS["top_k"],
+    top_p: Annotated[float, _flag("top_p", TEXT, SampleConfig)] = SAMPLE_DEFAULTS["top_p"],
+    prime: Annotated[str | None, _text_option("prime")] = None,
     prime_file: Annotated[
         Path | None,
-        typer.Option(help="Read the prime text from this UTF-8 file.", rich_help_panel="Text", show_default=False),
+        typer.Option(help="Read the prime text from this UTF-8 file.", rich_help_panel=TEXT, show_default=False),
     ] = None,
     unknown: Annotated[
         str,
         typer.Option(
-            help="Prime characters the model never saw: error, or skip them with a warning.", rich_help_panel="Text"
+            help="Prime characters the model never saw: error, or skip them with a warning.", rich_help_panel=TEXT
         ),
     ] = "error",
-    stop: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="End a sample right after this string appears (repeatable).",
-            rich_help_panel="Text",
-            show_default=False,
-        ),
-    ] = None,
-    seed: Annotated[
-        int | None,
-        typer.Option(
-            help="Random seed: the same seed gives the same text. \\[default: random]",
-            rich_help_panel="Text",
-            show_default=False,
-        ),
-    ] = None,
-    num_samples: Annotated[
-        int,
-        _opt(
-            "num_samples",
-            "Generate this many samples together (one batch), printed one after the other, the first as it is "
-            "generated.",
-            "Text",
-            SAMPLE_DEFAULTS,
-        ),
-    ] = SAMPLE_DEFAULTS["num_samples"],
+    stop: Annotated[list[str] | None, _text_option("stop")] = None,
+    seed: Annotated[int | None, _flag("seed", TEXT, SampleConfig)] = None,
+    num_samples: Annotated[int, _flag("num_samples", TEXT, SampleConfig)] = SAMPLE_DEFAULTS["num_samples"],
     separator: Annotated[
-        str, typer.Option(help="Printed between samples when --num-samples > 1.", rich_help_panel="Text")
+        str, typer.Option(help="Printed between samples when --num-samples > 1.", rich_help_panel=TEXT)
     ] = "\n\n",
     echo_prime: Annotated[
-        bool, typer.Option(help="Print the prime before its continuation.", rich_help_panel="Text")
+        bool, typer.Option(help="Print the prime before its continuation.", rich_help_panel=TEXT)
     ] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.", rich_help_panel="Run")] = "cpu",
     engine: Annotated[
@@ -118,27 +78,8 @@ def sample(
             rich_help_panel="Run",
         ),
     ] = "auto",
-    beam: Annotated[
-        int,
-        typer.Option(
-            help=(
-                "Beam search of this width instead of sampling: the most likely continuation, the same every time "
-                "(--temp, --top-k, --top-p and --seed do not apply); with --num-samples K (at most the width), the K "
-                "best, best first. 0 = sample."
-            ),
-            rich_help_panel="Beam search",
-        ),
-    ] = 0,
-    beam_norm: Annotated[
-        float,
-        typer.Option(
-            help=(
-                "Compare beams by log-probability / length^this, so that beams ended early by --stop are not "
-                "preferred for being short; 0 = plain log-probability."
-            ),
-            rich_help_panel="Beam search",
-        ),
-    ] = 0.0,
+    beam: Annotated[int, _flag("beam", "Beam search", SampleConfig)] = SAMPLE_DEFAULTS["beam"],
+    beam_norm: Annotated[float, _flag("beam_norm", "Beam search", SampleConfig)] = SAMPLE_DEFAULTS["beam_norm"],
 ) -> None:
     """Generate text from a trained model and stream it to stdout."""
     try:
@@ -296,133 +237,6 @@ class _Stdout:
         raise typer.Exit(0)
 
 
-# ---------------------------------------------------------------------------------- info
-def info(
-    checkpoint_path: Annotated[
-        Path,
-        typer.Argument(
-            metavar="CHECKPOINT",
-            help="A .pt checkpoint (or a run folder: its best.pt, else last.pt), an .npz export or a model folder.",
-            show_default=False,
-        ),
-    ],
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the checkpoint's metadata as JSON on stdout.")
-    ] = False,
-) -> None:
-    """Describe a checkpoint: model, vocabulary, training config and progress."""
-    try:
-        from charrnn.store.model_file import is_export, resolve_checkpoint
-
-        path = resolve_checkpoint(checkpoint_path)
-        table, meta = _export_info(path) if is_export(path) else _checkpoint_info(path)
-        if json_out:
-            import json
-
-            typer.echo(json.dumps({"path": str(path), **meta}, indent=2))
-            return
-        from rich.console import Console
-
-        Console(highlight=False).print(table)
-    except CharRNNError as exc:
-        _fail(exc)
-
-
-def _checkpoint_info(path: Path):
-    """A checkpoint's table and its metadata as saved (the JSON of `info --json`)."""
-    from charrnn.cli.tables import checkpoint_table
-    from charrnn.store import checkpoint
-
-    ckpt = checkpoint.load(path)
-    return checkpoint_table(path, ckpt.info, ckpt.format_version), {
-        "format_version": checkpoint.FORMAT_VERSION,
-        **ckpt.meta,
-    }
-
-
-def _export_info(path: Path):
-    """An export's table and JSON: its format, model, vocabulary and what it says of its training."""
-    from dataclasses import asdict
-
-    from charrnn.cli.tables import export_table
-    from charrnn.store.model_file import file_format, open_model_file
-
-    record = open_model_file(path)
-    fmt, version = file_format(path)
-    training = record.training.to_json() if record.training is not None else None
-    meta = {"format": fmt, "format_version": version, "vocab": record.vocab.to_json(), "model": asdict(record.model)}
-    return export_table(path, record, f"{fmt}, version {version}"), {**meta, "training": training}
-
-
-# ---------------------------------------------------------------------------------- export
-EXPORT_FORMATS = ("npz", "safetensors")
-
-
-def export(
-    checkpoint_path: Annotated[
-        Path,
-        typer.Argument(
-            metavar="CHECKPOINT",
-            help="A .pt checkpoint (or a run folder: its best.pt, else last.pt).",
-            show_default=False,
-        ),
-    ],
-    fmt: Annotated[
-        str,
-        typer.Option(
-            "--format",
-            "-f",
-            help="npz: the weights as NumPy arrays (torch's names) and the vocabulary and model as JSON; "
-            "`charrnn sample -c FILE.npz` reads it without torch. safetensors: a model folder, "
-            "model.safetensors (the weights) and config.json (model, vocabulary, training summary), "
-            "the layout Hugging Face-style tools read; `charrnn sample -c FOLDER` reads it without torch.",
-        ),
-    ] = "npz",
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Where to write. \\[default: CHECKPOINT with the format's suffix; for safetensors, a folder "
-            "named as CHECKPOINT without its suffix]",
-            show_default=False,
-        ),
-    ] = None,
-) -> None:
-    """Write a checkpoint's weights and vocabulary in a form that needs no torch to read."""
-    try:
-        if fmt not in EXPORT_FORMATS:
-            raise CharRNNError(f"--format {fmt!r} is not one of: {', '.join(EXPORT_FORMATS)}")
-        from charrnn.store.model_file import resolve_checkpoint
-
-        path = resolve_checkpoint(checkpoint_path)
-        written, size = _export_npz(path, out) if fmt == "npz" else _export_folder(path, out)
-        _stderr().print(
-            f"wrote {written} ({size:,} bytes); sample from it with: charrnn sample -c {shlex.quote(str(written))}",
-            soft_wrap=True,
-        )
-    except CharRNNError as exc:
-        _fail(exc)
-
-
-def _export_npz(path: Path, out: Path | None) -> tuple[Path, int]:
-    from charrnn.store.export import export_npz
-
-    written = export_npz(path, out or path.with_suffix(".npz"))
-    return written, written.stat().st_size
-
-
-def _export_folder(path: Path, out: Path | None) -> tuple[Path, int]:
-    """The model folder of a checkpoint (any model file reads, but the point is a .pt's)."""
-    from charrnn.store.model_file import open_model_file
-    from charrnn.store.model_folder import CONFIG, WEIGHTS, save_model_folder
-
-    written = save_model_folder(open_model_file(path), out or path.with_suffix(""))
-    return written, sum((written / name).stat().st_size for name in (WEIGHTS, CONFIG))
-
-
 def register(app: typer.Typer) -> None:
     app.command()(sample)
     app.command()(play)
-    app.command()(info)
-    app.command()(export)
