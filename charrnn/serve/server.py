@@ -143,15 +143,12 @@ def stopped_of(streams: list[Stream]) -> str:
 def make_app(models: dict[str, ServedModel], limits: Limits, security: Security):
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
-    from starlette.responses import JSONResponse, Response, StreamingResponse
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     from charrnn.serve import openai_api
 
     page = resources.files("charrnn.serve").joinpath("page.html").read_bytes()
-
-    def error(exc: BadRequest) -> JSONResponse:
-        return JSONResponse(exc.to_json(), status_code=exc.status)
 
     async def home(request):
         return Response(page, media_type="text/html; charset=utf-8")
@@ -160,127 +157,133 @@ def make_app(models: dict[str, ServedModel], limits: Limits, security: Security)
         return JSONResponse({"object": "list", "data": [m.openai_info for m in models.values()]})
 
     async def sample(request):
-        try:
-            body = await read_body(request)
-            req = parse_sample(body, models, limits)
-        except BadRequest as exc:
-            return error(exc)
-        cfg, model = req.cfg, req.model
-        if cfg.beam:  # (the best beam is known only at the end: nothing to stream before it)
-            try:
-                answer = await run_in_threadpool(beam_answer, req, limits)
-            except BadRequest as exc:
-                return error(exc)
-            return (
-                StreamingResponse(_beam_lines(answer), media_type="application/x-ndjson; charset=utf-8")
-                if req.stream
-                else JSONResponse(answer)
-            )
-        from charrnn.sample.generate import prime_ids
-
-        ids, echo, _ = prime_ids(model.vocab, cfg.prime, req.unknown)
-        started = time.monotonic()
-        streams = config_streams(cfg, ids, deadline=model.engine.clock() + limits.max_seconds)
-        if not req.stream:
-            if await run_streams(model, streams, request) is None:
-                return Response(status_code=499)  # (nobody reads it)
-            if stopped_of(streams) == "error":
-                return JSONResponse(
-                    {"error": "internal error while generating (the server's log says why)", "field": None},
-                    status_code=500,
-                )
-            samples = [echo + s.generated for s in streams]
-            return JSONResponse(
-                {
-                    "model": model.name,
-                    "text": samples[0],
-                    "samples": samples,
-                    "stopped": stopped_of(streams),
-                    "seconds": round(time.monotonic() - started, 4),
-                }
-            )
-
-        async def lines():
-            if echo:
-                yield "".join(_line({"sample": b, "text": echo}) for b in range(len(streams)))
-            async for pieces in stream_pieces(model, streams, request):
-                yield "".join(_line({"sample": b, "text": text}) for b, text in pieces)
-            chars = sum(len(s.text) for s in streams)
-            yield _line(
-                {
-                    "done": True,
-                    "model": model.name,
-                    "stopped": stopped_of(streams),
-                    "chars": chars,
-                    "seconds": round(time.monotonic() - started, 4),
-                }
-            )
-
-        return StreamingResponse(
-            lines(), media_type="application/x-ndjson; charset=utf-8", headers={"Cache-Control": "no-store"}
-        )
-
-    async def _beam_lines(answer):
-        for b, text in enumerate(answer["samples"]):
-            yield _line({"sample": b, "text": text})
-        yield _line(
-            {
-                "done": True,
-                "model": answer["model"],
-                "stopped": "beam",
-                "chars": sum(map(len, answer["samples"])),
-                "seconds": answer["seconds"],
-            }
-        )
-
-    async def scores(request):
-        try:
-            return JSONResponse(await run_in_threadpool(score, await read_body(request), models))
-        except BadRequest as exc:
-            return error(exc)
-
-    async def activations(request):
-        try:
-            return JSONResponse(await run_in_threadpool(neurons, await read_body(request), models))
-        except BadRequest as exc:
-            return error(exc)
+        return await sample_endpoint(request, models, limits)
 
     async def completions(request):
         return await openai_api.completions(request, models, limits)
+
+    def in_threadpool(answer):  # score and neurons: a computation of its own, on one core
+        async def endpoint(request):
+            try:
+                return JSONResponse(await run_in_threadpool(answer, await read_body(request), models))
+            except BadRequest as exc:
+                return _error(exc)
+
+        return endpoint
 
     routes = [
         Route("/", home, methods=["GET"]),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/sample", sample, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
-        Route("/v1/score", scores, methods=["POST"]),
-        Route("/v1/neurons", activations, methods=["POST"]),
+        Route("/v1/score", in_threadpool(score), methods=["POST"]),
+        Route("/v1/neurons", in_threadpool(neurons), methods=["POST"]),
     ]
-
-    async def not_found(request, exc):
-        what = (
-            f"no such endpoint: {request.method} {request.url.path}"
-            if request.method != "GET"
-            else f"no such page: {request.url.path}"
-        )
-        return JSONResponse({"error": what, "field": None}, status_code=404)
-
-    async def not_allowed(request, exc):
-        return JSONResponse(
-            {"error": f"{request.method} is not allowed on {request.url.path}", "field": None},
-            status_code=405,
-            headers=getattr(exc, "headers", None),  # Allow: the methods that are
-        )
-
-    async def internal(request, exc):  # a bug: the client gets a 500 and the server goes on
-        import traceback
-
-        traceback.print_exception(exc)
-        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}", "field": None}, status_code=500)
-
-    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_allowed, Exception: internal})
+    handlers = {404: _not_found, 405: _not_allowed, Exception: _internal}
+    app = Starlette(routes=routes, exception_handlers=handlers)
     app.state.security = security
     return Guard(app, security)
+
+
+def _error(exc: BadRequest):
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(exc.to_json(), status_code=exc.status)
+
+
+async def _not_found(request, exc):
+    from starlette.responses import JSONResponse
+
+    what = (
+        f"no such endpoint: {request.method} {request.url.path}"
+        if request.method != "GET"
+        else f"no such page: {request.url.path}"
+    )
+    return JSONResponse({"error": what, "field": None}, status_code=404)
+
+
+async def _not_allowed(request, exc):
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(
+        {"error": f"{request.method} is not allowed on {request.url.path}", "field": None},
+        status_code=405,
+        headers=getattr(exc, "headers", None),  # Allow: the methods that are
+    )
+
+
+async def _internal(request, exc):  # a bug: the client gets a 500 and the server goes on
+    import traceback
+
+    from starlette.responses import JSONResponse
+
+    traceback.print_exception(exc)
+    return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}", "field": None}, status_code=500)
+
+
+# ------------------------------------------------------------------ /v1/sample
+async def sample_endpoint(request, models: dict[str, ServedModel], limits: Limits):
+    """charrnn's own request: streamed as newline-delimited JSON, or one object."""
+    from starlette.concurrency import run_in_threadpool
+    from starlette.responses import JSONResponse, Response, StreamingResponse
+
+    from charrnn.sample.generate import prime_ids
+
+    try:
+        req = parse_sample(await read_body(request), models, limits)
+    except BadRequest as exc:
+        return _error(exc)
+    cfg, model = req.cfg, req.model
+    if cfg.beam:  # (the best beam is known only at the end: nothing to stream before it)
+        try:
+            answer = await run_in_threadpool(beam_answer, req, limits)
+        except BadRequest as exc:
+            return _error(exc)
+        if not req.stream:
+            return JSONResponse(answer)
+        return StreamingResponse(_beam_lines(answer), media_type="application/x-ndjson; charset=utf-8")
+    ids, echo, _ = prime_ids(model.vocab, cfg.prime, req.unknown)
+    started = time.monotonic()
+    streams = config_streams(cfg, ids, deadline=model.engine.clock() + limits.max_seconds)
+    if req.stream:
+        return StreamingResponse(
+            _sample_lines(request, model, streams, echo, started),
+            media_type="application/x-ndjson; charset=utf-8",
+            headers={"Cache-Control": "no-store"},
+        )
+    if await run_streams(model, streams, request) is None:
+        return Response(status_code=499)  # (nobody reads it)
+    if stopped_of(streams) == "error":
+        return JSONResponse(
+            {"error": "internal error while generating (the server's log says why)", "field": None}, status_code=500
+        )
+    samples = [echo + s.generated for s in streams]
+    seconds = round(time.monotonic() - started, 4)
+    return JSONResponse(
+        {
+            "model": model.name,
+            "text": samples[0],
+            "samples": samples,
+            "stopped": stopped_of(streams),
+            "seconds": seconds,
+        }
+    )
+
+
+async def _sample_lines(request, model: ServedModel, streams: list[Stream], echo: str, started: float):
+    if echo:
+        yield "".join(_line({"sample": b, "text": echo}) for b in range(len(streams)))
+    async for pieces in stream_pieces(model, streams, request):
+        yield "".join(_line({"sample": b, "text": text}) for b, text in pieces)
+    done = {"done": True, "model": model.name, "stopped": stopped_of(streams)}
+    yield _line({**done, "chars": sum(len(s.text) for s in streams), "seconds": round(time.monotonic() - started, 4)})
+
+
+async def _beam_lines(answer):
+    for b, text in enumerate(answer["samples"]):
+        yield _line({"sample": b, "text": text})
+    done = {"done": True, "model": answer["model"], "stopped": "beam"}
+    yield _line({**done, "chars": sum(map(len, answer["samples"])), "seconds": answer["seconds"]})
 
 
 def _line(obj: dict[str, Any]) -> str:
