@@ -100,42 +100,16 @@ def _serve(
     api_key: str | None = None,
     cors_origin: str | None = None,
 ) -> None:
-    import math
-    from urllib.parse import urlsplit
+    from charrnn.serve.guard import is_loopback
+    from charrnn.serve.server import check_options
 
-    if max_length < 1:
-        raise CharRNNError(f"--max-length {max_length} must be at least 1")
-    if not (math.isfinite(max_seconds) and max_seconds > 0):
-        raise CharRNNError(f"--max-seconds {max_seconds} must be a positive number of seconds")
-    if not 0 <= port <= 65535:
-        raise CharRNNError(f"--port {port} must be in [0, 65535] (0: a free one)")
-    if api_key is not None and (not api_key or not api_key.isprintable() or " " in api_key):
-        raise CharRNNError("--api-key must be a non-empty string of printable characters without spaces")
-    if cors_origin is not None:
-        parts = urlsplit(cors_origin)
-        if (
-            parts.scheme not in ("http", "https")
-            or not parts.netloc
-            or parts.path not in ("", "/")
-            or parts.query
-            or cors_origin.endswith("/")
-        ):
-            raise CharRNNError(
-                f"--cors-origin {cors_origin!r} must be an origin: a scheme and a host, e.g. http://localhost:3000 "
-                "(no path)"
-            )
-    from charrnn.serve.guard import Security, is_loopback
-
-    if not is_loopback(host) and api_key is None:
-        raise CharRNNError(
-            f"--host {host} lets other machines use the models: give --api-key KEY (or CHARRNN_API_KEY) so that only "
-            "those who know it can"
-        )
+    check_options(host, port, max_length, max_seconds, api_key, cors_origin)
     from charrnn.machine.threads import limit_blas_threads
 
     # One core to start with; the engine's thread then uses the cores free (sample/batch.py).
     limit_blas_threads(1)
     from charrnn.serve.api import Limits
+    from charrnn.serve.guard import Security as _Security
     from charrnn.serve.models import load_models
     from charrnn.serve.server import start
 
@@ -157,7 +131,7 @@ def _serve(
     models = load_models(checkpoints)
     try:
         server = start(
-            models, host, port, Limits(max_length, max_seconds), Security(api_key=api_key, cors_origin=cors_origin)
+            models, host, port, Limits(max_length, max_seconds), _Security(api_key=api_key, cors_origin=cors_origin)
         )
     except OSError as exc:
         raise CharRNNError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None

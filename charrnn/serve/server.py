@@ -291,6 +291,44 @@ def _line(obj: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------ listening
+def check_options(
+    host: str, port: int, max_length: int, max_seconds: float, api_key: str | None, cors_origin: str | None
+) -> None:
+    """`charrnn serve`'s options, checked before anything is loaded: a CharRNNError for a bad one.
+    A host other machines can reach needs an API key."""
+    import math
+    from urllib.parse import urlsplit
+
+    from charrnn.serve.guard import is_loopback
+
+    if max_length < 1:
+        raise CharRNNError(f"--max-length {max_length} must be at least 1")
+    if not (math.isfinite(max_seconds) and max_seconds > 0):
+        raise CharRNNError(f"--max-seconds {max_seconds} must be a positive number of seconds")
+    if not 0 <= port <= 65535:
+        raise CharRNNError(f"--port {port} must be in [0, 65535] (0: a free one)")
+    if api_key is not None and (not api_key or not api_key.isprintable() or " " in api_key):
+        raise CharRNNError("--api-key must be a non-empty string of printable characters without spaces")
+    if cors_origin is not None:
+        parts = urlsplit(cors_origin)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.path not in ("", "/")
+            or parts.query
+            or cors_origin.endswith("/")
+        ):
+            raise CharRNNError(
+                f"--cors-origin {cors_origin!r} must be an origin: a scheme and a host, e.g. http://localhost:3000 "
+                "(no path)"
+            )
+    if not is_loopback(host) and api_key is None:
+        raise CharRNNError(
+            f"--host {host} lets other machines use the models: give --api-key KEY (or CHARRNN_API_KEY) so that only "
+            "those who know it can"
+        )
+
+
 class Server:
     """A bound socket and the uvicorn server that will serve the app on it."""
 
