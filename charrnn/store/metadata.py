@@ -41,6 +41,10 @@ class Progress:
     loss_sum: float = 0.0  # train loss accumulated since the last evaluation
     loss_count: int = 0
     skipped_steps: int = 0
+    # fp16 on CUDA: the GradScaler's loss scale and its steps since the scale last grew, so that a
+    # resumed run goes on with them (None: no scaler; checkpoints from before it have neither)
+    loss_scale: float | None = None
+    loss_scale_growth: int = 0
 
 
 @dataclass
@@ -238,8 +242,11 @@ def _read_config(data: Any, where: str) -> TrainConfig:
 
 
 def _read_progress(data: Any, where: str) -> Progress:
-    progress = read_record(Progress, data, where)
-    _at_least(progress, where, ("step", "epoch", "chunk", "chars_seen", "loss_count", "skipped_steps"), 0)
+    progress = read_record(Progress, data, where, defaults={"loss_scale": None, "loss_scale_growth": 0})
+    counts = ("step", "epoch", "chunk", "chars_seen", "loss_count", "skipped_steps", "loss_scale_growth")
+    _at_least(progress, where, counts, 0)
+    scale = progress.loss_scale
+    _require(scale is None or (math.isfinite(scale) and scale > 0), f"{where}.loss_scale", scale, "must be positive")
     for name in ("train_seconds", "loss_sum"):
         value = getattr(progress, name)
         _require(math.isfinite(value) and value >= 0, f"{where}.{name}", value, "must be a finite number, 0 or more")

@@ -123,6 +123,10 @@ class Trainer:
             self.progress, self.hidden = restore(
                 resume_from, self.model, self.optimizer, data, d, self.device, self.folder
             )
+            if self.scaler.is_enabled() and self.progress.loss_scale is not None:  # (fp16 on CUDA)
+                state = self.scaler.state_dict()
+                state.update(scale=self.progress.loss_scale, _growth_tracker=self.progress.loss_scale_growth)
+                self.scaler.load_state_dict(state)
 
     def stop(self, reason: str = "interrupted") -> None:
         """Ask the loop to end after the current step (safe to call from a signal handler)."""
@@ -304,6 +308,8 @@ class Trainer:
         """Write a checkpoint into the run folder (rank 0; every process must call this at the
         same step: it gathers what each of them alone knows)."""
         p, d, path = self.progress, self.dist, self.run_dir / filename
+        if self.scaler.is_enabled():  # the loss scale goes on from where it was (fp16 on CUDA)
+            p.loss_scale, p.loss_scale_growth = self.scaler.get_scale(), self.scaler.state_dict()["_growth_tracker"]
         state = gather_state(self.model, self.hidden, p, d, self.device)
         if not d.main:
             return path

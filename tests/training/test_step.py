@@ -217,3 +217,38 @@ def test_a_step_the_loss_scale_made_overflow_is_skipped_and_counted(tmp_path):
         "step 3: non-finite loss or gradient, update skipped"
     ]
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_a_resumed_run_goes_on_with_its_loss_scale(tmp_path, monkeypatch):
+    """The loss scale (and its count of steps since it last grew) is saved with the run, so a
+    resumed fp16-on-CUDA run does not start again from 65536 and skip steps to find it back; the
+    weights then end as those of the run that was not interrupted."""
+    from charrnn.store import checkpoint
+    from charrnn.training import trainer as trainer_module
+
+    monkeypatch.setattr(
+        trainer_module,
+        "grad_scaler_for",
+        lambda *args: torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=3),
+    )
+    text, common = repeat_text(3000), dict(max_steps=8, eval_every=100, save_every=100)
+
+    def overflow_at_step_2(trainer):
+        head = trainer.model.head.bias
+        head.register_hook(lambda grad: grad * float("inf") if trainer.progress.step == 2 else grad)
+        return trainer
+
+    whole = overflow_at_step_2(make_trainer(text, tmp_path / "whole", **common))
+    whole.fit()
+    first = overflow_at_step_2(make_trainer(text, tmp_path / "half", **common))
+    first.fit(until_step=4)
+    saved = (first.scaler.get_scale(), first.scaler.state_dict()["_growth_tracker"])
+    assert saved == (2.0**9, 1)  # halved by the overflow of the 3rd step, one good step since
+    resumed = make_trainer(
+        text, tmp_path / "half", resume_from=checkpoint.load(tmp_path / "half" / "run" / "last.pt"), **common
+    )
+    assert (resumed.scaler.get_scale(), resumed.scaler.state_dict()["_growth_tracker"]) == saved
+    resumed.fit()
+    assert resumed.scaler.get_scale() == whole.scaler.get_scale()
+    for name, value in weights(whole).items():
+        torch.testing.assert_close(weights(resumed)[name], value, rtol=0, atol=0)
