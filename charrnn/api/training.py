@@ -216,6 +216,10 @@ class _Setup:
             data = dist.local_first(lambda: self.load(planned.vocab))
             planned, choice = self.size(planned, data)
             trainer = self.trainer(planned, data)
+            step_s = (
+                None if choice is None or not choice.speed else trainer.batch_size * planned.cfg.seq_len / choice.speed
+            )
+            dist.from_main(lambda: plan.check_time_to_train(trainer, step_s or 0.0))  # (before --overwrite deletes)
             if self.overwrite and dist.main:  # only now that all checked out: replaced, not lost to a typo
                 plan.clear_for_overwrite(self.run_dir)
             self.describe(data, planned.cfg, choice)
