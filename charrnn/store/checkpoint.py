@@ -15,7 +15,7 @@ so a member DEFLATE-compressed (a 4 MB file that unpacks to 4 GB of zeros) or me
 together declare more bytes than the file holds are refused before a byte is unpacked. After it
 and before anything walks the tensors (`check_contents`): each tensor no larger than the data
 it views (a stride-0 view of 4 bytes can claim a gigabyte, which the checksum would copy) and
-all of them together no larger than the file, a bounded number of objects nested a bounded
+all of them together no larger than twice the file, a bounded number of objects nested a bounded
 depth (shared references can make a small pickle a huge or endless tree), and no number too
 large to print.
 
@@ -213,16 +213,19 @@ def check_archive(path: Path) -> None:
 
 MAX_OBJECTS = 200_000  # an honest checkpoint holds a few per parameter tensor: hundreds, thousands
 MAX_DEPTH = 32  # and nests them 5 deep (optimizer, state, parameter, moment)
+TENSOR_BYTES_PER_FILE_BYTE = 2  # tied weights: the embedding is also the read-out, one storage, two tensors
 
 
 def check_contents(data: Any, path: Path) -> None:
     """Refuse what torch.load built from a crafted file before anything walks it or copies a
     tensor: more than MAX_OBJECTS objects or nesting deeper than MAX_DEPTH (counted with every
     shared reference again, as a walk meets them), a tensor that is not a plain dense one on
-    the CPU or that is larger than the data it views, tensors that together exceed the file's
-    size (in an honest checkpoint each tensor's bytes are in the file once), or an integer too
-    large to print. One pass, without recursion, in time bounded by MAX_OBJECTS."""
-    budget, objects = path.stat().st_size, 0
+    the CPU or that is larger than the data it views, tensors that together exceed twice the
+    file's size (in an honest checkpoint each tensor's bytes are in the file once, but tied
+    weights are one tensor under two names), or an integer too large to print. One pass,
+    without recursion, in time bounded by MAX_OBJECTS; what walks the tensors after it (the
+    checksum, the checks of finite weights) then reads at most twice the file."""
+    budget, objects = TENSOR_BYTES_PER_FILE_BYTE * path.stat().st_size, 0
     stack: list[tuple[Any, int]] = [(data, 0)]
 
     def refuse(why: str) -> CharRNNError:
@@ -241,7 +244,7 @@ def check_contents(data: Any, path: Path) -> None:
                 raise refuse(f"a tensor of {nbytes:,} bytes views only {value.untyped_storage().nbytes():,}")
             budget -= nbytes
             if budget < 0:
-                raise refuse(f"its tensors hold more bytes than the file's {path.stat().st_size:,}")
+                raise refuse(f"its tensors hold more than twice the file's {path.stat().st_size:,} bytes")
         elif isinstance(value, dict):
             stack.extend((item, depth + 1) for pair in value.items() for item in pair)
         elif isinstance(value, (list, tuple)):
