@@ -17,8 +17,10 @@ Progress goes to `callbacks`: callables taking the event dicts the Trainer emits
 - "planned" (run_dir, resumed, init_from), "engine" (numpy's gradients), "corpus" (its size and
   split), "sized" (what --size auto chose): each with a "message", a line for people;
 - "done" (the summary, as the Trainer's "end" event, once the callbacks' contexts are closed), and
-  after it a "warning" if the model learned nothing, or a "verdict" (how the loss compares with
-  runs like it; a "message").
+  after it a "warning" if the model over-fitted (its validation loss rose from its best while the
+  training loss fell) or learned nothing (judged on its best loss), or else a "verdict" (how the
+  loss compares with runs like it; a "message");
+- a "warning", once, while a run's validation loss has only risen for a while (over-fitting).
 
 Callbacks are called in the main process only. A callback that is a context manager (the
 command's live display) is entered just before training starts and left when it ends. Nothing
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -154,12 +157,29 @@ class _Setup:
         self.lock = RunLock(self.run_dir)  # taken by plan(), on the process that writes the run folder
         self.callbacks = list(callbacks) if self.dist.main else []
         self.last_eval: dict[str, Any] | None = None
+        from charrnn.training.expected import Overfitting
+
+        self.overfitting, self.told_overfitting = Overfitting(), False
 
     def emit(self, event: dict[str, Any]) -> None:
-        if event["event"] == "eval":
-            self.last_eval = event
         for callback in self.callbacks:
             callback(event)
+        if event["event"] == "eval":
+            self.last_eval = event
+            self.watch(event)
+
+    def watch(self, row: dict[str, Any]) -> None:
+        """Tell, once, a run whose validation loss has only risen for a while (PATIENCE
+        evaluations) while its training loss fell: it goes on to its limit, but the user may
+        stop it (best.pt keeps the best)."""
+        from charrnn.training.expected import PATIENCE
+
+        self.overfitting.add(row)
+        if not self.told_overfitting:
+            line = self.overfitting.diagnosis(PATIENCE)
+            if line:
+                self.told_overfitting = True
+                self.warn(f"{line} (the run goes on to its limit; stopping it now loses nothing)")
 
     def warn(self, message: str) -> None:
         self.emit({"event": "warning", "message": message})
@@ -216,6 +236,10 @@ class _Setup:
             data = dist.local_first(lambda: self.load(planned.vocab))
             planned, choice = self.size(planned, data)
             trainer = self.trainer(planned, data)
+            step_s = (
+                None if choice is None or not choice.speed else trainer.batch_size * planned.cfg.seq_len / choice.speed
+            )
+            dist.from_main(lambda: plan.check_time_to_train(trainer, step_s or 0.0))  # (before --overwrite deletes)
             if self.overwrite and dist.main:  # only now that all checked out: replaced, not lost to a typo
                 plan.clear_for_overwrite(self.run_dir)
             self.describe(data, planned.cfg, choice)
@@ -312,14 +336,23 @@ class _Setup:
         last = self.last_eval
         if summary["reason"] != "done" or last is None:
             return
+        from charrnn.store.run_folder import RunFolder
         from charrnn.training.evaluation import learned_nothing
+        from charrnn.training.expected import overfitting, run_verdict
 
-        warning = learned_nothing(last, data.ids, len(data.vocab))
+        # Judged on the whole run (metrics.jsonl: a resumed run's earlier evaluations too), and on
+        # its best loss, not its last: best.pt is what the run leaves to use.
+        over = overfitting(RunFolder(self.run_dir).read_metrics()) if self.dist.main else None
+        if over:
+            self.warn(over)
+            return
+        judged = dict(last)
+        if math.isfinite(summary["best_loss"]):
+            judged["val_loss" if last["val_loss"] is not None else "train_loss"] = summary["best_loss"]
+        warning = learned_nothing(judged, data.ids, len(data.vocab))
         if warning:
             self.warn(warning)
         elif last["val_loss"] is not None:
-            from charrnn.training.expected import run_verdict
-
             line = run_verdict(summary["best_loss"], summary["chars_seen"], data.vocab.chars, data.ids)
             if line:
                 self.emit({"event": "verdict", "message": line})

@@ -3,8 +3,10 @@
 A run is any folder below the root that holds `last.pt`, `best.pt` or `metrics.jsonl` (found,
 named and read through store/run_folder.py, the run folder's one home). Its
 model and progress come from the checkpoint's metadata (`last.pt`, else `best.pt`, read through
-`checkpoint.load`, which never runs code), its best validation loss from `metrics.jsonl`. A run
-whose files cannot be read is still listed, with the problem instead of the numbers.
+`checkpoint.load`, which never runs code), its best validation loss from `metrics.jsonl`, read a
+row at a time (store/run_folder.py's reader leaves out overlong lines and losses no run writes,
+such as a tampered 1e-320). A run whose files cannot be read is still listed, with the problem
+instead of the numbers.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from charrnn.cells import parameter_count
 from charrnn.errors import CharRNNError
 from charrnn.store import checkpoint, run_folder
-from charrnn.store.run_folder import RunFolder, read_metrics
+from charrnn.store.run_folder import RunFolder, iter_metrics
 from charrnn.units import LN2
 
 
@@ -81,16 +83,16 @@ def summarise(folder: Path, root: Path) -> RunSummary:
             problems.append(str(exc))
     metrics = RunFolder(folder).metrics
     if metrics.is_file():
+        last = None
         try:
-            rows = read_metrics(metrics)
+            for last in iter_metrics(metrics):  # one row at a time: memory does not grow with the file
+                loss = last.get("val_loss")  # (None where the file holds no loss a run writes)
+                if finite(loss) and (run.best_val_loss is None or loss < run.best_val_loss):
+                    run.best_val_loss = loss
         except CharRNNError as exc:
             problems.append(str(exc))
-            rows = []
-        losses = [r["val_loss"] for r in rows if finite(r.get("val_loss"))]
-        run.best_val_loss = min(losses) if losses else None
-        if rows and run.steps is None:
-            run.steps = rows[-1].get("step")
-            run.chars_seen = rows[-1].get("chars_seen")
+        if last is not None and run.steps is None:
+            run.steps, run.chars_seen = count(last.get("step")), count(last.get("chars_seen"))
     run.problem = "; ".join(problems) or None
     return run
 
@@ -113,6 +115,11 @@ def human(n: float) -> str:
 def finite(value) -> bool:
     """Whether a value read from metrics.jsonl is a usable number (not a bool, NaN or infinity)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def count(value) -> int | None:
+    """A count read from metrics.jsonl (a step, characters seen), or None when it is not one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def age(seconds_ago: float) -> str:

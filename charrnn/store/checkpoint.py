@@ -8,6 +8,17 @@ function that is not a plain container or tensor, so a crafted file cannot execu
 `validate` checks it against its schema (the metadata's typed records, charrnn/store/metadata.py, and
 tensors that fit them), so a file edited by hand is one clear error, not a crash further on.
 
+Running no code is not enough: a crafted file can also ask for far more memory or time than its
+size. So two checks come first, each bounded by the file's own size. Before `torch.load`, the
+zip archive's directory (`check_archive`): torch writes every member stored, never compressed,
+so a member DEFLATE-compressed (a 4 MB file that unpacks to 4 GB of zeros) or members that
+together declare more bytes than the file holds are refused before a byte is unpacked. After it
+and before anything walks the tensors (`check_contents`): each tensor no larger than the data
+it views (a stride-0 view of 4 bytes can claim a gigabyte, which the checksum would copy) and
+all of them together no larger than twice the file, a bounded number of objects nested a bounded
+depth (shared references can make a small pickle a huge or endless tree), and no number too
+large to print.
+
 A save writes a temporary file in the same folder, fsyncs it and renames it over the old file,
 so a crash at any moment leaves either the old or the new checkpoint, never a torn one.
 """
@@ -21,6 +32,7 @@ import math
 import re
 import warnings
 import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +135,8 @@ def load(path: str | Path) -> Checkpoint:
     if kind in ("empty", "npy", "other"):
         why = {"empty": "the file is empty", "npy": "a NumPy array file"}.get(kind, "not a file torch.save writes")
         raise CharRNNError(f"{path}: not a readable charrnn checkpoint: {why}")
+    if kind == "zip":
+        check_archive(path)
     try:
         with warnings.catch_warnings():  # torch warns about odd pickles before refusing them
             warnings.simplefilter("ignore")
@@ -134,6 +148,7 @@ def load(path: str | Path) -> Checkpoint:
         elif kind == "zip" and not zipfile.is_zipfile(path):
             reason = "truncated or damaged (its zip archive is incomplete)"
         raise CharRNNError(f"{path}: not a readable charrnn checkpoint: {reason[:300]}") from None
+    check_contents(data, path)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CharRNNError(f"{path}: not a charrnn checkpoint")
     version = data.get("format_version")
@@ -156,6 +171,86 @@ def load(path: str | Path) -> Checkpoint:
         format_version=version,
         info=info,
     )
+
+
+# The members torch.save writes, after the archive's one top folder ("archive/" when it writes to a
+# file object, as `save` does; the file's name without its suffix when it writes to a path).
+TORCH_MEMBERS = re.compile(r"data\.pkl|byteorder|version|\.format_version|\.storage_alignment|\.data/\w+|data/\d+")
+
+
+def check_archive(path: Path) -> None:
+    """Refuse, before torch unpacks anything, a zip archive that is not one torch.save writes:
+    members under one top folder, with torch's names, each once, one `data.pkl`, every member
+    stored (not compressed, not encrypted) and all of them together within the file. Then
+    `torch.load` reads at most the file's size, however the file was made; the .npz reader
+    (store/export.py) checks its archive's directory in the same spirit."""
+    size = path.stat().st_size
+
+    def refuse(why: str) -> CharRNNError:
+        return CharRNNError(f"{path}: not a readable charrnn checkpoint: {why} (refused before reading it)")
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        raise CharRNNError(
+            f"{path}: not a readable charrnn checkpoint: truncated or damaged (its zip archive is incomplete)"
+        ) from None
+    tops = {info.filename.partition("/")[0] for info in members}
+    names = Counter(info.filename.partition("/")[2] for info in members)
+    if len(tops) != 1 or names["data.pkl"] != 1:
+        raise refuse("its zip archive is not one torch.save writes")
+    for info in members:
+        name = info.filename.partition("/")[2]
+        if not TORCH_MEMBERS.fullmatch(name) or names[name] > 1:
+            raise refuse(f"{'a second' if names[name] > 1 else 'an unexpected'} member {name[:80]!r}")
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 1 or info.file_size != info.compress_size:
+            raise refuse(f"its member {name!r} is compressed or encrypted, which torch.save never does")
+    declared = sum(info.file_size for info in members)
+    if declared > size or any(info.header_offset + info.file_size > size for info in members):
+        raise refuse(f"its members declare {declared:,} bytes, more than the file's {size:,}")
+
+
+MAX_OBJECTS = 200_000  # an honest checkpoint holds a few per parameter tensor: hundreds, thousands
+MAX_DEPTH = 32  # and nests them 5 deep (optimizer, state, parameter, moment)
+TENSOR_BYTES_PER_FILE_BYTE = 2  # tied weights: the embedding is also the read-out, one storage, two tensors
+
+
+def check_contents(data: Any, path: Path) -> None:
+    """Refuse what torch.load built from a crafted file before anything walks it or copies a
+    tensor: more than MAX_OBJECTS objects or nesting deeper than MAX_DEPTH (counted with every
+    shared reference again, as a walk meets them), a tensor that is not a plain dense one on
+    the CPU or that is larger than the data it views, tensors that together exceed twice the
+    file's size (in an honest checkpoint each tensor's bytes are in the file once, but tied
+    weights are one tensor under two names), or an integer too large to print. One pass,
+    without recursion, in time bounded by MAX_OBJECTS; what walks the tensors after it (the
+    checksum, the checks of finite weights) then reads at most twice the file."""
+    budget, objects = TENSOR_BYTES_PER_FILE_BYTE * path.stat().st_size, 0
+    stack: list[tuple[Any, int]] = [(data, 0)]
+
+    def refuse(why: str) -> CharRNNError:
+        return CharRNNError(f"{path}: damaged charrnn checkpoint ({why})")
+
+    while stack:
+        value, depth = stack.pop()
+        objects += 1
+        if objects > MAX_OBJECTS or depth > MAX_DEPTH:
+            raise refuse(f"more than {MAX_OBJECTS:,} objects, or nested deeper than {MAX_DEPTH}")
+        if isinstance(value, torch.Tensor):
+            if value.layout != torch.strided or value.device.type != "cpu" or value.is_quantized:
+                raise refuse(f"a {value.layout} tensor on {value.device.type}, not a plain one")
+            nbytes = value.numel() * value.element_size()
+            if nbytes > value.untyped_storage().nbytes():
+                raise refuse(f"a tensor of {nbytes:,} bytes views only {value.untyped_storage().nbytes():,}")
+            budget -= nbytes
+            if budget < 0:
+                raise refuse(f"its tensors hold more than twice the file's {path.stat().st_size:,} bytes")
+        elif isinstance(value, dict):
+            stack.extend((item, depth + 1) for pair in value.items() for item in pair)
+        elif isinstance(value, (list, tuple)):
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, int) and value.bit_length() > 64:
+            raise refuse(f"an integer of {value.bit_length():,} bits")
 
 
 PARTS = ("format", "format_version", "meta", "model", "optimizer", "rng", "hidden", "sha256")

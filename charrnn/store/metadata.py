@@ -185,7 +185,7 @@ def read_record(cls, data: Any, where: str, defaults: dict[str, Any] | None = No
 def _typed(annotation: str, value: Any, where: str) -> Any:
     try:
         return typed_value(str(annotation), value)
-    except TypeError:
+    except (TypeError, OverflowError):  # (OverflowError: an integer too large for a float field)
         raise Invalid(f"{where} is {_short(value)}, expected {annotation}") from None
 
 

@@ -14,8 +14,10 @@ insight, bench, sample and serve. The checkpoints themselves are written by `sto
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from charrnn.errors import CharRNNError
 
@@ -85,24 +87,31 @@ def _step(row: dict[str, Any]) -> int | None:
 
 
 def read_metrics(path: str | Path, notes: bool = False) -> list[dict[str, Any]]:
-    """The rows of a metrics.jsonl, in order. Lines that are not JSON objects (a torn last line,
-    after a crash or a full disk) are skipped; so are notes about the run (rows with an "event"
-    key) unless `notes`. A missing or unreadable file is a CharRNNError."""
+    """The rows of a metrics.jsonl, in order (`iter_metrics`, as a list)."""
+    return list(iter_metrics(path, notes))
+
+
+def iter_metrics(path: str | Path, notes: bool = False) -> Iterator[dict[str, Any]]:
+    """The rows of a metrics.jsonl, in order, one at a time (a summary of a huge file holds one
+    row, not all of them). Lines that are not JSON objects (a torn last line, after a crash or a
+    full disk) are skipped; so are lines longer than MAX_LINE (an evaluation's row is a few
+    hundred bytes: a longer line was not written by a run, and is passed over in chunks, never
+    held whole) and notes about the run (rows with an "event" key) unless `notes`. A loss that
+    no run writes (see `plausible_loss`) reads as None, unknown. A missing or unreadable file is
+    a CharRNNError."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        with open(path, "rb") as fh:
+            for line in _bounded_lines(fh):
+                try:
+                    row = json.loads(line.decode("utf-8"))
+                except (ValueError, RecursionError):  # (UnicodeDecodeError is a ValueError)
+                    continue
+                if isinstance(row, dict) and (notes or "event" not in row):
+                    yield _plausible_losses(row)
     except FileNotFoundError:
         raise CharRNNError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CharRNNError(f"{path}: cannot read: {exc}") from None
-    rows = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and (notes or "event" not in row):
-            rows.append(row)
-    return rows
+    except OSError as exc:
+        raise CharRNNError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def metrics_path(path: str | Path) -> Path:
@@ -128,3 +137,43 @@ def newest_model(root: str | Path = "checkpoints") -> Path:
         if found:
             return max(found, key=lambda p: p.stat().st_mtime_ns)
     raise CharRNNError(f"no checkpoint under {root}/: train a model first (charrnn train FILE) or pass --checkpoint")
+
+
+MAX_LINE = 64 << 10  # bytes: a row of metrics.jsonl is a few hundred; a longer line is skipped
+
+
+def _bounded_lines(fh: BinaryIO) -> Iterator[bytes]:
+    """The lines of `fh` up to MAX_LINE bytes each; a longer one is read past in MAX_LINE chunks
+    and left out, so a 300 MB line costs 64 KB of memory, not a gigabyte."""
+    while line := fh.readline(MAX_LINE + 1):
+        if len(line) <= MAX_LINE or line.endswith(b"\n"):
+            yield line
+            continue
+        while line and not line.endswith(b"\n"):
+            line = fh.readline(MAX_LINE)
+
+
+# A loss in nats per character that a run can write: 1e-6 nats is a character in a million
+# mispredicted; far below it (a tampered 1e-320) or negative, or not finite, is no loss a
+# model reached, and would show as the best of a table of runs.
+LOSS_RANGE = (1e-6, 1e4)
+LOSS_KEYS = ("train_loss", "val_loss", "train_bpc", "val_bpc")
+
+
+def plausible_loss(value: Any) -> bool:
+    """Whether `value` (read from metrics.jsonl) is a loss a run could have written: a number
+    (not a bool) within LOSS_RANGE."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and LOSS_RANGE[0] <= value <= LOSS_RANGE[1]
+    )
+
+
+def _plausible_losses(row: dict[str, Any]) -> dict[str, Any]:
+    """`row` with every loss that is not `plausible_loss` made None (unknown)."""
+    for key in LOSS_KEYS:
+        if row.get(key) is not None and not plausible_loss(row[key]):
+            row[key] = None
+    return row

@@ -83,3 +83,60 @@ def run_verdict(val_loss: float, chars_read: float, alphabet: str, ids) -> str |
 
     counts = np.bincount(np.asarray(ids[:1_000_000], dtype=np.int64), minlength=len(alphabet))
     return verdict(val_loss, kind_of(alphabet, counts.tolist()), chars_read)
+
+
+OVERFIT_RISE = 0.05  # nats/char above the best validation loss, at least (2% of it for larger losses)
+PATIENCE = 5  # evaluations without a better validation loss before a running run is told
+
+
+class Overfitting:
+    """Over-fitting, told from a run's evaluations (rows of metrics.jsonl, fed in order to `add`):
+    the validation loss has risen clearly above its best while the training loss went on
+    falling. The model is learning its training text by heart, not what carries over to new
+    text; a lower --lr or a longer run would not help (a smaller model, more text or more
+    dropout would). Kept as the best row and the latest, so a long run costs nothing to watch."""
+
+    def __init__(self) -> None:
+        self.best: dict | None = None  # the evaluation with the lowest validation loss (the first of equals)
+        self.last: dict | None = None
+        self.since_best = 0  # evaluations after it
+
+    def add(self, row: dict) -> None:
+        if not all(_is_loss(row.get(key)) for key in ("val_loss", "train_loss")):
+            return
+        if self.best is None or row["val_loss"] < self.best["val_loss"]:
+            self.best, self.since_best = row, 0
+        else:
+            self.since_best += 1
+        self.last = row
+
+    def diagnosis(self, patience: int = 1) -> str | None:
+        """What is wrong, in a line, once `patience` evaluations have come after the best and
+        the latest shows over-fitting; None otherwise."""
+        from charrnn.store.run_folder import BEST
+
+        best, last = self.best, self.last
+        if best is None or last is None or self.since_best < patience:
+            return None
+        rise = last["val_loss"] - best["val_loss"]
+        if rise < max(OVERFIT_RISE, 0.02 * best["val_loss"]) or not last["train_loss"] < best["train_loss"]:
+            return None
+        return (
+            f"over-fitting: the validation loss was best at step {best.get('step', '?'):,} "
+            f"({best['val_loss']:.2f} nats/char) and has risen to {last['val_loss']:.2f} since, while the training "
+            f"loss fell from {best['train_loss']:.2f} to {last['train_loss']:.2f}: the model learns this text by "
+            f"heart, not what carries over to new text. {BEST} keeps it at its best; more text, a smaller model "
+            "(--hidden, --layers) or more --dropout would do better"
+        )
+
+
+def overfitting(rows) -> str | None:
+    """The over-fitting diagnosis of a finished run's evaluation rows (see `Overfitting`)."""
+    watch = Overfitting()
+    for row in rows:
+        watch.add(row)
+    return watch.diagnosis()
+
+
+def _is_loss(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -226,3 +226,30 @@ def size_model(plan: Plan, given: set[str], train_chars: int, vocab_size: int, s
     finally:
         torch.set_num_threads(before)
     return sizing.apply(cfg, choice), choice
+
+
+def check_time_to_train(trainer, step_seconds: float = 0.0) -> None:
+    """Refuse a --time-budget that start-up has used up, before the first step: one the loop
+    would end at once, with 0 steps trained and an untrained last.pt written, after --size auto
+    had promised characters to read. Asked of the built Trainer, with its own clock and the
+    numbers its loop decides by: the time counted so far (start-up included), the time kept for
+    the run's end (a last evaluation, a live sample, the save), and `step_seconds` (one step, as
+    --size auto measured it; 0 when unknown). A resumed run that had already reached its limit
+    is not refused here (the Trainer says so, and ends)."""
+    import math
+
+    budget, progress = trainer.budget, trainer.progress
+    if not trainer.cfg.time_budget or budget.limits_reached(progress):
+        return
+    startup = trainer.clock() - trainer.started_at
+    reserve = budget.end_reserve(trainer.samples.chars_at(progress.step))
+    left = budget.budget_end() - reserve - (progress.train_seconds + startup)
+    if left > step_seconds:
+        return
+    needed = progress.train_seconds + startup + reserve + step_seconds
+    suggest = max(10, math.ceil(2 * needed / 5) * 5)  # (room for some training: twice the cost, in 5 s)
+    raise CharRNNError(
+        f"--time-budget {trainer.cfg.time_budget:g} leaves no time to train: start-up took {startup:.1f} s and "
+        f"the run's end keeps {reserve:.1f} s (a last evaluation and save), so not one step would run; "
+        f"nothing was trained or written. Give --time-budget {suggest} or more"
+    )

@@ -10,6 +10,11 @@ rule, fitted on runs measured across corpora and budgets (README, "What loss to 
 - The model is the largest of `LADDER` for which C is at least `CHARS_PER_WEIGHT` times the
   weights that compute (those of the recurrent layers and the read-out; the embedding is a
   lookup), and which fits in memory.
+- And whatever the budget, it has at most `MAX_WEIGHTS_PER_CHAR` of those weights per character
+  of the training text: a model far larger than its text memorises it, however long it reads
+  (a 2 KB text with 600 s chose LSTM 2×384, 1.9 M weights for 1,800 characters; validation was
+  best at its first evaluation and rose from there). For texts too small for the smallest rung,
+  the smaller `SMALL_RUNGS` are tried.
 - Dropout, on the non-recurrent connections, grows with the passes over the corpus it will
   make: none for one pass or less (every character is new), `DROPOUT_PER_DOUBLING` more for each
   doubling, at most `MAX_DROPOUT`.
@@ -33,6 +38,11 @@ from charrnn.cells import weights_per_char
 from charrnn.config import ModelConfig, TrainConfig
 
 LADDER: tuple[tuple[int, int], ...] = ((1, 128), (2, 128), (2, 192), (2, 256), (2, 384), (2, 512), (3, 512), (3, 768))
+SMALL_RUNGS: tuple[tuple[int, int], ...] = ((1, 32), (1, 64))  # below the ladder: for texts of a few KB
+# Weights per training character, at most: 2×512 (3.3 M) on tiny-shakespeare's 1.0 M characters,
+# with dropout, was the best of the ladder there (MAX_DROPOUT's note); 4 keeps it and refuses
+# what only memorises.
+MAX_WEIGHTS_PER_CHAR = 4.0
 CHARS_PER_WEIGHT = 2.0  # characters read per computing weight, at least (fitted; README)
 DROPOUT_PER_DOUBLING = 0.1
 MAX_DROPOUT = 0.25  # 2x512 on tiny-shakespeare, 7.4 passes: 0.25 reached 1.447 at step 1400, 0.35 1.478
@@ -68,8 +78,9 @@ class Choice:
 
 
 def embed_for(vocab: int, hidden: int) -> int:
-    """64 for an alphabet; half the hidden width (64 to 256) for thousands of characters."""
-    return 64 if vocab <= 1000 else max(64, min(hidden // 2, 256))
+    """64 for an alphabet (no wider than the cells); half the hidden width (64 to 256) for
+    thousands of characters."""
+    return min(64, hidden) if vocab <= 1000 else max(64, min(hidden // 2, 256))
 
 
 def batch_for(passes: float) -> int:
@@ -115,6 +126,12 @@ def choose(
 
     def weights(m: ModelConfig) -> int:
         return weights_per_char(m.cell, m.layers, m.hidden, m.embed, vocab)
+
+    if not {"layers", "hidden"} <= given:  # (the rungs below the ladder keep what is given, too)
+        small = [
+            (cfg.layers if "layers" in given else L, cfg.hidden if "hidden" in given else H) for L, H in SMALL_RUNGS
+        ]
+        ladder = _for_the_text(ladder, small, lambda rung: weights(model(*rung)), train_chars)
 
     untimed_reads = _untimed_reads(cfg, train_chars, batch * cfg.seq_len)
     speed = None
@@ -171,6 +188,17 @@ def _timed_pick(ladder, model, weights, fits, batch: int, speed_of, seconds: flo
             break
         pick = ladder[index - 1]
     return pick, reads_at(pick), estimate(pick)
+
+
+def _for_the_text(ladder, small, weights_of, train_chars: int):
+    """The rungs of `ladder` with at most MAX_WEIGHTS_PER_CHAR weights per character of a text of
+    `train_chars`; when none has, the largest of the `small` rungs that has, or the smallest."""
+    cap = MAX_WEIGHTS_PER_CHAR * max(train_chars, 1)
+    kept = [rung for rung in ladder if weights_of(rung) <= cap]
+    if kept:
+        return kept
+    candidates = sorted(set(small) | {ladder[0]}, key=weights_of)
+    return [max((r for r in candidates if weights_of(r) <= cap), key=weights_of, default=candidates[0])]
 
 
 def _untimed_reads(cfg: TrainConfig, train_chars: int, per_step: int) -> float:

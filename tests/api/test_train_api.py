@@ -154,3 +154,20 @@ def test_another_thread_stops_the_run(text, tmp_path):
 
     run = train(text, out=tmp_path, max_steps=10, stop=stop, callbacks=[at_step_4], **TINY)
     assert run.reason == "from a thread" and run.summary["step"] == 4 and stop.requested
+
+
+def test_a_budget_start_up_used_up_is_refused_and_writes_nothing(text, tmp_path):
+    """Before: --time-budget 0.5 trained 0 steps, exited 0, and wrote an untrained last.pt (and
+    --overwrite had already deleted the run it replaced). A microsecond: no start-up is shorter
+    (a warm process with a cached corpus starts a tiny run in milliseconds)."""
+    with pytest.raises(CharRNNError, match=r"^--time-budget 1e-06 leaves no time to train: start-up took"):
+        train(text, out=tmp_path / "runs", time_budget=1e-6, **TINY)
+    assert not (tmp_path / "runs" / "poems").exists()
+    kept = train(text, out=tmp_path / "runs", max_steps=5, **TINY)
+    before = {p.name: p.read_bytes() for p in kept.folder.iterdir()}
+    with pytest.raises(CharRNNError, match="nothing was trained or written"):
+        train(text, out=tmp_path / "runs", time_budget=1e-6, overwrite=True, **TINY)
+    assert {p.name: p.read_bytes() for p in kept.folder.iterdir()} == before  # the old run is untouched
+    result = invoke("train", str(text), "--out", str(tmp_path / "cli"), "--time-budget", "1e-6", "--threads", "1")
+    assert result.returncode == 2 and "leaves no time to train" in result.stderr.decode()
+    assert not (tmp_path / "cli").exists() or not any((tmp_path / "cli").rglob("*.pt"))

@@ -97,3 +97,14 @@ def test_the_default_root_and_an_empty_or_missing_one(tmp_path, monkeypatch):
 def test_short_numbers():
     assert [human(n) for n in (0, 999, 1000, 1280, 2_500_000, 3e9)] == ["0", "999", "1k", "1.28k", "2.5M", "3G"]
     assert [age(s) for s in (5, 90, 7200, 3 * 86400)] == ["5s ago", "1m ago", "2h ago", "3d ago"]
+
+
+def test_a_tampered_metrics_file_is_a_row_not_a_traceback(tmp_path):
+    # Before: a step that is not a number ended `charrnn runs` in a ValueError traceback.
+    run = tmp_path / "checkpoints" / "odd"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text('{"step": "x", "chars_seen": [1], "val_loss": 1e-320}\n', encoding="utf-8")
+    result = invoke("runs", "--root", tmp_path / "checkpoints")
+    assert result.exit_code == 0, result.stderr
+    (row,) = [line.split() for line in result.stdout.splitlines() if line.startswith("odd")]
+    assert row[1:7] == ["?", "-", "-", "-", "-", "-"]

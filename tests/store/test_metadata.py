@@ -45,6 +45,10 @@ CASES = {  # what is wrong: (the edit, what the message says)
         lambda m, d: _set(m["progress"], "step", True),
         r"meta\.progress\.step is True, expected int",
     ),
+    "an integer too large for a float": (  # (was an OverflowError traceback in every command)
+        lambda m, d: _set(m, "saved_at", 10**400),
+        r"meta\.saved_at is 1000000000000000000000000000000000000\.\.\., expected float",
+    ),
     "a record that is not one": (lambda m, d: _set(m, "corpus", [1]), r"meta\.corpus is \[1\], expected an object"),
     "out of range": (lambda m, d: _set(m["model"], "layers", 0), r"meta\.model\.layers 0 must be at least 1"),
     "unknown cell": (

@@ -74,3 +74,46 @@ def test_runs_and_the_newest_model_under_a_root(tmp_path):
     assert newest_model(tmp_path) == old.best
     with pytest.raises(CharRNNError, match="no checkpoint under"):
         newest_model(tmp_path / "notes")
+
+
+def test_losses_no_run_writes_read_as_unknown(tmp_path):
+    # Before: `charrnn runs` showed a tampered val loss of 1e-320 as the run's best (0.000).
+    tampered = [
+        {"step": s, "chars_seen": s * 64, "train_loss": 2.0, "val_loss": v}
+        for s, v in enumerate([1e-320, -1.0, 0.0, float("nan"), float("inf"), "1.0", True, 1e300, 2.5], start=1)
+    ]
+    run = folder_with_metrics(tmp_path / "run", rows=tampered, tail="")
+    assert [r["val_loss"] for r in run.read_metrics()] == [None] * 8 + [2.5]
+    (summary,) = list_runs(tmp_path)
+    assert summary.best_val_loss == 2.5
+    assert [c.loss for c in load_curves([run.path]) if c.split == "val"] == [[2.5]]
+
+
+def test_a_huge_line_is_skipped_without_holding_it(tmp_path):
+    # Before: the file was read whole (a 300 MB line took 0.9 GB); now a line over MAX_LINE is
+    # passed over in chunks. tracemalloc counts what Python allocates while reading.
+    import tracemalloc
+
+    from charrnn.store import run_folder
+
+    run = folder_with_metrics(tmp_path / "run", tail="")
+    with open(run.metrics, "a", encoding="utf-8") as fh:
+        fh.write('{"step": 5, "pad": "' + "x" * (16 << 20) + '"}\n')
+        fh.write(json.dumps(ROWS[2] | {"step": 6}) + "\n")
+        fh.write("x" * run_folder.MAX_LINE + "\n")  # (a line exactly MAX_LINE long is still read)
+    tracemalloc.start()
+    try:
+        rows = run.read_metrics()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rows == [ROWS[0], ROWS[2], ROWS[2] | {"step": 6}]
+    assert peak < 4 * run_folder.MAX_LINE, f"{peak:,} bytes to read a file with a 16 MB line"
+
+
+def test_a_line_that_is_not_utf8_is_skipped_not_the_whole_file(tmp_path):
+    # Before: one undecodable byte made the whole file unreadable (a torn multi-byte character).
+    run = folder_with_metrics(tmp_path / "run", tail="")
+    with open(run.metrics, "ab") as fh:
+        fh.write(b'{"step": 5, "x": "\xff"}\n')
+    assert run.read_metrics() == [ROWS[0], ROWS[2]]

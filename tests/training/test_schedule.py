@@ -270,3 +270,42 @@ def test_once_the_time_is_up_a_smaller_reserve_starts_nothing_again(tmp_path):
     tiny = make_trainer(words_text(3000), tmp_path / "tiny", clock=FakeClock(), time_budget=0.5)
     tiny.progress.train_seconds = 0.2525
     assert tiny.budget.fraction_done(tiny.progress) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("startup", [0.5, 2.0, 3.0, 3.5, 3.9, 4.0, 4.5, 5.0, 8.0])
+def test_a_budget_start_up_used_up_is_refused_exactly_when_the_loop_would_train_nothing(tmp_path, startup):
+    """Before: --time-budget 5 after 4 s of start-up trained 0 steps, exited 0 and wrote an
+    untrained last.pt. Now `check_time_to_train` refuses it before the first step, by the
+    numbers the loop decides by: it refuses exactly the start-ups after which the loop would
+    train nothing."""
+    from charrnn.errors import CharRNNError
+    from charrnn.training.plan import check_time_to_train
+
+    clock = FakeClock()
+    trainer = make_trainer(words_text(3000), tmp_path, clock=clock, time_budget=5.0, sample_every=0)
+    costing(trainer, clock, step=0.1)
+    clock.advance(startup)  # corpus, model, --size auto's probes: all of it counts against the budget
+    try:
+        check_time_to_train(trainer)
+        refused = None
+    except CharRNNError as exc:
+        refused = str(exc)
+    summary, steps = run(trainer)
+    assert (refused is not None) == (len(steps) == 0), (refused, len(steps))
+    if refused:
+        assert refused.startswith(f"--time-budget 5 leaves no time to train: start-up took {startup:.1f} s")
+        suggested = int(refused.rsplit("--time-budget ", 1)[1].split()[0])
+        assert refused.endswith(f"nothing was trained or written. Give --time-budget {suggested} or more")
+        assert suggested >= 2 * startup  # (room for as much training as start-up and the end take)
+
+
+def test_a_step_that_would_not_fit_is_refused_too(tmp_path):
+    from charrnn.errors import CharRNNError
+    from charrnn.training.plan import check_time_to_train
+
+    clock = FakeClock()
+    trainer = make_trainer(words_text(3000), tmp_path, clock=clock, time_budget=5.0, sample_every=0)
+    clock.advance(3.0)
+    check_time_to_train(trainer, step_seconds=0.5)  # 2 s left: a step fits
+    with pytest.raises(CharRNNError, match="leaves no time to train"):
+        check_time_to_train(trainer, step_seconds=3.0)  # (the step --size auto measured)

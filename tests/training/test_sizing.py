@@ -194,3 +194,29 @@ def test_a_run_that_reads_its_text_less_than_twice_takes_more_smaller_steps():
 def test_a_run_limited_by_steps_reads_what_its_chosen_batch_reads():
     cfg, choice = pick(train_chars=100_000_000, max_steps=1000)
     assert choice.reads == 1000 * cfg.batch_size * cfg.seq_len
+
+
+def test_a_tiny_text_gets_a_model_bounded_by_its_size_whatever_the_budget():
+    """Before: a 2 KB text with --time-budget 600 chose LSTM 2×384 (1.9 M weights for 1,800
+    characters): the budget allowed thousands of passes, and nothing bounded the model by the
+    text. Now it has at most MAX_WEIGHTS_PER_CHAR weights per character, or is the smallest rung."""
+    for seconds in (60, 600, 36_000):
+        cfg, _ = pick(seconds, train_chars=1800)
+        assert (cfg.layers, cfg.hidden) == sizing.SMALL_RUNGS[0] and cfg.embed <= cfg.hidden
+    cfg, _ = pick(600, train_chars=20_000)  # 80 K weights allowed: the larger small rung
+    assert (cfg.layers, cfg.hidden) == sizing.SMALL_RUNGS[-1]
+    assert size(cfg) <= sizing.MAX_WEIGHTS_PER_CHAR * 20_000
+    for n in (100_000, 1_000_000, 10_000_000):  # larger texts: within the bound, from the ladder
+        cfg, _ = pick(36_000, train_chars=n)
+        assert size(cfg) <= sizing.MAX_WEIGHTS_PER_CHAR * n and (cfg.layers, cfg.hidden) in sizing.LADDER
+    by_text = [size(pick(36_000, train_chars=n)[0]) for n in (1000, 2000, 20_000, 100_000, 1_000_000, 10_000_000)]
+    assert by_text == sorted(by_text) and len(set(by_text)) >= 4  # a larger text never gets a smaller model
+
+
+def test_a_given_width_or_depth_is_kept_on_a_tiny_text():
+    cfg, choice = pick(600, train_chars=1800, given={"hidden"}, hidden=256)
+    assert cfg.hidden == 256 and cfg.layers == 1 and "hidden" not in choice.values
+    cfg, _ = pick(600, train_chars=1800, given={"layers"}, layers=3)
+    assert cfg.layers == 3 and cfg.hidden == sizing.SMALL_RUNGS[0][1]
+    cfg, choice = pick(600, train_chars=1800, given={"layers", "hidden"}, layers=2, hidden=384)
+    assert (cfg.layers, cfg.hidden) == (2, 384)  # both given: the user's model, however large
