@@ -378,7 +378,10 @@ def typed_value(annotation: str, value: Any) -> Any:
     if value is None and "None" in kind:
         return value
     if "float" in kind and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an exact integer beyond float's range (JSON's 1000...0, 400 digits)
+            raise TypeError(f"an integer of {value.bit_length():,} bits is too large for {annotation}") from None
     for name, types in (("int", int), ("str", str), ("bool", bool)):
         if name in kind and isinstance(value, types) and not (name == "int" and isinstance(value, bool)):
             return value

@@ -103,9 +103,9 @@ class Completion:
             self.cfgs = [
                 SampleConfig(
                     length=length,
-                    temp=float(_default(data, "temperature", 1.0)),
+                    temp=_float(data, "temperature", 1.0),
                     top_k=_default(data, "top_k", 0),
-                    top_p=float(_default(data, "top_p", 1.0)),
+                    top_p=_float(data, "top_p", 1.0),
                     prime=p,
                     seed=data.get("seed"),
                     num_samples=self.n,
@@ -194,6 +194,14 @@ class Completion:
 
 def _default(data: dict[str, Any], key: str, default):
     return data[key] if data.get(key) is not None else default
+
+
+def _float(data: dict[str, Any], key: str, default: float) -> float:
+    """A number field as a float (its type was checked): an integer beyond float's range is a 400."""
+    try:
+        return float(_default(data, key, default))
+    except OverflowError:
+        raise BadRequest(key, f"{key} is an integer too large for a number of this kind") from None
 
 
 def _finite(x: float) -> float | None:
