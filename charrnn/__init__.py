@@ -36,6 +36,8 @@ _LAZY = {
     "Model": "charrnn.api.model",
     "ModelInfo": "charrnn.api.model",
     "TextScore": "charrnn.insight.scores",
+    "TrainConfig": "charrnn.config",  # charrnn.train's options
+    "SampleConfig": "charrnn.config",
 }
 __all__ = ["CharRNNError", "__version__", *_LAZY]
 

@@ -354,6 +354,14 @@ def _strings(value: Any) -> list[str]:
 def build(cls, file_values: dict[str, Any], cli_values: dict[str, Any]):
     """Defaults < config file < command line; `None` on the command line means 'not given'."""
     merged = {**file_values, **{k: v for k, v in cli_values.items() if v is not None}}
+    known = [f.name for f in fields(cls)]
+    unknown = [name for name in merged if name not in known]
+    if unknown:  # (charrnn.train's keywords; a config file's keys are checked where it is read)
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise CharRNNError(f"unknown option {unknown[0]!r}{hint}")
     try:
         cfg = cls(**merged)
     except TypeError as exc:

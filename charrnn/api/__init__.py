@@ -6,4 +6,7 @@
 
 Errors are `charrnn.CharRNNError` (subclasses for some), with the one-line messages the command
 prints. Nothing in the library prints, exits or installs signal handlers.
+
+May import: training, sample, insight, store, data, model, config, errors, machine (every part but
+cli/ and serve/, which stand on it).
 """

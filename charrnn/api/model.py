@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from charrnn.config import SampleConfig
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, plural
 from charrnn.store.metadata import TrainingSummary
 from charrnn.store.model_file import ModelFile, open_model_file
 
@@ -124,7 +124,7 @@ class Model:
         gives the same text (None: a random one). `unknown`: prime characters the model never saw
         are an "error" or skipped ("skip"). `beam` > 0: beam search of that width instead of
         sampling (the n best, best first; temperature, top_k, top_p and seed do not apply)."""
-        cfg = self._config(prime, length, temperature, top_k, top_p, seed, stop, n or 1, beam, beam_norm)
+        cfg = self._config(prime, length, temperature, top_k, top_p, seed, stop, 1 if n is None else n, beam, beam_norm)
         if beam:
             from charrnn.sample.beam import beam_texts
 
@@ -179,6 +179,18 @@ class Model:
         if not isinstance(prime, str):
             raise CharRNNError(f"prime must be a string, not {type(prime).__name__}")
         stops = [stop] if isinstance(stop, str) else list(stop)
+        for name, value, kinds in (
+            ("length", length, int),
+            ("temperature", temperature, (int, float)),
+            ("top_k", top_k, int),
+            ("top_p", top_p, (int, float)),
+            ("n", n, int),
+            ("beam", beam, int),
+            ("beam_norm", beam_norm, (int, float)),
+        ):
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                kind = "an integer" if kinds is int else "a number"
+                raise CharRNNError(f"{name} must be {kind}, not {type(value).__name__} {value!r:.40}")
         return SampleConfig(
             length=length,
             temp=temperature,
@@ -253,7 +265,7 @@ class Model:
         kept, unknown = drop_unknown(self.vocab, text)
         if len(kept) < 2:
             raise CharRNNError(
-                f"the text has {len(kept):,} characters the model knows (of {len(text):,}); "
+                f"the text has {plural(len(kept), 'character')} the model knows (of {len(text):,}); "
                 f"at least 2 are needed to score it"
             )
         try:
@@ -282,8 +294,10 @@ class Model:
     # ------------------------------------------------------------------ saving
     def save(self, folder: str | Path) -> Path:
         """Write the model as `folder/model.safetensors` (its weights, torch's names) and
-        `folder/config.json` (its shape, vocabulary and training summary): the layout
-        Hugging Face-style tools read, and `charrnn.load(folder)` reads back without torch."""
+        `folder/config.json` (its shape, vocabulary and training summary), files any tool opens
+        (safetensors + JSON, as Hugging Face-style model folders lay them out; the weights keep
+        torch's names and layout, so `torch.nn.LSTM`/`GRU`/`RNN` take them as they are), and
+        `charrnn.load(folder)` reads back without torch. An earlier model folder there is replaced."""
         from charrnn.store.model_folder import save_model_folder
 
         return save_model_folder(self.record, folder)

@@ -61,6 +61,7 @@ class Run:
 
     @property
     def last(self) -> Path:
+        """last.pt: where the run stopped, everything needed to continue it (`resume=True`)."""
         return RunFolder(self.folder).last
 
     @property

@@ -64,7 +64,9 @@ def train(
     """Train a model on `corpus` (a file or folder, or several: joined with `separator`) and
     return its `Run`, with the command's defaults, checks, --size auto and time budget.
 
-    `options`: `TrainConfig`'s fields (cell, layers, hidden, max_steps, time_budget, out, name...)
+    `options`: the fields of `charrnn.TrainConfig` (cell, layers, hidden, max_steps, time_budget, out,
+    name...; `help(charrnn.TrainConfig)` lists them with their defaults, `charrnn train --help` with
+    their meanings)
     and `ReadConfig`'s (encoding, errors, keep_newlines, separator); None means "not given", as a
     flag left out (--size auto chooses the model options not given). `config`: a TOML file of
     options, under these. `resume`: continue the run in out/name from its last.pt; `overwrite`:

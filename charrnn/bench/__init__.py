@@ -2,5 +2,5 @@
 quality (measure.py: the whole run, with training.py, sampling.py and tokenising.py), training
 on a busy machine (load.py) and `charrnn serve` under load (serve.py).
 
-May import: train, sample, store, data, model, config, errors, machine.
+May import: training, sample, store, data, model, config, errors, machine.
 """

@@ -94,7 +94,7 @@ def export(
             help="npz: the weights as NumPy arrays (torch's names) and the vocabulary and model as JSON; "
             "`charrnn sample -c FILE.npz` reads it without torch. safetensors: a model folder, "
             "model.safetensors (the weights) and config.json (model, vocabulary, training summary), "
-            "the layout Hugging Face-style tools read; `charrnn sample -c FOLDER` reads it without torch.",
+            "laid out as Hugging Face-style model folders are; `charrnn sample -c FOLDER` reads it without torch.",
         ),
     ] = "npz",
     out: Annotated[

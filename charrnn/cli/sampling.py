@@ -34,9 +34,9 @@ def sample(
             "--checkpoint",
             "-c",
             help=(
-                "Checkpoint (.pt), run folder (its best.pt, else last.pt) or export (.npz, see `charrnn export`) to "
-                "sample from. \\[default: the newest best.pt under checkpoints/, else the newest "
-                "last.pt]"
+                "Checkpoint (.pt), run folder (its best.pt, else last.pt), export (.npz) or model folder "
+                "(model.safetensors + config.json; see `charrnn export`) to sample from. \\[default: the newest "
+                "best.pt under checkpoints/, else the newest last.pt]"
             ),
             show_default=False,
         ),
@@ -60,7 +60,10 @@ def sample(
     seed: Annotated[int | None, _flag("seed", TEXT, SampleConfig)] = None,
     num_samples: Annotated[int, _flag("num_samples", TEXT, SampleConfig)] = SAMPLE_DEFAULTS["num_samples"],
     separator: Annotated[
-        str, typer.Option(help="Printed between samples when --num-samples > 1.", rich_help_panel=TEXT)
+        str,
+        typer.Option(
+            help="Printed between samples when --num-samples > 1.", rich_help_panel=TEXT, show_default="a blank line"
+        ),
     ] = "\n\n",
     echo_prime: Annotated[
         bool, typer.Option(help="Print the prime before its continuation.", rich_help_panel=TEXT)

@@ -46,15 +46,15 @@ def choose_engine(engine: str, device: str, path: Path) -> str:
         )
     if engine != "auto":
         return engine
-    if is_export(path):
-        return "numpy"
-    if device != "cpu":
+    if device != "cpu":  # (a GPU asked for runs any model file, exports included)
         try:
             from charrnn.machine.device import pick_device
         except ImportError:  # no torch, so no GPU either
             return "numpy"
         if pick_device(device).type != "cpu":
             return "torch"
+    if is_export(path):
+        return "numpy"
     return "packed" if packed_available() else "numpy"
 
 

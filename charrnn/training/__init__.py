@@ -1,4 +1,4 @@
-"""train/: a run. Planning it (plan.py: new, resume, overwrite, init-from, engine; sizing.py:
+"""training/: a run. Planning it (plan.py: new, resume, overwrite, init-from, engine; sizing.py:
 --size auto); the loop (trainer.py: set-up, the loop, one step, evaluation and checkpoints, read
 top to bottom) and what it owns or calls: schedule.py (limits, learning rate, the time budget),
 live_samples.py, thread_use.py, parts.py (batch size and model, checked before allocating),
@@ -8,5 +8,5 @@ another number of processes (resume.py); one writer per run folder (runlock.py),
 processes (distributed.py) and the hand-written NumPy gradients (numpy_engine.py).
 
 May import: store, data, model, numpy_ref, config, errors, machine; and sample/, for the live
-samples shown during training (sample/ imports nothing of train/, so there is no cycle).
+samples shown during training (sample/ imports nothing of training/, so there is no cycle).
 """

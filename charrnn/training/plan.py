@@ -248,8 +248,11 @@ def check_time_to_train(trainer, step_seconds: float = 0.0) -> None:
         return
     needed = progress.train_seconds + startup + reserve + step_seconds
     suggest = max(10, math.ceil(2 * needed / 5) * 5)  # (room for some training: twice the cost, in 5 s)
+    before = (  # a resumed run's budget is its total: say what it had used already
+        f"the run already used {progress.train_seconds:.1f} s of it, " if progress.train_seconds > 0 else ""
+    )
     raise CharRNNError(
-        f"--time-budget {trainer.cfg.time_budget:g} leaves no time to train: start-up took {startup:.1f} s and "
-        f"the run's end keeps {reserve:.1f} s (a last evaluation and save), so not one step would run; "
+        f"--time-budget {trainer.cfg.time_budget:g} leaves no time to train: {before}start-up took {startup:.1f} s "
+        f"and the run's end keeps {reserve:.1f} s (a last evaluation and save), so not one step would run; "
         f"nothing was trained or written. Give --time-budget {suggest} or more"
     )

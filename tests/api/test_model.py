@@ -136,3 +136,30 @@ def test_calls_from_several_threads_give_each_its_own_text(model):
     for t in threads:
         t.join()
     assert got == wanted
+
+
+def test_arguments_of_the_wrong_kind_are_charrnn_errors(model):
+    with pytest.raises(charrnn.CharRNNError, match="--num-samples 0 must be at least 1"):
+        model.generate("the", length=5, n=0)  # (not one sample: n=0 is not "not given")
+    with pytest.raises(charrnn.CharRNNError, match="length must be an integer, not str"):
+        model.generate("the", length="20")
+    with pytest.raises(charrnn.CharRNNError, match="temperature must be a number"):
+        list(model.stream("the", temperature=True))
+
+
+def test_a_gpu_asked_for_runs_an_export_too(run_folder, tmp_path):
+    """device="cuda" on a model folder or an .npz runs torch on the GPU, or says there is none;
+    it is never quietly the CPU (auto picked numpy for an export before looking at the device)."""
+    import torch
+
+    from charrnn.sample.engines import choose_engine
+    from charrnn.store.model_file import resolve_checkpoint
+
+    folder = charrnn.load(run_folder).save(tmp_path / "folder")
+    for path in (resolve_checkpoint(folder), tmp_path / "x.npz"):
+        if torch.cuda.is_available():
+            assert choose_engine("auto", "cuda", path) == "torch"
+        else:
+            with pytest.raises(charrnn.CharRNNError, match="cuda"):
+                choose_engine("auto", "cuda", path)
+        assert choose_engine("auto", "cpu", path) == "numpy"  # (no torch needed on the CPU)

@@ -171,3 +171,10 @@ def test_a_budget_start_up_used_up_is_refused_and_writes_nothing(text, tmp_path)
     result = invoke("train", str(text), "--out", str(tmp_path / "cli"), "--time-budget", "1e-6", "--threads", "1")
     assert result.returncode == 2 and "leaves no time to train" in result.stderr.decode()
     assert not (tmp_path / "cli").exists() or not any((tmp_path / "cli").rglob("*.pt"))
+
+
+def test_a_misspelled_option_is_named_with_the_one_meant(text, tmp_path):
+    with pytest.raises(CharRNNError, match=r"^unknown option 'hiden' \(did you mean 'hidden'\?\)$"):
+        train(text, out=tmp_path, max_steps=2, hiden=32)
+    with pytest.raises(CharRNNError, match=r"^unknown option 'colour'$"):
+        train(text, out=tmp_path, max_steps=2, colour="red")

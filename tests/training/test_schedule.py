@@ -309,3 +309,17 @@ def test_a_step_that_would_not_fit_is_refused_too(tmp_path):
     check_time_to_train(trainer, step_seconds=0.5)  # 2 s left: a step fits
     with pytest.raises(CharRNNError, match="leaves no time to train"):
         check_time_to_train(trainer, step_seconds=3.0)  # (the step --size auto measured)
+
+
+def test_a_resumed_run_refused_for_time_says_what_it_had_used(tmp_path):
+    """A resumed run's budget is its total: refused, it says how much of it the run had used
+    (it said only 'start-up took 1.3 s', which was not why)."""
+    from charrnn.errors import CharRNNError
+    from charrnn.training.plan import check_time_to_train
+
+    clock = FakeClock()
+    trainer = make_trainer(words_text(3000), tmp_path, clock=clock, time_budget=20.0, sample_every=0)
+    trainer.progress.train_seconds = 19.5  # (as a resumed run's progress says)
+    clock.advance(1.3)
+    with pytest.raises(CharRNNError, match=r"^--time-budget 20 leaves no time to train: the run already used 19\.5 s"):
+        check_time_to_train(trainer)
