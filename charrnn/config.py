@@ -291,6 +291,10 @@ def _check(ok: bool, name: str, value: Any, why: str) -> None:
 
 
 MAX_BEAM_NORM = 10.0  # length^norm: beyond a few, no ranking changes, and length^1e308 overflows
+# dynamic evaluation (`eval --dynamic`, insight/scores.py): SGD's step on each segment's mean loss,
+# and the characters scored before each step
+DYNAMIC_LR = 0.1
+DYNAMIC_SEGMENT = 50
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes up to 2**64 - 1, numpy any size: a round, safe bound
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.config import SampleConfig
+from charrnn.config import DYNAMIC_LR, DYNAMIC_SEGMENT, SampleConfig
 from charrnn.errors import CharRNNError, plural
 from charrnn.store.metadata import TrainingSummary
 from charrnn.store.model_file import ModelFile, open_model_file
@@ -255,29 +255,45 @@ class Model:
             self._steppers[:1] = [stepper]  # one is kept
 
     # ------------------------------------------------------------------ scoring text
-    def score(self, text: str):
+    def score(
+        self, text: str, dynamic: bool = False, dynamic_lr: float = DYNAMIC_LR, dynamic_segment: int = DYNAMIC_SEGMENT
+    ):
         """How well the model predicts `text`: a TextScore with `loss_nats` (mean cross-entropy per
         character), `bpc` (bits per character) and `perplexity`. Every character but the first is
         predicted from all those before it; characters the model never saw are dropped and
-        counted (`unknown`). Torch runs it where it can be imported, else NumPy, step by step."""
-        from charrnn.insight.scores import TextScore, drop_unknown
+        counted (`unknown`). Torch runs it where it can be imported, else NumPy, step by step.
+        `dynamic`: also dynamic evaluation's loss (`.dynamic`: the model adapts to the text as it
+        reads it, on a copy of its weights; needs torch), as `charrnn eval --dynamic`."""
+        from charrnn.insight.scores import DynamicScore, TextScore, check_dynamic, drop_unknown
 
+        if dynamic:
+            check_dynamic(dynamic_lr, dynamic_segment)
         kept, unknown = drop_unknown(self.vocab, text)
         if len(kept) < 2:
             raise CharRNNError(
                 f"the text has {plural(len(kept), 'character')} the model knows (of {len(text):,}); "
                 f"at least 2 are needed to score it"
             )
+        ids, found = self.vocab.encode(kept), None
         try:
             import torch  # noqa: F401
         except ImportError:
-            loss = self._numpy_loss(self.vocab.encode(kept))
+            if dynamic:
+                raise CharRNNError(
+                    "dynamic evaluation needs torch (its gradients), which cannot be imported here"
+                ) from None
+            loss = self._numpy_loss(ids)
         else:
-            from charrnn.insight.scores import score_ids
+            from charrnn.insight.scores import dynamic_loss, score_ids
             from charrnn.store.model_file import build_model
 
-            loss = score_ids(build_model(self.record), self.vocab.encode(kept))
-        return TextScore(chars=len(text), chars_scored=len(kept) - 1, loss_nats=loss, unknown=unknown)
+            module = build_model(self.record)
+            loss = score_ids(module, ids)
+            if dynamic:
+                found = DynamicScore(
+                    dynamic_loss(module, ids, dynamic_lr, dynamic_segment), dynamic_lr, dynamic_segment
+                )
+        return TextScore(chars=len(text), chars_scored=len(kept) - 1, loss_nats=loss, unknown=unknown, dynamic=found)
 
     def _numpy_loss(self, ids: np.ndarray) -> float:
         from charrnn.sample.engines import numpy_stepper

@@ -16,6 +16,7 @@ import typer
 
 from charrnn.cli.console import fail as _fail
 from charrnn.cli.console import stderr as _stderr
+from charrnn.config import DYNAMIC_LR, DYNAMIC_SEGMENT
 from charrnn.errors import CharRNNError, plural
 
 PANEL = "Insight"
@@ -74,6 +75,19 @@ def eval_command(
     encoding: Annotated[str, typer.Option(help="Text encoding of FILE.")] = "utf-8",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or mps.")] = "auto",
     threads: Annotated[int, typer.Option(help=THREADS_HELP)] = 1,
+    dynamic: Annotated[
+        bool,
+        typer.Option(
+            "--dynamic",
+            help="Also score it by dynamic evaluation: after each segment, a gradient step on that segment, "
+            "so the model adapts to the text as it reads it (reported beside the plain loss; the model file is "
+            "not changed).",
+        ),
+    ] = False,
+    dynamic_lr: Annotated[float, typer.Option(help="Dynamic evaluation's step size (SGD).")] = DYNAMIC_LR,
+    dynamic_segment: Annotated[
+        int, typer.Option(help="Dynamic evaluation's segment: characters scored before each step.")
+    ] = DYNAMIC_SEGMENT,
 ) -> None:
     """Score FILE with a model: loss in nats/char, bits/char and perplexity.
 
@@ -82,12 +96,15 @@ def eval_command(
     dropped, counted and reported.
     """
     try:
-        from charrnn.insight.scores import score_text
+        from charrnn.insight.scores import check_dynamic, score_text
 
+        settings = (dynamic_lr, dynamic_segment) if dynamic else None
+        if settings:
+            check_dynamic(*settings)
         path, model, vocab, torch_device = _load_model(checkpoint_path, device, threads)
         text = _read(file, encoding)
         with _EvalProgress(len(text)) as progress:
-            score = score_text(model, vocab, text, torch_device, on_progress=progress)
+            score = score_text(model, vocab, text, torch_device, on_progress=progress, dynamic=settings)
         if json_out:
             if score.unknown:
                 _stderr().print(f"warning: {_unknown_note(score.unknown)}", soft_wrap=True, markup=False)
@@ -100,6 +117,12 @@ def eval_command(
             f"            {score.bpc:.4f} bits/char",
             f"perplexity  {score.perplexity:.3f}",
         ]
+        if score.dynamic is not None:
+            d = score.dynamic
+            lines.append(
+                f"dynamic     {d.loss_nats:.4f} nats/char, {d.bpc:.4f} bits/char: {score.loss_nats - d.loss_nats:+.4f} "
+                f"nats/char below the plain loss (--dynamic-lr {d.lr:g}, --dynamic-segment {d.segment})"
+            )
         if score.unknown:
             lines.append(f"unknown     {_unknown_note(score.unknown)}")
         typer.echo("\n".join(lines))

@@ -5,6 +5,12 @@ characters, carrying the hidden state from one chunk to the next: the result is 
 of one pass over the whole text (memory stays bounded by one chunk's logits). Every character
 but the first is predicted from all the characters before it.
 
+Dynamic evaluation (Krause et al., 2018, "Dynamic evaluation of neural sequence models") scores
+the text segment by segment and, after each, takes a gradient step on the segment just scored, so
+the model adapts to the text's own style as it reads it: each character is still predicted
+before the model has learned anything from it. It is reported beside the plain loss, never in its
+place; it runs on a copy of the weights, so the model (and its file) is not changed.
+
 Characters the model never saw cannot be scored: they are dropped from the text (the characters
 on either side become neighbours), counted, and reported by name.
 """
@@ -19,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from charrnn.config import DYNAMIC_LR, DYNAMIC_SEGMENT
 from charrnn.data.vocab import Vocab
 from charrnn.errors import CharRNNError, plural
 from charrnn.units import LN2
@@ -37,6 +44,7 @@ class TextScore:
     chars_scored: int  # characters predicted (the known ones but the first)
     loss_nats: float
     unknown: dict[str, int] = field(default_factory=dict)  # dropped character -> occurrences
+    dynamic: DynamicScore | None = None  # dynamic evaluation's loss, where it was asked for
 
     @property
     def bpc(self) -> float:
@@ -59,7 +67,74 @@ class TextScore:
             "perplexity": self.perplexity,
             "unknown_chars": self.unknown_chars,
             "unknown": self.unknown,
+            **({} if self.dynamic is None else {"dynamic": self.dynamic.to_json()}),
         }
+
+
+@dataclass
+class DynamicScore:
+    """Dynamic evaluation's mean loss over the same characters as the plain one, and its settings."""
+
+    loss_nats: float
+    lr: float
+    segment: int
+
+    @property
+    def bpc(self) -> float:
+        return self.loss_nats / LN2
+
+    def to_json(self) -> dict:
+        return {"loss_nats": self.loss_nats, "bpc": self.bpc, "lr": self.lr, "segment": self.segment}
+
+
+def check_dynamic(lr: float, segment: int) -> None:
+    if not (math.isfinite(lr) and 0 < lr <= 10):
+        raise CharRNNError(f"--dynamic-lr {lr} must be in (0, 10]")
+    if not 1 <= segment <= 100_000:
+        raise CharRNNError(f"--dynamic-segment {segment} must be in [1, 100000]")
+
+
+def dynamic_loss(
+    model: CharRNN,
+    ids: np.ndarray,
+    lr: float = DYNAMIC_LR,
+    segment: int = DYNAMIC_SEGMENT,
+    device="cpu",
+    on_progress: Callable[[int, int], None] | None = None,
+) -> float:
+    """Mean cross-entropy (nats) of ids[1:] under dynamic evaluation: score a segment of
+    `segment` characters with the weights as they are, then take one SGD step of `lr` on that
+    segment's mean loss (the gradient through the segment only; the hidden state carried on,
+    detached), and go on. A copy of the model adapts; `model` itself is not changed."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    from charrnn.model import detach_hidden
+
+    check_dynamic(lr, segment)
+    if len(ids) < 2:
+        raise CharRNNError("the text needs at least 2 characters the model knows to be scored")
+    adapted = copy.deepcopy(model).to(device).eval()  # (eval: no dropout; gradients still flow)
+    params = [p for p in adapted.parameters() if p.requires_grad]
+    stream = torch.from_numpy(np.asarray(ids, dtype=np.int64)).to(device)
+    total, count, hidden = 0.0, 0, None
+    n_targets = len(ids) - 1
+    for start in range(0, n_targets, segment):
+        block = stream[start : start + segment + 1][None]  # (1, T + 1)
+        x, y = block[:, :-1], block[:, 1:]
+        logits, hidden = adapted(x, hidden)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum")
+        total, count = total + loss.item(), count + y.numel()  # (scored before the step)
+        grads = torch.autograd.grad(loss / y.numel(), params)
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                p.sub_(lr * g)
+        hidden = detach_hidden(hidden)
+        if on_progress is not None:
+            on_progress(min(start + segment, n_targets), n_targets)
+    return total / count
 
 
 def drop_unknown(vocab: Vocab, text: str) -> tuple[str, dict[str, int]]:
@@ -99,13 +174,19 @@ def score_text(
     device="cpu",
     chunk_len: int = CHUNK_LEN,
     on_progress: Callable[[int, int], None] | None = None,
+    dynamic: tuple[float, int] | None = None,
 ) -> TextScore:
-    """Score `text`, dropping (and counting) the characters outside the vocabulary."""
+    """Score `text`, dropping (and counting) the characters outside the vocabulary; with
+    `dynamic` = (lr, segment), dynamic evaluation's loss of the same characters beside it."""
     kept, unknown = drop_unknown(vocab, text)
     if len(kept) < 2:
         raise CharRNNError(
             f"the text has {plural(len(kept), 'character')} the model knows (of {len(text):,}); "
             f"at least 2 are needed to score it"
         )
-    loss = score_ids(model, vocab.encode(kept), device, chunk_len, on_progress)
-    return TextScore(chars=len(text), chars_scored=len(kept) - 1, loss_nats=loss, unknown=unknown)
+    ids = vocab.encode(kept)
+    loss = score_ids(model, ids, device, chunk_len, on_progress)
+    found = None
+    if dynamic is not None:  # (lr, segment)
+        found = DynamicScore(dynamic_loss(model, ids, *dynamic, device=device), *dynamic)
+    return TextScore(chars=len(text), chars_scored=len(kept) - 1, loss_nats=loss, unknown=unknown, dynamic=found)

@@ -188,18 +188,28 @@ def beam_answer(request: SampleRequest, limits: Limits) -> dict[str, Any]:
 # ------------------------------------------------------------------ scores and activations
 def score(body: bytes, models: dict[str, ServedModel]) -> dict[str, Any]:
     """The loss of a text under a model: `charrnn eval`'s numbers (evaluate.score_text)."""
-    from charrnn.insight.scores import score_text
+    from charrnn.config import DYNAMIC_LR, DYNAMIC_SEGMENT
+    from charrnn.insight.scores import check_dynamic, score_text
 
     data = parse_json(body)
-    _check_fields(data, {"model": "str | None", "text": "str"})
+    fields = {"model": "str | None", "text": "str", "dynamic": "bool", "dynamic_lr": "float", "dynamic_segment": "int"}
+    _check_fields(data, fields)
     model = pick_model(models, data.get("model"))
     text = data.get("text")
     if text is None:
         raise BadRequest("text", "text: the text to score is missing")
-    if len(text) > MAX_TEXT:
-        raise BadRequest("text", f"text of {len(text):,} characters is more than a request may score: {MAX_TEXT:,}")
+    limit = MAX_TEXT // 10 if data.get("dynamic") else MAX_TEXT  # (dynamic: a backward pass a segment)
+    if len(text) > limit:
+        raise BadRequest("text", f"text of {len(text):,} characters is more than a request may score: {limit:,}")
+    dynamic = None
+    if data.get("dynamic"):
+        dynamic = (data.get("dynamic_lr", DYNAMIC_LR), data.get("dynamic_segment", DYNAMIC_SEGMENT))
+        try:
+            check_dynamic(*dynamic)
+        except CharRNNError as exc:
+            raise BadRequest("dynamic", str(exc).replace("--dynamic-", "dynamic_")) from None
     try:
-        result = score_text(model.module, model.vocab, text)
+        result = score_text(model.module, model.vocab, text, dynamic=dynamic)
     except CharRNNError as exc:
         raise BadRequest("text", str(exc)) from None
     return {"model": model.name, **result.to_json()}

@@ -118,3 +118,41 @@ def test_dropping_unknown_characters_takes_work_linear_in_the_text(monkeypatch):
     kept, counts = scores.drop_unknown(vocab, "a" + unknown + "b" + unknown + "c")
     assert kept == "abc" and len(counts) == 3000 and set(counts.values()) == {2}
     assert built["n"] <= 2  # not one a character (6,003 before)
+
+
+def test_dynamic_evaluation_adapts_to_a_text_that_repeats_itself(run):
+    """Krause et al.'s dynamic evaluation: a text the model never saw, repeated, is predicted
+    better once the model has taken steps on its first copies; the model itself is unchanged."""
+    from charrnn.insight.scores import dynamic_loss
+
+    _, model, vocab = run
+    rng = np.random.default_rng(3)
+    once = "".join(rng.choice(list("the of and in that is")) for _ in range(120))
+    ids = vocab.encode(once * 6).astype(np.int64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plain = score_ids(model, ids)
+    adapted = dynamic_loss(model, ids, lr=0.5, segment=40)
+    assert adapted < plain - 0.2, (plain, adapted)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # a copy adapted
+    # each character is scored before any step on it: one segment as long as the text is the plain loss
+    assert dynamic_loss(model, ids, lr=0.5, segment=len(ids)) == pytest.approx(plain, rel=1e-5)
+    with pytest.raises(CharRNNError, match="--dynamic-segment 0 must be"):
+        dynamic_loss(model, ids, segment=0)
+
+
+def test_eval_dynamic_reports_both_losses_and_leaves_the_file_alone(run, tmp_path):
+    folder, _, _ = run
+    text = tmp_path / "t.txt"
+    rng = np.random.default_rng(4)
+    text.write_text("".join(rng.choice(list("the of and in that is")) for _ in range(120)) * 6, encoding="utf-8")
+    checkpoint_bytes = (folder / "best.pt").read_bytes()
+    dynamic = ["--dynamic", "--dynamic-lr", "0.5", "--dynamic-segment", "40"]
+    result = invoke("eval", str(folder), str(text), *dynamic, "--json", "--threads", "1")
+    assert result.exit_code == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert set(answer["dynamic"]) == {"loss_nats", "bpc", "lr", "segment"} and answer["dynamic"]["lr"] == 0.5
+    assert answer["dynamic"]["loss_nats"] < answer["loss_nats"] - 0.05  # the second copy, adapted to
+    assert (folder / "best.pt").read_bytes() == checkpoint_bytes
+    plain = invoke("eval", str(folder), str(text), "--threads", "1")
+    shown = invoke("eval", str(folder), str(text), "--dynamic", "--threads", "1")
+    assert "below the plain loss" not in plain.stdout and "below the plain loss" in shown.stdout

@@ -161,3 +161,12 @@ def test_any_completion_request_is_parsed_or_refused(models, data):
 
 def test_bad_requests_are_charrnn_errors():
     assert issubclass(BadRequest, CharRNNError)
+
+
+def test_score_with_dynamic_evaluation(models):
+    text = "the cat sat on the mat " * 20
+    answer = api.score(body({"text": text, "dynamic": True, "dynamic_lr": 0.3}), models)
+    assert answer["dynamic"]["lr"] == 0.3 and answer["dynamic"]["loss_nats"] < answer["loss_nats"] - 0.05
+    assert "dynamic" not in api.score(body({"text": text}), models)
+    with pytest.raises(BadRequest, match="dynamic_lr"):
+        api.score(body({"text": text, "dynamic": True, "dynamic_lr": -1}), models)
