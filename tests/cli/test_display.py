@@ -155,7 +155,7 @@ def test_a_signal_ignored_from_the_start_stays_ignored(write_corpus, tmp_path):
         str(corpus),
         *TINY,
         "--time-budget",
-        "6",
+        "15",  # (6 was refused on a busy machine: start-up took 4.6 s of it, leaving no time to train)
         "--out",
         str(tmp_path / "ck"),
     ]
