@@ -73,6 +73,7 @@ class Model:
         self.engine = choose_engine(engine, device, Path(record.path))  # checked now, built on first use
         self.device = device
         self._steppers: list = []  # a stepper kept between calls (it packs the weights once)
+        self._module = None  # the torch model `score` runs, built on first use (read only: shared)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -287,7 +288,9 @@ class Model:
             from charrnn.insight.scores import dynamic_loss, score_ids
             from charrnn.store.model_file import build_model
 
-            module = build_model(self.record)
+            if self._module is None:
+                self._module = build_model(self.record)
+            module = self._module
             loss = score_ids(module, ids)
             if dynamic:
                 found = DynamicScore(
