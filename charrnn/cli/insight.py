@@ -84,7 +84,10 @@ def eval_command(
             "not changed).",
         ),
     ] = False,
-    dynamic_lr: Annotated[float, typer.Option(help="Dynamic evaluation's step size (SGD).")] = DYNAMIC_LR,
+    dynamic_lr: Annotated[
+        float,
+        typer.Option(help="Dynamic evaluation's step size (RMS-normalised: about how far each weight moves a step)."),
+    ] = DYNAMIC_LR,
     dynamic_segment: Annotated[
         int, typer.Option(help="Dynamic evaluation's segment: characters scored before each step.")
     ] = DYNAMIC_SEGMENT,

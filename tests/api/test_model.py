@@ -167,6 +167,6 @@ def test_a_gpu_asked_for_runs_an_export_too(run_folder, tmp_path):
 
 def test_score_with_dynamic_evaluation(model):
     text = "the cat sat on the mat. " * 30
-    score = model.score(text, dynamic=True, dynamic_lr=0.3)
+    score = model.score(text, dynamic=True, dynamic_lr=1e-2)
     assert score.dynamic.loss_nats < score.loss_nats - 0.05 and score.dynamic.segment == 50
     assert model.score(text).dynamic is None and model.score(text).loss_nats == score.loss_nats

@@ -131,11 +131,11 @@ def test_dynamic_evaluation_adapts_to_a_text_that_repeats_itself(run):
     ids = vocab.encode(once * 6).astype(np.int64)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     plain = score_ids(model, ids)
-    adapted = dynamic_loss(model, ids, lr=0.5, segment=40)
+    adapted = dynamic_loss(model, ids, lr=1e-2, segment=40)
     assert adapted < plain - 0.2, (plain, adapted)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # a copy adapted
     # each character is scored before any step on it: one segment as long as the text is the plain loss
-    assert dynamic_loss(model, ids, lr=0.5, segment=len(ids)) == pytest.approx(plain, rel=1e-5)
+    assert dynamic_loss(model, ids, lr=1e-2, segment=len(ids)) == pytest.approx(plain, rel=1e-5)
     with pytest.raises(CharRNNError, match="--dynamic-segment 0 must be"):
         dynamic_loss(model, ids, segment=0)
 
@@ -146,13 +146,29 @@ def test_eval_dynamic_reports_both_losses_and_leaves_the_file_alone(run, tmp_pat
     rng = np.random.default_rng(4)
     text.write_text("".join(rng.choice(list("the of and in that is")) for _ in range(120)) * 6, encoding="utf-8")
     checkpoint_bytes = (folder / "best.pt").read_bytes()
-    dynamic = ["--dynamic", "--dynamic-lr", "0.5", "--dynamic-segment", "40"]
+    dynamic = ["--dynamic", "--dynamic-lr", "0.01", "--dynamic-segment", "40"]
     result = invoke("eval", str(folder), str(text), *dynamic, "--json", "--threads", "1")
     assert result.exit_code == 0, result.stderr
     answer = json.loads(result.stdout)
-    assert set(answer["dynamic"]) == {"loss_nats", "bpc", "lr", "segment"} and answer["dynamic"]["lr"] == 0.5
+    assert set(answer["dynamic"]) == {"loss_nats", "bpc", "lr", "segment"} and answer["dynamic"]["lr"] == 0.01
     assert answer["dynamic"]["loss_nats"] < answer["loss_nats"] - 0.05  # the second copy, adapted to
     assert (folder / "best.pt").read_bytes() == checkpoint_bytes
     plain = invoke("eval", str(folder), str(text), "--threads", "1")
     shown = invoke("eval", str(folder), str(text), "--dynamic", "--threads", "1")
     assert "below the plain loss" not in plain.stdout and "below the plain loss" in shown.stdout
+
+
+def test_dynamic_steps_are_rms_normalised():
+    """Every weight moves by about lr whatever its gradient's scale: a plain SGD step would move
+    the one with a gradient of 1e-4 ten million times less than the one with 1e3."""
+    from charrnn.insight.scores import rms_step
+
+    params = [torch.zeros(3), torch.zeros(2)]
+    grads = [torch.tensor([1e-4, -2e-4, 0.0]), torch.tensor([1e3, -5e2])]
+    squares = [torch.zeros(3), torch.zeros(2)]
+    rms_step(params, grads, squares, 1, lr=0.01)
+    assert torch.allclose(params[0], torch.tensor([-0.01, 0.01, 0.0]), atol=1e-6)  # (no gradient: no step)
+    assert torch.allclose(params[1], torch.tensor([-0.01, 0.01]))
+    rms_step(params, [g * 10 for g in grads], squares, 2, lr=0.01)  # a gradient 10x its running mean: a longer step
+    step = params[1][0].item() + 0.01
+    assert -0.02 < step < -0.01, step
