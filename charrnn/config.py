@@ -101,6 +101,11 @@ class TrainConfig(ModelShape):
     min_lr_frac: float = option(0.1, "Final learning rate of the cosine schedule, as a fraction of --lr.")
     grad_clip: float = option(1.0, "Clip the global gradient norm to this; 0 = off.")
     weight_decay: float = option(0.0, "AdamW weight decay.")
+    weight_drop: float = option(
+        0.0,
+        "Weight drop (DropConnect, AWD-LSTM): while training, zero this fraction of each recurrent "
+        "hidden-to-hidden matrix's weights, a new draw per chunk; 0 = off.",
+    )
     # Length of training: the first limit reached ends it
     max_steps: int | None = option(None, "Stop after this many steps.")
     max_epochs: float | None = option(
@@ -170,6 +175,7 @@ class TrainConfig(ModelShape):
         for name in ("layers", "hidden", "embed", "seq_len", "batch_size", "eval_every", "save_every"):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
         _check(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
+        _check(0 <= self.weight_drop < 1, "weight_drop", self.weight_drop, "must be in [0, 1)")
         _check(0 <= self.val_frac < 0.5, "val_frac", self.val_frac, "must be in [0, 0.5)")
         _check(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr, "must be a positive number")
         _check(self.warmup >= 0, "warmup", self.warmup, "must be 0 or more")

@@ -38,6 +38,9 @@ class CharRNN(nn.Module):
             batch_first=False,  # time-major: the fused CPU kernels run about 2x faster this way
         )
         self.drop = nn.Dropout(cfg.dropout)
+        # DropConnect on the recurrent (hidden-to-hidden) matrices while training: a training
+        # option (`--weight-drop`), set by the trainer, not part of the model's shape
+        self.weight_drop = 0.0
         self.head = nn.Linear(cfg.hidden, cfg.vocab_size)
         if cfg.tie_weights:  # one (V, H) matrix reads characters in and scores them out (embed == hidden)
             self.head.weight = self.embed.weight
@@ -49,8 +52,23 @@ class CharRNN(nn.Module):
         transposes at both ends are views, not copies.
         """
         x = self.drop(self.embed(ids.t()))  # (T, B, E)
-        out, hidden = self.rnn(x, hidden)  # (T, B, H)
+        out, hidden = self._recur(x, hidden)  # (T, B, H)
         return self.head(self.drop(out)).transpose(0, 1), hidden  # (B, T, V)
+
+    def _recur(self, x: torch.Tensor, hidden: Hidden | None):
+        """The recurrent layers. With weight drop (training only), AWD-LSTM's DropConnect: each
+        hidden-to-hidden matrix has a random `weight_drop` of its weights zeroed (the rest
+        scaled up) for this chunk, the same for every stream and time step, and the dropped
+        matrices are handed to the same fused kernel as the weights themselves (`functional_call`
+        swaps them in for this call only): no per-step loop, and the gradient reaches the
+        parameters through the mask."""
+        if not (self.training and self.weight_drop > 0):
+            return self.rnn(x, hidden)
+        weights = {
+            name: F.dropout(w, self.weight_drop) if name.startswith("weight_hh") else w
+            for name, w in self.rnn.named_parameters()
+        }
+        return torch.func.functional_call(self.rnn, weights, (x, hidden))
 
 
 def detach_hidden(hidden: Hidden) -> Hidden:

@@ -162,3 +162,65 @@ def test_stream_loss_reports_progress_and_stops_at_a_deadline():
     total, count = stream_loss(model, streams, 8, "cpu", deadline=1, clock=lambda: next(readings))
     assert count == 2 * 2 * 8  # the clock reached the deadline after the second chunk: stop there
     assert total == pytest.approx(by_hand_losses(model, streams)[:, :16].sum().item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_weight_drop_masks_the_recurrent_matrices_only(cell):
+    """DropConnect: about `weight_drop` of each hidden-to-hidden matrix gets no gradient in a
+    training step (its weights were zeroed for that chunk); the input matrices are untouched."""
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=20, cell=cell, layers=2, hidden=32, embed=16))
+    model.weight_drop = 0.5
+    model.train()
+    logits, _ = model(torch.randint(0, 20, (4, 30)))
+    logits.sum().backward()
+    for layer in range(2):
+        assert 0.4 < zero_share(getattr(model.rnn, f"weight_hh_l{layer}").grad) < 0.6
+        assert zero_share(getattr(model.rnn, f"weight_ih_l{layer}").grad) < 0.05
+
+
+@pytest.mark.parametrize("cell,fused", [("lstm", "aten::lstm"), ("gru", "aten::gru"), ("rnn", "aten::rnn_tanh")])
+def test_weight_drop_keeps_the_fused_kernel(cell, fused):
+    """The dropped matrices go to the one fused call that runs every layer and time step, as
+    the weights do without weight drop: the profiler counts one call a forward, and no cell
+    stepped one time step at a time."""
+    from torch.profiler import profile
+
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=20, cell=cell, layers=2, hidden=32, embed=16))
+    model.weight_drop = 0.3
+    model.train()
+    with profile() as prof:
+        model(torch.randint(0, 20, (4, 30)))[0].sum().backward()
+    calls = {e.key: e.count for e in prof.key_averages()}
+    assert calls.get(fused) == 1, sorted(calls)
+    assert not [k for k in calls if k.endswith("_cell")], sorted(calls)
+
+
+def test_weight_drop_is_off_in_eval_mode_and_leaves_the_weights_alone():
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=20, layers=2, hidden=32, embed=16))
+    ids = torch.randint(0, 20, (4, 30))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    plain = model(ids)[0]
+    model.weight_drop = 0.5
+    dropped = model(ids)[0]
+    assert not torch.allclose(plain, dropped)  # training: the recurrent matrices were masked
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # (for that call only)
+    twin = CharRNN(model.cfg)
+    twin.load_state_dict(before)
+    model.eval()
+    twin.eval()
+    assert torch.equal(model(ids)[0], twin(ids)[0])  # eval: the weights as they are
+
+
+def test_the_trainer_gives_the_model_its_weight_drop():
+    from charrnn.training.distributed import Dist
+    from charrnn.training.parts import build_model as build_for_training
+
+    cfg = TrainConfig(hidden=16, embed=8, layers=1, weight_drop=0.25).validate()
+    model, _, _ = build_for_training(cfg, cfg.model_config(12), 2, torch.device("cpu"), Dist())
+    assert model.weight_drop == 0.25
+    with pytest.raises(CharRNNError, match="--weight-drop 1.0 must be in"):
+        TrainConfig(weight_drop=1.0).validate()

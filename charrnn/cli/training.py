@@ -71,6 +71,7 @@ def train(
     min_lr_frac: Annotated[float | None, _flag("min_lr_frac", OPTIM)] = None,
     grad_clip: Annotated[float | None, _flag("grad_clip", OPTIM)] = None,
     weight_decay: Annotated[float | None, _flag("weight_decay", OPTIM)] = None,
+    weight_drop: Annotated[float | None, _flag("weight_drop", OPTIM)] = None,
     max_steps: Annotated[int | None, _flag("max_steps", LENGTH)] = None,
     max_epochs: Annotated[float | None, _flag("max_epochs", LENGTH)] = None,
     time_budget: Annotated[float | None, _flag("time_budget", LENGTH)] = None,

@@ -36,6 +36,8 @@ def check_supported(cfg: TrainConfig) -> None:
         problems.append(f"--device {cfg.device} (it runs on the CPU only)")
     if cfg.dropout > 0:
         problems.append(f"--dropout {cfg.dropout} (numpy_ref has no dropout; use --dropout 0)")
+    if cfg.weight_drop > 0:
+        problems.append(f"--weight-drop {cfg.weight_drop} (numpy_ref has no weight drop; use --weight-drop 0)")
     if cfg.tie_weights:
         problems.append("--tie-weights (numpy_ref's gradients are for separate embedding and read-out matrices)")
     if cfg.precision != "fp32":

@@ -74,6 +74,7 @@ def build_model(
     if too_large:  # (before allocating it: a --hidden 1000000 would ask for terabytes)
         raise dist.error(too_large)
     model = CharRNN(model_cfg).to(device)
+    model.weight_drop = cfg.weight_drop
     if init_from is not None:
         model.load_state_dict(init_from.model)
     train_model = model
