@@ -23,6 +23,7 @@ SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16", "fp16")
 TRAIN_ENGINES = ("torch", "numpy")
+AVERAGES = ("none", "ema", "swa")  # train --average (training/averaging.py)
 SIZES = ("auto", "default")
 DEFAULT_EPOCHS = 10.0  # the limit of a run given no --max-steps, --max-epochs or --time-budget
 DEFAULT_SEPARATOR = "\n\n"  # between the files of a corpus made of several
@@ -106,6 +107,14 @@ class TrainConfig(ModelShape):
         "Weight drop (DropConnect, AWD-LSTM): while training, zero this fraction of each recurrent "
         "hidden-to-hidden matrix's weights, a new draw per chunk; 0 = off.",
     )
+    average: str = option(
+        "none",
+        "Averaged weights: none; ema (an exponential moving average of the weights, updated every step); or swa "
+        "(the mean of the weights after every step from --swa-start on). Evaluations, best.pt and the live samples "
+        "use the average; last.pt keeps both.",
+    )
+    ema_decay: float = option(0.999, "--average ema: how much of the average each step keeps (0.999: ~1,000 steps).")
+    swa_start: float = option(0.5, "--average swa: the fraction of the run after which the weights are averaged.")
     # Length of training: the first limit reached ends it
     max_steps: int | None = option(None, "Stop after this many steps.")
     max_epochs: float | None = option(
@@ -176,6 +185,9 @@ class TrainConfig(ModelShape):
             _check(getattr(self, name) >= 1, name, getattr(self, name), "must be at least 1")
         _check(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
         _check(0 <= self.weight_drop < 1, "weight_drop", self.weight_drop, "must be in [0, 1)")
+        _check_choice("average", self.average, AVERAGES)
+        _check(0 < self.ema_decay < 1, "ema_decay", self.ema_decay, "must be in (0, 1)")
+        _check(0 <= self.swa_start < 1, "swa_start", self.swa_start, "must be in [0, 1)")
         _check(0 <= self.val_frac < 0.5, "val_frac", self.val_frac, "must be in [0, 0.5)")
         _check(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr, "must be a positive number")
         _check(self.warmup >= 0, "warmup", self.warmup, "must be 0 or more")

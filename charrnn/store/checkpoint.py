@@ -59,6 +59,7 @@ class Checkpoint:
     hidden: list[torch.Tensor] | None = None
     format_version: int = FORMAT_VERSION
     info: CheckpointInfo | None = None  # `meta` as typed records, checked by `load` (None while one is built)
+    average: dict[str, torch.Tensor] | None = None  # --average: the averaged weights (last.pt; None: none)
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -70,6 +71,8 @@ class Checkpoint:
             "rng": self.rng,
             "hidden": self.hidden or [],
         }
+        if self.average is not None:  # (a part only runs with --average have: other files are as before)
+            data["average"] = self.average
         data["sha256"] = digest(data)
         return data
 
@@ -170,6 +173,7 @@ def load(path: str | Path) -> Checkpoint:
         hidden=data["hidden"],
         format_version=version,
         info=info,
+        average=data.get("average"),
     )
 
 
@@ -254,6 +258,7 @@ def check_contents(data: Any, path: Path) -> None:
 
 
 PARTS = ("format", "format_version", "meta", "model", "optimizer", "rng", "hidden", "sha256")
+OPTIONAL_PARTS = ("average",)  # the averaged weights of a run with --average (last.pt)
 
 
 def validate(data: dict[str, Any], path: Path) -> CheckpointInfo:
@@ -263,10 +268,12 @@ def validate(data: dict[str, Any], path: Path) -> CheckpointInfo:
     for exactly these parameters, random states torch can restore. Anything else is a one-line
     CharRNNError naming the file and what is wrong."""
     try:
-        for part in sorted(set(PARTS) ^ set(data), key=str):
+        for part in sorted((set(PARTS) ^ set(data)) - set(OPTIONAL_PARTS), key=str):
             raise Invalid(f"part {part!r} is {'missing' if part in PARTS else 'unexpected'}")
         info = read_info(_parse_json(data["meta"]))
         _check_weights(data["model"], info, path)
+        if "average" in data:  # the same names and shapes as the weights, finite
+            _check_weights(data["average"], info, path, "averaged weights")
         _check_hidden(data["hidden"], info)
         _check_optimizer(data["optimizer"], list(parameter_shapes(info.model).items()))
         _check_rng(data["rng"], info.world_size)
@@ -292,11 +299,11 @@ def _check_tensor(value: Any, shape: tuple[int, ...] | None, what: str) -> None:
         raise Invalid(f"{what} has shape {tuple(value.shape)}, expected {shape}")
 
 
-def _check_weights(model: Any, info: CheckpointInfo, path: Path) -> None:
+def _check_weights(model: Any, info: CheckpointInfo, path: Path, what: str = "weights") -> None:
     if not isinstance(model, dict) or not all(isinstance(k, str) for k in model):
-        raise Invalid("the weights are not a dict of named tensors")
+        raise Invalid(f"the {what} are not a dict of named tensors")
     for name, value in model.items():
-        _check_tensor(value, None, f"weight {name}")
+        _check_tensor(value, None, f"{what}: {name}" if what != "weights" else f"weight {name}")
     check_shapes({name: tuple(t.shape) for name, t in model.items()}, info.model, str(path))
     check_finite(model, str(path))
 

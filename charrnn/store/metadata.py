@@ -45,6 +45,7 @@ class Progress:
     # resumed run goes on with them (None: no scaler; checkpoints from before it have neither)
     loss_scale: float | None = None
     loss_scale_growth: int = 0
+    average_count: int = 0  # --average: the steps the averaged weights hold (the checkpoint's "average" part)
 
 
 @dataclass
@@ -242,8 +243,19 @@ def _read_config(data: Any, where: str) -> TrainConfig:
 
 
 def _read_progress(data: Any, where: str) -> Progress:
-    progress = read_record(Progress, data, where, defaults={"loss_scale": None, "loss_scale_growth": 0})
-    counts = ("step", "epoch", "chunk", "chars_seen", "loss_count", "skipped_steps", "loss_scale_growth")
+    progress = read_record(
+        Progress, data, where, defaults={"loss_scale": None, "loss_scale_growth": 0, "average_count": 0}
+    )
+    counts = (
+        "step",
+        "epoch",
+        "chunk",
+        "chars_seen",
+        "loss_count",
+        "skipped_steps",
+        "loss_scale_growth",
+        "average_count",
+    )
     _at_least(progress, where, counts, 0)
     scale = progress.loss_scale
     _require(scale is None or (math.isfinite(scale) and scale > 0), f"{where}.loss_scale", scale, "must be positive")

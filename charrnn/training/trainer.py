@@ -43,6 +43,7 @@ from charrnn.store import checkpoint
 from charrnn.store.files import make_folder, write_failure
 from charrnn.store.metadata import Corpus, Progress
 from charrnn.store.run_folder import BEST, LAST, RunFolder
+from charrnn.training.averaging import WeightAverage
 from charrnn.training.distributed import Dist
 from charrnn.training.evaluation import validation_sum
 from charrnn.training.live_samples import LiveSamples
@@ -102,6 +103,7 @@ class Trainer:
         self.model, self.train_model, self.optimizer = build_model(
             cfg, self.model_cfg, self.batch_size, self.device, d, init_from
         )
+        self.average = WeightAverage(cfg.average, self.model, cfg.ema_decay, cfg.swa_start)
         self.autocast = autocast_for(cfg.precision, self.model, self.device, self._warn)
         self.scaler = grad_scaler_for(cfg.precision, self.device, self.autocast)
         self._forward = CompiledForward(self.train_model, self._warn) if cfg.compile else self.train_model
@@ -123,6 +125,7 @@ class Trainer:
             self.progress, self.hidden = restore(
                 resume_from, self.model, self.optimizer, data, d, self.device, self.folder
             )
+            self.average.load(resume_from.average, self.progress.average_count)
             if self.scaler.is_enabled() and self.progress.loss_scale is not None:  # (fp16 on CUDA)
                 state = self.scaler.state_dict()
                 state.update(scale=self.progress.loss_scale, _growth_tracker=self.progress.loss_scale_growth)
@@ -165,8 +168,9 @@ class Trainer:
             if evaluated:
                 self._evaluate(lr, self._chars_per_sec(now))
             sampled = self.samples.due(p.step, evaluated) and budget.room_for_sample(p, cfg.sample_chars)
-            if sampled and d.main:  # (rank 0 alone shows it)
-                text = self.samples.generate(self.model)
+            if sampled and d.main:  # (rank 0 alone shows it; with --average, the average's)
+                with self.average.swapped_in():
+                    text = self.samples.generate(self.model)
                 self.events({"event": "sample", "step": p.step, "prime": cfg.sample_prime, "text": text})
             if evaluated or sampled:  # chars/s measures training only
                 self._window_start, self._window_chars = self.clock(), 0
@@ -239,6 +243,7 @@ class Trainer:
         finite = math.isfinite(loss) and math.isfinite(grad_norm)
         if self.dist.sum([0.0 if finite else 1.0])[0] == 0:  # finite everywhere: all processes step, or none
             self.scaler.step(self.optimizer)
+            self.average.update(self.budget.fraction_done(p))
             self.hidden = detach_hidden(hidden)
             p.loss_sum, p.loss_count, self._bad_in_a_row = p.loss_sum + loss, p.loss_count + 1, 0
         else:
@@ -280,9 +285,10 @@ class Trainer:
         cfg, p, d = self.cfg, self.progress, self.dist
         started = self.clock()
         deadline = self.budget.eval_deadline(p, self.samples.chars_at(p.step))
-        total, count, cut = validation_sum(
-            self.model, self.val_ids, self.batch_size, cfg, self.device, d, deadline, self.clock
-        )
+        with self.average.swapped_in():  # (--average: the average is what is evaluated)
+            total, count, cut = validation_sum(
+                self.model, self.val_ids, self.batch_size, cfg, self.device, d, deadline, self.clock
+            )
         if count:
             self.budget.eval_timed(self.clock() - started, count)
         loss_sum, loss_count, total, count, cut = d.sum([p.loss_sum, p.loss_count, total, count, float(cut)])
@@ -301,7 +307,8 @@ class Trainer:
             p.best_loss = score
         self._record(row)
         if improved:
-            self.save(BEST)
+            with self.average.swapped_in():  # best.pt holds the weights evaluated
+                self.save(BEST)
         self.events({"event": "eval", **row, "best": improved})
 
     def save(self, filename: str) -> Path:
@@ -310,13 +317,17 @@ class Trainer:
         p, d, path = self.progress, self.dist, self.run_dir / filename
         if self.scaler.is_enabled():  # the loss scale goes on from where it was (fp16 on CUDA)
             p.loss_scale, p.loss_scale_growth = self.scaler.get_scale(), self.scaler.state_dict()["_growth_tracker"]
+        p.average_count = self.average.count
         state = gather_state(self.model, self.hidden, p, d, self.device)
         if not d.main:
             return path
         info = checkpoint_info(self.vocab, self.model_cfg, self.cfg, p, self.batch_size, d.world, self.corpus, state)
         model = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         optimizer = self.optimizer.state_dict()
-        ckpt = checkpoint.Checkpoint(info.to_meta(), model, optimizer, state["rng"], state["hidden"], info=info)
+        average = self.average.state() if filename == LAST else None  # (last.pt: the trained weights, and the average)
+        ckpt = checkpoint.Checkpoint(
+            info.to_meta(), model, optimizer, state["rng"], state["hidden"], info=info, average=average
+        )
         started = self.clock()
         checkpoint.save(ckpt, path)
         self.budget.costs.save = self.clock() - started
