@@ -93,6 +93,7 @@ def test_train_engine_numpy_through_the_cli(tmp_path):
     "flags, message",
     [
         (["--dropout", "0.2"], "--dropout 0.2"),
+        (["--weight-drop", "0.3"], "--weight-drop 0.3"),
         (["--device", "cuda"], "CPU only"),
         (["--precision", "bf16"], "fp32"),
         (["--compile"], "--compile"),
