@@ -149,6 +149,7 @@ def _load(url: str, clients: int, seconds: float) -> dict[str, Any]:
         "p50_ms": float(np.percentile(every, 50)) * 1000,
         "p99_ms": float(np.percentile(every, 99)) * 1000,
         "mean_batch": (after["row_steps"] - before["row_steps"]) / max(1, after["steps"] - before["steps"]),
+        "model_busy": (after["step_seconds"] - before["step_seconds"]) / elapsed,
         "engine_gflops": (after["row_steps"] - before["row_steps"])
         * after["flops_per_row"]
         / max(1e-9, after["step_seconds"] - before["step_seconds"])
@@ -222,6 +223,7 @@ def serve_table(result: dict[str, Any]) -> Table:
         "p50 latency",
         "p99 latency",
         "mean batch",
+        "model steps' share",
         "engine GFLOP/s",
     ):
         table.add_column(col, justify="right")
@@ -235,10 +237,13 @@ def serve_table(result: dict[str, Any]) -> Table:
             f"{row['p50_ms']:,.0f} ms",
             f"{row['p99_ms']:,.0f} ms",
             f"{row['mean_batch']:.1f}",
+            f"{row['model_busy']:.0%}",
             f"{row['engine_gflops']:,.1f} ({row['of_peak']:.0%} of peak)",
         )
     table.caption = (
         f"clients and server on the same machine; each client sends its next request when the last is answered; "
+        "model steps' share: of the wall time, the engine's thread spent this in the model's steps (the rest: "
+        "drawing characters, admitting streams, waiting for Python's lock or for work); "
         f"engine GFLOP/s: its model steps alone, against a {result['peak_gflops']:,.0f} GFLOP/s float32 matmul "
         "on all cores"
     )

@@ -21,12 +21,14 @@ def test_serve_bench_measures_each_number_of_clients():
         assert row["chars_per_sec"] == pytest.approx(row["requests_per_sec"] * LENGTH)
         assert 1 <= row["mean_batch"] <= row["clients"] and row["engine_gflops"] > 0
         assert row["of_peak"] == pytest.approx(row["engine_gflops"] / result["peak_gflops"])
+        assert 0 < row["model_busy"] < 1.5  # a share of the wall time (a step begun before the row may end in it)
     assert result["rows"][0]["vs_one_client"] == 1.0
     console = Console(record=True, width=200)
     for table in bench_tables({"serve": result}):
         console.print(table)
     shown = console.export_text()
     assert "charrnn serve" in shown and "p99 latency" in shown and "requests/s" in shown and "of peak" in shown
+    assert "model steps' share" in shown
 
 
 def test_no_speed_names_serve_as_something_to_measure():
