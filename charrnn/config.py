@@ -113,7 +113,11 @@ class TrainConfig(ModelShape):
         "(the mean of the weights after every step from --swa-start on). Evaluations, best.pt and the live samples "
         "use the average; last.pt keeps both.",
     )
-    ema_decay: float = option(0.999, "--average ema: how much of the average each step keeps (0.999: ~1,000 steps).")
+    ema_decay: float = option(
+        0.999,
+        "--average ema: how much of the average each step keeps, at most: early on it keeps less, (1 + n) / (10 + n) "
+        "at step n, so the average spans about the last ninth of the run until 1 / (1 - decay) steps are reached.",
+    )
     swa_start: float = option(0.5, "--average swa: the fraction of the run after which the weights are averaged.")
     # Length of training: the first limit reached ends it
     max_steps: int | None = option(None, "Stop after this many steps.")
@@ -316,6 +320,7 @@ MAX_BEAM_NORM = 10.0  # length^norm: beyond a few, no ranking changes, and lengt
 DYNAMIC_LR = 3e-4
 DYNAMIC_SEGMENT = 50
 DYNAMIC_SQUARES_DECAY = 0.99
+MAX_DYNAMIC_LR = 0.05  # (an SGD-sized 0.1, this option's default before the steps were normalised, ruins the score)
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes up to 2**64 - 1, numpy any size: a round, safe bound
 
 

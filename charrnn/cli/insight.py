@@ -122,9 +122,11 @@ def eval_command(
         ]
         if score.dynamic is not None:
             d = score.dynamic
+            gain = score.loss_nats - d.loss_nats
             lines.append(
-                f"dynamic     {d.loss_nats:.4f} nats/char, {d.bpc:.4f} bits/char: {score.loss_nats - d.loss_nats:+.4f} "
-                f"nats/char below the plain loss (--dynamic-lr {d.lr:g}, --dynamic-segment {d.segment})"
+                f"dynamic     {d.loss_nats:.4f} nats/char, {d.bpc:.4f} bits/char: {abs(gain):.4f} nats/char "
+                f"{'below' if gain >= 0 else 'above'} the plain loss "
+                f"(--dynamic-lr {d.lr:g}, --dynamic-segment {d.segment})"
             )
         if score.unknown:
             lines.append(f"unknown     {_unknown_note(score.unknown)}")

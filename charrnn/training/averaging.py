@@ -8,9 +8,12 @@ et al. 2018):
 
     ema  an exponential moving average, updated after every step:
          avg <- avg + (1 - d) (w - avg), with d = min(--ema-decay, (1 + n) / (10 + n)) at the n-th
-         step, so that the first steps, whose weights are far from the end, fade quickly.
+         step, so that the first steps, whose weights are far from the end, fade quickly: until
+         about 9,000 steps the average spans roughly the last ninth of the run, after that about
+         1 / (1 - d) steps.
     swa  the plain mean of the weights after every step from --swa-start (a fraction of the run)
-         on; before that, the weights themselves.
+         on; before that, the weights themselves. Once begun it goes on to the end, also when a
+         resume with a higher limit makes the run's fraction smaller again.
 
 The optimizer trains the weights as always; the average follows them. Evaluations, best.pt
 and the live samples use the average (`swapped_in`); last.pt keeps the trained weights (to
@@ -54,8 +57,8 @@ class WeightAverage:
     @torch.no_grad()
     def update(self, fraction_done: float) -> None:
         """After an optimizer step; `fraction_done`: how far the run is (0 to 1), for swa's start."""
-        if self.kind == "none" or (self.kind == "swa" and fraction_done < self.swa_start):
-            return
+        if self.kind == "none" or (self.kind == "swa" and self.count == 0 and fraction_done < self.swa_start):
+            return  # (once begun, swa goes on every step: a resume with a higher limit moves the fraction back)
         self.count += 1
         if self.weights is None or self.count == 1:
             self.weights = [p.detach().clone() for p in self.params]

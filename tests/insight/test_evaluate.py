@@ -158,17 +158,22 @@ def test_eval_dynamic_reports_both_losses_and_leaves_the_file_alone(run, tmp_pat
     assert "below the plain loss" not in plain.stdout and "below the plain loss" in shown.stdout
 
 
-def test_dynamic_steps_are_rms_normalised():
-    """Every weight moves by about lr whatever its gradient's scale: a plain SGD step would move
-    the one with a gradient of 1e-4 ten million times less than the one with 1e3."""
+def test_dynamic_steps_are_rms_normalised_weight_by_weight():
+    """Every weight's first step is lr whatever its gradient's scale (a plain SGD step would move
+    the one with a gradient of 1e-4 ten million times less than the one with 1e3), also for a
+    weight whose first gradient comes late; a gradient larger than its running mean moves it further."""
     from charrnn.insight.scores import rms_step
 
     params = [torch.zeros(3), torch.zeros(2)]
+    squares, seen = [torch.zeros(3), torch.zeros(2)], [torch.zeros(3), torch.zeros(2)]
     grads = [torch.tensor([1e-4, -2e-4, 0.0]), torch.tensor([1e3, -5e2])]
-    squares = [torch.zeros(3), torch.zeros(2)]
-    rms_step(params, grads, squares, 1, lr=0.01)
+    rms_step(params, grads, squares, seen, lr=0.01)
     assert torch.allclose(params[0], torch.tensor([-0.01, 0.01, 0.0]), atol=1e-6)  # (no gradient: no step)
     assert torch.allclose(params[1], torch.tensor([-0.01, 0.01]))
-    rms_step(params, [g * 10 for g in grads], squares, 2, lr=0.01)  # a gradient 10x its running mean: a longer step
-    step = params[1][0].item() + 0.01
-    assert -0.02 < step < -0.01, step
+    for _ in range(200):  # the third weight gets no gradient for 200 steps, then its first
+        rms_step(params, [torch.zeros(3), torch.zeros(2)], squares, seen, lr=0.01)
+    before = params[0][2].item()
+    rms_step(params, [torch.tensor([0.0, 0.0, 3.0]), torch.zeros(2)], squares, seen, lr=0.01)
+    assert params[0][2].item() - before == pytest.approx(-0.01, rel=1e-4)
+    rms_step(params, [torch.zeros(3), grads[1] * 10], squares, seen, lr=0.01)  # 10x its running mean
+    assert params[1][0].item() + 0.01 < -0.01
