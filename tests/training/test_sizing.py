@@ -67,10 +67,13 @@ def test_the_chosen_model_reads_enough_characters_for_its_weights():
             ) < CHARS_PER_WEIGHT * weights_per_char("lstm", L, H, 64, VOCAB)
 
 
-def test_dropout_grows_with_the_passes_over_the_corpus_and_is_off_for_one_pass():
+def test_dropout_grows_with_the_passes_over_the_corpus_and_is_off_for_the_first_few():
     dropouts = [pick(600, train_chars=n)[0].dropout for n in (100_000_000, 10_000_000, 1_000_000, 100_000, 10_000)]
     assert dropouts[0] == 0.0  # less than one pass: every character is new
     assert dropouts == sorted(dropouts) and dropouts[-1] == sizing.MAX_DROPOUT
+    free = sizing.FREE_PASSES
+    assert sizing.dropout_for(1.5) == sizing.dropout_for(free) == 0.0  # (a 240 s run on 1 MB: 4-5 passes)
+    assert sizing.dropout_for(2 * free) == sizing.DROPOUT_PER_DOUBLING
 
 
 def test_the_model_fits_in_memory():
