@@ -71,9 +71,10 @@ def test_dropout_grows_with_the_passes_over_the_corpus_and_is_off_for_the_first_
     dropouts = [pick(600, train_chars=n)[0].dropout for n in (100_000_000, 10_000_000, 1_000_000, 100_000, 10_000)]
     assert dropouts[0] == 0.0  # less than one pass: every character is new
     assert dropouts == sorted(dropouts) and dropouts[-1] == sizing.MAX_DROPOUT
-    free = sizing.FREE_PASSES
+    free, ramp = sizing.FREE_PASSES, sizing.RAMP_PASSES
     assert sizing.dropout_for(1.5) == sizing.dropout_for(free) == 0.0  # (a 240 s run on 1 MB: 4-5 passes)
-    assert sizing.dropout_for(2 * free) == sizing.DROPOUT_PER_DOUBLING
+    ramped = [sizing.dropout_for(free + ramp * k / 4) for k in range(5)]
+    assert ramped == sorted(ramped) and 0 < ramped[1] <= 0.1 and ramped[-1] == sizing.MAX_DROPOUT  # (6: the full rule)
 
 
 def test_the_model_fits_in_memory():
