@@ -35,8 +35,7 @@ class WeightAverage:
         if kind not in KINDS:
             raise ValueError(f"average {kind!r} is not one of {KINDS}")
         self.kind, self.ema_decay, self.swa_start = kind, ema_decay, swa_start
-        self.names = [name for name, _ in model.named_parameters()]  # (tied weights: once)
-        self.params = [p for _, p in model.named_parameters()]
+        self.params = list(model.parameters())  # (tied weights: once)
         # every name of every weight, as the state dict has them (tied weights: both names)
         self.index = {
             name: next(i for i, q in enumerate(self.params) if q is p)
@@ -46,13 +45,9 @@ class WeightAverage:
         self.count = 0  # the steps averaged
 
     @property
-    def on(self) -> bool:
-        return self.kind != "none"
-
-    @property
     def active(self) -> bool:
-        """Whether there is an average to use (swa before its start has none)."""
-        return self.on and self.count > 0
+        """Whether there is an average to use (none asked for, or swa before its start: none)."""
+        return self.count > 0
 
     @torch.no_grad()
     def update(self, fraction_done: float) -> None:
@@ -60,14 +55,13 @@ class WeightAverage:
         if self.kind == "none" or (self.kind == "swa" and self.count == 0 and fraction_done < self.swa_start):
             return  # (once begun, swa goes on every step: a resume with a higher limit moves the fraction back)
         self.count += 1
-        if self.weights is None or self.count == 1:
+        if self.count == 1:
             self.weights = [p.detach().clone() for p in self.params]
-            return
-        if self.kind == "ema":
+        elif self.kind == "ema":
             keep = min(self.ema_decay, (1 + self.count) / (10 + self.count))
-            torch._foreach_lerp_(self.weights, [p.detach() for p in self.params], 1.0 - keep)
+            torch._foreach_lerp_(self.weights, self.params, 1.0 - keep)
         else:
-            torch._foreach_lerp_(self.weights, [p.detach() for p in self.params], 1.0 / self.count)
+            torch._foreach_lerp_(self.weights, self.params, 1.0 / self.count)
 
     @contextmanager
     def swapped_in(self):
@@ -99,4 +93,7 @@ class WeightAverage:
         if weights is None:
             self.weights = None
             return
-        self.weights = [weights[name].to(p.device, p.dtype).clone() for name, p in zip(self.names, self.params)]
+        saved: dict[int, torch.Tensor] = {}
+        for name, i in self.index.items():  # (a tied weight: its first name)
+            saved.setdefault(i, weights[name])
+        self.weights = [saved[i].to(p.device, p.dtype).clone() for i, p in enumerate(self.params)]
