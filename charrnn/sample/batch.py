@@ -108,10 +108,13 @@ class Engine:
         clock: Callable[[], float] = time.monotonic,
         flops_per_row: float = 0.0,
         threads: Callable[[], int | None] | None = None,
+        wide_batch: int = 0,
     ):
         self.stepper, self.vocab, self.clock = stepper, vocab, clock
         self.threads = threads  # the threads to use now (None: as they are), asked every THREADS_EVERY_S
+        self.wide_batch = wide_batch  # the batched products use the threads only from this many rows (else one)
         self.threads_used: int | None = None
+        self._torch_threads: int | None = None
         self._threads_checked = -math.inf
         self.chars = vocab.chars
         self.rows: list[Stream] = []  # row i of the stepper's batch is rows[i]
@@ -197,11 +200,23 @@ class Engine:
         if wanted is not None and wanted != self.threads_used:
             from charrnn.machine.threads import set_blas_threads
 
-            torch = sys.modules.get("torch")  # (none where an .npz is sampled without torch)
-            if torch is not None:
-                torch.set_num_threads(wanted)
             set_blas_threads(wanted)
             self.threads_used = wanted
+        self._set_torch_threads()
+
+    def _set_torch_threads(self) -> None:
+        """torch's threads (the batched products'): the count chosen, or one for a batch below
+        `wide_batch`. In serve's engine process a second thread slows a batch of 16 (measured:
+        24,111 against 18,372 characters/s for 16 clients, issue 23's note): the event loop
+        keeps part of the other core busy, and the products' threads wait for each other."""
+        if self.threads_used is None:
+            return
+        count = self.threads_used if len(self.rows) >= self.wide_batch else 1
+        if count != self._torch_threads:
+            torch = sys.modules.get("torch")  # (none where an .npz is sampled without torch)
+            if torch is not None:
+                torch.set_num_threads(count)
+            self._torch_threads = count
 
     def run_until_done(self, streams: list[Stream]) -> None:
         """Step in this thread until every one of `streams` (submitted) has ended."""
@@ -221,6 +236,8 @@ class Engine:
         self._admit()
         if not self.rows:
             return
+        if self.wide_batch:
+            self._set_torch_threads()
         ids = np.fromiter((s._next_id() for s in self.rows), dtype=np.intp, count=len(self.rows))
         started = time.perf_counter()
         logits = self.stepper.step(ids)

@@ -27,21 +27,22 @@ class ServedModel:
     module: Any  # the CharRNN (torch, CPU, eval mode): for scores and activations
     info: dict[str, Any]  # `charrnn info`'s fields, without paths of this machine
     created: int  # when the checkpoint was written (Unix seconds), for the OpenAI API's `created`
-    engine: Any = None  # the batched generation engine of its streams (sample/batch.py)
+    engine: Any = (
+        None  # the batched generation engine of its streams, in a process of its own (sample/engine_process.py)
+    )
 
     def __post_init__(self):
         from charrnn.cells import weights_per_char
-        from charrnn.sample.batch import Engine
+        from charrnn.sample.engine_process import EngineProcess
 
         if self.engine is None:
             flops = 2 * weights_per_char(
                 self.cfg.cell, self.cfg.layers, self.cfg.hidden, self.cfg.embed, len(self.vocab)
             )
-            from charrnn.machine.threads import FreeCores
-
-            self.engine = Engine(self.stepper(), self.vocab, flops_per_row=flops, threads=FreeCores())
+            self.engine = EngineProcess(self.weights, self.cfg, self.vocab, flops, name=f"charrnn-engine-{self.name}")
 
     def stepper(self):
+        """A stepper of this process's own (beam search runs here, not in the engine's process)."""
         from charrnn.sample.engines import cpu_stepper
 
         return cpu_stepper(self.weights, self.cfg)
@@ -56,6 +57,7 @@ class ServedModel:
             "row_steps": e.row_steps,
             "step_seconds": e.step_seconds,
             "flops_per_row": e.flops_per_row,
+            "threads": e.threads_used,
         }
         return {
             "id": self.name,

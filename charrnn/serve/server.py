@@ -1,4 +1,4 @@
-"""The HTTP side of `charrnn serve`: Starlette on uvicorn, the generation engine in a thread of its own.
+"""The HTTP side of `charrnn serve`: Starlette on uvicorn, the generation engine in a process of its own.
 
     GET  /                 the page (page.html: everything inline, nothing fetched from elsewhere)
     GET  /v1/models        the models served, in the OpenAI API's shape ({"object": "list", "data":
@@ -13,8 +13,9 @@
     POST /v1/neurons       {model, text, state, top}: the cell-activation view of the text
 
 Every request's streams go to the model's engine (sample/batch.py), which steps all of them as
-one batch in its own thread; the event loop only parses, waits and writes, so one core serves
-HTTP while the engine computes. A client that goes away (a failed write, or the connection
+one batch in a child process (sample/engine_process.py: in this one, the engine and the event
+loop would take turns at Python's lock); the event loop only parses, waits and writes, so one
+core serves HTTP while the engine computes. A client that goes away (a failed write, or the connection
 closed while it waits) cancels its streams: their rows leave the batch at the next step.
 Scores, activations and beam searches run in the thread pool, one core each.
 
@@ -45,18 +46,18 @@ FLUSH_SECONDS = 0.02  # a streamed answer is written at most this often (the fir
 
 # ------------------------------------------------------------------ streams, from async code
 class Waiter:
-    """The async side of a request's streams: woken (from the engine's thread) when one ends,
+    """The async side of a request's streams: woken (from the engine's reader thread) when one ends,
     and able to tell when the client has gone."""
 
-    def __init__(self, streams: list[Stream], request):
-        self.streams, self.request = streams, request
+    def __init__(self, streams: list[Stream], request, engine):
+        self.streams, self.request, self.engine = streams, request, engine
         self.loop = asyncio.get_running_loop()
         self.woken = asyncio.Event()
         for s in streams:
             s.on_end = self._ended
         self._gone = asyncio.ensure_future(self._client_gone())
 
-    def _ended(self, stream: Stream) -> None:  # (the engine's thread)
+    def _ended(self, stream: Stream) -> None:  # (the engine's reader thread)
         try:
             self.loop.call_soon_threadsafe(self.woken.set)
         except RuntimeError:  # the loop has closed (the server is stopping): nobody waits
@@ -82,8 +83,7 @@ class Waiter:
         return self._gone not in finished
 
     def cancel(self) -> None:
-        for s in self.streams:
-            s.cancelled = True
+        self.engine.cancel(self.streams)
 
     def close(self) -> None:
         self._gone.cancel()
@@ -93,7 +93,7 @@ class Waiter:
 
 async def run_streams(model: ServedModel, streams: list[Stream], request) -> Waiter | None:
     """Submit `streams` to the model's engine and wait for all to end; None if the client left."""
-    waiter = Waiter(streams, request)
+    waiter = Waiter(streams, request, model.engine)
     try:
         model.engine.submit(streams)
         while not waiter.done:
@@ -107,7 +107,7 @@ async def run_streams(model: ServedModel, streams: list[Stream], request) -> Wai
 async def stream_pieces(model: ServedModel, streams: list[Stream], request) -> AsyncIterator[list[tuple[int, str]]]:
     """Submit `streams` and yield what each has added, [(index, text)], at most every
     FLUSH_SECONDS, until all have ended. Leaving early (the client gone) cancels them."""
-    waiter = Waiter(streams, request)
+    waiter = Waiter(streams, request, model.engine)
     sent = [0] * len(streams)
     try:
         model.engine.submit(streams)
@@ -365,10 +365,14 @@ class Server:
             h11_max_incomplete_event_size=security.max_header_bytes,
         )
         self.uvicorn = uvicorn.Server(config)
+        for model in models.values():  # (their processes start while the caller goes on)
+            model.engine.start(f"charrnn-engine-{model.name}")
 
     def serve_forever(self) -> None:
+        """Serve until stopped, once every engine is ready (connections made before then wait in
+        the listening socket's queue)."""
         for model in self.models.values():
-            model.engine.start(f"charrnn-engine-{model.name}")
+            model.engine.wait_ready()
         self.uvicorn.run(sockets=[self.sock])
 
     def server_close(self) -> None:

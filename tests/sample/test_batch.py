@@ -260,6 +260,34 @@ def test_the_engines_thread_uses_the_cores_its_policy_finds_free():
     assert blas[-1] and set(blas[-1]) == {2} and set(blas[0]) == {1}  # NumPy's BLAS follows too
 
 
+def test_a_small_batch_keeps_its_products_on_one_thread():
+    """With `wide_batch` (serve's engine process), torch's threads are the count chosen only for
+    batches that large; smaller ones take one (a second thread slowed a batch of 16 there). NumPy's
+    BLAS (the batch of one) keeps the count chosen."""
+    seen = []
+
+    class Recording(Successor):
+        def step(self, ids):
+            seen.append((len(ids), torch.get_num_threads()))
+            return super().step(ids)
+
+    before = torch.get_num_threads()
+    try:
+        engine = Engine(Recording(len(VOCAB)), VOCAB, threads=lambda: 2, wide_batch=3)
+        pair = [greedy("a", 4), greedy("b", 8)]
+        engine.submit(pair)
+        for _ in range(2):
+            engine._choose_threads()
+            engine.step()
+        trio = [greedy("c", 3) for _ in range(3)]
+        engine.submit(trio)
+        engine.run_until_done(pair + trio)
+    finally:
+        torch.set_num_threads(before)
+    assert seen[0] == (2, 1) and (5, 2) in seen and seen[-1] == (1, 1)
+    assert all(n == (2 if rows >= 3 else 1) for rows, n in seen) and engine.threads_used == 2
+
+
 def test_a_failing_step_ends_its_streams_and_the_engine_goes_on(capsys):
     class Failing(Successor):
         fail = True

@@ -1,0 +1,303 @@
+"""The batched engine (sample/batch.py) in a process of its own, for `charrnn serve`.
+
+Why a process: the engine's step is some thirty small NumPy calls between the matrix products,
+and each needs Python's lock (the GIL). In the server's process that lock is shared with the
+event loop that parses requests and writes answers, and every time the step lets go of it for a
+product it waits to get it back. Measured on this project's 2-core machine (LSTM 2x256, batch
+16, one thread, /tmp-script in the issue 23 note): the step took 410 us alone, 595 us beside a
+thread of the same process that is busy in Python 30% of the time, and 428 us beside a process
+that is as busy. So the server runs its engines in child processes and keeps only the HTTP side
+in its own.
+
+`EngineProcess` has the `Engine`'s interface (`submit`, `cancel`, `start`, `close`, `active`
+and the counters) for the streams (`Stream`) of the server's process: a stream's settings and
+its random numbers (`rng`, pickled, so its text is the one the in-thread engine draws: the same
+code steps it) go to the child, which runs an `Engine` and sends back, at most every SEND_EVERY
+seconds and at once when a stream ends, the characters each stream has drawn. A thread of the
+server's process reads them into the streams (`text`, `logprobs`, then `stopped` and `done`,
+and the callbacks), as the engine's thread did before.
+
+The child is started with `spawn` (a fresh interpreter: forking a process that has run torch's
+thread pools can hang the child), takes its weights from the parent (no file is read twice),
+ignores Ctrl-C (the server stops it), and ends when the server closes it or goes away (its
+pipe closes). If it dies, its streams end with "error" and a new one is started for the next.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import multiprocessing
+import signal
+import sys
+import threading
+import time
+
+from charrnn.sample.batch import Stream
+
+WIDE_BATCH = 32  # the batches whose products use a second core when one is free (see Engine._set_torch_threads)
+SEND_EVERY = 0.005  # seconds between the child's reports while streams are going (and at each end)
+
+
+class EngineProcess:
+    """An `Engine` for one model's weights, run in a child process (see the module's docstring)."""
+
+    clock = staticmethod(time.monotonic)  # the streams' deadlines are on it: the child's clock too
+
+    def __init__(self, weights, cfg, vocab, flops_per_row: float = 0.0, name: str = "charrnn-engine"):
+        self.weights, self.cfg, self.vocab = weights, cfg, vocab
+        self.flops_per_row = flops_per_row
+        self.name = name
+        self.steps = 0  # counters, as the child last reported them
+        self.row_steps = 0
+        self.step_seconds = 0.0
+        self.threads_used: int | None = None
+        self.restarts = 0
+        self.failed: str | None = None  # why the child could not start
+        self._live: dict[int, Stream] = {}
+        self._keys = itertools.count()
+        self._lock = threading.Lock()  # the pipe's sending end, `_live`, the child's start
+        self._closed = False
+        self._process = None
+        self._conn = None
+        self._ready = threading.Event()
+
+    # ------------------------------------------------------------------ the server's side
+    def start(self, name: str | None = None) -> EngineProcess:
+        with self._lock:
+            self.name = name or self.name
+            self._spawn()
+        return self
+
+    def _spawn(self) -> None:  # (with the lock held)
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe(duplex=True)
+        process = context.Process(
+            target=child_main,
+            args=(theirs, self.weights, self.cfg, self.vocab, self.flops_per_row),
+            name=self.name,
+            daemon=True,
+        )
+        process.start()
+        theirs.close()  # (the child holds its own copy: when it ends, our end reads EOF)
+        self._process, self._conn = process, ours
+        self._ready.clear()
+        threading.Thread(target=self._read, args=(ours, process), name=f"{self.name}-reader", daemon=True).start()
+
+    def wait_ready(self, timeout: float = 300.0) -> None:
+        """Until the child has its stepper and reads what is sent (a RuntimeError if it ended first)."""
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.05):
+            if self.failed:
+                raise RuntimeError(self.failed)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the engine process of {self.name} did not start in {timeout:.0f} s")
+
+    @property
+    def active(self) -> int:
+        return len(self._live)
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def submit(self, streams: list[Stream]) -> None:
+        """Add streams; they join the child's batch at its next step, together."""
+        for s in streams:
+            if not s.ids:
+                raise ValueError("a stream needs at least one id to read")
+            if s._submitted:
+                raise ValueError("a stream is submitted once")
+            s._submitted = True
+        with self._lock:
+            if self._closed or self._conn is None or self.failed:
+                raise RuntimeError(
+                    self.failed or ("the engine is closed" if self._closed else "the engine is not started")
+                )
+            specs = []
+            for s in streams:
+                key = next(self._keys)
+                self._live[key] = s
+                specs.append(
+                    (key, s.ids, s.rng, s.length, s.temp, s.top_k, s.top_p, s.stop, s.deadline, s.top_logprobs)
+                )
+            self._send(("submit", specs))
+
+    def cancel(self, streams: list[Stream]) -> None:
+        """End `streams` at the child's next step (their rows are freed there)."""
+        for s in streams:
+            s.cancelled = True
+        wanted = set(streams)
+        with self._lock:
+            keys = [key for key, s in self._live.items() if s in wanted]
+            if keys and not self._closed:
+                self._send(("cancel", keys))
+
+    def _send(self, message) -> None:  # (with the lock held)
+        try:
+            self._conn.send(message)
+        except (OSError, ValueError):  # the child has gone: its reader ends the streams and starts another
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            process, conn = self._process, self._conn
+            if conn is not None:
+                self._send(("close",))
+        if process is not None:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=5)
+        if conn is not None:
+            conn.close()
+        self._end_all("cancelled")
+
+    # ------------------------------------------------------------------ what the child says
+    def _read(self, conn, process) -> None:
+        """The reader thread of one child: hands its reports to the streams until it ends; then,
+        if it had started, starts another (one that could not start is not tried again)."""
+        started = False
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            if message[0] == "update":
+                self._apply(*message[1:])
+            elif message[0] == "ready":
+                started = True
+                self._ready.set()
+        process.join(timeout=5)
+        with self._lock:
+            if self._closed or process is not self._process:
+                return
+            streams, self._live = list(self._live.values()), {}
+            why = f"exit code {process.exitcode}" if process.exitcode is not None else "its pipe closed"
+            if started:
+                print(f"charrnn: the engine process of {self.name} ended ({why}); starting another", file=sys.stderr)
+                self.restarts += 1
+                self._spawn()
+            else:
+                self.failed = f"the engine process of {self.name} ended as it started ({why})"
+        for s in streams:  # (those of the process that ended: none of the new one's)
+            if s.stopped is None:
+                s._end("error")
+
+    def _apply(self, texts, logprobs, ended, counters) -> None:
+        self.steps, self.row_steps, self.step_seconds, self.threads_used = counters
+        for key, text in texts.items():
+            s = self._live.get(key)
+            if s is None:
+                continue
+            s.text.extend(text)
+            if key in logprobs:
+                s.logprobs.extend(logprobs[key])
+            if s.on_text is not None:
+                for char in text:
+                    s.on_text(s, char)
+        for key, why in ended.items():
+            with self._lock:
+                s = self._live.pop(key, None)
+            if s is not None:
+                s._end(why)
+
+    def _end_all(self, why: str) -> None:
+        with self._lock:
+            streams, self._live = list(self._live.values()), {}
+        for s in streams:
+            if s.stopped is None:
+                s._end(why)
+
+
+# ------------------------------------------------------------------ the child
+def child_main(conn, weights, cfg, vocab, flops_per_row: float) -> None:
+    """The engine's loop in the child: read what the server sends, step, report."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # (Ctrl-C reaches the whole group: the server stops us)
+    from charrnn.machine.threads import FreeCores, set_blas_threads
+    from charrnn.sample.batch import Engine
+    from charrnn.sample.engines import cpu_stepper
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)  # (until the thread policy has watched the load for a while)
+    set_blas_threads(1)
+    engine = Engine(
+        cpu_stepper(weights, cfg), vocab, flops_per_row=flops_per_row, threads=FreeCores(), wide_batch=WIDE_BATCH
+    )
+    report = Report(conn, engine)
+    streams: dict[int, Stream] = {}
+    conn.send(("ready",))
+    while True:
+        busy = bool(engine.rows or engine._incoming)
+        wait = 0.0 if busy else (SEND_EVERY if report.pending else None)
+        try:
+            while conn.poll(wait):
+                wait = 0.0
+                message = conn.recv()
+                if message[0] == "close":
+                    return
+                if message[0] == "submit":
+                    new = [report.stream(streams, *spec) for spec in message[1]]
+                    engine.submit(new)
+                elif message[0] == "cancel":
+                    for key in message[1]:
+                        if key in streams:
+                            streams[key].cancelled = True
+            if engine.rows or engine._incoming:
+                engine._choose_threads()
+                try:
+                    engine.step()
+                except Exception:  # a bug: said, and the streams of that step end, not the engine
+                    import traceback
+
+                    traceback.print_exc()
+                    for stream in engine.rows:
+                        if stream.stopped is None:
+                            stream._end("error")
+            for key in report.ended:
+                streams.pop(key, None)
+            report.send_if_due(busy=bool(engine.rows or engine._incoming))
+        except (EOFError, OSError, BrokenPipeError):  # the server has gone
+            return
+
+
+class Report:
+    """What the child has to tell the server: characters drawn, log-probabilities, ends."""
+
+    def __init__(self, conn, engine):
+        self.conn, self.engine = conn, engine
+        self.texts: dict[int, list[str]] = {}
+        self.logprobs: dict[int, list] = {}
+        self.ended: dict[int, str] = {}
+        self.sent = -math.inf
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.texts or self.ended)
+
+    def stream(self, streams, key, ids, rng, length, temp, top_k, top_p, stop, deadline, top_logprobs) -> Stream:
+        s = Stream(
+            ids, rng, length, temp, top_k, top_p, tuple(stop), deadline, top_logprobs, self._took, self._ended, tag=key
+        )
+        streams[key] = s
+        return s
+
+    def _took(self, s: Stream, char: str) -> None:
+        self.texts.setdefault(s.tag, []).append(char)
+        if s.top_logprobs is not None:
+            self.logprobs.setdefault(s.tag, []).append(s.logprobs[-1])
+
+    def _ended(self, s: Stream) -> None:
+        self.ended[s.tag] = s.stopped
+
+    def send_if_due(self, busy: bool) -> None:
+        now = time.monotonic()
+        if not (self.ended or (self.texts and (not busy or now - self.sent >= SEND_EVERY))):
+            return
+        e = self.engine
+        texts = {key: "".join(chars) for key, chars in self.texts.items()}
+        counters = (e.steps, e.row_steps, e.step_seconds, e.threads_used)
+        self.conn.send(("update", texts, self.logprobs, self.ended, counters))
+        self.texts, self.logprobs, self.ended, self.sent = {}, {}, {}, now

@@ -1,0 +1,151 @@
+"""The engine in a process of its own (charrnn/sample/engine_process.py), as `charrnn serve` runs
+it: the same texts as the engine in this process, and streams that end however the child does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from charrnn.config import ModelConfig, SampleConfig
+from charrnn.data.vocab import Vocab
+from charrnn.model import CharRNN, numpy_weights
+from charrnn.sample.batch import Engine, Stream, config_streams
+from charrnn.sample.engine_process import EngineProcess
+from charrnn.sample.engines import cpu_stepper
+
+VOCAB = Vocab(tuple(sorted("abcdefghijklmnopqrstuvwxyz .\n")))
+WAIT = 120  # seconds: far beyond what a loaded machine needs; only a hang reaches it
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    net = CharRNN(ModelConfig(vocab_size=len(VOCAB), cell="lstm", layers=2, hidden=48, embed=16)).eval()
+    weights = {name: 4 * w for name, w in numpy_weights(net.state_dict()).items()}  # a state that matters
+    return weights, net.cfg
+
+
+@pytest.fixture(scope="module")
+def engine(model):
+    weights, cfg = model
+    engine = EngineProcess(weights, cfg, VOCAB, flops_per_row=1.0, name="test-engine").start()
+    engine.wait_ready(WAIT)
+    yield engine
+    engine.close()
+
+
+def streams(seed: int, n: int = 1, **settings) -> list[Stream]:
+    cfg = SampleConfig(length=settings.pop("length", 60), seed=seed, num_samples=n, **settings)
+    return config_streams(cfg, [int(i) for i in VOCAB.encode("the ")], **({"top_logprobs": 3} if seed == 7 else {}))
+
+
+def requests() -> list[list[Stream]]:
+    return [
+        streams(1, 3, temp=0.8),
+        streams(2, 1, top_k=5, length=200),
+        streams(3, 2, top_p=0.9, stop=["k."]),
+        streams(7, 1, temp=1.2),  # (with log-probabilities)
+    ]
+
+
+def test_its_texts_are_the_engine_in_this_process_texts(model, engine):
+    """The child runs the same Engine on the same weights with the streams' own random numbers:
+    every text, end and log-probability equals those of the engine in this process."""
+    weights, cfg = model
+    here, there = requests(), requests()
+    local = Engine(cpu_stepper(weights, cfg), VOCAB)
+    for group in here:
+        local.submit(group)
+    local.run_until_done([s for group in here for s in group])
+    for group in there:
+        engine.submit(group)
+    for a, b in zip([s for g in here for s in g], [s for g in there for s in g]):
+        assert b.done.wait(WAIT)
+        assert (b.generated, b.stopped) == (a.generated, a.stopped)
+        assert b.logprobs == a.logprobs
+    assert there[2][0].stopped == "stop" or there[2][1].stopped == "stop"  # (the stop string is met)
+    assert len(there[3][0].logprobs) == 60 and engine.active == 0
+    assert engine.row_steps >= sum(len(s.generated) for g in there for s in g)  # (its counters came back)
+
+
+def test_the_callbacks_run_in_this_process_in_order(engine):
+    seen, ended = [], threading.Event()
+    [s] = streams(4, length=40)
+    s.on_text = lambda stream, char: seen.append(char)
+    s.on_end = lambda stream: ended.set()
+    engine.submit([s])
+    assert ended.wait(WAIT) and s.done.is_set()
+    assert "".join(seen) == s.generated and len(seen) == 40 and s.stopped == "length"
+
+
+def test_a_cancelled_stream_frees_its_row_and_ends(engine):
+    long = streams(5, length=10**6)[0]
+    engine.submit([long])
+    while not long.text:  # (drawing: its row is in the child's batch)
+        assert not long.done.wait(0.01)
+    engine.cancel([long])
+    assert long.done.wait(WAIT) and long.stopped == "cancelled"
+    assert 0 < len(long.text) < 10**6 and engine.active == 0
+
+
+def test_a_deadline_passed_ends_the_stream_on_the_shared_clock(engine):
+    [s] = config_streams(SampleConfig(length=10**6, seed=1), [1], deadline=engine.clock() - 1.0)
+    engine.submit([s])
+    assert s.done.wait(WAIT) and s.stopped == "max_seconds"
+
+
+def test_a_child_that_dies_ends_its_streams_with_an_error_and_another_takes_over(model, capfd):
+    weights, cfg = model
+    engine = EngineProcess(weights, cfg, VOCAB, name="doomed").start()
+    try:
+        engine.wait_ready(WAIT)
+        long = streams(6, length=10**6)[0]
+        engine.submit([long])
+        while not long.text:
+            assert not long.done.wait(0.01)
+        first = engine.pid
+        os.kill(first, signal.SIGKILL)
+        assert long.done.wait(WAIT) and long.stopped == "error"
+        engine.wait_ready(WAIT)
+        assert engine.pid != first and engine.restarts == 1
+        [again] = streams(6, length=30)
+        engine.submit([again])
+        assert again.done.wait(WAIT) and again.stopped == "length" and len(again.generated) == 30
+    finally:
+        engine.close()
+    assert "the engine process of doomed ended" in capfd.readouterr().err
+
+
+def test_close_ends_what_is_going_and_refuses_more(model):
+    weights, cfg = model
+    engine = EngineProcess(weights, cfg, VOCAB).start()
+    [s] = streams(8, length=10**6)
+    engine.submit([s])  # (before the child is ready: the pipe holds it)
+    engine.close()
+    assert s.done.is_set() and s.stopped == "cancelled"
+    assert not engine._process.is_alive()
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.submit(streams(9))
+
+
+def test_a_child_that_cannot_start_is_said(model):
+    weights, cfg = model
+    broken = {k: v for k, v in weights.items() if k != "head.weight"}
+    engine = EngineProcess(broken, cfg, VOCAB, name="broken").start()
+    try:
+        with pytest.raises(RuntimeError, match="broken ended as it started"):
+            engine.wait_ready(WAIT)
+    finally:
+        engine.close()
+
+
+def test_submitting_before_start_is_refused(model):
+    weights, cfg = model
+    with pytest.raises(RuntimeError, match="not started"):
+        EngineProcess(weights, cfg, VOCAB).submit(streams(1))
+    assert np.isfinite(EngineProcess(weights, cfg, VOCAB).clock())
