@@ -68,7 +68,9 @@ class FusedStepper:
     def _allocate(self, batch: int) -> None:
         H, G, L = self.hidden, CELLS[self.cell].gates, self.layers
         self.batch = batch
-        self.xh = [np.zeros((batch, 2 * H), np.float32) for _ in range(L)]  # [input | own h]
+        # layer 0's input is a row of the table: its buffer is its h alone, contiguous (a product
+        # reads that faster than every other half-row); above it, [input | own h] for one product
+        self.xh = [np.zeros((batch, H if layer == 0 else 2 * H), np.float32) for layer in range(L)]
         self.c = [np.zeros((batch, H), np.float32) for _ in range(L)]  # LSTM cell state
         self.gates = np.empty((batch, G * H), np.float32)
         self.gates_h = np.empty((batch, G * H), np.float32)  # GRU's hidden-side products
@@ -83,8 +85,9 @@ class FusedStepper:
 
     # -------------------------------------------------------------------------- one step
     def _product(self, weight: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """out = x @ weight.T. With one row, a matrix-vector product over the weight's
-        contiguous rows, which streams the weights fastest (about 1.3x a 1-row matmul)."""
+        """x @ weight.T, in `out` (an engine may return a buffer of its own instead). With one
+        row, a matrix-vector product over the weight's contiguous rows, which streams the weights
+        fastest (about 1.3x a 1-row matmul)."""
         if self.batch == 1:
             np.dot(weight, x[0], out=out[0])
         else:
@@ -94,12 +97,12 @@ class FusedStepper:
     def _layer(self, layer: int, ids: np.ndarray | None) -> np.ndarray:
         """Advance `layer` one step; returns its new h (a view into the next buffer's input)."""
         H, g, xh = self.hidden, self.gates, self.xh[layer]
-        h = xh[:, H:]
+        h = xh if layer == 0 else xh[:, H:]
         if self.cell == "gru":
             if layer == 0:
                 np.take(self.table, ids, axis=0, out=g)
             else:
-                self._product(self.w_ih[layer], xh[:, :H], g)
+                g = self._product(self.w_ih[layer], xh[:, :H], g)
                 g += self.b_ih[layer]
             gh = self._product(self.w_hh[layer], h, self.gates_h)
             gh += self.b_hh[layer]
@@ -119,10 +122,10 @@ class FusedStepper:
             np.add(n, self.tmp, out=h)
         else:
             if layer == 0:
-                self._product(self.w_hh[0], h, g)
+                g = self._product(self.w_hh[0], h, g)
                 g += self.table[ids]
             else:
-                self._product(self.w_cat[layer], xh, g)
+                g = self._product(self.w_cat[layer], xh, g)
                 g += self.b[layer]
             np.tanh(g, out=g)
             if self.cell == "rnn":
@@ -146,9 +149,9 @@ class FusedStepper:
         h = None
         for layer in range(self.layers):
             h = self._layer(layer, ids)
-        self._product(self.head_w, h, self.logits)
-        self.logits += self.head_b
-        return self.logits
+        logits = self._product(self.head_w, h, self.logits)
+        logits += self.head_b
+        return logits
 
     def select(self, rows: np.ndarray) -> None:
         """Row i becomes the old row rows[i], or a fresh (zero) state where rows[i] is -1."""

@@ -65,8 +65,8 @@ class PackedStepper(FusedStepper):
                 )
 
     def _product(self, weight: np.ndarray, x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """x @ weight.T: oneDNN's own result (copying it into `out` cost 26 us of a 130 us
+        product at batch 16), or at batch 1 NumPy's, in `out`."""
         if self.batch == 1:  # one row: NumPy's matrix-vector product is the faster (see above)
             return super()._product(weight, x, out)
-        product = self._op(self._torch.from_numpy(x), self._packed[id(weight)], None, "none", [], "")
-        np.copyto(out, product.numpy())
-        return out
+        return self._op(self._torch.from_numpy(x), self._packed[id(weight)], None, "none", [], "").numpy()
