@@ -191,9 +191,9 @@ class EngineProcess:
             s = self._live.get(key)
             if s is None:
                 continue
-            s.text.extend(text)
-            if key in logprobs:
+            if key in logprobs:  # (before the text, as the engine writes them: a reader of n characters finds n)
                 s.logprobs.extend(logprobs[key])
+            s.text.extend(text)
             if s.on_text is not None:
                 for char in text:
                     s.on_text(s, char)

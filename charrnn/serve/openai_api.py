@@ -151,12 +151,12 @@ class Completion:
         n = len(s.text)
         if not self.stops:
             return n
-        if final:
-            if s.stopped == "stop":
-                text = s.generated
-                return n - max(len(x) for x in self.stops if text.endswith(x))
-            return n
-        return max(0, n - (max(map(len, self.stops)) - 1))
+        longest = max(map(len, self.stops))
+        tail = "".join(s.text[-longest:])
+        met = [len(x) for x in self.stops if tail.endswith(x)]
+        if met:  # (the engine ends a stream at the first stop string: it can only be at the end,
+            return n - max(met)  # and the text may show it a moment before the stream says "stop")
+        return n if final else max(0, n - (longest - 1))
 
     def logprob_part(self, s: Stream, start: int, end: int, offset: int) -> dict[str, Any] | None:
         if self.logprobs is None:

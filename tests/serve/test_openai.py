@@ -157,3 +157,24 @@ def test_curl_as_the_readme_shows(server):
     events = [line[len("data: ") :] for line in out.stdout.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]" and json.loads(events[-2])["choices"][0]["finish_reason"] == "length"
     assert sum(len(json.loads(e)["choices"][0]["text"]) for e in events[:-1]) == 30
+
+
+def test_a_stop_string_is_held_back_before_the_stream_says_it_stopped():
+    """The engine's process sends a stream's text a moment before its end: a reader between the
+    two sees the stop string at the text's end while the stream is still going, and must not show
+    it (the race a loaded run of the suite found: "mFiO." streamed where the answer was "mFiO")."""
+    import numpy as np
+
+    from charrnn.sample.batch import Stream
+    from charrnn.serve.openai_api import Completion
+
+    completion = Completion.__new__(Completion)
+    completion.stops = [" ", "o."]
+    s = Stream([0], np.random.default_rng(0), 100)
+    s.text.extend("abco")
+    assert completion.visible(s, final=False) == 3  # "o" may become "o.": held back
+    s.text.extend(".")
+    assert s.stopped is None and completion.visible(s, final=False) == 3  # "o." met: never shown
+    assert completion.visible(s, final=True) == 3
+    s.text[-1] = "x"
+    assert completion.visible(s, final=False) == 4 and completion.visible(s, final=True) == 5
