@@ -244,9 +244,13 @@ def probe_seconds(budget_left: float | None) -> float:
     return 1.0 if budget_left is None else min(1.0, max(0.1, 0.01 * budget_left))
 
 
-def measure_speed(model_cfg: ModelConfig, batch: int, seq_len: int, seconds: float = 1.0, device=None) -> float:
+def measure_speed(
+    model_cfg: ModelConfig, batch: int, seq_len: int, seconds: float = 1.0, device=None, clock=time.perf_counter
+) -> float:
     """Characters per second of training steps of this model (random ids; one warm-up step, then
-    steps for about `seconds`), on the threads torch is set to use now."""
+    steps for about `seconds`), on the threads torch is set to use now: a step's characters over
+    the median step's time, so that a busy moment (a neighbour's burst over less than half the
+    probe) does not pass for the machine's speed and shrink the model chosen."""
     import torch
     import torch.nn.functional as F
 
@@ -257,7 +261,7 @@ def measure_speed(model_cfg: ModelConfig, batch: int, seq_len: int, seconds: flo
         model = CharRNN(model_cfg).to(device or "cpu")
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         x = torch.randint(0, model_cfg.vocab_size, (batch, seq_len + 1), device=device or "cpu")
-        hidden, steps, started = None, 0, None
+        hidden, times, started, last = None, [], None, 0.0
         while True:
             logits, hidden = model(x[:, :-1], hidden)
             loss = F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten())
@@ -265,12 +269,14 @@ def measure_speed(model_cfg: ModelConfig, batch: int, seq_len: int, seconds: flo
             loss.backward()
             optimizer.step()
             hidden = detach_hidden(hidden)
-            if started is None:
-                started = time.perf_counter()  # after the warm-up step
-                continue
-            steps += 1
-            elapsed = time.perf_counter() - started
-            if elapsed >= seconds and steps >= 2:
-                return steps * batch * seq_len / elapsed
+            now = clock()
+            if started is None:  # (the first step warms up)
+                started = now
+            else:
+                times.append(now - last)
+            last = now
+            if now - started >= seconds and len(times) >= 3:
+                times.sort()
+                return batch * seq_len / times[len(times) // 2]
     finally:
         torch.random.set_rng_state(rng)

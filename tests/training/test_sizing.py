@@ -224,3 +224,24 @@ def test_a_given_width_or_depth_is_kept_on_a_tiny_text():
     assert cfg.layers == 3 and cfg.hidden == sizing.SMALL_RUNGS[0][1]
     cfg, choice = pick(600, train_chars=1800, given={"layers", "hidden"}, layers=2, hidden=384)
     assert (cfg.layers, cfg.hidden) == (2, 384)  # both given: the user's model, however large
+
+
+@pytest.mark.parametrize(
+    "steps, expected_step",
+    [
+        ([0.05] * 4 + [0.5] * 3, 0.05),  # a neighbour's burst over part of the probe: the free machine's speed
+        ([0.5] * 3, 0.5),  # busy throughout: the busy machine's speed
+    ],
+)
+def test_the_speed_probe_is_not_fooled_by_a_busy_moment(steps, expected_step):
+    """The probe times each step on its clock (injected here) and takes the median step: a burst
+    over less than half the probe leaves it as it is; load over all of it counts."""
+    from charrnn.config import ModelConfig
+
+    times = [0.0]
+    for step in steps:
+        times.append(times[-1] + step)
+    clock = iter(times)
+    model = ModelConfig(vocab_size=VOCAB, layers=1, hidden=8, embed=4)
+    speed = sizing.measure_speed(model, batch=2, seq_len=5, seconds=1.0, clock=lambda: next(clock))
+    assert speed == pytest.approx(2 * 5 / expected_step)
