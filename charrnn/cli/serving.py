@@ -106,7 +106,7 @@ def _serve(
     check_options(host, port, max_length, max_seconds, api_key, cors_origin)
     from charrnn.machine.threads import limit_blas_threads
 
-    # One core to start with; the engine's thread then uses the cores free (sample/batch.py).
+    # One core to start with; the engine's process then uses the cores free (sample/batch.py).
     limit_blas_threads(1)
     from charrnn.serve.api import Limits
     from charrnn.serve.guard import Security as _Security
@@ -142,6 +142,7 @@ def _serve(
                 "key may use the models",
                 soft_wrap=True,
             )
+        server.wait_ready()  # (the engines' processes: "serving" is said once it is true)
         names = ", ".join(f"{name} ({model.path})" for name, model in models.items())
         console.print(
             f"serving {names} at {server.url} (Ctrl-C stops it); OpenAI clients: base_url {server.url}v1",

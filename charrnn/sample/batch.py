@@ -25,7 +25,7 @@ batch for others can, where a draw falls within ~1e-7 of the edge between two ch
 the other one; its text has the same distribution (tests/sample/test_batch.py measures it).
 
 `charrnn sample` runs the engine in its own thread (`run_until_done`); `charrnn serve` in a
-thread of its own (`start`), fed by the HTTP side.
+process of its own (sample/engine_process.py), fed by the HTTP side; `start` runs it in a thread.
 """
 
 from __future__ import annotations
@@ -206,9 +206,10 @@ class Engine:
 
     def _set_torch_threads(self) -> None:
         """torch's threads (the batched products'): the count chosen, or one for a batch below
-        `wide_batch`. In serve's engine process a second thread slows a batch of 16 (measured:
-        24,111 against 18,372 characters/s for 16 clients, issue 23's note): the event loop
-        keeps part of the other core busy, and the products' threads wait for each other."""
+        `wide_batch`. In serve's engine process a second thread slowed a batch of 16 (24,111
+        against 18,372 characters/s for 16 clients, issue 23's note): the event loop keeps part
+        of the other core busy, and the threads of a product wait for each other. (NumPy's
+        BLAS, which steps a batch of one, keeps the count chosen: two were faster there.)"""
         if self.threads_used is None:
             return
         count = self.threads_used if len(self.rows) >= self.wide_batch else 1
@@ -258,9 +259,9 @@ class Engine:
     def _took(self, s: Stream, picked: int, logits: np.ndarray, row: int) -> None:
         char = self.chars[picked]
         s._last = picked
-        s.text.append(char)
-        if s.top_logprobs is not None:
+        if s.top_logprobs is not None:  # (before the text: a reader of n characters finds their n log-probabilities)
             s.logprobs.append(_logprobs(logits[row], picked, s.top_logprobs, self.chars))
+        s.text.append(char)
         if s.on_text is not None:
             s.on_text(s, char)
         if s.stop:

@@ -19,8 +19,10 @@ and the callbacks), as the engine's thread did before.
 
 The child is started with `spawn` (a fresh interpreter: forking a process that has run torch's
 thread pools can hang the child), takes its weights from the parent (no file is read twice),
-ignores Ctrl-C (the server stops it), and ends when the server closes it or goes away (its
-pipe closes). If it dies, its streams end with "error" and a new one is started for the next.
+ignores Ctrl-C and SIGTERM (they reach the whole process group; the server ends it), and ends
+when the server closes it or goes away (its pipe closes). If it dies after it started, its
+streams end with "error" and a new one is started for the next; one that cannot start is said
+(`wait_ready`, `failed`) and not tried again.
 """
 
 from __future__ import annotations
@@ -28,14 +30,17 @@ from __future__ import annotations
 import itertools
 import math
 import multiprocessing
+import select
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from charrnn.sample.batch import Stream
 
 WIDE_BATCH = 32  # the batches whose products use a second core when one is free (see Engine._set_torch_threads)
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 SEND_EVERY = 0.005  # seconds between the child's reports while streams are going (and at each end)
 
 
@@ -64,12 +69,16 @@ class EngineProcess:
 
     # ------------------------------------------------------------------ the server's side
     def start(self, name: str | None = None) -> EngineProcess:
-        with self._lock:
-            self.name = name or self.name
-            self._spawn()
+        self.name = name or self.name
+        self._spawn()
         return self
 
-    def _spawn(self) -> None:  # (with the lock held)
+    def _spawn(self, replacing: bool = False) -> None:
+        """A new child, its pipe and its reader. What is submitted meanwhile waits in the pipe;
+        the lock is held only to swap them in (starting takes a second or two: the child reads
+        its weights from us), so requests are not held up by a restart. `replacing` a child
+        that ended: the streams sent to it end with "error" (those submitted from the swap on
+        go to the new one)."""
         context = multiprocessing.get_context("spawn")
         ours, theirs = context.Pipe(duplex=True)
         process = context.Process(
@@ -78,11 +87,34 @@ class EngineProcess:
             name=self.name,
             daemon=True,
         )
-        process.start()
+        with self._lock:
+            if self._closed:
+                return
+            self._process, self._conn = process, ours
+            self._ready.clear()
+            lost, self._live = (list(self._live.values()), {}) if replacing else ([], self._live)
+        for stream in lost:
+            if stream.stopped is None:
+                stream._end("error")
+        # The child starts with Ctrl-C and SIGTERM blocked (a signal mask is inherited), and
+        # ignores them from then on: they reach the whole process group, and the server ends it.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS) if hasattr(signal, "pthread_sigmask") else None
+        try:
+            process.start()
+        except Exception as exc:
+            self._failed(f"the engine process of {self.name} could not start: {exc}")
+            return
+        finally:
+            if blocked is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         theirs.close()  # (the child holds its own copy: when it ends, our end reads EOF)
-        self._process, self._conn = process, ours
-        self._ready.clear()
         threading.Thread(target=self._read, args=(ours, process), name=f"{self.name}-reader", daemon=True).start()
+
+    def _failed(self, why: str) -> None:
+        """No child to run the streams: those sent end with "error", and so will any submitted."""
+        with self._lock:
+            self.failed = why
+        self._end_all("error")
 
     def wait_ready(self, timeout: float = 300.0) -> None:
         """Until the child has its stepper and reads what is sent (a RuntimeError if it ended first)."""
@@ -158,7 +190,7 @@ class EngineProcess:
     def _read(self, conn, process) -> None:
         """The reader thread of one child: hands its reports to the streams until it ends; then,
         if it had started, starts another (one that could not start is not tried again)."""
-        started = False
+        started, said = False, None
         while True:
             try:
                 message = conn.recv()
@@ -169,21 +201,19 @@ class EngineProcess:
             elif message[0] == "ready":
                 started = True
                 self._ready.set()
+            elif message[0] == "failed":
+                said = message[1]
         process.join(timeout=5)
         with self._lock:
             if self._closed or process is not self._process:
                 return
-            streams, self._live = list(self._live.values()), {}
-            why = f"exit code {process.exitcode}" if process.exitcode is not None else "its pipe closed"
-            if started:
-                print(f"charrnn: the engine process of {self.name} ended ({why}); starting another", file=sys.stderr)
-                self.restarts += 1
-                self._spawn()
-            else:
-                self.failed = f"the engine process of {self.name} ended as it started ({why})"
-        for s in streams:  # (those of the process that ended: none of the new one's)
-            if s.stopped is None:
-                s._end("error")
+        why = said or (f"exit code {process.exitcode}" if process.exitcode is not None else "its pipe closed")
+        if not started:
+            self._failed(f"the engine process of {self.name} ended as it started ({why})")
+            return
+        print(f"charrnn: the engine process of {self.name} ended ({why}); starting another", file=sys.stderr)
+        self.restarts += 1
+        self._spawn(replacing=True)
 
     def _apply(self, texts, logprobs, ended, counters) -> None:
         self.steps, self.row_steps, self.step_seconds, self.threads_used = counters
@@ -214,26 +244,39 @@ class EngineProcess:
 # ------------------------------------------------------------------ the child
 def child_main(conn, weights, cfg, vocab, flops_per_row: float) -> None:
     """The engine's loop in the child: read what the server sends, step, report."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # (Ctrl-C reaches the whole group: the server stops us)
-    from charrnn.machine.threads import FreeCores, set_blas_threads
-    from charrnn.sample.batch import Engine
-    from charrnn.sample.engines import cpu_stepper
+    for sig in STOP_SIGNALS:  # (they reach the whole process group: the server ends us, or its pipe closing does)
+        signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # (blocked while we started: see _spawn)
+    try:
+        from charrnn.machine.threads import FreeCores, set_blas_threads
+        from charrnn.sample.batch import Engine
+        from charrnn.sample.engines import cpu_stepper
 
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(1)  # (until the thread policy has watched the load for a while)
-    set_blas_threads(1)
-    engine = Engine(
-        cpu_stepper(weights, cfg), vocab, flops_per_row=flops_per_row, threads=FreeCores(), wide_batch=WIDE_BATCH
-    )
-    report = Report(conn, engine)
-    streams: dict[int, Stream] = {}
-    conn.send(("ready",))
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.set_num_threads(1)  # (until the thread policy has watched the load for a while)
+        set_blas_threads(1)
+        engine = Engine(
+            cpu_stepper(weights, cfg), vocab, flops_per_row=flops_per_row, threads=FreeCores(), wide_batch=WIDE_BATCH
+        )
+        report = Report(conn, engine)
+        streams: dict[int, Stream] = {}
+        conn.send(("ready",))
+    except (EOFError, OSError):  # the server has gone already
+        return
+    except Exception as exc:  # said in one line by the server, which cannot serve without us
+        try:
+            conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        except OSError:
+            pass
+        return
+    readable = _readable(conn)
     while True:
         busy = bool(engine.rows or engine._incoming)
         wait = 0.0 if busy else (SEND_EVERY if report.pending else None)
         try:
-            while conn.poll(wait):
+            while readable(wait):
                 wait = 0.0
                 message = conn.recv()
                 if message[0] == "close":
@@ -261,6 +304,16 @@ def child_main(conn, weights, cfg, vocab, flops_per_row: float) -> None:
             report.send_if_due(busy=bool(engine.rows or engine._incoming))
         except (EOFError, OSError, BrokenPipeError):  # the server has gone
             return
+
+
+def _readable(conn) -> Callable[[float | None], bool]:
+    """conn.poll, at the cost of one system call: multiprocessing's builds a selector per call
+    (~5 us, at every step of the engine: a tenth of a step of one row)."""
+    if not hasattr(select, "poll"):  # (Windows: its pipes are not sockets)
+        return conn.poll
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN | select.POLLHUP)
+    return lambda timeout: bool(poller.poll(None if timeout is None else timeout * 1000))
 
 
 class Report:

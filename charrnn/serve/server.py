@@ -368,11 +368,18 @@ class Server:
         for model in models.values():  # (their processes start while the caller goes on)
             model.engine.start(f"charrnn-engine-{model.name}")
 
+    def wait_ready(self) -> None:
+        """Until every model's engine process is ready (a CharRNNError if one cannot start)."""
+        for model in self.models.values():
+            try:
+                model.engine.wait_ready()
+            except RuntimeError as exc:
+                raise CharRNNError(f"cannot serve {model.name}: {exc}") from None
+
     def serve_forever(self) -> None:
         """Serve until stopped, once every engine is ready (connections made before then wait in
         the listening socket's queue)."""
-        for model in self.models.values():
-            model.engine.wait_ready()
+        self.wait_ready()
         self.uvicorn.run(sockets=[self.sock])
 
     def server_close(self) -> None:

@@ -262,6 +262,8 @@ def measure_speed(
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         x = torch.randint(0, model_cfg.vocab_size, (batch, seq_len + 1), device=device or "cpu")
         hidden, times, started, last = None, [], None, 0.0
+        kind = torch.device(device or "cpu").type  # (a GPU runs asynchronously: a step ends when it is done)
+        sync = {"cuda": lambda: torch.cuda.synchronize(), "mps": lambda: torch.mps.synchronize()}.get(kind)
         while True:
             logits, hidden = model(x[:, :-1], hidden)
             loss = F.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten())
@@ -269,6 +271,8 @@ def measure_speed(
             loss.backward()
             optimizer.step()
             hidden = detach_hidden(hidden)
+            if sync is not None:
+                sync()
             now = clock()
             if started is None:  # (the first step warms up)
                 started = now

@@ -51,7 +51,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 class Served:
     """A `charrnn serve` subprocess and its URL."""
 
-    def __init__(self, *args: str):
+    def __init__(self, *args: str, group: bool = False):
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "charrnn", "serve", *args, "--port", "0"],
@@ -59,6 +59,7 @@ class Served:
             stdout=subprocess.PIPE,
             env=env,
             text=True,
+            start_new_session=group,  # (a process group of its own, as a terminal or systemd gives it)
         )
         self.lines: list[str] = []
         deadline = time.monotonic() + 120
@@ -408,11 +409,64 @@ def test_ctrl_c_stops_it_with_one_line(tiny_checkpoint):
     assert err.splitlines()[-1] == "charrnn: interrupted (SIGINT)" and "Traceback" not in err
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_whole_group_stops_server_and_engine_with_one_line(tiny_checkpoint, sig):
+    """Ctrl-C in a terminal and systemd's SIGTERM reach every process of the group, the engine's
+    too: it ignores them (no restart, no traceback), and the server ends it."""
+    served = Served(str(tiny_checkpoint), group=True)
+    sample(served, length=10)
+    engine = models(served)[0]["engine"]
+    children = children_of(served.process.pid)
+    os.killpg(served.process.pid, sig)
+    _, err = served.process.communicate(timeout=60)
+    said = "".join(served.lines) + err
+    assert served.process.returncode == 128 + sig
+    assert said.splitlines()[-1] == f"charrnn: interrupted ({signal.Signals(sig).name})"
+    assert said.count("interrupted") == 1 and "Traceback" not in said and "starting another" not in said
+    assert engine["steps"] > 0 and children  # (the engine's process, and multiprocessing's tracker)
+    deadline = time.monotonic() + 60
+    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in children)  # none outlives the server
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_an_engine_that_cannot_start_is_said_in_one_line_before_serving(tiny_checkpoint, monkeypatch):
+    from charrnn.sample import engine_process
+
+    class Broken(engine_process.EngineProcess):  # (weights the server read, that the engine cannot step)
+        def __init__(self, weights, *args, **kwargs):
+            super().__init__({k: v for k, v in weights.items() if k != "head.weight"}, *args, **kwargs)
+
+    monkeypatch.setattr(engine_process, "EngineProcess", Broken)
+    result = invoke("serve", str(tiny_checkpoint), "--port", "0")
+    said = result.stderr.decode()
+    assert result.returncode != 0 and "serving" not in said and "Traceback" not in said
+    assert "cannot serve tiny: the engine process of charrnn-engine-tiny ended as it started" in said
+    assert "KeyError: 'head.weight'" in said
+
+
 def test_warns_when_listening_beyond_this_machine(tiny_checkpoint, monkeypatch):
     from charrnn.serve import server as server_module
 
     class NotListening:
         url = "http://0.0.0.0:8000/"
+
+        def wait_ready(self):
+            pass
 
         def serve_forever(self):
             pass
