@@ -131,12 +131,7 @@ class Engine:
     # ------------------------------------------------------------------ from other threads
     def submit(self, streams: list[Stream]) -> None:
         """Add streams; they join the batch at the next step, together."""
-        for s in streams:
-            if not s.ids:
-                raise ValueError("a stream needs at least one id to read")
-            if s._submitted:
-                raise ValueError("a stream is submitted once")
-            s._submitted = True
+        claim(streams)
         with self._wake:
             if self._closed:
                 raise RuntimeError("the engine is closed")
@@ -176,16 +171,21 @@ class Engine:
                     self._wake.wait()
                 if self._closed:
                     return
-            self._choose_threads()
-            try:
-                self.step()
-            except Exception:  # a bug: said, and the streams of that step end, not the engine
-                import traceback
+            self.serving_step()
 
-                traceback.print_exc()
-                for stream in self.rows:
-                    if stream.stopped is None:
-                        stream._end("error")
+    def serving_step(self) -> None:
+        """One step of a serving loop: the threads as the policy says, and a step whose failure
+        (a bug) is said and ends the streams of that step, not the engine."""
+        self._choose_threads()
+        try:
+            self.step()
+        except Exception:
+            import traceback
+
+            traceback.print_exc()
+            for stream in self.rows:
+                if stream.stopped is None:
+                    stream._end("error")
 
     def _choose_threads(self) -> None:
         """The threads of this thread's products, from the cores free now: torch's (each thread
@@ -296,6 +296,17 @@ class Engine:
         if kept or new:
             self.stepper.select(np.array(kept + [-1] * len(new), dtype=np.intp))
         self.rows = [self.rows[r] for r in kept] + new
+
+
+def claim(streams: list[Stream]) -> None:
+    """Mark streams as submitted to an engine (a ValueError for one without a prime id, or one
+    submitted before)."""
+    for s in streams:
+        if not s.ids:
+            raise ValueError("a stream needs at least one id to read")
+        if s._submitted:
+            raise ValueError("a stream is submitted once")
+        s._submitted = True
 
 
 def _logprobs(logits: np.ndarray, picked: int, top: int, chars) -> tuple[float, dict[str, float]]:

@@ -4,7 +4,7 @@ Why a process: the engine's step is some thirty small NumPy calls between the ma
 and each needs Python's lock (the GIL). In the server's process that lock is shared with the
 event loop that parses requests and writes answers, and every time the step lets go of it for a
 product it waits to get it back. Measured on this project's 2-core machine (LSTM 2x256, batch
-16, one thread, /tmp-script in the issue 23 note): the step took 410 us alone, 595 us beside a
+16, one thread, the model's step alone, issue 23's note): the step took 410 us alone, 595 us beside a
 thread of the same process that is busy in Python 30% of the time, and 428 us beside a process
 that is as busy. So the server runs its engines in child processes and keeps only the HTTP side
 in its own.
@@ -22,7 +22,8 @@ thread pools can hang the child), takes its weights from the parent (no file is 
 ignores Ctrl-C and SIGTERM (they reach the whole process group; the server ends it), and ends
 when the server closes it or goes away (its pipe closes). If it dies after it started, its
 streams end with "error" and a new one is started for the next; one that cannot start is said
-(`wait_ready`, `failed`) and not tried again.
+(`wait_ready`, `failed`) and not tried again: from then on `submit` raises EngineUnavailable
+(the server answers 503 with the reason).
 """
 
 from __future__ import annotations
@@ -37,11 +38,15 @@ import threading
 import time
 from collections.abc import Callable
 
-from charrnn.sample.batch import Stream
+from charrnn.sample.batch import Stream, claim
 
 WIDE_BATCH = 32  # the batches whose products use a second core when one is free (see Engine._set_torch_threads)
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 SEND_EVERY = 0.005  # seconds between the child's reports while streams are going (and at each end)
+
+
+class EngineUnavailable(RuntimeError):
+    """The engine cannot take streams: closed, not started, or its process could not start."""
 
 
 class EngineProcess:
@@ -102,12 +107,19 @@ class EngineProcess:
         try:
             process.start()
         except Exception as exc:
+            ours.close()  # (a send blocked on a full pipe, holding the lock, would wait forever)
             self._failed(f"the engine process of {self.name} could not start: {exc}")
             return
         finally:
+            theirs.close()  # (the child holds its own copy: when it ends, our end reads EOF)
             if blocked is not None:
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        theirs.close()  # (the child holds its own copy: when it ends, our end reads EOF)
+        with self._lock:
+            closed = self._closed  # (closed while it started: `close` could not end it)
+        if closed:
+            process.terminate()
+            process.join(timeout=10)
+            return
         threading.Thread(target=self._read, args=(ours, process), name=f"{self.name}-reader", daemon=True).start()
 
     def _failed(self, why: str) -> None:
@@ -117,13 +129,13 @@ class EngineProcess:
         self._end_all("error")
 
     def wait_ready(self, timeout: float = 300.0) -> None:
-        """Until the child has its stepper and reads what is sent (a RuntimeError if it ended first)."""
+        """Until the child has its stepper and reads what is sent (EngineUnavailable if it ended first)."""
         deadline = time.monotonic() + timeout
         while not self._ready.wait(0.05):
             if self.failed:
-                raise RuntimeError(self.failed)
+                raise EngineUnavailable(self.failed)
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the engine process of {self.name} did not start in {timeout:.0f} s")
+                raise EngineUnavailable(f"the engine process of {self.name} did not start in {timeout:.0f} s")
 
     @property
     def active(self) -> int:
@@ -135,15 +147,10 @@ class EngineProcess:
 
     def submit(self, streams: list[Stream]) -> None:
         """Add streams; they join the child's batch at its next step, together."""
-        for s in streams:
-            if not s.ids:
-                raise ValueError("a stream needs at least one id to read")
-            if s._submitted:
-                raise ValueError("a stream is submitted once")
-            s._submitted = True
+        claim(streams)
         with self._lock:
             if self._closed or self._conn is None or self.failed:
-                raise RuntimeError(
+                raise EngineUnavailable(
                     self.failed or ("the engine is closed" if self._closed else "the engine is not started")
                 )
             specs = []
@@ -177,14 +184,16 @@ class EngineProcess:
             process, conn = self._process, self._conn
             if conn is not None:
                 self._send(("close",))
-        if process is not None:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=5)
-        if conn is not None:
-            conn.close()
-        self._end_all("cancelled")
+        try:
+            if process is not None and process.pid is not None:  # (one still starting is ended by _spawn)
+                process.join(timeout=10)
+                if process.is_alive():
+                    process.terminate()
+                    process.join(timeout=5)
+        finally:
+            if conn is not None:
+                conn.close()
+            self._end_all("cancelled")
 
     # ------------------------------------------------------------------ what the child says
     def _read(self, conn, process) -> None:
@@ -289,16 +298,7 @@ def child_main(conn, weights, cfg, vocab, flops_per_row: float) -> None:
                         if key in streams:
                             streams[key].cancelled = True
             if engine.rows or engine._incoming:
-                engine._choose_threads()
-                try:
-                    engine.step()
-                except Exception:  # a bug: said, and the streams of that step end, not the engine
-                    import traceback
-
-                    traceback.print_exc()
-                    for stream in engine.rows:
-                        if stream.stopped is None:
-                            stream._end("error")
+                engine.serving_step()
             for key in report.ended:
                 streams.pop(key, None)
             report.send_if_due(busy=bool(engine.rows or engine._incoming))

@@ -37,6 +37,7 @@ from typing import Any
 
 from charrnn.errors import CharRNNError
 from charrnn.sample.batch import Stream, config_streams
+from charrnn.sample.engine_process import EngineUnavailable
 from charrnn.serve.api import BadRequest, Limits, beam_answer, neurons, parse_sample, score
 from charrnn.serve.guard import Guard, GuardedH11, Security, read_body
 from charrnn.serve.models import ServedModel
@@ -179,7 +180,7 @@ def make_app(models: dict[str, ServedModel], limits: Limits, security: Security)
         Route("/v1/score", in_threadpool(score), methods=["POST"]),
         Route("/v1/neurons", in_threadpool(neurons), methods=["POST"]),
     ]
-    handlers = {404: _not_found, 405: _not_allowed, Exception: _internal}
+    handlers = {404: _not_found, 405: _not_allowed, EngineUnavailable: _unavailable, Exception: _internal}
     app = Starlette(routes=routes, exception_handlers=handlers)
     app.state.security = security
     return Guard(app, security)
@@ -210,6 +211,12 @@ async def _not_allowed(request, exc):
         status_code=405,
         headers=getattr(exc, "headers", None),  # Allow: the methods that are
     )
+
+
+async def _unavailable(request, exc):  # the engine's process could not be started again: said, not a bug
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": f"generation is unavailable: {exc}", "field": None}, status_code=503)
 
 
 async def _internal(request, exc):  # a bug: the client gets a 500 and the server goes on
@@ -365,7 +372,7 @@ class Server:
             h11_max_incomplete_event_size=security.max_header_bytes,
         )
         self.uvicorn = uvicorn.Server(config)
-        for model in models.values():  # (their processes start while the caller goes on)
+        for model in models.values():  # (each reads its weights from us, then loads while we go on)
             model.engine.start(f"charrnn-engine-{model.name}")
 
     def wait_ready(self) -> None:
@@ -373,7 +380,7 @@ class Server:
         for model in self.models.values():
             try:
                 model.engine.wait_ready()
-            except RuntimeError as exc:
+            except EngineUnavailable as exc:
                 raise CharRNNError(f"cannot serve {model.name}: {exc}") from None
 
     def serve_forever(self) -> None:

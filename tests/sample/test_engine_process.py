@@ -138,7 +138,7 @@ def test_a_child_that_cannot_start_is_said(model):
     broken = {k: v for k, v in weights.items() if k != "head.weight"}
     engine = EngineProcess(broken, cfg, VOCAB, name="broken").start()
     try:
-        with pytest.raises(RuntimeError, match="broken ended as it started"):
+        with pytest.raises(RuntimeError, match="broken ended as it started"):  # (EngineUnavailable is one)
             engine.wait_ready(WAIT)
     finally:
         engine.close()
@@ -149,3 +149,23 @@ def test_submitting_before_start_is_refused(model):
     with pytest.raises(RuntimeError, match="not started"):
         EngineProcess(weights, cfg, VOCAB).submit(streams(1))
     assert np.isfinite(EngineProcess(weights, cfg, VOCAB).clock())
+
+
+def test_a_process_that_cannot_be_started_is_said_and_close_still_works(model, monkeypatch):
+    """`start` itself failing (no memory, no processes left): the engine says why, takes no
+    streams, and closes cleanly (it joined a process never started, an AssertionError, before)."""
+    import multiprocessing.context
+
+    from charrnn.sample.engine_process import EngineUnavailable
+
+    def refuse(self):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", refuse)
+    weights, cfg = model
+    engine = EngineProcess(weights, cfg, VOCAB, name="refused").start()
+    with pytest.raises(EngineUnavailable, match="refused could not start: .*temporarily unavailable"):
+        engine.wait_ready(WAIT)
+    with pytest.raises(EngineUnavailable, match="could not start"):
+        engine.submit(streams(1))
+    engine.close()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from serve.test_serve import Served, tiny_checkpoint  # noqa: F401  (the fixture)
+from serve.test_serve import Served, post, tiny_checkpoint  # noqa: F401  (the fixture)
 
 
 def request(
@@ -246,3 +246,31 @@ def test_kept_alive_connections_do_not_wait_for_delayed_acks(strict_server):
     accepted = protocol.transport.get_extra_info("socket")
     assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     connection.close()
+
+
+def test_a_server_whose_engine_cannot_start_again_answers_503_and_says_why(tiny_checkpoint):  # noqa: F811
+    """An engine process that died once started is replaced; one whose replacement could not start
+    leaves generation unavailable: a 503 that says why (not a 500, no traceback), the rest served."""
+    from charrnn.serve.api import Limits
+    from charrnn.serve.models import load_models
+    from charrnn.serve.server import start
+
+    server = start(load_models([tiny_checkpoint]), "127.0.0.1", 0, Limits())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not server.uvicorn.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+        engine = server.models["tiny"].engine
+        engine._failed("the engine process of tiny ended as it started (MemoryError: test)")
+        status, answer = post(server.url + "v1/sample", {"stream": False, "length": 5})
+        assert status == 503 and answer["error"].startswith("generation is unavailable: the engine process")
+        status, answer = post(server.url + "v1/completions", {"prompt": "a", "max_tokens": 5})
+        assert status == 503 and "MemoryError: test" in json.dumps(answer)
+        status, answer = post(server.url + "v1/score", {"text": "the cat"})
+        assert status == 200 and answer["chars"] > 0  # (scores run in the server's own process)
+    finally:
+        server.uvicorn.should_exit = True
+        thread.join(30)
+        server.server_close()
