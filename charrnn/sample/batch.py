@@ -202,10 +202,10 @@ class Engine:
 
             set_blas_threads(wanted)
             self.threads_used = wanted
-        self._set_torch_threads()
 
     def _set_torch_threads(self) -> None:
-        """torch's threads (the batched products'): the count chosen, or one for a batch below
+        """torch's threads (the batched products'), set at each step for its batch: the count
+        chosen, or one for a batch below
         `wide_batch`. In serve's engine process a second thread slowed a batch of 16 (24,111
         against 18,372 characters/s for 16 clients, issue 23's note): the event loop keeps part
         of the other core busy, and the threads of a product wait for each other. (NumPy's
@@ -237,8 +237,7 @@ class Engine:
         self._admit()
         if not self.rows:
             return
-        if self.wide_batch:
-            self._set_torch_threads()
+        self._set_torch_threads()
         ids = np.fromiter((s._next_id() for s in self.rows), dtype=np.intp, count=len(self.rows))
         started = time.perf_counter()
         logits = self.stepper.step(ids)

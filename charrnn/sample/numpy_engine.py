@@ -95,7 +95,7 @@ class FusedStepper:
         return out
 
     def _layer(self, layer: int, ids: np.ndarray | None) -> np.ndarray:
-        """Advance `layer` one step; returns its new h (a view into the next buffer's input)."""
+        """Advance `layer` one step; returns its new h (also copied into the next layer's input)."""
         H, g, xh = self.hidden, self.gates, self.xh[layer]
         h = xh if layer == 0 else xh[:, H:]
         if self.cell == "gru":

@@ -27,9 +27,8 @@ class ServedModel:
     module: Any  # the CharRNN (torch, CPU, eval mode): for scores and activations
     info: dict[str, Any]  # `charrnn info`'s fields, without paths of this machine
     created: int  # when the checkpoint was written (Unix seconds), for the OpenAI API's `created`
-    engine: Any = (
-        None  # the batched generation engine of its streams, in a process of its own (sample/engine_process.py)
-    )
+    # the batched generation engine of its streams, in a process of its own (sample/engine_process.py)
+    engine: Any = None
 
     def __post_init__(self):
         from charrnn.cells import weights_per_char

@@ -373,7 +373,7 @@ class Server:
         )
         self.uvicorn = uvicorn.Server(config)
         for model in models.values():  # (each reads its weights from us, then loads while we go on)
-            model.engine.start(f"charrnn-engine-{model.name}")
+            model.engine.start()
 
     def wait_ready(self) -> None:
         """Until every model's engine process is ready (a CharRNNError if one cannot start)."""
