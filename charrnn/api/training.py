@@ -15,7 +15,8 @@ Progress goes to `callbacks`: callables taking the event dicts the Trainer emits
 
 - "preparing" (phase, done, total: bytes of a corpus being prepared), then "prepared";
 - "planned" (run_dir, resumed, init_from), "engine" (numpy's gradients), "corpus" (its size and
-  split), "sized" (what --size auto chose): each with a "message", a line for people;
+  split), "sized" (what --size auto chose), "precision" (what --precision auto probed and chose):
+  each with a "message", a line for people;
 - "done" (the summary, as the Trainer's "end" event, once the callbacks' contexts are closed), and
   after it a "warning" if the model over-fitted (its validation loss rose from its best while the
   training loss fell) or learned nothing (judged on its best loss), or else a "verdict" (how the
@@ -157,6 +158,7 @@ class _Setup:
         self.cfg = build(TrainConfig, self.file_values, self.given)
         self.run_dir = plan.run_folder(self.cfg, self.corpora)
         self.lock = RunLock(self.run_dir)  # taken by plan(), on the process that writes the run folder
+        self.precision_line: str | None = None  # what --precision auto probed (size())
         self.callbacks = list(callbacks) if self.dist.main else []
         self.last_eval: dict[str, Any] | None = None
         from charrnn.training.expected import Overfitting
@@ -260,7 +262,7 @@ class _Setup:
 
         given, dist = set(self.given) | set(self.file_values), self.dist
         train_chars = len(data.split(planned.cfg.val_frac)[0])
-        cfg, choice = dist.from_main(
+        cfg, choice, self.precision_line = dist.from_main(
             lambda: plan.size_model(
                 planned, given, train_chars, len(data.vocab), command_started(self.started), dist.local_world
             )
@@ -317,6 +319,8 @@ class _Setup:
         )
         if choice is not None:
             self.emit({"event": "sized", "message": choice.describe(cfg), "values": dict(choice.values)})
+        if self.precision_line:
+            self.emit({"event": "precision", "message": self.precision_line, "precision": cfg.precision})
 
     def fit(self, trainer, stop: Stop, hint: Callable[[bool], str]) -> dict[str, Any]:
         """Train, with `stop` reaching the trainer and the callbacks that are context managers

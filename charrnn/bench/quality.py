@@ -1,5 +1,5 @@
 """`charrnn bench --quality FILE`: validation loss against time, for the default recipe and for
-the defaults charrnn had before it (2 x 256 LSTM, embedding 64, no dropout), in one run.
+the defaults charrnn had before it (2 x 256 LSTM, embedding 64, no dropout, fp32), in one run.
 
 Each recipe is a real `charrnn train FILE --time-budget N` process, one after the other, so that
 each has the whole machine, as a user's training would: start-up, the --size auto probe,
@@ -31,6 +31,7 @@ PREVIOUS = {
     "seq_len": 128,
     "lr": 0.003,
     "warmup": 50,
+    "precision": "fp32",  # (--precision auto, bf16 where the CPU has it natively, came on 2026-12-06)
 }
 RECIPES = {"default recipe": {}, "previous defaults": PREVIOUS}
 

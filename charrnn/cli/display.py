@@ -39,7 +39,7 @@ from charrnn.cli.tables import bench_tables  # noqa: F401  (imported from here b
 from charrnn.errors import plural
 
 # The events of a run (charrnn/api/training.py) that carry a line for people, shown as they come.
-NOTES = ("engine", "corpus", "sized", "verdict")
+NOTES = ("engine", "corpus", "sized", "precision", "verdict")
 
 
 class _ProgressWithSample(Progress):
@@ -255,7 +255,9 @@ def _start_line(event: dict[str, Any]) -> str:
     auto = f" of {event['cores']} usable, chosen by the load; --threads N pins it" if event.get("threads_auto") else ""
     processes = f" in each of {event['processes']} processes" if event.get("processes", 1) > 1 else ""
     return (
-        f"training {event['parameters']:,} parameters on {event['device']} ({plural(event['threads'], 'thread')}"
+        f"training {event['parameters']:,} parameters on {event['device']}"
+        + (f" in {event['precision']}" if event.get("precision", "fp32") != "fp32" else "")
+        + f" ({plural(event['threads'], 'thread')}"
         f"{auto}{processes}), batch {event['batch_size']}, {plural(event['chunks_per_epoch'], 'step')} per epoch"
         + (f", resuming at step {event['step']:,}" if event["step"] else "")
         + f"; run folder {event['run_dir']}"

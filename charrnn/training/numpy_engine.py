@@ -40,7 +40,7 @@ def check_supported(cfg: TrainConfig) -> None:
         problems.append(f"--weight-drop {cfg.weight_drop} (numpy_ref has no weight drop; use --weight-drop 0)")
     if cfg.tie_weights:
         problems.append("--tie-weights (numpy_ref's gradients are for separate embedding and read-out matrices)")
-    if cfg.precision != "fp32":
+    if cfg.precision not in ("fp32", "auto"):
         problems.append(f"--precision {cfg.precision} (it computes in fp32)")
     if cfg.compile:
         problems.append("--compile (there is no torch graph to compile)")

@@ -8,6 +8,7 @@ The command line parses the flags and calls these; every decision about a run is
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -189,17 +190,25 @@ def after_failed_write(exc: WriteError, run_dir: Path, hint: Callable[[bool], st
 
 
 def size_model(plan: Plan, given: set[str], train_chars: int, vocab_size: int, started: float, local_world: int = 1):
-    """--size auto: choose the model options `given` leaves out, for this corpus, budget and
-    machine (see sizing.py), on a new run; returns (config, Choice or None). A resumed run or
-    one started from another model's weights keeps its shape."""
+    """--size auto and --precision auto, decided for this corpus, budget and machine (see
+    sizing.py): the model options `given` leaves out, on a new run (a resumed run or one started
+    from another model's weights keeps its shape), and the precision. Returns (config, Choice or
+    None, the precision's line for the user or None when nothing was probed for it).
+
+    With a time budget the precision is probed first (on the model the run will train if its
+    shape is given, else on the ladder's reference rung), so that the model is sized at the speed
+    it will train at; without one, on the model chosen."""
     import time
 
     from charrnn.training import sizing
 
     cfg = plan.cfg
     size = cfg.size or ("default" if given & set(sizing.CHOSEN) else "auto")  # auto unless a model option is given
-    if size != "auto" or plan.resume_ckpt is not None or plan.init_ckpt is not None or cfg.engine == "numpy":
-        return cfg, None
+    sizes = size == "auto" and plan.resume_ckpt is None and plan.init_ckpt is None and cfg.engine != "numpy"
+    if cfg.precision == "auto" and cfg.engine == "numpy":
+        cfg = dataclasses.replace(cfg, precision="fp32")
+    if not sizes and cfg.precision != "auto":
+        return cfg, None, None
     import torch
 
     from charrnn.machine.device import pick_device
@@ -207,25 +216,51 @@ def size_model(plan: Plan, given: set[str], train_chars: int, vocab_size: int, s
     from charrnn.training.resources import memory_problem
 
     device = pick_device(cfg.device)
+    if cfg.precision == "auto" and not sizing.bf16_native(device):  # (emulated bf16 is slower than fp32)
+        cfg = dataclasses.replace(cfg, precision="fp32")
+        if not sizes:
+            return cfg, None, None
     threads = cfg.threads if isinstance(cfg.threads, int) else threads_for_command(max(1, cores_here() // local_world))
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         left = None if cfg.time_budget is None else cfg.time_budget - (time.monotonic() - started)
-        choice = sizing.choose(
-            cfg,
-            given,
-            train_chars,
-            vocab_size,
-            speed_of=lambda m, batch, seq_len: sizing.measure_speed(
-                m, batch, seq_len, sizing.probe_seconds(left), device
-            ),
-            seconds_left=left,
-            fits=lambda m, batch: memory_problem(m, batch, cfg.seq_len, device, local_world) is None,
-        )
+        measured: dict = {}
+
+        def speed_of(m, batch: int, seq_len: int, precision: str) -> float:
+            key = (repr(m), batch, seq_len, precision)  # (ModelConfig is not hashable)
+            if key not in measured:
+                seconds = sizing.probe_seconds(left)
+                measured[key] = sizing.measure_speed(m, batch, seq_len, seconds, device, precision=precision)
+            return measured[key]
+
+        def decide_precision(c: TrainConfig, model, batch: int):
+            if sizing.short_run(model, sizing.untimed_reads(c, train_chars, batch * c.seq_len), left):
+                return dataclasses.replace(c, precision="fp32"), None
+            precision, line = sizing.choose_precision(lambda p: speed_of(model, batch, c.seq_len, p))
+            return dataclasses.replace(c, precision=precision), line
+
+        line = None
+        if cfg.precision == "auto" and left is not None:
+            model, batch = sizing.reference(cfg, given if sizes else set(sizing.CHOSEN), train_chars, vocab_size)
+            cfg, line = decide_precision(cfg, model, batch)
+        choice = None
+        if sizes:
+            choice = sizing.choose(
+                cfg,
+                given,
+                train_chars,
+                vocab_size,
+                speed_of=lambda m, batch, seq_len: speed_of(m, batch, seq_len, cfg.precision),
+                seconds_left=left,
+                fits=lambda m, batch: memory_problem(m, batch, cfg.seq_len, device, local_world) is None,
+            )
+            cfg = sizing.apply(cfg, choice)
+        if cfg.precision == "auto":
+            cfg, line = decide_precision(cfg, cfg.model_config(vocab_size), cfg.batch_size)
     finally:
         torch.set_num_threads(before)
-    return sizing.apply(cfg, choice), choice
+    return cfg, choice, line
 
 
 def check_time_to_train(trainer, step_seconds: float = 0.0) -> None:

@@ -48,7 +48,8 @@ def memory_problem(
 def autocast_for(precision: str, model: CharRNN, device: torch.device, warn: Callable[[str], None]):
     """A context-manager factory that runs the forward pass in `precision` (autocast), or in
     fp32 with a warning where this device cannot (fp16 on a CPU; bf16 RNN kernels on CPUs
-    without bf16 support, found by a one-off probe that touches no state or RNG)."""
+    without bf16 support, found by a one-off probe that touches no state or RNG). "auto" is
+    decided when a run is planned (plan.size_model); a Trainer built with it directly trains in fp32."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
     if dtype is None:
         return contextlib.nullcontext

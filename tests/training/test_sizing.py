@@ -117,17 +117,18 @@ def test_tied_weights_make_the_embedding_as_wide_as_the_cells():
 
 def test_auto_is_the_default_only_without_model_options(tmp_path):
     started = __import__("time").monotonic()
-    fresh = plan.Plan(TrainConfig(max_steps=5).validate())
-    cfg, choice = plan.size_model(fresh, set(), 50_000, VOCAB, started)
+    fresh = plan.Plan(TrainConfig(max_steps=5, precision="fp32").validate())
+    cfg, choice, _ = plan.size_model(fresh, set(), 50_000, VOCAB, started)
     assert choice is not None and choice.values["layers"] == cfg.layers
-    assert plan.size_model(fresh, {"hidden"}, 50_000, VOCAB, started) == (fresh.cfg, None)
-    explicit = plan.Plan(TrainConfig(max_steps=5, size="auto", hidden=48).validate())
-    cfg, choice = plan.size_model(explicit, {"hidden"}, 50_000, VOCAB, started)
+    assert plan.size_model(fresh, {"hidden"}, 50_000, VOCAB, started) == (fresh.cfg, None, None)
+    explicit = plan.Plan(TrainConfig(max_steps=5, size="auto", hidden=48, precision="fp32").validate())
+    cfg, choice, _ = plan.size_model(explicit, {"hidden"}, 50_000, VOCAB, started)
     assert cfg.hidden == 48 and "hidden" not in choice.values
-    off = plan.Plan(TrainConfig(max_steps=5, size="default").validate())
-    assert plan.size_model(off, set(), 50_000, VOCAB, started) == (off.cfg, None)
+    off = plan.Plan(TrainConfig(max_steps=5, size="default", precision="fp32").validate())
+    assert plan.size_model(off, set(), 50_000, VOCAB, started) == (off.cfg, None, None)
     numpy = plan.Plan(TrainConfig(max_steps=5, engine="numpy").validate())
-    assert plan.size_model(numpy, set(), 50_000, VOCAB, started)[1] is None
+    cfg, choice, line = plan.size_model(numpy, set(), 50_000, VOCAB, started)
+    assert choice is None and line is None and cfg.precision == "fp32"  # (numpy computes in fp32: no probe)
 
 
 def test_train_without_model_flags_says_what_it_chose_and_trains_that(tmp_path):
@@ -245,3 +246,116 @@ def test_the_speed_probe_is_not_fooled_by_a_busy_moment(steps, expected_step):
     model = ModelConfig(vocab_size=VOCAB, layers=1, hidden=8, embed=4)
     speed = sizing.measure_speed(model, batch=2, seq_len=5, seconds=1.0, clock=lambda: next(clock))
     assert speed == pytest.approx(2 * 5 / expected_step)
+
+
+# --precision auto
+
+
+def fake_probe(monkeypatch, bf16_gain: float = 1.6, native: bool = True):
+    """A fake machine for plan.size_model: fp32 steps at 6e10 FLOP/s, bf16 `bf16_gain` times that;
+    returns the probes made, as ((layers, hidden), batch, precision)."""
+    calls = []
+
+    def measure(m, batch, seq_len, seconds=1.0, device=None, clock=None, precision="fp32"):
+        calls.append(((m.layers, m.hidden), batch, precision))
+        return (bf16_gain if precision == "bf16" else 1.0) * 6e10 / (6 * weights_of(m))
+
+    monkeypatch.setattr(sizing, "measure_speed", measure)
+    monkeypatch.setattr(sizing, "bf16_native", lambda device: native)
+    return calls
+
+
+def size_with_budget(seconds, **cfg):
+    started = __import__("time").monotonic()
+    config = TrainConfig(time_budget=seconds, threads=1, device="cpu", **cfg).validate()
+    return plan.size_model(plan.Plan(config), set(), 1_000_000, VOCAB, started)
+
+
+@pytest.mark.parametrize(
+    "gain, chosen", [(1.6, "bf16"), (sizing.BF16_GAIN + 0.01, "bf16"), (1.1, "fp32"), (0.7, "fp32")]
+)
+def test_precision_auto_takes_bf16_only_when_the_probe_finds_it_faster(gain, chosen):
+    precision, line = sizing.choose_precision(lambda p: {"fp32": 10_000.0, "bf16": 10_000.0 * gain}[p])
+    assert precision == chosen and line.startswith(f"--precision auto: {chosen}")
+    assert f"{gain:.2f}x" in line
+
+
+def test_precision_auto_sizes_the_model_at_the_speed_it_will_train_at(monkeypatch):
+    """bf16 probed faster: the run trains in bf16, and the model is chosen at bf16's speed (a larger
+    one than at fp32's), its probes made in bf16 after the first comparison."""
+    calls = fake_probe(monkeypatch, bf16_gain=2.0)
+    cfg, choice, line = size_with_budget(600)
+    assert cfg.precision == "bf16" and line.startswith("--precision auto: bf16, 2.00x")
+    assert calls[:2] == [((2, 256), 32, "fp32"), ((2, 256), 32, "bf16")]  # the reference rung, in each
+    assert all(precision == "bf16" for _, _, precision in calls[2:])
+    slower = fake_probe(monkeypatch, bf16_gain=1.0)
+    fp32_cfg, _, fp32_line = size_with_budget(600)
+    assert fp32_cfg.precision == "fp32" and "1.00x" in fp32_line
+    assert all(precision == "fp32" for _, _, precision in slower[2:])
+    assert size(cfg) > size(fp32_cfg)
+
+
+def test_precision_auto_probes_nothing_where_it_cannot_pay(monkeypatch):
+    """fp32 without a probe in bf16: on a CPU without native bf16, for a run under
+    SHORT_RUN_SECONDS of budget, or one whose work is that short even at SLOW_FLOPS."""
+    calls = fake_probe(monkeypatch, native=False)
+    cfg, _, line = size_with_budget(600)
+    assert cfg.precision == "fp32" and line is None and all(p == "fp32" for _, _, p in calls)
+    calls = fake_probe(monkeypatch)
+    cfg, _, line = size_with_budget(sizing.SHORT_RUN_SECONDS - 5)
+    assert cfg.precision == "fp32" and line is None and all(p == "fp32" for _, _, p in calls)
+    calls = fake_probe(monkeypatch)
+    started = __import__("time").monotonic()
+    tiny = TrainConfig(max_steps=5, threads=1, device="cpu").validate()
+    cfg, _, line = plan.size_model(plan.Plan(tiny), set(), 50_000, VOCAB, started)
+    assert cfg.precision == "fp32" and line is None and calls == []
+    long = TrainConfig(max_steps=5000, hidden=256, size="default", threads=1, device="cpu").validate()
+    cfg, choice, line = plan.size_model(plan.Plan(long), {"hidden"}, 50_000, VOCAB, started)
+    assert cfg.precision == "bf16" and choice is None and [p for _, _, p in calls] == ["fp32", "bf16"]
+    assert calls[0][:2] == ((cfg.layers, 256), cfg.batch_size)  # (untimed: the model the run trains)
+
+
+def test_a_trainer_built_with_precision_auto_trains_in_fp32(tmp_path):
+    """ "auto" is decided when a run is planned; a Trainer given it directly does not guess."""
+    from charrnn.training.resources import autocast_for
+
+    assert autocast_for("auto", None, __import__("torch").device("cpu"), print) is __import__("contextlib").nullcontext
+
+
+def test_train_says_what_precision_auto_chose_saves_it_and_a_resume_keeps_it(monkeypatch, tmp_path):
+    calls = fake_probe(monkeypatch, bf16_gain=1.5)
+    monkeypatch.setattr(sizing, "SLOW_FLOPS", 1e3)  # (so that a 2-step run counts as long enough to probe)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(structured_text(30_000))
+    common = ("--hidden", 64, "--seq-len", 16, "--out", tmp_path / "runs", "--threads", 1, "--cache-dir", tmp_path)
+    result = invoke("train", corpus, "--max-steps", 2, *common)
+    assert result.exit_code == 0, result.stderr
+    assert "--precision auto: bf16, 1.50x fp32's speed" in result.stderr
+    # the start line says what runs: bf16, or fp32 where this CPU's torch has no bf16 kernels (with a warning)
+    assert "parameters on cpu in bf16 (" in result.stderr or "training in fp32" in result.stderr
+    assert [p for _, _, p in calls] == ["fp32", "bf16"]
+
+    def config():
+        info = invoke("info", tmp_path / "runs" / "c" / "last.pt", "--json")
+        return json.loads(info.stdout)["config"]
+
+    assert config()["precision"] == "bf16"
+    calls.clear()
+    resumed = invoke("train", corpus, "--resume", "--max-steps", 4, *common)
+    assert resumed.exit_code == 0, resumed.stderr
+    assert calls == [] and "--precision auto" not in resumed.stderr  # the run goes on as it was: no probe
+    assert (
+        config()["precision"] == "bf16"
+        and json.loads(invoke("info", tmp_path / "runs" / "c" / "last.pt", "--json").stdout)["progress"]["step"] == 4
+    )
+
+
+def test_precision_is_probed_on_a_model_the_text_allows(monkeypatch):
+    """A 20 KB text with 600 s: the rung --size auto may choose (a small one), not 2x256, is what
+    bf16 is timed on (a tiny model may be slower in bf16)."""
+    calls = fake_probe(monkeypatch)
+    started = __import__("time").monotonic()
+    config = TrainConfig(time_budget=600, threads=1, device="cpu").validate()
+    cfg, _, _ = plan.size_model(plan.Plan(config), set(), 20_000, VOCAB, started)
+    assert calls[0] == (sizing.SMALL_RUNGS[-1], 32, "fp32") and calls[1][2] == "bf16"
+    assert (cfg.layers, cfg.hidden) == sizing.SMALL_RUNGS[-1]
