@@ -237,6 +237,8 @@ def size_model(plan: Plan, given: set[str], train_chars: int, vocab_size: int, s
         def decide_precision(c: TrainConfig, model, batch: int):
             if sizing.short_run(model, sizing.untimed_reads(c, train_chars, batch * c.seq_len), left):
                 return dataclasses.replace(c, precision="fp32"), None
+            if vocab_size > sizing.LARGE_VOCAB:
+                return dataclasses.replace(c, precision="fp32"), sizing.LARGE_VOCAB_LINE.format(vocab=vocab_size)
             precision, line = sizing.choose_precision(lambda p: speed_of(model, batch, c.seq_len, p))
             return dataclasses.replace(c, precision=precision), line
 

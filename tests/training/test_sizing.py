@@ -359,3 +359,15 @@ def test_precision_is_probed_on_a_model_the_text_allows(monkeypatch):
     cfg, _, _ = plan.size_model(plan.Plan(config), set(), 20_000, VOCAB, started)
     assert calls[0] == (sizing.SMALL_RUNGS[-1], 32, "fp32") and calls[1][2] == "bf16"
     assert (cfg.layers, cfg.hidden) == sizing.SMALL_RUNGS[-1]
+
+
+def test_a_vocabulary_of_thousands_of_characters_stays_in_fp32(monkeypatch):
+    """bf16 learned less per step on the Tang poems (sizing.LARGE_VOCAB): fp32, said, not probed."""
+    calls = fake_probe(monkeypatch, bf16_gain=2.0)
+    started = __import__("time").monotonic()
+    config = TrainConfig(time_budget=600, threads=1, device="cpu").validate()
+    cfg, _, line = plan.size_model(plan.Plan(config), set(), 1_000_000, 6523, started)
+    assert cfg.precision == "fp32" and "a vocabulary of 6,523 characters" in line
+    assert all(p == "fp32" for _, _, p in calls)
+    cfg, _, _ = plan.size_model(plan.Plan(config), set(), 1_000_000, sizing.LARGE_VOCAB, started)
+    assert cfg.precision == "bf16"  # (an alphabet of up to LARGE_VOCAB characters: probed, and faster)
