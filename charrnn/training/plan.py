@@ -235,17 +235,24 @@ def size_model(plan: Plan, given: set[str], train_chars: int, vocab_size: int, s
             return measured[key]
 
         def decide_precision(c: TrainConfig, model, batch: int):
+            fp32 = dataclasses.replace(c, precision="fp32")
             if sizing.short_run(model, sizing.untimed_reads(c, train_chars, batch * c.seq_len), left):
-                return dataclasses.replace(c, precision="fp32"), None
+                return fp32, None
+            if memory_problem(model, batch, c.seq_len, device, local_world) is not None:
+                return fp32, None  # (the Trainer refuses it, in one line, before allocating anything)
             if vocab_size > sizing.LARGE_VOCAB:
-                return dataclasses.replace(c, precision="fp32"), sizing.LARGE_VOCAB_LINE.format(vocab=vocab_size)
-            precision, line = sizing.choose_precision(lambda p: speed_of(model, batch, c.seq_len, p))
+                return fp32, sizing.LARGE_VOCAB_LINE.format(vocab=vocab_size)
+            try:
+                precision, line = sizing.choose_precision(lambda p: speed_of(model, batch, c.seq_len, p))
+            except RuntimeError as exc:  # (torch refused bf16 here after all: the Trainer's own check would too)
+                return fp32, f"--precision auto: fp32 (bf16 could not be timed here: {str(exc).splitlines()[0][:120]})"
             return dataclasses.replace(c, precision=precision), line
 
         line = None
         if cfg.precision == "auto" and left is not None:
             model, batch = sizing.reference(cfg, given if sizes else set(sizing.CHOSEN), train_chars, vocab_size)
             cfg, line = decide_precision(cfg, model, batch)
+            left = cfg.time_budget - (time.monotonic() - started)  # (less the probe's seconds)
         choice = None
         if sizes:
             choice = sizing.choose(

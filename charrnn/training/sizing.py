@@ -345,9 +345,9 @@ def bf16_native(device) -> bool:
 
 def short_run(model_cfg: ModelConfig, reads: float, seconds_left: float | None) -> bool:
     """Whether a run is too short for the precision probe to pay: under SHORT_RUN_SECONDS of budget,
-    or (without one) of computing at SLOW_FLOPS."""
-    if seconds_left is not None:
-        return seconds_left < SHORT_RUN_SECONDS
+    or of computing at SLOW_FLOPS the characters its step or epoch limit lets it read."""
+    if seconds_left is not None and seconds_left < SHORT_RUN_SECONDS:
+        return True
     work = (
         6
         * reads

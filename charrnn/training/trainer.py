@@ -22,6 +22,7 @@ reserve for the run's end), `folder` (store/run_folder.py), `samples`, `thread_u
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -81,6 +82,8 @@ class Trainer:
         from there (start-up included). Default: now. `clock`: what the budget, the step times and
         the costs of the run's end are read from (seconds; time.monotonic, or a test's fake clock
         of which `started_at` is then a reading)."""
+        if cfg.precision == "auto":  # (decided when a run is planned, plan.size_model; built directly: fp32, saved so)
+            cfg = dataclasses.replace(cfg, precision="fp32")
         self.cfg, self.vocab, self.folder = cfg, vocab, RunFolder(run_dir)
         self.run_dir = self.folder.path
         d = self.dist = dist or Dist()

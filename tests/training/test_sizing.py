@@ -315,11 +315,32 @@ def test_precision_auto_probes_nothing_where_it_cannot_pay(monkeypatch):
     assert calls[0][:2] == ((cfg.layers, 256), cfg.batch_size)  # (untimed: the model the run trains)
 
 
-def test_a_trainer_built_with_precision_auto_trains_in_fp32(tmp_path):
-    """ "auto" is decided when a run is planned; a Trainer given it directly does not guess."""
-    from charrnn.training.resources import autocast_for
+def test_a_run_its_step_limit_makes_short_is_not_probed_whatever_its_budget(monkeypatch):
+    calls = fake_probe(monkeypatch)
+    started = __import__("time").monotonic()
+    config = TrainConfig(time_budget=3600, max_steps=3, hidden=32, size="default", threads=1, device="cpu").validate()
+    cfg, _, line = plan.size_model(plan.Plan(config), {"hidden"}, 50_000, VOCAB, started)
+    assert cfg.precision == "fp32" and line is None and calls == []
 
-    assert autocast_for("auto", None, __import__("torch").device("cpu"), print) is __import__("contextlib").nullcontext
+
+def test_a_probe_torch_refuses_leaves_the_run_in_fp32_and_says_why(monkeypatch):
+    fake_probe(monkeypatch)
+
+    def refuse(m, batch, seq_len, seconds=1.0, device=None, clock=None, precision="fp32"):
+        if precision == "bf16":
+            raise RuntimeError("no bf16 kernel for this\nsecond line")
+        return 1000.0
+
+    monkeypatch.setattr(sizing, "measure_speed", refuse)
+    cfg, _, line = size_with_budget(600)
+    assert cfg.precision == "fp32" and line.endswith("bf16 could not be timed here: no bf16 kernel for this)")
+
+
+def test_the_real_probe_runs_in_bf16():
+    from charrnn.config import ModelConfig
+
+    model = ModelConfig(vocab_size=VOCAB, layers=1, hidden=8, embed=4)
+    assert sizing.measure_speed(model, batch=2, seq_len=5, seconds=0.0, precision="bf16") > 0
 
 
 def test_train_says_what_precision_auto_chose_saves_it_and_a_resume_keeps_it(monkeypatch, tmp_path):
@@ -371,3 +392,12 @@ def test_a_vocabulary_of_thousands_of_characters_stays_in_fp32(monkeypatch):
     assert all(p == "fp32" for _, _, p in calls)
     cfg, _, _ = plan.size_model(plan.Plan(config), set(), 1_000_000, sizing.LARGE_VOCAB, started)
     assert cfg.precision == "bf16"  # (an alphabet of up to LARGE_VOCAB characters: probed, and faster)
+
+
+def test_a_model_too_large_for_memory_is_not_probed(monkeypatch):
+    """Timing it would allocate it: the run stays fp32 and the Trainer refuses it in one line."""
+    calls = fake_probe(monkeypatch)
+    started = __import__("time").monotonic()
+    config = TrainConfig(hidden=1_000_000, size="default", threads=1, device="cpu").validate()
+    cfg, _, line = plan.size_model(plan.Plan(config), {"hidden"}, 50_000, VOCAB, started)
+    assert cfg.precision == "fp32" and line is None and calls == []

@@ -245,6 +245,17 @@ def test_persistent_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp
     assert all(torch.isfinite(t).all() for t in kept.model.values())
 
 
+def test_a_trainer_built_with_precision_auto_trains_and_saves_fp32(tmp_path):
+    """ "auto" is decided when a run is planned (plan.size_model); a Trainer given it directly does
+    not guess, and saves what it ran, so that a resume does not probe and switch half-way."""
+    from charrnn.store import checkpoint
+
+    trainer = make_trainer(repeat_text(3000), tmp_path, precision="auto", max_steps=2)
+    assert trainer.cfg.precision == "fp32"
+    trainer.fit()
+    assert checkpoint.load(tmp_path / "run" / "last.pt").info.config.precision == "fp32"
+
+
 def test_precision_options(tmp_path):
     events = []
     bf16 = make_trainer(repeat_text(3000), tmp_path / "bf16", events=events.append, precision="bf16", max_steps=60)
