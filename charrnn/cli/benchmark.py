@@ -80,6 +80,8 @@ def bench(
         from charrnn.cli.display import bench_tables
 
         console = _stderr()
+        if precision not in ("fp32", "bf16", "fp16"):  # (a measurement names one: train's auto is not one)
+            raise CharRNNError(f"--precision {precision!r} is not one of: fp32, bf16, fp16")
         if rounds is not None and rounds < 1:
             raise CharRNNError(f"--rounds {rounds} must be at least 1")
         if not (speed or load or quality or serve):

@@ -36,3 +36,9 @@ def test_no_speed_names_serve_as_something_to_measure():
     assert result.returncode != 0 and "--serve" in result.stderr.decode()
     result = invoke("bench", "--no-speed", "--serve", "--serve-seconds", "0")
     assert result.returncode != 0 and "--serve-seconds" in result.stderr.decode()
+
+
+def test_bench_names_the_precision_it_measures():
+    """train's --precision auto is a choice, not a precision to measure: refused, not run as fp32."""
+    result = invoke("bench", "--quick", "--precision", "auto")
+    assert result.returncode != 0 and "--precision 'auto' is not one of: fp32, bf16, fp16" in result.stderr.decode()

@@ -287,7 +287,8 @@ def test_precision_auto_sizes_the_model_at_the_speed_it_will_train_at(monkeypatc
     cfg, choice, line = size_with_budget(600)
     assert cfg.precision == "bf16" and line.startswith("--precision auto: bf16, 2.00x")
     assert calls[:2] == [((2, 256), 32, "fp32"), ((2, 256), 32, "bf16")]  # the reference rung, in each
-    assert all(precision == "bf16" for _, _, precision in calls[2:])
+    assert len(calls) >= 3 and all(precision == "bf16" for _, _, precision in calls[2:])
+    assert calls.count(((2, 256), 32, "bf16")) == 1  # (sizing reuses the reference's probe)
     slower = fake_probe(monkeypatch, bf16_gain=1.0)
     fp32_cfg, _, fp32_line = size_with_budget(600)
     assert fp32_cfg.precision == "fp32" and "1.00x" in fp32_line
@@ -401,3 +402,12 @@ def test_a_model_too_large_for_memory_is_not_probed(monkeypatch):
     config = TrainConfig(hidden=1_000_000, size="default", threads=1, device="cpu").validate()
     cfg, _, line = plan.size_model(plan.Plan(config), {"hidden"}, 50_000, VOCAB, started)
     assert cfg.precision == "fp32" and line is None and calls == []
+
+
+def test_with_a_budget_and_a_given_model_the_precision_is_probed_on_that_model(monkeypatch):
+    calls = fake_probe(monkeypatch)
+    started = __import__("time").monotonic()
+    config = TrainConfig(time_budget=600, size="default", hidden=320, threads=1, device="cpu").validate()
+    cfg, choice, line = plan.size_model(plan.Plan(config), {"hidden"}, 1_000_000, VOCAB, started)
+    assert choice is None and cfg.precision == "bf16" and (cfg.layers, cfg.hidden) == (2, 320)
+    assert calls == [((2, 320), 32, "fp32"), ((2, 320), 32, "bf16")]
