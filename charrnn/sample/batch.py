@@ -205,11 +205,11 @@ class Engine:
 
     def _set_torch_threads(self) -> None:
         """torch's threads (the batched products'), set at each step for its batch: the count
-        chosen, or one for a batch below
-        `wide_batch`. In serve's engine process a second thread slowed a batch of 16 (24,111
-        against 18,372 characters/s for 16 clients, issue 23's note): the event loop keeps part
-        of the other core busy, and the threads of a product wait for each other. (NumPy's
-        BLAS, which steps a batch of one, keeps the count chosen: two were faster there.)"""
+        chosen, or one for a batch below `wide_batch`. In serve's engine process a second thread
+        slowed a batch of 16 (24,111 against 18,372 characters/s for 16 clients, issue 23's
+        note): the event loop keeps part of the other core busy, and the threads of a product
+        wait for each other. (NumPy's BLAS, which steps a batch of one, keeps the count chosen:
+        two were faster there.)"""
         if self.threads_used is None:
             return
         count = self.threads_used if len(self.rows) >= self.wide_batch else 1

@@ -73,9 +73,6 @@ def end_summary(reason: str, progress: Progress, last: Path, best: Path, elapsed
     }
 
 
-_fp32 = contextlib.nullcontext  # (what `resources.autocast_for` gives for fp32)
-
-
 def start_event(trainer) -> dict[str, Any]:
     """What a run starts with: the model's size, where and how it trains, its data."""
     policy = trainer.thread_use.policy
@@ -84,7 +81,7 @@ def start_event(trainer) -> dict[str, Any]:
         "parameters": trainer.budget.parameters,
         "device": str(trainer.device),
         # the forward pass's precision as it runs (fp32 where --precision fell back with a warning)
-        "precision": "fp32" if getattr(trainer, "autocast", _fp32) is _fp32 else trainer.cfg.precision,
+        "precision": "fp32" if trainer.autocast is contextlib.nullcontext else trainer.cfg.precision,
         "threads": trainer.thread_use.threads,
         "threads_auto": policy is not None,
         "cores": policy.cores if policy else None,

@@ -186,7 +186,12 @@ def reference(cfg: TrainConfig, given: set[str], train_chars: int, vocab: int) -
     probes first (`_timed_pick`'s reference: 2x256 on a text large enough for it) with what is
     `given`, and 32 streams unless given."""
     ladder, model = _ladder(cfg, given, train_chars, vocab)
-    return model(*ladder[min(3, len(ladder) - 1)]), cfg.batch_size if "batch_size" in given else 32
+    return model(*_reference_rung(ladder)), cfg.batch_size if "batch_size" in given else 32
+
+
+def _reference_rung(ladder):
+    """The rung probed first: the fourth (2x256 on the full ladder), or the largest of a shorter one."""
+    return ladder[min(3, len(ladder) - 1)]
 
 
 def _timed_pick(ladder, model, weights, fits, batch: int, speed_of, seconds: float, reads_limit: float):
@@ -200,7 +205,7 @@ def _timed_pick(ladder, model, weights, fits, batch: int, speed_of, seconds: flo
             measured[rung] = speed_of(rung)
         return measured[rung]
 
-    reference = ladder[min(3, len(ladder) - 1)]
+    reference = _reference_rung(ladder)
     ref_speed, ref_weights = speed_at(reference), weights(model(*reference))
 
     def estimate(rung) -> float:
