@@ -164,7 +164,10 @@ def _engine(url: str) -> dict[str, Any]:
 
 
 def run_serve(
-    seconds: float = 10.0, progress: Callable[[str], None] = lambda s: None, clients: tuple[int, ...] = CLIENTS
+    seconds: float = 10.0,
+    progress: Callable[[str], None] = lambda s: None,
+    clients: tuple[int, ...] = CLIENTS,
+    engines: str = "auto",
 ) -> dict[str, Any]:
     from charrnn.bench.measure import peak_matmul_gflops
     from charrnn.machine.threads import use_threads
@@ -175,7 +178,7 @@ def run_serve(
         peak = peak_matmul_gflops()
         progress("training the default model for two steps, to serve it")
         checkpoint = _model(Path(tmp))
-        process, url = start_server(checkpoint, "--max-length", str(LENGTH))
+        process, url = start_server(checkpoint, "--max-length", str(LENGTH), "--engines", engines)
         try:
             with urllib.request.urlopen(url + "v1/models", timeout=60) as answer:
                 info = json.loads(answer.read())["data"][0]
@@ -199,6 +202,7 @@ def run_serve(
     return {
         "model": model,
         "parameters": info["parameters"],
+        "engines": info["engine"].get("engines", 1),
         "length": LENGTH,
         "seconds": seconds,
         "cores": cores_here(),
@@ -211,7 +215,8 @@ def serve_table(result: dict[str, Any]) -> Table:
     """`charrnn bench --serve`: requests per second and latency by clients at once."""
     title = (
         f"charrnn serve · {result['length']}-character samples · {result['model']} "
-        f"({result['parameters']:,} parameters) · {plural(result['cores'], 'core')} · {result['seconds']:g} s each"
+        f"({result['parameters']:,} parameters) · {plural(result['cores'], 'core')} · "
+        f"{plural(result.get('engines', 1), 'engine')} · {result['seconds']:g} s each"
     )
     table = Table(title=title, title_justify="left")
     for col in (
@@ -242,9 +247,9 @@ def serve_table(result: dict[str, Any]) -> Table:
         )
     table.caption = (
         f"clients and server on the same machine; each client sends its next request when the last is answered; "
-        "model steps' share: of the wall time, the engine's thread spent this in the model's steps (the rest: "
-        "drawing characters, admitting streams, waiting for Python's lock or for work); "
-        f"engine GFLOP/s: its model steps alone, against a {result['peak_gflops']:,.0f} GFLOP/s float32 matmul "
+        "model steps' share: of the wall time, the engines spent this in their model's steps, summed over the "
+        "engines (the rest: drawing characters, admitting streams, waiting for work or a core); "
+        f"engine GFLOP/s: their model steps alone, against a {result['peak_gflops']:,.0f} GFLOP/s float32 matmul "
         "on all cores"
     )
     return table

@@ -71,6 +71,9 @@ def bench(
         ),
     ] = False,
     serve_seconds: Annotated[float, typer.Option(help="Time of each --serve row.")] = 10.0,
+    serve_engines: Annotated[
+        str, typer.Option(help="The server's --engines for --serve (a number, or auto: charrnn serve's default).")
+    ] = "auto",
 ) -> None:
     """Measure training, sampling and tokenising speed against this machine and a textbook loop.
 
@@ -88,6 +91,10 @@ def bench(
             raise CharRNNError("--no-speed leaves nothing to measure: add --load, --serve or --quality FILE")
         if serve and not serve_seconds > 0:
             raise CharRNNError(f"--serve-seconds {serve_seconds:g} must be positive")
+        if serve:
+            from charrnn.sample.engine_process import engine_count
+
+            engine_count(serve_engines, flag="--serve-engines")  # (said now, not after the peak and the model)
         if load and not load_seconds >= 10:
             raise CharRNNError(
                 f"--load-seconds {load_seconds:g} must be at least 10 (the policy measures over a few seconds)"
@@ -103,7 +110,7 @@ def bench(
         if serve:
             from charrnn.bench.serve import run_serve
 
-            result["serve"] = run_serve(serve_seconds, progress=say)
+            result["serve"] = run_serve(serve_seconds, progress=say, engines=serve_engines)
         if quality is not None:
             from charrnn.bench.quality import run_quality
 

@@ -73,6 +73,16 @@ def serve_command(
             show_default=False,
         ),
     ] = None,
+    engines: Annotated[
+        str,
+        typer.Option(
+            help=(
+                "Generation engines (processes) per model, each stepping its streams as one batch: a number, or auto "
+                "(one a core, at most 4). A second engine takes streams only while a core is free for it; one "
+                "client alone gets every core."
+            ),
+        ),
+    ] = "auto",
 ) -> None:
     """Serve models over HTTP: the OpenAI API's /v1/completions, charrnn's own endpoints, and a page at /.
 
@@ -85,7 +95,7 @@ def serve_command(
     from charrnn.cli.console import stderr as _stderr
 
     try:
-        _serve(checkpoints or [], host, port, max_length, max_seconds, _stderr(), api_key, cors_origin)
+        _serve(checkpoints or [], host, port, max_length, max_seconds, _stderr(), api_key, cors_origin, engines)
     except CharRNNError as exc:
         _fail(exc)
 
@@ -99,11 +109,14 @@ def _serve(
     console,
     api_key: str | None = None,
     cors_origin: str | None = None,
+    engines: str = "1",
 ) -> None:
+    from charrnn.sample.engine_process import engine_count
     from charrnn.serve.guard import is_loopback
     from charrnn.serve.server import check_options
 
     check_options(host, port, max_length, max_seconds, api_key, cors_origin)
+    count = engine_count(engines)
     from charrnn.machine.threads import limit_blas_threads
 
     # One core to start with; the engine's process then uses the cores free (sample/batch.py).
@@ -128,7 +141,7 @@ def _serve(
             "choose)",
             soft_wrap=True,
         )
-    models = load_models(checkpoints)
+    models = load_models(checkpoints, engines=count)
     try:
         server = start(
             models, host, port, Limits(max_length, max_seconds), _Security(api_key=api_key, cors_origin=cors_origin)

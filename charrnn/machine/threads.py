@@ -163,13 +163,20 @@ class FreeCores:
         return None if others is None else free_cores(self.cores, others)
 
 
+_BLAS = []  # threadpoolctl's view of the BLAS libraries loaded, found once (a search costs ~300 us; a limit ~5)
+
+
 def set_blas_threads(threads: int) -> bool:
     """NumPy's BLAS threads, now, while the process runs (threadpoolctl); False where it cannot."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return False
-    threadpool_limits(threads, user_api="blas")
+    if not _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            return False
+        import numpy  # noqa: F401  (its BLAS is the one to find)
+
+        _BLAS.append(ThreadpoolController().select(user_api="blas"))
+    _BLAS[0].limit(limits=threads)
     return True
 
 

@@ -114,6 +114,8 @@ class Engine:
         self.threads = threads  # the threads to use now (None: as they are), asked every THREADS_EVERY_S
         self.wide_batch = wide_batch  # the batched products use the threads only from this many rows (else one)
         self.threads_used: int | None = None
+        self.share = 1  # the engines stepping on these cores now, this one included (serve's pool sets it)
+        self._policy: int | None = None  # what `threads` said last
         self._torch_threads: int | None = None
         self._threads_checked = -math.inf
         self.chars = vocab.chars
@@ -191,17 +193,24 @@ class Engine:
         """The threads of this thread's products, from the cores free now: torch's (each thread
         has its own: a batch's products) and NumPy's BLAS (the one-row product). Idle, a second
         core nearly doubles either; beside a busy neighbour it costs several times over
-        (README, Busy machines), so the count follows the load."""
+        (README, Busy machines), so the count follows the load: the policy's (`threads`, asked
+        every THREADS_EVERY_S), divided among the engines stepping now (`share`, read at every
+        step: a sibling engine that starts stepping would otherwise find this one's threads on
+        its core for up to two seconds)."""
         now = self.clock()
-        if self.threads is None or now - self._threads_checked < self.THREADS_EVERY_S:
+        if self.threads is not None and now - self._threads_checked >= self.THREADS_EVERY_S:
+            self._threads_checked = now
+            wanted = self.threads()
+            if wanted is not None:
+                self._policy = wanted
+        if self._policy is None:
             return
-        self._threads_checked = now
-        wanted = self.threads()
-        if wanted is not None and wanted != self.threads_used:
+        count = max(1, self._policy // max(1, self.share))
+        if count != self.threads_used:
             from charrnn.machine.threads import set_blas_threads
 
-            set_blas_threads(wanted)
-            self.threads_used = wanted
+            set_blas_threads(count)
+            self.threads_used = count
 
     def _set_torch_threads(self) -> None:
         """torch's threads (the batched products'), set at each step for its batch: the count

@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 import math
 import multiprocessing
+import os
 import select
 import signal
 import sys
@@ -38,6 +39,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from charrnn.errors import CharRNNError
 from charrnn.sample.batch import Stream, claim
 
 WIDE_BATCH = 32  # the batches whose products use a second core when one is free (see Engine._set_torch_threads)
@@ -54,8 +56,9 @@ class EngineProcess:
 
     clock = staticmethod(time.monotonic)  # the streams' deadlines are on it: the child's clock too
 
-    def __init__(self, weights, cfg, vocab, flops_per_row: float = 0.0, name: str = "charrnn-engine"):
+    def __init__(self, weights, cfg, vocab, flops_per_row: float = 0.0, name: str = "charrnn-engine", siblings=None):
         self.weights, self.cfg, self.vocab = weights, cfg, vocab
+        self.siblings = siblings  # (a shared array of each engine's rows, this one's index) in a pool
         self.flops_per_row = flops_per_row
         self.name = name
         self.steps = 0  # counters, as the child last reported them
@@ -88,7 +91,7 @@ class EngineProcess:
         ours, theirs = context.Pipe(duplex=True)
         process = context.Process(
             target=child_main,
-            args=(theirs, self.weights, self.cfg, self.vocab, self.flops_per_row),
+            args=(theirs, self.weights, self.cfg, self.vocab, self.flops_per_row, self.siblings),
             name=self.name,
             daemon=True,
         )
@@ -251,8 +254,10 @@ class EngineProcess:
 
 
 # ------------------------------------------------------------------ the child
-def child_main(conn, weights, cfg, vocab, flops_per_row: float) -> None:
-    """The engine's loop in the child: read what the server sends, step, report."""
+def child_main(conn, weights, cfg, vocab, flops_per_row: float, siblings=None) -> None:
+    """The engine's loop in the child: read what the server sends, step, report. In a pool
+    (`siblings`: the shared array of each engine's rows, and this one's index), it writes its
+    rows there at each step and shares the cores with the engines stepping beside it."""
     for sig in STOP_SIGNALS:  # (they reach the whole process group: the server ends us, or its pipe closing does)
         signal.signal(sig, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
@@ -298,12 +303,21 @@ def child_main(conn, weights, cfg, vocab, flops_per_row: float) -> None:
                         if key in streams:
                             streams[key].cancelled = True
             if engine.rows or engine._incoming:
+                if siblings is not None:
+                    engine.share = _stepping(*siblings)
                 engine.serving_step()
+            if siblings is not None:
+                siblings[0][siblings[1]] = len(engine.rows)
             for key in report.ended:
                 streams.pop(key, None)
             report.send_if_due(busy=bool(engine.rows or engine._incoming))
         except (EOFError, OSError, BrokenPipeError):  # the server has gone
             return
+
+
+def _stepping(rows, index: int) -> int:
+    """The engines of a pool stepping now: this one, and those with rows."""
+    return 1 + sum(1 for i, n in enumerate(rows) if n and i != index)
 
 
 def _readable(conn) -> Callable[[float | None], bool]:
@@ -354,3 +368,142 @@ class Report:
         counters = (e.steps, e.row_steps, e.step_seconds, e.threads_used)
         self.conn.send(("update", texts, self.logprobs, self.ended, counters))
         self.texts, self.logprobs, self.ended, self.sent = {}, {}, {}, now
+
+
+class EnginePool:
+    """Several engines of one model (`EngineProcess`es, one batch each) with the interface of one.
+    A request's streams go together to the engine with the fewest streams among those the cores
+    free allow: `free()` says how many cores the machine leaves to the pool (None: unknown, use
+    every engine), asked at most every CHECK_EVERY seconds. Each engine divides its threads
+    among the engines stepping (`Engine.share`), so one client alone still gets every core.
+
+    Why: on this project's 2-core machine (LSTM 2x256, one thread each, the engine's loop alone),
+    one engine stepping 16 rows drew ~31,000 characters/s, and a second torch thread for its
+    products gave nothing more (31,300): a product of 16 rows takes 20-170 us, and two threads
+    that split it wait for each other at each of the step's three. Two engines of 8 rows each,
+    side by side, drew ~40,000 between them, and in `bench --serve` 16 clients got 3.5-3.9x one
+    client's characters/s (one engine: 3.0-3.2x), 64 clients 5.8-6.4x (4.2-4.5x; issue 23's
+    note). Beside a busy core, though, two engines would share the one core left, each at half
+    the batch, which the products do less well (a row of a batch of 8 costs ~1.5x a row of 16):
+    so the second engine takes streams only while a core is free for it.
+    """
+
+    clock = EngineProcess.clock
+    CHECK_EVERY = 2.0  # seconds between two asks of `free`
+
+    def __init__(self, engines: list, free: Callable[[], int | None] | None = None, clock=time.monotonic):
+        self.engines = engines
+        self.free, self._clock = free, clock
+        self.using = len(engines)  # the engines that take new streams now: the first `using`
+        self._checked = -math.inf
+        self.flops_per_row = getattr(engines[0], "flops_per_row", 0.0)
+
+    def start(self, name: str | None = None) -> EnginePool:
+        for e in self.engines:
+            e.start()
+        return self
+
+    def wait_ready(self, timeout: float = 300.0) -> None:
+        for e in self.engines:
+            e.wait_ready(timeout)
+
+    def submit(self, streams: list[Stream]) -> None:
+        """Add streams, together, to the engine with the fewest among those in use (and working)."""
+        now = self._clock()
+        if self.free is not None and now - self._checked >= self.CHECK_EVERY:
+            self._checked = now
+            free = self.free()
+            if free is not None:
+                self.using = max(1, min(len(self.engines), free))
+        engines = self.engines[: self.using]
+        working = [e for e in engines if not e.failed] or [e for e in self.engines if not e.failed] or engines
+        min(working, key=lambda e: e.active).submit(streams)
+
+    def cancel(self, streams: list[Stream]) -> None:
+        for e in self.engines:
+            e.cancel(streams)
+
+    def close(self) -> None:
+        for e in self.engines:
+            e.close()
+
+    @property
+    def active(self) -> int:
+        return sum(e.active for e in self.engines)
+
+    @property
+    def steps(self) -> int:
+        return sum(e.steps for e in self.engines)
+
+    @property
+    def row_steps(self) -> int:
+        return sum(e.row_steps for e in self.engines)
+
+    @property
+    def step_seconds(self) -> float:
+        """The engines' seconds in their model's steps, summed (two engines: up to 2 a second)."""
+        return sum(e.step_seconds for e in self.engines)
+
+    @property
+    def threads_used(self) -> int | None:
+        used = [e.threads_used for e in self.engines if e.threads_used is not None]
+        return sum(used) if used else None
+
+    @property
+    def restarts(self) -> int:
+        return sum(e.restarts for e in self.engines)
+
+
+MAX_AUTO_ENGINES = 4  # serve --engines auto: one engine a core, at most this many (each holds the weights)
+
+
+def engine_count(engines: str, cores: int | None = None, flag: str = "--engines") -> int:
+    """`serve --engines`: a positive number, or auto (one a core, at most MAX_AUTO_ENGINES)."""
+    if engines == "auto":
+        from charrnn.machine.threads import cores_here
+
+        return max(1, min(MAX_AUTO_ENGINES, cores_here() if cores is None else cores))
+    try:
+        count = int(engines)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise CharRNNError(f"{flag} {engines!r} must be a positive number or auto")
+    return count
+
+
+def engine_pool(weights, cfg, vocab, flops_per_row: float, name: str, engines: int) -> EnginePool:
+    """`engines` engine processes of one model, sharing an array of their rows, routed by the
+    cores free outside the pool (the machine's load, less this process's and the engines')."""
+    rows = multiprocessing.get_context("spawn").RawArray("i", engines) if engines > 1 else None
+    processes = [
+        EngineProcess(
+            weights,
+            cfg,
+            vocab,
+            flops_per_row,
+            name=name if engines == 1 else f"{name}-{i}",
+            siblings=None if rows is None else (rows, i),
+        )
+        for i in range(engines)
+    ]
+    pool = EnginePool(processes)
+    if engines > 1:
+        from charrnn.machine.threads import CpuMeter, FreeCores
+
+        pool.free = FreeCores(meter=CpuMeter(own=lambda: _cpu_seconds(processes)))
+    return pool
+
+
+def _cpu_seconds(engines: list[EngineProcess]) -> float:
+    """CPU seconds of this process and of the engines' (from /proc; 0 for one that cannot be read)."""
+
+    total = sum(os.times()[:2])
+    for e in engines:
+        try:
+            with open(f"/proc/{e.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError, TypeError):
+            pass
+    return total

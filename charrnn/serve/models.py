@@ -27,18 +27,21 @@ class ServedModel:
     module: Any  # the CharRNN (torch, CPU, eval mode): for scores and activations
     info: dict[str, Any]  # `charrnn info`'s fields, without paths of this machine
     created: int  # when the checkpoint was written (Unix seconds), for the OpenAI API's `created`
-    # the batched generation engine of its streams, in a process of its own (sample/engine_process.py)
+    # the batched generation engines of its streams, each in a process of its own (sample/engine_process.py)
     engine: Any = None
+    engines: int = 1  # how many (an EnginePool of them; see there why more than one)
 
     def __post_init__(self):
         from charrnn.cells import weights_per_char
-        from charrnn.sample.engine_process import EngineProcess
+        from charrnn.sample.engine_process import engine_pool
 
         if self.engine is None:
             flops = 2 * weights_per_char(
                 self.cfg.cell, self.cfg.layers, self.cfg.hidden, self.cfg.embed, len(self.vocab)
             )
-            self.engine = EngineProcess(self.weights, self.cfg, self.vocab, flops, name=f"charrnn-engine-{self.name}")
+            self.engine = engine_pool(
+                self.weights, self.cfg, self.vocab, flops, f"charrnn-engine-{self.name}", self.engines
+            )
 
     def stepper(self):
         """A stepper of this process's own (beam search runs here, not in the engine's process)."""
@@ -57,6 +60,8 @@ class ServedModel:
             "step_seconds": e.step_seconds,
             "flops_per_row": e.flops_per_row,
             "threads": e.threads_used,
+            "engines": len(e.engines),
+            "engines_in_use": e.using,
         }
         return {
             "id": self.name,
@@ -68,10 +73,11 @@ class ServedModel:
         }
 
 
-def load_models(paths: list[Path]) -> dict[str, ServedModel]:
-    """The models to serve, by name: a run folder's name (checkpoints/NAME/best.pt is NAME; a
-    model folder's model.safetensors is the folder's name), else the file's stem; a second model
-    of the same name gets -2, and so on. Any model file `open_model_file` reads will do."""
+def load_models(paths: list[Path], engines: int = 1) -> dict[str, ServedModel]:
+    """The models to serve, by name, each with `engines` engine processes: a run folder's name
+    (checkpoints/NAME/best.pt is NAME; a model folder's model.safetensors is the folder's name),
+    else the file's stem; a second model of the same name gets -2, and so on. Any model file
+    `open_model_file` reads will do."""
     from charrnn.store.model_file import build_model, open_model_file
 
     models: dict[str, ServedModel] = {}
@@ -86,7 +92,15 @@ def load_models(paths: list[Path]) -> dict[str, ServedModel]:
         module = build_model(record)  # torch, CPU: for scores and the activation view
         info = model_info(name, record)
         models[name] = ServedModel(
-            name, path, record.weights, record.vocab, record.model, module, info, int(path.stat().st_mtime)
+            name,
+            path,
+            record.weights,
+            record.vocab,
+            record.model,
+            module,
+            info,
+            int(path.stat().st_mtime),
+            engines=engines,
         )
     return models
 

@@ -323,3 +323,25 @@ def test_choosing_threads_needs_no_torch(monkeypatch):
     engine = Engine(Successor(len(VOCAB)), VOCAB, threads=lambda: 1)
     engine._choose_threads()
     assert set_to == [1] and engine.threads_used == 1
+
+
+def test_an_engine_shares_its_threads_with_the_engines_stepping_beside_it(monkeypatch):
+    """In serve's pool each engine takes its share of the cores the policy finds free: at the
+    step after a sibling starts or stops stepping (`share`), not at the policy's next ask."""
+    from charrnn.machine import threads as machine_threads
+
+    set_to = []
+    monkeypatch.setattr(machine_threads, "set_blas_threads", set_to.append)
+    now = [0.0]
+    engine = Engine(Successor(len(VOCAB)), VOCAB, clock=lambda: now[0], threads=lambda: 2)
+    engine._choose_threads()
+    assert engine.threads_used == 2
+    now[0] = 0.5  # (the policy is not asked again before THREADS_EVERY_S)
+    engine.share = 2
+    engine._choose_threads()
+    assert engine.threads_used == 1
+    engine.share = 3  # (at least one)
+    engine._choose_threads()
+    engine.share = 1
+    engine._choose_threads()
+    assert set_to == [2, 1, 2] and engine.threads_used == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -13,9 +14,19 @@ import torch
 
 from charrnn.config import ModelConfig, SampleConfig
 from charrnn.data.vocab import Vocab
+from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN, numpy_weights
 from charrnn.sample.batch import Engine, Stream, config_streams
-from charrnn.sample.engine_process import EngineProcess
+from charrnn.sample.engine_process import (
+    MAX_AUTO_ENGINES,
+    EnginePool,
+    EngineProcess,
+    EngineUnavailable,
+    _cpu_seconds,
+    _stepping,
+    engine_count,
+    engine_pool,
+)
 from charrnn.sample.engines import cpu_stepper
 
 VOCAB = Vocab(tuple(sorted("abcdefghijklmnopqrstuvwxyz .\n")))
@@ -169,3 +180,116 @@ def test_a_process_that_cannot_be_started_is_said_and_close_still_works(model, m
     with pytest.raises(EngineUnavailable, match="could not start"):
         engine.submit(streams(1))
     engine.close()
+
+
+# ------------------------------------------------------------------ a pool of engines (serve --engines)
+class FakeEngine:
+    def __init__(self, active: int = 0, failed: str | None = None):
+        self.active, self.failed, self.got = active, failed, []
+
+    def submit(self, streams):
+        if self.failed:
+            raise EngineUnavailable(self.failed)
+        self.got.append(streams)
+        self.active += len(streams)
+
+
+def test_a_pool_gives_a_request_to_the_engine_with_fewest_streams_among_those_the_cores_allow():
+    now, free = [0.0], [2]
+    a, b = FakeEngine(), FakeEngine()
+    pool = EnginePool([a, b], free=lambda: free[0], clock=lambda: now[0])
+    pool.submit(streams(1, 3))  # (a tie: the first)
+    pool.submit(streams(2, 1))
+    pool.submit(streams(3, 1))
+    assert [len(g) for g in a.got] == [3] and [len(g) for g in b.got] == [1, 1] and pool.using == 2
+    free[0] = 1  # a neighbour took a core: the second engine takes nothing new...
+    pool.submit(streams(4, 1))  # (...once the pool asks again: not before CHECK_EVERY)
+    assert len(b.got) == 3
+    now[0] = EnginePool.CHECK_EVERY
+    pool.submit(streams(5, 1))
+    pool.submit(streams(6, 1))
+    assert len(a.got) == 3 and len(b.got) == 3 and pool.using == 1
+    free[0] = None  # (the meter cannot say: as it was)
+    now[0] += EnginePool.CHECK_EVERY
+    pool.submit(streams(7, 1))
+    assert len(a.got) == 4 and pool.using == 1
+    assert pool.active == a.active + b.active == 3 + 2 + 1 + 3
+
+
+def test_a_pool_skips_a_failed_engine_and_says_why_when_all_have():
+    a, b = FakeEngine(failed="no memory"), FakeEngine(active=5)
+    pool = EnginePool([a, b], free=lambda: 1)
+    pool.submit(streams(1, 1))  # (the first is the one in use, but it failed: the other takes it)
+    assert len(b.got) == 1
+    b.failed = "no memory either"
+    with pytest.raises(EngineUnavailable, match="no memory"):
+        pool.submit(streams(2, 1))
+
+
+def test_engines_auto_is_one_a_core_up_to_a_few():
+    assert engine_count("auto", cores=1) == 1 and engine_count("auto", cores=2) == 2
+    assert engine_count("auto", cores=64) == MAX_AUTO_ENGINES == 4 and engine_count("3") == 3
+    for bad in ("0", "-1", "two", ""):
+        with pytest.raises(CharRNNError, match="must be a positive number or auto"):
+            engine_count(bad)
+
+
+def test_a_pool_of_two_processes_writes_the_texts_of_one_engine(model):
+    """The requests spread over both engines (each its own process and batch), and each text is
+    the one the engine in this process writes: a row does not depend on its batch."""
+    weights, cfg = model
+    here, there = requests(), requests()
+    local = Engine(cpu_stepper(weights, cfg), VOCAB)
+    for group in here:
+        local.submit(group)
+    local.run_until_done([s for group in here for s in group])
+    pool = engine_pool(weights, cfg, VOCAB, 1.0, "test-pool", 2).start()
+    try:
+        pool.free = lambda: 2  # (however busy this machine is: both engines take requests)
+        pool.wait_ready(WAIT)
+        for group in there:
+            pool.submit(group)
+        for a, b in zip([s for g in here for s in g], [s for g in there for s in g]):
+            assert b.done.wait(WAIT)
+            assert (b.generated, b.stopped, b.logprobs) == (a.generated, a.stopped, a.logprobs)
+        assert all(e.row_steps > 0 for e in pool.engines) and pool.row_steps == sum(e.row_steps for e in pool.engines)
+        rows = pool.engines[0].siblings[0]
+        long = streams(5, length=10**6)
+        pool.submit(long)  # (to the first: both are idle)
+        deadline = time.monotonic() + WAIT
+        while list(rows[:]) != [1, 0]:  # (each engine writes its rows at each step, for the other to see)
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        pool.cancel(long)
+        while any(rows[:]) and time.monotonic() < deadline:  # (each engine says its rows: none once done)
+            time.sleep(0.01)
+        assert list(rows[:]) == [0, 0] and pool.active == 0
+    finally:
+        pool.close()
+    assert all(not e._process.is_alive() for e in pool.engines)
+
+
+def test_an_engine_of_a_pool_counts_the_engines_stepping():
+    assert _stepping([3, 0], 0) == 1 and _stepping([3, 2], 0) == 2 and _stepping([0, 5, 1], 2) == 2
+    assert _stepping([0, 0, 0, 0], 3) == 1
+
+
+def test_the_pool_meter_counts_the_engines_cpu_as_its_own():
+    """The cores free for a second engine: the machine's load less this process's and the
+    engines' (else two busy engines would see each other as a neighbour and stop using one)."""
+    import subprocess
+    import sys
+
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        engine = type("Engine", (), {"pid": busy.pid})()
+        own = lambda: sum(os.times()[:2])  # noqa: E731
+        before, own_before = _cpu_seconds([engine]), own()
+        deadline = time.monotonic() + WAIT
+        while (_cpu_seconds([engine]) - before) - (own() - own_before) < 0.3:  # (the engine's CPU, not ours)
+            assert time.monotonic() < deadline, "the engine's CPU seconds were not counted"
+            time.sleep(0.05)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert _cpu_seconds([type("Gone", (), {"pid": busy.pid})()]) == pytest.approx(own(), abs=0.5)  # (one gone: 0)

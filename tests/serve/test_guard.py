@@ -262,8 +262,8 @@ def test_a_server_whose_engine_cannot_start_again_answers_503_and_says_why(tiny_
         deadline = time.monotonic() + 120
         while not server.uvicorn.started and time.monotonic() < deadline:
             time.sleep(0.01)
-        engine = server.models["tiny"].engine
-        engine._failed("the engine process of tiny ended as it started (MemoryError: test)")
+        for engine in server.models["tiny"].engine.engines:
+            engine._failed("the engine process of tiny ended as it started (MemoryError: test)")
         status, answer = post(server.url + "v1/sample", {"stream": False, "length": 5})
         assert status == 503 and answer["error"].startswith("generation is unavailable: the engine process")
         status, answer = post(server.url + "v1/completions", {"prompt": "a", "max_tokens": 5})
