@@ -242,8 +242,17 @@ def size_model(plan: Plan, given: set[str], train_chars: int, vocab_size: int, s
                 return fp32, None  # (the Trainer refuses it, in one line, before allocating anything)
             if vocab_size > sizing.LARGE_VOCAB:
                 return fp32, sizing.LARGE_VOCAB_LINE.format(vocab=vocab_size)
+            probes: dict = {}
+
+            def probe(precision: str, seconds: float) -> float:
+                if precision not in probes:
+                    probes[precision] = sizing.speed_probe(model, batch, c.seq_len, device, precision=precision)
+                return probes[precision](seconds, min_steps=2)
+
             try:
-                precision, line = sizing.choose_precision(lambda p: speed_of(model, batch, c.seq_len, p))
+                precision, line, speeds = sizing.choose_precision(probe, sizing.probe_seconds(left))
+                for p, speed in speeds.items():  # (sizing reuses them: the same model is not timed twice)
+                    measured[(repr(model), batch, c.seq_len, p)] = speed
             except RuntimeError as exc:  # (torch refused bf16 here after all: the Trainer's own check would too)
                 return fp32, f"--precision auto: fp32 (bf16 could not be timed here: {str(exc).splitlines()[0][:120]})"
             return dataclasses.replace(c, precision=precision), line

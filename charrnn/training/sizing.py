@@ -280,41 +280,62 @@ def measure_speed(
     `precision` (fp32 or bf16, autocast as the Trainer runs it): a step's characters over the
     median step's time, so that a busy moment (a neighbour's burst over less than half the probe)
     does not pass for the machine's speed and shrink the model chosen."""
+    return speed_probe(model_cfg, batch, seq_len, device, clock, precision)(seconds)
+
+
+def speed_probe(
+    model_cfg: ModelConfig, batch: int, seq_len: int, device=None, clock=time.perf_counter, precision: str = "fp32"
+) -> Callable[..., float]:
+    """`measure_speed`'s probe, made once (the model, its optimizer, one warm-up step) and timed
+    as often as asked: `probe(seconds, min_steps=3)` is the characters per second of the median
+    of the steps it runs for about `seconds` (at least `min_steps` of them). torch's random
+    numbers are as they were before each call."""
     import torch
     import torch.nn.functional as F
 
     from charrnn.model import CharRNN, detach_hidden
 
+    kind = torch.device(device or "cpu").type  # (a GPU runs asynchronously: a step ends when it is done)
+    sync = {"cuda": lambda: torch.cuda.synchronize(), "mps": lambda: torch.mps.synchronize()}.get(kind)
+    dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
     rng = torch.random.get_rng_state()
     try:
         model = CharRNN(model_cfg).to(device or "cpu")
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         x = torch.randint(0, model_cfg.vocab_size, (batch, seq_len + 1), device=device or "cpu")
-        hidden, times, started, last = None, [], None, 0.0
-        kind = torch.device(device or "cpu").type  # (a GPU runs asynchronously: a step ends when it is done)
-        sync = {"cuda": lambda: torch.cuda.synchronize(), "mps": lambda: torch.mps.synchronize()}.get(kind)
-        dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
-        while True:
-            with torch.autocast(kind, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                logits, hidden = model(x[:, :-1], hidden)
-                loss = F.cross_entropy(logits.flatten(0, 1).float(), x[:, 1:].flatten())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            hidden = detach_hidden(hidden)
-            if sync is not None:
-                sync()
-            now = clock()
-            if started is None:  # (the first step warms up)
-                started = now
-            else:
-                times.append(now - last)
-            last = now
-            if now - started >= seconds and len(times) >= 3:
-                times.sort()
-                return batch * seq_len / times[len(times) // 2]
     finally:
         torch.random.set_rng_state(rng)
+    state = {"hidden": None, "warm": False}
+
+    def step() -> float:
+        with torch.autocast(kind, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            logits, hidden = model(x[:, :-1], state["hidden"])
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), x[:, 1:].flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        state["hidden"] = detach_hidden(hidden)
+        if sync is not None:
+            sync()
+        return clock()
+
+    def probe(seconds: float, min_steps: int = 3) -> float:
+        rng = torch.random.get_rng_state()
+        try:
+            last = step() if not state["warm"] else clock()  # (the first step of all warms up)
+            state["warm"] = True
+            started, times = last, []
+            while True:
+                now = step()
+                times.append(now - last)
+                last = now
+                if now - started >= seconds and len(times) >= min_steps:
+                    times.sort()
+                    return batch * seq_len / times[len(times) // 2]
+        finally:
+            torch.random.set_rng_state(rng)
+
+    return probe
 
 
 # --precision auto: bf16 only where the CPU computes it natively (AVX512-BF16 or AMX: elsewhere
@@ -323,6 +344,7 @@ def measure_speed(
 # 1.6x (1 thread 1.9x), 2x384 1.4x, 2x512 1.5-1.6x; a vanilla RNN 2x256 0.7x (too little to compute).
 # Step for step the losses match: 600 steps of 2x256 side by side, val 1.760 fp32, 1.755 bf16 at 400.
 BF16_GAIN = 1.15
+PROBE_ROUNDS = 3  # slices of each precision's probe, taken in turn (see choose_precision)
 # A run that would train for less than this is left in fp32 without probing: the probe would cost
 # more than bf16 could save. Without a time budget, the run's size in FLOP (6 per computing weight
 # per character, forward and backward) at 1 GFLOP/s, a floor below any CPU torch runs on.
@@ -361,14 +383,32 @@ def short_run(model_cfg: ModelConfig, reads: float, seconds_left: float | None) 
     return work / SLOW_FLOPS < SHORT_RUN_SECONDS
 
 
-def choose_precision(speed_in: Callable[[str], float]) -> tuple[str, str]:
+def choose_precision(probe: Callable[[str, float], float], seconds: float = 1.0) -> tuple[str, str, dict[str, float]]:
     """--precision auto on a CPU with native bf16: fp32 or bf16 by a probe of the model in each
-    (`speed_in(precision)`, characters per second); returns (the precision, one line for the user)."""
-    fp32, bf16 = speed_in("fp32"), speed_in("bf16")
+    (`probe(precision, seconds)`, characters per second), in PROBE_ROUNDS slices of each taken in
+    turn (fp32, bf16, fp32, ...), each precision's fastest slice against the other's: a
+    neighbour's burst slows the slices it falls on, in either precision, and leaves the others.
+    (One second of each, one after the other, once read fp32 at 9,234 chars/s where it ran at
+    ~26,000: a burst over most of its second.) Returns (the precision, one line for the user,
+    the speeds compared)."""
+    slices: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for _ in range(PROBE_ROUNDS):
+        for precision in slices:
+            slices[precision].append(probe(precision, seconds / PROBE_ROUNDS))
+    best = {precision: max(speeds) for precision, speeds in slices.items()}
+    fp32, bf16 = best["fp32"], best["bf16"]
     ratio = bf16 / fp32
     if ratio >= BF16_GAIN:
-        return "bf16", (
-            f"--precision auto: bf16, {ratio:.2f}x fp32's speed on this CPU ({bf16:,.0f} against {fp32:,.0f} chars/s "
-            "in a probe; the validation loss is computed in fp32; --precision fp32 to train in fp32)"
+        return (
+            "bf16",
+            (
+                f"--precision auto: bf16, {ratio:.2f}x fp32's speed on this CPU ({bf16:,.0f} against {fp32:,.0f} "
+                "chars/s in a probe; the validation loss is computed in fp32; --precision fp32 to train in fp32)"
+            ),
+            best,
         )
-    return "fp32", f"--precision auto: fp32 (bf16 probed at {ratio:.2f}x its speed on this CPU, under {BF16_GAIN}x)"
+    return (
+        "fp32",
+        f"--precision auto: fp32 (bf16 probed at {ratio:.2f}x its speed on this CPU, under {BF16_GAIN}x)",
+        best,
+    )

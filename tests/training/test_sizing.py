@@ -256,11 +256,11 @@ def fake_probe(monkeypatch, bf16_gain: float = 1.6, native: bool = True):
     returns the probes made, as ((layers, hidden), batch, precision)."""
     calls = []
 
-    def measure(m, batch, seq_len, seconds=1.0, device=None, clock=None, precision="fp32"):
+    def probe(m, batch, seq_len, device=None, clock=None, precision="fp32"):
         calls.append(((m.layers, m.hidden), batch, precision))
-        return (bf16_gain if precision == "bf16" else 1.0) * 6e10 / (6 * weights_of(m))
+        return lambda seconds, min_steps=3: (bf16_gain if precision == "bf16" else 1.0) * 6e10 / (6 * weights_of(m))
 
-    monkeypatch.setattr(sizing, "measure_speed", measure)
+    monkeypatch.setattr(sizing, "speed_probe", probe)
     monkeypatch.setattr(sizing, "bf16_native", lambda device: native)
     return calls
 
@@ -275,9 +275,46 @@ def size_with_budget(seconds, **cfg):
     "gain, chosen", [(1.6, "bf16"), (sizing.BF16_GAIN + 0.01, "bf16"), (1.1, "fp32"), (0.7, "fp32")]
 )
 def test_precision_auto_takes_bf16_only_when_the_probe_finds_it_faster(gain, chosen):
-    precision, line = sizing.choose_precision(lambda p: {"fp32": 10_000.0, "bf16": 10_000.0 * gain}[p])
+    precision, line, _ = sizing.choose_precision(lambda p, s: {"fp32": 10_000.0, "bf16": 10_000.0 * gain}[p])
     assert precision == chosen and line.startswith(f"--precision auto: {chosen}")
     assert f"{gain:.2f}x" in line
+
+
+@pytest.mark.parametrize(
+    "fp32_slices, bf16_slices, chosen",
+    [
+        ([9_234.0, 26_000.0, 26_000.0], [38_000.0] * 3, "bf16"),  # a burst on fp32's first slice (1.46x, not 4.1x)
+        ([26_000.0] * 3, [20_000.0, 38_000.0, 37_000.0], "bf16"),  # a burst on bf16's (1.46x, not 0.77x)
+        ([26_000.0, 12_000.0, 26_500.0], [28_000.0, 14_000.0, 27_000.0], "fp32"),  # load over both: 1.06x
+    ],
+)
+def test_the_precision_probe_takes_turns_so_a_busy_moment_cannot_decide(fp32_slices, bf16_slices, chosen):
+    """The two precisions are timed in slices taken in turn, each at its fastest slice: a burst
+    on one precision's probe neither buys bf16 nor costs it."""
+    asked, slices = [], {"fp32": iter(fp32_slices), "bf16": iter(bf16_slices)}
+
+    def probe(precision, seconds):
+        asked.append((precision, seconds))
+        return next(slices[precision])
+
+    precision, line, speeds = sizing.choose_precision(probe, seconds=0.9)
+    assert asked == [("fp32", pytest.approx(0.3)), ("bf16", pytest.approx(0.3))] * sizing.PROBE_ROUNDS
+    assert precision == chosen and speeds == {"fp32": max(fp32_slices), "bf16": max(bf16_slices)}
+    assert f"{max(bf16_slices) / max(fp32_slices):.2f}x" in line
+
+
+def test_the_probe_is_made_once_and_timed_in_slices(monkeypatch):
+    """`speed_probe` builds its model and warms up once; each call times more steps on its clock."""
+    from charrnn import model as model_module
+    from charrnn.config import ModelConfig
+
+    steps, detach = [], model_module.detach_hidden
+    monkeypatch.setattr(model_module, "detach_hidden", lambda h: steps.append(1) or detach(h))  # (once a step)
+    ticks = iter(range(1000))
+    cfg = ModelConfig(vocab_size=VOCAB, layers=1, hidden=8, embed=4)
+    probe = sizing.speed_probe(cfg, 2, 5, clock=lambda: next(ticks))
+    assert probe(2.5) == pytest.approx(10.0) and len(steps) == 4  # (a tick a step: the warm-up, then 3)
+    assert probe(0.0, min_steps=2) == pytest.approx(10.0) and len(steps) == 6  # (warm: 2 steps, no warm-up)
 
 
 def test_precision_auto_sizes_the_model_at_the_speed_it_will_train_at(monkeypatch):
@@ -327,12 +364,12 @@ def test_a_run_its_step_limit_makes_short_is_not_probed_whatever_its_budget(monk
 def test_a_probe_torch_refuses_leaves_the_run_in_fp32_and_says_why(monkeypatch):
     fake_probe(monkeypatch)
 
-    def refuse(m, batch, seq_len, seconds=1.0, device=None, clock=None, precision="fp32"):
+    def refuse(m, batch, seq_len, device=None, clock=None, precision="fp32"):
         if precision == "bf16":
             raise RuntimeError("no bf16 kernel for this\nsecond line")
-        return 1000.0
+        return lambda seconds, min_steps=3: 1000.0
 
-    monkeypatch.setattr(sizing, "measure_speed", refuse)
+    monkeypatch.setattr(sizing, "speed_probe", refuse)
     cfg, _, line = size_with_budget(600)
     assert cfg.precision == "fp32" and line.endswith("bf16 could not be timed here: no bf16 kernel for this)")
 
