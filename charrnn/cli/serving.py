@@ -77,9 +77,10 @@ def serve_command(
         str,
         typer.Option(
             help=(
-                "Generation engines (processes) per model, each stepping its streams as one batch: a number, or auto "
-                "(one a core, at most 4). A second engine takes streams only while a core is free for it; one "
-                "client alone gets every core."
+                "Generation engines (processes) per model, each stepping its streams as one batch (~240 MB each): a "
+                "number (at most one a core), or auto: one a core, shared among the models, at most 4 a model (1 "
+                "where the load cannot be measured: not Linux). A second engine takes requests only while a core is "
+                "free for it; one client alone gets every core."
             ),
         ),
     ] = "auto",
@@ -109,14 +110,14 @@ def _serve(
     console,
     api_key: str | None = None,
     cors_origin: str | None = None,
-    engines: str = "1",
+    engines: str = "auto",
 ) -> None:
     from charrnn.sample.engine_process import engine_count
     from charrnn.serve.guard import is_loopback
     from charrnn.serve.server import check_options
 
     check_options(host, port, max_length, max_seconds, api_key, cors_origin)
-    count = engine_count(engines)
+    count, said = engine_count(engines, models=max(1, len(checkpoints)))
     from charrnn.machine.threads import limit_blas_threads
 
     # One core to start with; the engine's process then uses the cores free (sample/batch.py).
@@ -141,6 +142,8 @@ def _serve(
             "choose)",
             soft_wrap=True,
         )
+    if said:
+        console.print(said, soft_wrap=True)
     models = load_models(checkpoints, engines=count)
     try:
         server = start(

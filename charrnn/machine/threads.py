@@ -163,20 +163,25 @@ class FreeCores:
         return None if others is None else free_cores(self.cores, others)
 
 
-_BLAS = []  # threadpoolctl's view of the BLAS libraries loaded, found once (a search costs ~300 us; a limit ~5)
+_BLAS: dict = {}  # threadpoolctl's view of the BLAS libraries loaded (a search costs ~300 us; a limit ~5)
 
 
 def set_blas_threads(threads: int) -> bool:
-    """NumPy's BLAS threads, now, while the process runs (threadpoolctl); False where it cannot."""
-    if not _BLAS:
+    """NumPy's BLAS threads, now, while the process runs (threadpoolctl); False where it cannot.
+    The libraries are searched for again whenever Python has imported modules since the last
+    search (one of them may have loaded another BLAS)."""
+    import sys
+
+    if _BLAS.get("modules") != len(sys.modules):
         try:
             from threadpoolctl import ThreadpoolController
         except ImportError:
             return False
         import numpy  # noqa: F401  (its BLAS is the one to find)
 
-        _BLAS.append(ThreadpoolController().select(user_api="blas"))
-    _BLAS[0].limit(limits=threads)
+        _BLAS["found"] = ThreadpoolController().select(user_api="blas")
+        _BLAS["modules"] = len(sys.modules)
+    _BLAS["found"].limit(limits=threads)
     return True
 
 

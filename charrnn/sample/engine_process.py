@@ -181,12 +181,19 @@ class EngineProcess:
         except (OSError, ValueError):  # the child has gone: its reader ends the streams and starts another
             pass
 
-    def close(self) -> None:
+    def close_soon(self) -> None:
+        """Refuse new streams and tell the child to end (`close` waits for it)."""
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
-            process, conn = self._process, self._conn
-            if conn is not None:
+            if self._conn is not None:
                 self._send(("close",))
+
+    def close(self) -> None:
+        self.close_soon()
+        with self._lock:
+            process, conn = self._process, self._conn
         try:
             if process is not None and process.pid is not None:  # (one still starting is ended by _spawn)
                 process.join(timeout=10)
@@ -225,6 +232,8 @@ class EngineProcess:
             return
         print(f"charrnn: the engine process of {self.name} ended ({why}); starting another", file=sys.stderr)
         self.restarts += 1
+        if self.siblings is not None:
+            self.siblings[0][self.siblings[1]] = 0  # (its rows ended with it)
         self._spawn(replacing=True)
 
     def _apply(self, texts, logprobs, ended, counters) -> None:
@@ -263,7 +272,7 @@ def child_main(conn, weights, cfg, vocab, flops_per_row: float, siblings=None) -
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # (blocked while we started: see _spawn)
     try:
-        from charrnn.machine.threads import FreeCores, set_blas_threads
+        from charrnn.machine.threads import set_blas_threads
         from charrnn.sample.batch import Engine
         from charrnn.sample.engines import cpu_stepper
 
@@ -271,11 +280,19 @@ def child_main(conn, weights, cfg, vocab, flops_per_row: float, siblings=None) -
         if torch is not None:
             torch.set_num_threads(1)  # (until the thread policy has watched the load for a while)
         set_blas_threads(1)
+        if siblings is not None:
+            siblings[2][siblings[1]] = os.getpid()  # (for the others' meters)
         engine = Engine(
-            cpu_stepper(weights, cfg), vocab, flops_per_row=flops_per_row, threads=FreeCores(), wide_batch=WIDE_BATCH
+            cpu_stepper(weights, cfg),
+            vocab,
+            flops_per_row=flops_per_row,
+            threads=thread_policy(siblings),
+            wide_batch=WIDE_BATCH,
         )
         report = Report(conn, engine)
         streams: dict[int, Stream] = {}
+        if siblings is not None:
+            siblings[0][siblings[1]] = 0  # (a child that replaces one that died with rows: none now)
         conn.send(("ready",))
     except (EOFError, OSError):  # the server has gone already
         return
@@ -304,7 +321,7 @@ def child_main(conn, weights, cfg, vocab, flops_per_row: float, siblings=None) -
                             streams[key].cancelled = True
             if engine.rows or engine._incoming:
                 if siblings is not None:
-                    engine.share = _stepping(*siblings)
+                    engine.share = _stepping(siblings[0], siblings[1])
                 engine.serving_step()
             if siblings is not None:
                 siblings[0][siblings[1]] = len(engine.rows)
@@ -313,6 +330,18 @@ def child_main(conn, weights, cfg, vocab, flops_per_row: float, siblings=None) -
             report.send_if_due(busy=bool(engine.rows or engine._incoming))
         except (EOFError, OSError, BrokenPipeError):  # the server has gone
             return
+
+
+def thread_policy(siblings=None):
+    """An engine's thread policy: the cores free now, where a pool's engines (`siblings`: the
+    shared rows, this one's index, the shared pids) are not load but the engine's own family;
+    the engine then takes its share of them (`Engine.share`)."""
+    from charrnn.machine.threads import CpuMeter, FreeCores
+
+    if siblings is None:
+        return FreeCores()
+    pids = siblings[2]
+    return FreeCores(meter=CpuMeter(own=FamilyCpu(lambda: [pid for pid in pids if pid])))
 
 
 def _stepping(rows, index: int) -> int:
@@ -374,47 +403,63 @@ class EnginePool:
     """Several engines of one model (`EngineProcess`es, one batch each) with the interface of one.
     A request's streams go together to the engine with the fewest streams among those the cores
     free allow: `free()` says how many cores the machine leaves to the pool (None: unknown, use
-    every engine), asked at most every CHECK_EVERY seconds. Each engine divides its threads
-    among the engines stepping (`Engine.share`), so one client alone still gets every core.
+    every engine), asked every CHECK_EVERY seconds by a thread of the pool's. Each engine divides
+    the cores its policy finds free (the pool's engines not counted as load) among the engines
+    stepping (`Engine.share`), so one client alone still gets every core.
 
     Why: on this project's 2-core machine (LSTM 2x256, one thread each, the engine's loop alone),
     one engine stepping 16 rows drew ~31,000 characters/s, and a second torch thread for its
     products gave nothing more (31,300): a product of 16 rows takes 20-170 us, and two threads
     that split it wait for each other at each of the step's three. Two engines of 8 rows each,
-    side by side, drew ~40,000 between them, and in `bench --serve` 16 clients got 3.5-3.9x one
-    client's characters/s (one engine: 3.0-3.2x), 64 clients 5.8-6.4x (4.2-4.5x; issue 23's
-    note). Beside a busy core, though, two engines would share the one core left, each at half
-    the batch, which the products do less well (a row of a batch of 8 costs ~1.5x a row of 16):
-    so the second engine takes streams only while a core is free for it.
+    side by side, drew ~40,000 between them, and in `bench --serve` 16 clients got ~15% more
+    than with one engine, 64 clients ~30% more (issue 23's note). Beside a busy core, though, two
+    engines would share the one core left, each at half the batch, which the products do less
+    well (a row of a batch of 8 costs ~1.5x a row of 16): so the second engine takes streams only
+    while a core is free for it.
     """
 
     clock = EngineProcess.clock
     CHECK_EVERY = 2.0  # seconds between two asks of `free`
 
-    def __init__(self, engines: list, free: Callable[[], int | None] | None = None, clock=time.monotonic):
+    def __init__(self, engines: list, free: Callable[[], int | None] | None = None):
         self.engines = engines
-        self.free, self._clock = free, clock
+        self.free = free
         self.using = len(engines)  # the engines that take new streams now: the first `using`
-        self._checked = -math.inf
         self.flops_per_row = getattr(engines[0], "flops_per_row", 0.0)
+        self._stop = threading.Event()
 
     def start(self, name: str | None = None) -> EnginePool:
         for e in self.engines:
             e.start()
+        if self.free is not None and len(self.engines) > 1:
+            threading.Thread(target=self._watch, name="charrnn-engine-pool", daemon=True).start()
         return self
 
-    def wait_ready(self, timeout: float = 300.0) -> None:
+    def _watch(self) -> None:
+        while not self._stop.wait(self.CHECK_EVERY):
+            self.check()
+
+    def check(self) -> None:
+        """How many engines take new streams, from the cores free over the last CHECK_EVERY."""
+        free = self.free()
+        if free is not None:
+            self.using = max(1, min(len(self.engines), free))
+
+    def wait_ready(self, timeout: float = 300.0) -> list[str]:
+        """Until every engine is ready or has failed; returns why those failed (the others serve).
+        EngineUnavailable if none could start."""
+        failed = []
         for e in self.engines:
-            e.wait_ready(timeout)
+            try:
+                e.wait_ready(timeout)
+            except EngineUnavailable as exc:
+                failed.append(str(exc))
+        if len(failed) == len(self.engines):
+            raise EngineUnavailable(failed[0])
+        return failed
 
     def submit(self, streams: list[Stream]) -> None:
         """Add streams, together, to the engine with the fewest among those in use (and working)."""
-        now = self._clock()
-        if self.free is not None and now - self._checked >= self.CHECK_EVERY:
-            self._checked = now
-            free = self.free()
-            if free is not None:
-                self.using = max(1, min(len(self.engines), free))
         engines = self.engines[: self.using]
         working = [e for e in engines if not e.failed] or [e for e in self.engines if not e.failed] or engines
         min(working, key=lambda e: e.active).submit(streams)
@@ -424,6 +469,10 @@ class EnginePool:
             e.cancel(streams)
 
     def close(self) -> None:
+        """Every engine told to end at once, then each waited for."""
+        self._stop.set()
+        for e in self.engines:
+            e.close_soon()
         for e in self.engines:
             e.close()
 
@@ -457,33 +506,47 @@ class EnginePool:
 MAX_AUTO_ENGINES = 4  # serve --engines auto: one engine a core, at most this many (each holds the weights)
 
 
-def engine_count(engines: str, cores: int | None = None, flag: str = "--engines") -> int:
-    """`serve --engines`: a positive number, or auto (one a core, at most MAX_AUTO_ENGINES)."""
-    if engines == "auto":
-        from charrnn.machine.threads import cores_here
+def engine_count(
+    engines: str, cores: int | None = None, models: int = 1, measurable: bool | None = None, flag: str = "--engines"
+) -> tuple[int, str | None]:
+    """`serve --engines`: a positive number, or auto: the cores shared among the `models`, at most
+    MAX_AUTO_ENGINES each; one where the load cannot be measured (not Linux: a second engine
+    could not know when to step aside). A number above the cores is cut to them (an engine more
+    would never take a request). Returns (the count, a line saying why it differs from the asked)."""
+    from charrnn.machine.threads import CpuMeter, cores_here
 
-        return max(1, min(MAX_AUTO_ENGINES, cores_here() if cores is None else cores))
+    cores = cores_here() if cores is None else cores
+    if engines == "auto":
+        measurable = CpuMeter().available if measurable is None else measurable
+        return (max(1, min(MAX_AUTO_ENGINES, cores // max(1, models))) if measurable else 1), None
     try:
         count = int(engines)
     except ValueError:
         count = 0
     if count < 1:
         raise CharRNNError(f"{flag} {engines!r} must be a positive number or auto")
-    return count
+    if count > cores:
+        return cores, (
+            f"{flag} {count}: {cores}, one a core (an engine more than the cores would never take a request)"
+        )
+    return count, None
 
 
 def engine_pool(weights, cfg, vocab, flops_per_row: float, name: str, engines: int) -> EnginePool:
-    """`engines` engine processes of one model, sharing an array of their rows, routed by the
-    cores free outside the pool (the machine's load, less this process's and the engines')."""
-    rows = multiprocessing.get_context("spawn").RawArray("i", engines) if engines > 1 else None
+    """`engines` engine processes of one model, sharing an array of their rows and one of their
+    pids, routed by the cores free outside the pool (the machine's load, less this process's and
+    the engines')."""
+    context = multiprocessing.get_context("spawn")
+    rows = context.RawArray("i", engines) if engines > 1 else None
+    pids = context.RawArray("i", engines) if engines > 1 else None
     processes = [
         EngineProcess(
             weights,
             cfg,
             vocab,
             flops_per_row,
-            name=name if engines == 1 else f"{name}-{i}",
-            siblings=None if rows is None else (rows, i),
+            name=name if engines == 1 else f"{name}-{i + 1}",
+            siblings=None if rows is None else (rows, i, pids),
         )
         for i in range(engines)
     ]
@@ -491,19 +554,40 @@ def engine_pool(weights, cfg, vocab, flops_per_row: float, name: str, engines: i
     if engines > 1:
         from charrnn.machine.threads import CpuMeter, FreeCores
 
-        pool.free = FreeCores(meter=CpuMeter(own=lambda: _cpu_seconds(processes)))
+        family = FamilyCpu(lambda: [e.pid for e in processes if e.pid], this_process=True)
+        pool.free = FreeCores(meter=CpuMeter(own=family))
     return pool
 
 
-def _cpu_seconds(engines: list[EngineProcess]) -> float:
-    """CPU seconds of this process and of the engines' (from /proc; 0 for one that cannot be read)."""
+class FamilyCpu:
+    """CPU seconds of a family of processes (`pids()`, read from /proc; with `this_process`, this
+    one's too), counted on: a process that ends, or is replaced by another, keeps the seconds it
+    had, so the total never goes back (a meter would read that as a neighbour's load)."""
 
-    total = sum(os.times()[:2])
-    for e in engines:
-        try:
-            with open(f"/proc/{e.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError, TypeError):
-            pass
-    return total
+    def __init__(self, pids: Callable[[], list[int]], this_process: bool = False):
+        self.pids, self.this_process = pids, this_process
+        self._last: dict[int, float] = {}
+        self._ended = 0.0
+
+    def __call__(self) -> float:
+        now = {}
+        for pid in self.pids():
+            seconds = _process_cpu_seconds(pid)
+            if seconds is not None:
+                now[pid] = max(seconds, self._last.get(pid, 0.0))
+        for pid, seconds in self._last.items():
+            if pid not in now:
+                self._ended += seconds
+        self._last = now
+        own = sum(os.times()[:2]) if self.this_process else 0.0
+        return own + self._ended + sum(now.values())
+
+
+def _process_cpu_seconds(pid: int) -> float | None:
+    """A process's CPU seconds (user and system), from /proc; None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -379,9 +380,11 @@ class Server:
         """Until every model's engine process is ready (a CharRNNError if one cannot start)."""
         for model in self.models.values():
             try:
-                model.engine.wait_ready()
+                failed = model.engine.wait_ready()
             except EngineUnavailable as exc:
                 raise CharRNNError(f"cannot serve {model.name}: {exc}") from None
+            for why in failed or ():  # (some of its engines: the others serve it)
+                print(f"charrnn: {why}; {model.name} is served by its other engines", file=sys.stderr)
 
     def serve_forever(self) -> None:
         """Serve until stopped, once every engine is ready (connections made before then wait in

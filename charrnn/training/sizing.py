@@ -330,8 +330,8 @@ def speed_probe(
                 times.append(now - last)
                 last = now
                 if now - started >= seconds and len(times) >= min_steps:
-                    times.sort()
-                    return batch * seq_len / times[len(times) // 2]
+                    times.sort()  # (the lower median: of two steps, the one not slowed by the cache it found)
+                    return batch * seq_len / times[(len(times) - 1) // 2]
         finally:
             torch.random.set_rng_state(rng)
 
@@ -390,13 +390,13 @@ def choose_precision(probe: Callable[[str, float], float], seconds: float = 1.0)
     neighbour's burst slows the slices it falls on, in either precision, and leaves the others.
     (One second of each, one after the other, once read fp32 at 9,234 chars/s where it ran at
     ~26,000: a burst over most of its second.) Returns (the precision, one line for the user,
-    the speeds compared)."""
+    each precision's median slice: the speed to plan a run at, which the fastest would overstate)."""
     slices: dict[str, list[float]] = {"fp32": [], "bf16": []}
     for _ in range(PROBE_ROUNDS):
         for precision in slices:
             slices[precision].append(probe(precision, seconds / PROBE_ROUNDS))
-    best = {precision: max(speeds) for precision, speeds in slices.items()}
-    fp32, bf16 = best["fp32"], best["bf16"]
+    fp32, bf16 = max(slices["fp32"]), max(slices["bf16"])
+    typical = {precision: sorted(speeds)[len(speeds) // 2] for precision, speeds in slices.items()}
     ratio = bf16 / fp32
     if ratio >= BF16_GAIN:
         return (
@@ -405,10 +405,10 @@ def choose_precision(probe: Callable[[str, float], float], seconds: float = 1.0)
                 f"--precision auto: bf16, {ratio:.2f}x fp32's speed on this CPU ({bf16:,.0f} against {fp32:,.0f} "
                 "chars/s in a probe; the validation loss is computed in fp32; --precision fp32 to train in fp32)"
             ),
-            best,
+            typical,
         )
     return (
         "fp32",
         f"--precision auto: fp32 (bf16 probed at {ratio:.2f}x its speed on this CPU, under {BF16_GAIN}x)",
-        best,
+        typical,
     )

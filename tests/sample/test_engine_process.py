@@ -22,10 +22,11 @@ from charrnn.sample.engine_process import (
     EnginePool,
     EngineProcess,
     EngineUnavailable,
-    _cpu_seconds,
+    FamilyCpu,
     _stepping,
     engine_count,
     engine_pool,
+    thread_policy,
 )
 from charrnn.sample.engines import cpu_stepper
 
@@ -195,43 +196,51 @@ class FakeEngine:
 
 
 def test_a_pool_gives_a_request_to_the_engine_with_fewest_streams_among_those_the_cores_allow():
-    now, free = [0.0], [2]
+    free = [2]
     a, b = FakeEngine(), FakeEngine()
-    pool = EnginePool([a, b], free=lambda: free[0], clock=lambda: now[0])
+    pool = EnginePool([a, b], free=lambda: free[0])
     pool.submit(streams(1, 3))  # (a tie: the first)
     pool.submit(streams(2, 1))
     pool.submit(streams(3, 1))
     assert [len(g) for g in a.got] == [3] and [len(g) for g in b.got] == [1, 1] and pool.using == 2
-    free[0] = 1  # a neighbour took a core: the second engine takes nothing new...
-    pool.submit(streams(4, 1))  # (...once the pool asks again: not before CHECK_EVERY)
-    assert len(b.got) == 3
-    now[0] = EnginePool.CHECK_EVERY
+    free[0] = 1  # a neighbour took a core: the second engine takes nothing new once the pool checks
+    pool.check()
     pool.submit(streams(5, 1))
     pool.submit(streams(6, 1))
-    assert len(a.got) == 3 and len(b.got) == 3 and pool.using == 1
+    assert len(a.got) == 3 and len(b.got) == 2 and pool.using == 1
     free[0] = None  # (the meter cannot say: as it was)
-    now[0] += EnginePool.CHECK_EVERY
+    pool.check()
     pool.submit(streams(7, 1))
     assert len(a.got) == 4 and pool.using == 1
-    assert pool.active == a.active + b.active == 3 + 2 + 1 + 3
+    free[0] = 8  # (more cores than engines: all of them)
+    pool.check()
+    assert pool.using == 2 and pool.active == a.active + b.active == 3 + 2 + 1 + 2
 
 
 def test_a_pool_skips_a_failed_engine_and_says_why_when_all_have():
     a, b = FakeEngine(failed="no memory"), FakeEngine(active=5)
     pool = EnginePool([a, b], free=lambda: 1)
+    pool.check()
     pool.submit(streams(1, 1))  # (the first is the one in use, but it failed: the other takes it)
     assert len(b.got) == 1
     b.failed = "no memory either"
-    with pytest.raises(EngineUnavailable, match="no memory"):
+    with pytest.raises(EngineUnavailable, match="^no memory$"):  # (the one in use says why)
         pool.submit(streams(2, 1))
 
 
-def test_engines_auto_is_one_a_core_up_to_a_few():
-    assert engine_count("auto", cores=1) == 1 and engine_count("auto", cores=2) == 2
-    assert engine_count("auto", cores=64) == MAX_AUTO_ENGINES == 4 and engine_count("3") == 3
+def test_engines_auto_is_one_a_core_shared_among_the_models_and_a_number_is_cut_to_the_cores():
+    auto = lambda cores, models=1, measurable=True: engine_count("auto", cores, models, measurable)  # noqa: E731
+    assert auto(1) == (1, None) and auto(2) == (2, None) and auto(64) == (MAX_AUTO_ENGINES, None) == (4, None)
+    assert auto(8, models=2) == (4, None) and auto(2, models=3) == (1, None)
+    assert auto(8, measurable=False) == (1, None)  # (no load to measure: a second engine could not step aside)
+    assert engine_count("2", cores=2) == (2, None)
+    count, said = engine_count("8", cores=2)
+    assert (
+        count == 2 and said == "--engines 8: 2, one a core (an engine more than the cores would never take a request)"
+    )
     for bad in ("0", "-1", "two", ""):
         with pytest.raises(CharRNNError, match="must be a positive number or auto"):
-            engine_count(bad)
+            engine_count(bad, cores=2)
 
 
 def test_a_pool_of_two_processes_writes_the_texts_of_one_engine(model):
@@ -243,17 +252,21 @@ def test_a_pool_of_two_processes_writes_the_texts_of_one_engine(model):
     for group in here:
         local.submit(group)
     local.run_until_done([s for group in here for s in group])
-    pool = engine_pool(weights, cfg, VOCAB, 1.0, "test-pool", 2).start()
+    pool = engine_pool(weights, cfg, VOCAB, 1.0, "test-pool", 2)
+    rows = pool.engines[0].siblings[0]
+    rows[0] = rows[1] = 7  # (as a child that died while stepping 7 rows left them)
+    pool.free = None  # (however busy this machine is: both engines take requests)
+    pool.start()
     try:
-        pool.free = lambda: 2  # (however busy this machine is: both engines take requests)
-        pool.wait_ready(WAIT)
+        assert pool.wait_ready(WAIT) == []
+        assert list(rows[:]) == [0, 0]  # (a child starting says it steps nothing yet)
+        assert sorted(pool.engines[0].siblings[2][:]) == sorted(e.pid for e in pool.engines)  # (their pids)
         for group in there:
             pool.submit(group)
         for a, b in zip([s for g in here for s in g], [s for g in there for s in g]):
             assert b.done.wait(WAIT)
             assert (b.generated, b.stopped, b.logprobs) == (a.generated, a.stopped, a.logprobs)
         assert all(e.row_steps > 0 for e in pool.engines) and pool.row_steps == sum(e.row_steps for e in pool.engines)
-        rows = pool.engines[0].siblings[0]
         long = streams(5, length=10**6)
         pool.submit(long)  # (to the first: both are idle)
         deadline = time.monotonic() + WAIT
@@ -261,12 +274,39 @@ def test_a_pool_of_two_processes_writes_the_texts_of_one_engine(model):
             assert time.monotonic() < deadline
             time.sleep(0.01)
         pool.cancel(long)
-        while any(rows[:]) and time.monotonic() < deadline:  # (each engine says its rows: none once done)
+        assert long[0].done.wait(WAIT) and long[0].stopped == "cancelled"
+        while any(rows[:]):  # (and none once done)
+            assert time.monotonic() < deadline
             time.sleep(0.01)
-        assert list(rows[:]) == [0, 0] and pool.active == 0
+        assert pool.active == 0
     finally:
         pool.close()
     assert all(not e._process.is_alive() for e in pool.engines)
+
+
+def test_a_pool_serves_with_the_engines_that_started(model):
+    """One engine that cannot start leaves the others serving, and says why; none: refused."""
+    weights, cfg = model
+    broken = {k: v for k, v in weights.items() if k != "head.weight"}
+    good = EngineProcess(weights, cfg, VOCAB, name="good")
+    bad = EngineProcess(broken, cfg, VOCAB, name="bad")
+    pool = EnginePool([bad, good]).start()
+    try:
+        [why] = pool.wait_ready(WAIT)
+        assert why.startswith("the engine process of bad ended as it started") and "head.weight" in why
+        [s] = streams(3, length=20)
+        pool.submit([s])  # (the first engine is the one with fewest streams, but it failed)
+        assert s.done.wait(WAIT) and len(s.generated) == 20 and good.row_steps > 0
+    finally:
+        pool.close()
+    worse = EnginePool(
+        [EngineProcess(broken, cfg, VOCAB, name="bad-1"), EngineProcess(broken, cfg, VOCAB, name="bad-2")]
+    )
+    try:
+        with pytest.raises(EngineUnavailable, match="bad-1 ended as it started"):
+            worse.start().wait_ready(WAIT)
+    finally:
+        worse.close()
 
 
 def test_an_engine_of_a_pool_counts_the_engines_stepping():
@@ -274,22 +314,72 @@ def test_an_engine_of_a_pool_counts_the_engines_stepping():
     assert _stepping([0, 0, 0, 0], 3) == 1
 
 
-def test_the_pool_meter_counts_the_engines_cpu_as_its_own():
-    """The cores free for a second engine: the machine's load less this process's and the
-    engines' (else two busy engines would see each other as a neighbour and stop using one)."""
+def test_a_family_s_cpu_counts_its_processes_and_keeps_what_one_that_ended_used():
+    """The cores free for a second engine are the machine's load less the pool's own: the
+    server's and every engine's (else two busy engines would see each other as a neighbour and
+    stop using one); an engine that ends or is replaced keeps its seconds in the total, which a
+    meter would otherwise read as a neighbour's load."""
     import subprocess
     import sys
 
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    pids = [busy.pid]
+    family = FamilyCpu(lambda: pids)
     try:
-        engine = type("Engine", (), {"pid": busy.pid})()
-        own = lambda: sum(os.times()[:2])  # noqa: E731
-        before, own_before = _cpu_seconds([engine]), own()
         deadline = time.monotonic() + WAIT
-        while (_cpu_seconds([engine]) - before) - (own() - own_before) < 0.3:  # (the engine's CPU, not ours)
-            assert time.monotonic() < deadline, "the engine's CPU seconds were not counted"
+        while family() < 0.3:  # (the busy process's CPU seconds, as /proc counts them)
+            assert time.monotonic() < deadline, "its CPU seconds were not counted"
             time.sleep(0.05)
     finally:
         busy.kill()
         busy.wait()
-    assert _cpu_seconds([type("Gone", (), {"pid": busy.pid})()]) == pytest.approx(own(), abs=0.5)  # (one gone: 0)
+    used = family()
+    pids.clear()  # (gone from the family, as an engine replaced)
+    assert family() == used >= 0.3
+    mine = FamilyCpu(lambda: [], this_process=True)()
+    assert mine == pytest.approx(sum(os.times()[:2]), abs=0.1)
+
+
+def test_a_pool_meter_does_not_count_its_engines_as_load(model):
+    weights, cfg = model
+    pool = engine_pool(weights, cfg, VOCAB, 1.0, "test-pool", 2)
+    own = pool.free.meter.own
+    assert isinstance(own, FamilyCpu) and own.this_process
+    pool.engines[0]._process = type("Started", (), {"pid": os.getppid()})()  # (as if started: its pid is read)
+    assert own.pids() == [os.getppid()]
+
+
+def test_an_engine_of_a_pool_counts_its_siblings_cpu_as_its_own():
+    """Each engine's thread policy: the cores free, its siblings not counted as load (the
+    engines then share the cores by `Engine.share`), else two would count each other twice."""
+    import multiprocessing
+
+    pids = multiprocessing.get_context("spawn").RawArray("i", 3)
+    pids[0], pids[2] = os.getpid(), os.getppid()
+    own = thread_policy((None, 0, pids)).meter.own
+    assert isinstance(own, FamilyCpu) and not own.this_process and own.pids() == [os.getpid(), os.getppid()]
+    assert not isinstance(thread_policy(None).meter.own, FamilyCpu)  # (an engine alone: its own CPU only)
+
+
+def test_a_started_pool_asks_the_cores_free_every_so_often(monkeypatch):
+    class Startable(FakeEngine):
+        def start(self):
+            pass
+
+        def close_soon(self):
+            pass
+
+        def close(self):
+            pass
+
+    asked = threading.Event()
+    monkeypatch.setattr(EnginePool, "CHECK_EVERY", 0.01)
+    pool = EnginePool([Startable(), Startable()], free=lambda: asked.set() or 1).start()
+    try:
+        assert asked.wait(WAIT)
+    finally:
+        pool.close()
+    deadline = time.monotonic() + WAIT
+    while pool.using != 1:  # (the watcher sets it after asking)
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
