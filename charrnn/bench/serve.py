@@ -150,7 +150,9 @@ def _load(url: str, clients: int, seconds: float) -> dict[str, Any]:
         "p99_ms": float(np.percentile(every, 99)) * 1000,
         "mean_batch": (after["row_steps"] - before["row_steps"]) / max(1, after["steps"] - before["steps"]),
         "model_busy": (after["step_seconds"] - before["step_seconds"]) / elapsed,
-        "engines_in_use": after.get("engines_in_use", 1),  # (as the row ended: beside a busy core, fewer)
+        "engines_stepped": sum(  # (the engines that drew characters in the row: beside a busy core, fewer)
+            b > a for a, b in zip(before.get("row_steps_by_engine", [0]), after.get("row_steps_by_engine", [1]))
+        ),
         "engine_gflops": (after["row_steps"] - before["row_steps"])
         * after["flops_per_row"]
         / max(1e-9, after["step_seconds"] - before["step_seconds"])
@@ -228,7 +230,7 @@ def serve_table(result: dict[str, Any]) -> Table:
         "vs 1 client",
         "p50 latency",
         "p99 latency",
-        "engines in use",
+        "engines that stepped",
         "mean batch",
         "model steps' share",
         "engine GFLOP/s",
@@ -243,7 +245,7 @@ def serve_table(result: dict[str, Any]) -> Table:
             f"{row['vs_one_client']:.2f}×",
             f"{row['p50_ms']:,.0f} ms",
             f"{row['p99_ms']:,.0f} ms",
-            f"{row.get('engines_in_use', 1)} of {result.get('engines', 1)}",
+            f"{row.get('engines_stepped', 1)} of {result.get('engines', 1)}",
             f"{row['mean_batch']:.1f}",
             f"{row['model_busy']:.0%}",
             f"{row['engine_gflops']:,.1f} ({row['of_peak']:.0%} of peak)",

@@ -117,6 +117,8 @@ class EngineProcess:
             theirs.close()  # (the child holds its own copy: when it ends, our end reads EOF)
             if blocked is not None:
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if self.siblings is not None:
+            self.siblings[2][self.siblings[1]] = process.pid  # (the siblings' meters count it from its start)
         with self._lock:
             closed = self._closed  # (closed while it started: `close` could not end it)
         if closed:
@@ -234,6 +236,7 @@ class EngineProcess:
         self.restarts += 1
         if self.siblings is not None:
             self.siblings[0][self.siblings[1]] = 0  # (its rows ended with it)
+            self.siblings[2][self.siblings[1]] = 0  # (and its pid may be another process's soon)
         self._spawn(replacing=True)
 
     def _apply(self, texts, logprobs, ended, counters) -> None:
@@ -437,7 +440,10 @@ class EnginePool:
 
     def _watch(self) -> None:
         while not self._stop.wait(self.CHECK_EVERY):
-            self.check()
+            try:
+                self.check()
+            except Exception:  # (a meter that fails once: as it was, and asked again)
+                pass
 
     def check(self) -> None:
         """How many engines take new streams, from the cores free over the last CHECK_EVERY."""
@@ -570,13 +576,12 @@ class FamilyCpu:
         self._ended = 0.0
 
     def __call__(self) -> float:
-        now = {}
-        for pid in self.pids():
+        listed, now = self.pids(), {}
+        for pid in listed:
             seconds = _process_cpu_seconds(pid)
-            if seconds is not None:
-                now[pid] = max(seconds, self._last.get(pid, 0.0))
+            now[pid] = max(seconds or 0.0, self._last.get(pid, 0.0))  # (a read that fails: its last)
         for pid, seconds in self._last.items():
-            if pid not in now:
+            if pid not in now:  # (left the family: an engine replaced, or ended)
                 self._ended += seconds
         self._last = now
         own = sum(os.times()[:2]) if self.this_process else 0.0

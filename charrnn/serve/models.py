@@ -61,7 +61,8 @@ class ServedModel:
             "flops_per_row": e.flops_per_row,
             "threads": e.threads_used,
             "engines": len(e.engines),
-            "engines_in_use": e.using,
+            "engines_in_use": e.using,  # (that take new streams now)
+            "row_steps_by_engine": [x.row_steps for x in e.engines],
         }
         return {
             "id": self.name,

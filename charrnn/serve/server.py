@@ -377,7 +377,11 @@ class Server:
             model.engine.start()
 
     def wait_ready(self) -> None:
-        """Until every model's engine process is ready (a CharRNNError if one cannot start)."""
+        """Until every model's engine processes are ready (a CharRNNError if none of a model's can
+        start; one line for each that could not, once)."""
+        if getattr(self, "_ready", False):
+            return
+        self._ready = True
         for model in self.models.values():
             try:
                 failed = model.engine.wait_ready()

@@ -65,15 +65,21 @@ def requests() -> list[list[Stream]]:
     ]
 
 
-def test_its_texts_are_the_engine_in_this_process_texts(model, engine):
-    """The child runs the same Engine on the same weights with the streams' own random numbers:
-    every text, end and log-probability equals those of the engine in this process."""
-    weights, cfg = model
-    here, there = requests(), requests()
+def drawn_here(weights, cfg) -> list[list[Stream]]:
+    """`requests()`, drawn by the engine in this process: the texts to expect of a child."""
+    here = requests()
     local = Engine(cpu_stepper(weights, cfg), VOCAB)
     for group in here:
         local.submit(group)
     local.run_until_done([s for group in here for s in group])
+    return here
+
+
+def test_its_texts_are_the_engine_in_this_process_texts(model, engine):
+    """The child runs the same Engine on the same weights with the streams' own random numbers:
+    every text, end and log-probability equals those of the engine in this process."""
+    weights, cfg = model
+    here, there = drawn_here(weights, cfg), requests()
     for group in there:
         engine.submit(group)
     for a, b in zip([s for g in here for s in g], [s for g in there for s in g]):
@@ -247,11 +253,7 @@ def test_a_pool_of_two_processes_writes_the_texts_of_one_engine(model):
     """The requests spread over both engines (each its own process and batch), and each text is
     the one the engine in this process writes: a row does not depend on its batch."""
     weights, cfg = model
-    here, there = requests(), requests()
-    local = Engine(cpu_stepper(weights, cfg), VOCAB)
-    for group in here:
-        local.submit(group)
-    local.run_until_done([s for group in here for s in group])
+    here, there = drawn_here(weights, cfg), requests()
     pool = engine_pool(weights, cfg, VOCAB, 1.0, "test-pool", 2)
     rows = pool.engines[0].siblings[0]
     rows[0] = rows[1] = 7  # (as a child that died while stepping 7 rows left them)
@@ -338,6 +340,18 @@ def test_a_family_s_cpu_counts_its_processes_and_keeps_what_one_that_ended_used(
     assert family() == used >= 0.3
     mine = FamilyCpu(lambda: [], this_process=True)()
     assert mine == pytest.approx(sum(os.times()[:2]), abs=0.1)
+
+
+def test_a_family_s_cpu_is_not_counted_twice_when_a_reading_fails(monkeypatch):
+    from charrnn.sample import engine_process
+
+    readings = iter([1.0, None, 1.5, 2.0])
+    monkeypatch.setattr(engine_process, "_process_cpu_seconds", lambda pid: next(readings))
+    pids = [42]
+    family = FamilyCpu(lambda: pids)
+    assert [family(), family(), family()] == [1.0, 1.0, 1.5]  # (a failed read: its last, not 0 then 2.5)
+    pids.clear()
+    assert family() == 1.5  # (gone: it keeps its seconds)
 
 
 def test_a_pool_meter_does_not_count_its_engines_as_load(model):

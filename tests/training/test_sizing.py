@@ -317,6 +317,18 @@ def test_the_probe_is_made_once_and_timed_in_slices(monkeypatch):
     assert probe(0.0, min_steps=2) == pytest.approx(10.0) and len(steps) == 6  # (warm: 2 steps, no warm-up)
 
 
+def test_a_probe_slice_is_its_faster_step_of_two():
+    """Of a slice's two steps, the first follows the other precision's model (its cache): the
+    lower median is the step not slowed by that."""
+    from charrnn.config import ModelConfig
+
+    ticks = iter([0.0, 3.0, 4.0])  # (the warm-up ends at 0; then steps of 3 and 1 ticks)
+    probe = sizing.speed_probe(
+        ModelConfig(vocab_size=VOCAB, layers=1, hidden=8, embed=4), 2, 5, clock=lambda: next(ticks)
+    )
+    assert probe(0.0, min_steps=2) == pytest.approx(10.0)  # (10 characters in 1 tick, not in 3)
+
+
 def test_precision_auto_sizes_the_model_at_the_speed_it_will_train_at(monkeypatch):
     """bf16 probed faster: the run trains in bf16, and the model is chosen at bf16's speed (a larger
     one than at fp32's), its probes made in bf16 after the first comparison."""
