@@ -122,7 +122,7 @@ class EngineProcess:
         with self._lock:
             closed = self._closed  # (closed while it started: `close` could not end it)
         if closed:
-            process.terminate()
+            process.kill()  # (SIGTERM is blocked, then ignored, in the child: see child_main)
             process.join(timeout=10)
             return
         threading.Thread(target=self._read, args=(ours, process), name=f"{self.name}-reader", daemon=True).start()
@@ -193,15 +193,19 @@ class EngineProcess:
                 self._send(("close",))
 
     def close(self) -> None:
+        """End the child: one that reads the pipe is given 10 s to end of itself; one still starting
+        (importing torch, reading its weights: many seconds on a loaded machine) has nothing to
+        finish and is killed at once, as is one that does not end. Killed, not terminated: the
+        child ignores SIGTERM (see child_main)."""
         self.close_soon()
         with self._lock:
             process, conn = self._process, self._conn
         try:
             if process is not None and process.pid is not None:  # (one still starting is ended by _spawn)
-                process.join(timeout=10)
+                process.join(timeout=10 if self._ready.is_set() else 0)
                 if process.is_alive():
-                    process.terminate()
-                    process.join(timeout=5)
+                    process.kill()
+                    process.join(timeout=10)
         finally:
             if conn is not None:
                 conn.close()

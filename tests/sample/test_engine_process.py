@@ -151,6 +151,26 @@ def test_close_ends_what_is_going_and_refuses_more(model):
         engine.submit(streams(9))
 
 
+class SlowToLoad:
+    """Unpickled in the child, before its loop: `time.sleep(60)` (a child that starts slowly, as
+    one importing torch on a loaded machine does)."""
+
+    def __reduce__(self):
+        return (time.sleep, (60,))
+
+
+def test_close_ends_a_child_still_starting(model):
+    """A child that has not started reading the pipe is killed: SIGTERM is blocked while it starts
+    and ignored once it has (see child_main), and it has nothing to finish."""
+    weights, cfg = model
+    engine = EngineProcess({**weights, "slow": SlowToLoad()}, cfg, VOCAB).start()
+    [s] = streams(8, length=10)
+    engine.submit([s])
+    engine.close()
+    assert s.done.is_set() and s.stopped == "cancelled"
+    assert not engine._process.is_alive()
+
+
 def test_a_child_that_cannot_start_is_said(model):
     weights, cfg = model
     broken = {k: v for k, v in weights.items() if k != "head.weight"}
