@@ -52,7 +52,13 @@ DROPOUT_PER_DOUBLING = 0.1
 # 1.558, 0.1 1.563, 0.2 (the rule without the ramp) 1.605; Tang poems, 2x128 at 3.2 passes: 0
 # 5.684, 0.15 5.685. And where it pays: Python source (held out), 2x384 at 6 passes: 0.25 1.305
 # against 0.05 1.317; tiny-shakespeare 2x512 at 7.2 passes: 0.25 1.441, 0.1 1.430 (kept at 0.25:
-# the held-out text asks for it at fewer passes).
+# the held-out text asks for it at fewer passes). The model's size is not in the rule, though a
+# larger model over-fits sooner: gated by passes x weights per training character instead, the rule
+# would give Python source, 2x384 at 4.7 passes, its 0.2 (1.325 against 0: 1.340), and
+# tiny-shakespeare, 2x256 at 4.8 passes, its none (1.556 against 0.15: 1.579), but tiny-shakespeare,
+# 2x384 at 4.6 passes, 0.2 where none was better (1.519 against 1.489, 2026-12-06): the same
+# model at the same passes wants dropout on one text and not the other, so the text, not the size,
+# decides there; tried and not kept.
 FREE_PASSES = 4.0
 RAMP_PASSES = 2.0
 MAX_DROPOUT = 0.25  # 2x512 on tiny-shakespeare, 7.4 passes: 0.25 reached 1.447 at step 1400, 0.35 1.478
