@@ -192,17 +192,21 @@ class EngineProcess:
             if self._conn is not None:
                 self._send(("close",))
 
-    def close(self) -> None:
-        """End the child: one that reads the pipe is given 10 s to end of itself; one still starting
-        (importing torch, reading its weights: many seconds on a loaded machine) has nothing to
-        finish and is killed at once, as is one that does not end. Killed, not terminated: the
-        child ignores SIGTERM (see child_main)."""
+    CLOSE_WAIT = 10.0  # seconds a child that reads the pipe is given to end of itself
+
+    def close(self, until: float | None = None) -> None:
+        """End the child: one that reads the pipe is given until `until` (time.monotonic; CLOSE_WAIT
+        from now if None) to end of itself; one still starting (importing torch, reading its
+        weights: many seconds on a loaded machine) has nothing to finish and is killed at once,
+        as is one that does not end. Killed, not terminated: the child ignores SIGTERM (see
+        child_main)."""
         self.close_soon()
+        until = time.monotonic() + self.CLOSE_WAIT if until is None else until
         with self._lock:
             process, conn = self._process, self._conn
         try:
             if process is not None and process.pid is not None:  # (one still starting is ended by _spawn)
-                process.join(timeout=10 if self._ready.is_set() else 0)
+                process.join(timeout=max(0.0, until - time.monotonic()) if self._ready.is_set() else 0)
                 if process.is_alive():
                     process.kill()
                     process.join(timeout=10)
@@ -479,12 +483,14 @@ class EnginePool:
             e.cancel(streams)
 
     def close(self) -> None:
-        """Every engine told to end at once, then each waited for."""
+        """Every engine told to end at once, then each waited for, all within one CLOSE_WAIT (two
+        hung engines are killed after 10 s, not 20)."""
         self._stop.set()
         for e in self.engines:
             e.close_soon()
+        until = time.monotonic() + EngineProcess.CLOSE_WAIT
         for e in self.engines:
-            e.close()
+            e.close(until)
 
     @property
     def active(self) -> int:

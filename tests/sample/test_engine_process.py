@@ -403,7 +403,7 @@ def test_a_started_pool_asks_the_cores_free_every_so_often(monkeypatch):
         def close_soon(self):
             pass
 
-        def close(self):
+        def close(self, until=None):
             pass
 
     asked = threading.Event()
@@ -417,3 +417,23 @@ def test_a_started_pool_asks_the_cores_free_every_so_often(monkeypatch):
     while pool.using != 1:  # (the watcher sets it after asking)
         assert time.monotonic() < deadline
         time.sleep(0.01)
+
+
+def test_a_pool_waits_for_its_engines_within_one_deadline():
+    """Every engine is told to end before any is waited for, and all are waited for until one
+    deadline: two that hang are killed after CLOSE_WAIT, not one CLOSE_WAIT each."""
+    said = []
+
+    class Hanging(FakeEngine):
+        def close_soon(self):
+            said.append(("told", self))
+
+        def close(self, until=None):
+            said.append(("waited", until))
+
+    engines = [Hanging(), Hanging()]
+    before = time.monotonic()
+    EnginePool(engines).close()
+    assert [what for what, _ in said] == ["told", "told", "waited", "waited"]
+    (_, first), (_, second) = said[2:]
+    assert first == second and first is not None and before < first <= time.monotonic() + EngineProcess.CLOSE_WAIT

@@ -460,3 +460,19 @@ def test_with_a_budget_and_a_given_model_the_precision_is_probed_on_that_model(m
     cfg, choice, line = plan.size_model(plan.Plan(config), {"hidden"}, 1_000_000, VOCAB, started)
     assert choice is None and cfg.precision == "bf16" and (cfg.layers, cfg.hidden) == (2, 320)
     assert calls == [((2, 320), 32, "fp32"), ((2, 320), 32, "bf16")]
+
+
+def test_the_run_is_planned_at_the_median_slice_of_the_precision_chosen(monkeypatch):
+    """bf16's slices 30,000 / 10,000 / 20,000 chars/s: bf16 is chosen on its fastest (30,000 against
+    fp32's 10,000), the run is planned at its median (20,000: the fastest overstates what a run
+    keeps up), and the model the probe timed is not timed again."""
+    slices = {"fp32": iter([10_000.0] * 3), "bf16": iter([30_000.0, 10_000.0, 20_000.0])}
+    monkeypatch.setattr(
+        sizing, "speed_probe", lambda m, b, s, device=None, precision="fp32": lambda *a, **k: next(slices[precision])
+    )
+    monkeypatch.setattr(sizing, "bf16_native", lambda device: True)
+    monkeypatch.setattr(sizing, "measure_speed", lambda *a, **k: pytest.fail("timed again"))
+    started = __import__("time").monotonic()
+    config = TrainConfig(time_budget=600, size="auto", layers=2, hidden=256, threads=1, device="cpu").validate()
+    cfg, choice, _ = plan.size_model(plan.Plan(config), {"layers", "hidden"}, 1_000_000, VOCAB, started)
+    assert cfg.precision == "bf16" and choice.speed == 20_000.0
