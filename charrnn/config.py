@@ -98,7 +98,7 @@ class TrainConfig(ModelShape):
     # Optimisation
     # 6e-3 since 2026-12-06 (3e-3 before): step for step, side by side, bf16, the runs --size auto
     # makes on tiny-shakespeare learned more at twice the peak (LSTM 2x256, 930 steps: 1.597 ->
-    # 1.517, 1e-2 no better: 1.515; 2x384, 1,127 steps: 1.489 -> 1.485; 2x512, dropout 0.25, 1,390
+    # 1.517, 1e-2: 1.515, the same; 2x384, 1,127 steps: 1.489 -> 1.485; 2x512, dropout 0.25, 1,390
     # steps: 1.466 -> 1.454) and so did make demo's (full Shakespeare, 2x384, batch 16, 2,400 steps:
     # 1.525 -> 1.499). README, "What loss to expect".
     lr: float = option(6e-3, "Peak learning rate (AdamW).")

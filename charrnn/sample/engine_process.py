@@ -28,6 +28,7 @@ streams end with "error" and a new one is started for the next; one that cannot 
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import math
 import multiprocessing
@@ -45,6 +46,18 @@ from charrnn.sample.batch import Stream, claim
 WIDE_BATCH = 32  # the batches whose products use a second core when one is free (see Engine._set_torch_threads)
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 SEND_EVERY = 0.005  # seconds between the child's reports while streams are going (and at each end)
+
+
+_children: set = set()  # the engine processes started here and not yet waited for
+_kill_registered = False
+
+
+def _kill_children() -> None:
+    """At exit: multiprocessing sends its daemon children SIGTERM and waits for them without a
+    limit, and ours ignore SIGTERM (see child_main); an engine never closed would hang the exit."""
+    for process in list(_children):
+        if process.is_alive():
+            process.kill()
 
 
 class EngineUnavailable(RuntimeError):
@@ -117,6 +130,11 @@ class EngineProcess:
             theirs.close()  # (the child holds its own copy: when it ends, our end reads EOF)
             if blocked is not None:
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        global _kill_registered
+        if not _kill_registered:  # (after multiprocessing's own exit handler, which atexit then runs after ours)
+            atexit.register(_kill_children)
+            _kill_registered = True
+        _children.add(process)
         if self.siblings is not None:
             self.siblings[2][self.siblings[1]] = process.pid  # (the siblings' meters count it from its start)
         with self._lock:
@@ -124,6 +142,7 @@ class EngineProcess:
         if closed:
             process.kill()  # (SIGTERM is blocked, then ignored, in the child: see child_main)
             process.join(timeout=10)
+            _children.discard(process)
             return
         threading.Thread(target=self._read, args=(ours, process), name=f"{self.name}-reader", daemon=True).start()
 
@@ -210,6 +229,8 @@ class EngineProcess:
                 if process.is_alive():
                     process.kill()
                     process.join(timeout=10)
+                if not process.is_alive():
+                    _children.discard(process)
         finally:
             if conn is not None:
                 conn.close()
@@ -232,7 +253,11 @@ class EngineProcess:
                 self._ready.set()
             elif message[0] == "failed":
                 said = message[1]
+        with self._lock:
+            if self._closed:  # (`close` waits for it: two threads reaping one child race)
+                return
         process.join(timeout=5)
+        _children.discard(process)
         with self._lock:
             if self._closed or process is not self._process:
                 return

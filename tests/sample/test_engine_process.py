@@ -153,22 +153,56 @@ def test_close_ends_what_is_going_and_refuses_more(model):
 
 class SlowToLoad:
     """Unpickled in the child, before its loop: `time.sleep(60)` (a child that starts slowly, as
-    one importing torch on a loaded machine does)."""
+    one importing torch on a loaded machine does). Put it last among the child's weights: what
+    follows it (the config, the vocabulary) must fit in the pipe's buffer, or `start` waits for
+    the child to read it."""
 
     def __reduce__(self):
         return (time.sleep, (60,))
 
 
 def test_close_ends_a_child_still_starting(model):
-    """A child that has not started reading the pipe is killed: SIGTERM is blocked while it starts
-    and ignored once it has (see child_main), and it has nothing to finish."""
+    """A child that has not started reading the pipe is killed at once, not waited for: SIGTERM
+    is blocked while it starts and ignored once it has (see child_main), and it has nothing to
+    finish. (Waited for, it would end of itself after its 60 s: exit code 0, not -SIGKILL.)"""
     weights, cfg = model
-    engine = EngineProcess({**weights, "slow": SlowToLoad()}, cfg, VOCAB).start()
+    engine = EngineProcess({**weights, "slow": SlowToLoad()}, cfg, VOCAB)
+    engine.CLOSE_WAIT = 300.0
+    engine.start()
     [s] = streams(8, length=10)
     engine.submit([s])
     engine.close()
     assert s.done.is_set() and s.stopped == "cancelled"
-    assert not engine._process.is_alive()
+    assert not engine._process.is_alive() and engine._process.exitcode == -signal.SIGKILL
+
+
+def test_a_ready_child_ends_of_itself_and_one_past_its_deadline_is_killed(model):
+    weights, cfg = model
+    calm, late = (EngineProcess(weights, cfg, VOCAB).start() for _ in range(2))
+    try:
+        calm.wait_ready(WAIT)
+        late.wait_ready(WAIT)
+    finally:
+        calm.close()
+        late.close(until=time.monotonic())  # (the pool's deadline, passed already)
+    assert calm._process.exitcode == 0 and late._process.exitcode == -signal.SIGKILL
+
+
+def test_an_engine_never_closed_is_killed_at_exit(model):
+    """multiprocessing's exit handler sends SIGTERM, which the child ignores, and waits without a
+    limit: ours, run first, kills what is left."""
+    from charrnn.sample import engine_process
+
+    weights, cfg = model
+    engine = EngineProcess({**weights, "slow": SlowToLoad()}, cfg, VOCAB).start()
+    try:
+        assert engine._process in engine_process._children
+        engine_process._kill_children()
+        engine._process.join(WAIT)
+        assert engine._process.exitcode == -signal.SIGKILL
+    finally:
+        engine.close()
+    assert engine._process not in engine_process._children
 
 
 def test_a_child_that_cannot_start_is_said(model):
