@@ -32,6 +32,7 @@ import atexit
 import itertools
 import math
 import multiprocessing
+import multiprocessing.util  # noqa: F401  (its exit handler registered before ours: see _kill_children)
 import os
 import select
 import signal
@@ -49,12 +50,16 @@ SEND_EVERY = 0.005  # seconds between the child's reports while streams are goin
 
 
 _children: set = set()  # the engine processes started here and not yet waited for
-_kill_registered = False
+_exiting = False  # (set at exit: a child killed then is not restarted by its reader)
 
 
+@atexit.register  # (after multiprocessing.util's import registered its own exit handler: ours runs first)
 def _kill_children() -> None:
     """At exit: multiprocessing sends its daemon children SIGTERM and waits for them without a
-    limit, and ours ignore SIGTERM (see child_main); an engine never closed would hang the exit."""
+    limit, and ours ignore SIGTERM (see child_main); an engine never closed would hang the exit
+    (measured: a ready engine left open held a script's exit past 30 s; killed here, 3 s)."""
+    global _exiting
+    _exiting = True
     for process in list(_children):
         if process.is_alive():
             process.kill()
@@ -130,10 +135,6 @@ class EngineProcess:
             theirs.close()  # (the child holds its own copy: when it ends, our end reads EOF)
             if blocked is not None:
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        global _kill_registered
-        if not _kill_registered:  # (after multiprocessing's own exit handler, which atexit then runs after ours)
-            atexit.register(_kill_children)
-            _kill_registered = True
         _children.add(process)
         if self.siblings is not None:
             self.siblings[2][self.siblings[1]] = process.pid  # (the siblings' meters count it from its start)
@@ -254,7 +255,7 @@ class EngineProcess:
             elif message[0] == "failed":
                 said = message[1]
         with self._lock:
-            if self._closed:  # (`close` waits for it: two threads reaping one child race)
+            if self._closed or _exiting:  # (`close` waits for it: two threads reaping one child race)
                 return
         process.join(timeout=5)
         _children.discard(process)

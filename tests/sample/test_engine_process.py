@@ -188,21 +188,26 @@ def test_a_ready_child_ends_of_itself_and_one_past_its_deadline_is_killed(model)
     assert calm._process.exitcode == 0 and late._process.exitcode == -signal.SIGKILL
 
 
-def test_an_engine_never_closed_is_killed_at_exit(model):
+def test_an_engine_never_closed_is_killed_at_exit_and_not_restarted(model, monkeypatch):
     """multiprocessing's exit handler sends SIGTERM, which the child ignores, and waits without a
-    limit: ours, run first, kills what is left."""
+    limit: ours, run first, kills what is left, and its reader starts no other."""
     from charrnn.sample import engine_process
 
+    monkeypatch.setattr(engine_process, "_exiting", False)  # (restored after: the other tests' engines restart)
     weights, cfg = model
-    engine = EngineProcess({**weights, "slow": SlowToLoad()}, cfg, VOCAB).start()
+    engine = EngineProcess(weights, cfg, VOCAB).start()
     try:
-        assert engine._process in engine_process._children
+        engine.wait_ready(WAIT)
+        first = engine._process
+        assert first in engine_process._children
         engine_process._kill_children()
-        engine._process.join(WAIT)
-        assert engine._process.exitcode == -signal.SIGKILL
+        first.join(WAIT)
+        assert first.exitcode == -signal.SIGKILL
+        time.sleep(0.5)  # (time for the reader to see the end; a restart would swap the process)
+        assert engine._process is first and engine.restarts == 0
     finally:
         engine.close()
-    assert engine._process not in engine_process._children
+    assert first not in engine_process._children
 
 
 def test_a_child_that_cannot_start_is_said(model):
@@ -471,3 +476,26 @@ def test_a_pool_waits_for_its_engines_within_one_deadline():
     assert [what for what, _ in said] == ["told", "told", "waited", "waited"]
     (_, first), (_, second) = said[2:]
     assert first == second and first is not None and before < first <= time.monotonic() + EngineProcess.CLOSE_WAIT
+
+
+def test_a_program_that_leaves_an_engine_open_still_exits(tmp_path):
+    """The exit handler's order: ours (killing the engines) before multiprocessing's (which would
+    wait for a child that ignores its SIGTERM, forever: seen, with ours not registered)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "leave_open.py"
+    script.write_text(
+        "from charrnn.config import ModelConfig\n"
+        "from charrnn.data.vocab import Vocab\n"
+        "from charrnn.model import CharRNN, numpy_weights\n"
+        "from charrnn.sample.engine_process import EngineProcess\n"
+        "if __name__ == '__main__':\n"
+        "    vocab = Vocab(tuple(sorted('ab \\n')))\n"
+        "    net = CharRNN(ModelConfig(vocab_size=len(vocab), layers=1, hidden=8, embed=4)).eval()\n"
+        "    EngineProcess(numpy_weights(net.state_dict()), net.cfg, vocab).start().wait_ready(120)\n"
+        "    print('ready', flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=WAIT)
+    assert done.returncode == 0 and done.stdout == "ready\n", done.stderr
+    assert "starting another" not in done.stderr
