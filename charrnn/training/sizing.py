@@ -19,6 +19,8 @@ rule, fitted on runs measured across corpora and budgets (README, "What loss to 
   make: `DROPOUT_PER_DOUBLING` for each doubling of the passes, at most `MAX_DROPOUT`, but none
   for `FREE_PASSES` passes or fewer and only a share of it over the next `RAMP_PASSES` (until
   2026-12-06 it had no ramp: at four to five passes that cost 0.05 nats/char; see FREE_PASSES).
+  Dropout slows a training step, so the model chosen is timed again with its dropout, and the
+  characters it will read (and its dropout) follow from that speed.
 - The batch is 16 streams for a run that reads its text less than twice (more updates for the
   same characters; a CPU runs 16 streams as fast as 32), else 32.
 - The embedding is 64 wide, wider for a vocabulary of thousands of characters (Chinese): there a
@@ -148,6 +150,15 @@ def choose(
         reads = reads_limit
     m = model(*pick)
     passes = reads / max(train_chars, 1)
+    dropout = cfg.dropout if "dropout" in given else dropout_for(passes)
+    if speed is not None and dropout > 0 and "dropout" not in given:
+        # The rungs were timed without dropout, which slows a training step (bf16, batch 32, two
+        # threads: LSTM 2x256 by ~20% at 0.25, 2x384 ~12%, 2x512 ~3%): the pick is timed again
+        # with its dropout and the run planned at that speed (fewer passes, so no more dropout).
+        speed = speed_of(replace(m, dropout=dropout), batch, cfg.seq_len)
+        reads = min(seconds * speed, reads_limit)
+        passes = reads / max(train_chars, 1)
+        dropout = dropout_for(passes)
     if "batch_size" not in given:
         batch = batch_for(passes)
         if cfg.max_steps:  # a step of fewer streams reads fewer characters
@@ -158,7 +169,7 @@ def choose(
         "hidden": m.hidden,
         "embed": m.embed,
         "batch_size": batch,
-        "dropout": dropout_for(passes),
+        "dropout": dropout,
     }
     values = {k: v for k, v in chosen.items() if k in free}
     return Choice(values, reads, passes, speed)
@@ -175,7 +186,13 @@ def _ladder(cfg: TrainConfig, given: set[str], train_chars: int, vocab: int):
     def model(L: int, H: int) -> ModelConfig:
         embed = cfg.embed if "embed" in given else H if cfg.tie_weights else embed_for(vocab, H)
         return ModelConfig(
-            vocab_size=vocab, cell=cfg.cell, layers=L, hidden=H, embed=embed, tie_weights=cfg.tie_weights and embed == H
+            vocab_size=vocab,
+            cell=cfg.cell,
+            layers=L,
+            hidden=H,
+            embed=embed,
+            dropout=cfg.dropout if "dropout" in given else 0.0,  # (timed with the dropout it will train with)
+            tie_weights=cfg.tie_weights and embed == H,
         )
 
     if not {"layers", "hidden"} <= given:  # (the rungs below the ladder keep what is given, too)

@@ -22,7 +22,7 @@ def speed_inverse_to_weights(flops_per_second: float = 6e10):
     calls = []
 
     def speed_of(m, batch, seq_len):
-        calls.append((m.layers, m.hidden))
+        calls.append((m.layers, m.hidden, m.dropout))
         return flops_per_second / (6 * weights_of(m))
 
     speed_of.calls = calls
@@ -187,6 +187,35 @@ def test_the_probe_times_few_models():
     pick(600, speed_of=speed_of)
     assert len(speed_of.calls) <= 1 + sizing.MAX_PROBES
     assert len(set(speed_of.calls)) == len(speed_of.calls)  # none twice
+    speed_of = speed_inverse_to_weights()
+    _, choice = pick(6000, train_chars=100_000, speed_of=speed_of)  # many passes: dropout, timed once more
+    assert choice.values["dropout"] > 0
+    assert len(speed_of.calls) <= 2 + sizing.MAX_PROBES
+    assert len(set(speed_of.calls)) == len(speed_of.calls)
+
+
+def test_the_run_is_planned_at_the_speed_of_the_dropout_it_will_train_with():
+    fast = speed_inverse_to_weights()
+
+    def dropout_halves_the_speed(m, batch, seq_len):
+        return fast(m, batch, seq_len) / (2 if m.dropout > 0 else 1)
+
+    seconds, chars = 600, 1_200_000  # (5.3 passes at full speed: dropout; at half, 2.6: none)
+    naive, naive_choice = pick(seconds, train_chars=chars, speed_of=fast)
+    cfg, choice = pick(seconds, train_chars=chars, speed_of=dropout_halves_the_speed)
+    assert naive.dropout > 0 and (cfg.layers, cfg.hidden) == (naive.layers, naive.hidden)  # (the same rung)
+    timed = fast.calls[-1]
+    assert timed[2] > 0 and (timed[0], timed[1]) == (cfg.layers, cfg.hidden)  # the pick, timed with dropout
+    assert choice.speed == pytest.approx(naive_choice.speed / 2)
+    assert choice.reads == pytest.approx(naive_choice.reads / 2)  # half the characters read...
+    assert choice.passes == pytest.approx(choice.reads / chars)
+    assert cfg.dropout == sizing.dropout_for(choice.passes) < naive.dropout  # ... and the dropout for those passes
+
+
+def test_a_dropout_given_is_timed_with_every_rung():
+    speed_of = speed_inverse_to_weights()
+    pick(600, given={"dropout"}, dropout=0.3, speed_of=speed_of)
+    assert speed_of.calls and all(dropout == 0.3 for _, _, dropout in speed_of.calls)
 
 
 def test_a_run_that_reads_its_text_less_than_twice_takes_more_smaller_steps():
@@ -474,5 +503,6 @@ def test_the_run_is_planned_at_the_median_slice_of_the_precision_chosen(monkeypa
     monkeypatch.setattr(sizing, "measure_speed", lambda *a, **k: pytest.fail("timed again"))
     started = __import__("time").monotonic()
     config = TrainConfig(time_budget=600, size="auto", layers=2, hidden=256, threads=1, device="cpu").validate()
-    cfg, choice, _ = plan.size_model(plan.Plan(config), {"layers", "hidden"}, 1_000_000, VOCAB, started)
-    assert cfg.precision == "bf16" and choice.speed == 20_000.0
+    # (5 M characters: 2.2 passes, no dropout, so nothing is timed again with one)
+    cfg, choice, _ = plan.size_model(plan.Plan(config), {"layers", "hidden"}, 5_000_000, VOCAB, started)
+    assert cfg.precision == "bf16" and cfg.dropout == 0 and choice.speed == 20_000.0
