@@ -19,8 +19,9 @@ rule, fitted on runs measured across corpora and budgets (README, "What loss to 
   make: `DROPOUT_PER_DOUBLING` for each doubling of the passes, at most `MAX_DROPOUT`, but none
   for `FREE_PASSES` passes or fewer and only a share of it over the next `RAMP_PASSES` (until
   2026-12-06 it had no ramp: at four to five passes that cost 0.05 nats/char; see FREE_PASSES).
-  Dropout slows a training step, so the model chosen is timed again with its dropout, and the
-  characters it will read (and its dropout) follow from that speed.
+  Dropout slows a training step: the rung is chosen at the speed without it, then timed again
+  with its dropout, and the run is planned (characters, passes) at the speed of the dropout it
+  trains with (see `choose`).
 - The batch is 16 streams for a run that reads its text less than twice (more updates for the
   same characters; a CPU runs 16 streams as fast as 32), else 32.
 - The embedding is 64 wide, wider for a vocabulary of thousands of characters (Chinese): there a
@@ -81,7 +82,7 @@ class Choice:
     values: dict  # the options chosen: a subset of CHOSEN, those the user left out
     reads: float  # characters the run is expected to read
     passes: float  # passes over the training split
-    speed: float | None  # measured characters per second of the chosen model (None: not probed)
+    speed: float | None  # measured characters per second of the chosen model, with its dropout (None: not probed)
 
     def describe(self, cfg: TrainConfig) -> str:
         model = (
@@ -153,12 +154,18 @@ def choose(
     dropout = cfg.dropout if "dropout" in given else dropout_for(passes)
     if speed is not None and dropout > 0 and "dropout" not in given:
         # The rungs were timed without dropout, which slows a training step (bf16, batch 32, two
-        # threads: LSTM 2x256 by ~20% at 0.25, 2x384 ~12%, 2x512 ~3%): the pick is timed again
-        # with its dropout and the run planned at that speed (fewer passes, so no more dropout).
-        speed = speed_of(replace(m, dropout=dropout), batch, cfg.seq_len)
+        # threads, 0.25: LSTM 2x256 by ~20%, 2x384 ~12%, 2x512 ~3%). The rung stays (chosen at the
+        # speed without); the run is planned at the speed of the dropout it trains with: the one
+        # for the passes it makes at the first dropout's speed (fewer, so no more dropout), timed
+        # too where it is another (none: already timed).
+        first = dropout
+        timed = {0.0: speed, first: speed_of(replace(m, dropout=first), batch, cfg.seq_len)}
+        dropout = dropout_for(min(seconds * timed[first], reads_limit) / max(train_chars, 1))
+        if dropout not in timed:
+            timed[dropout] = speed_of(replace(m, dropout=dropout), batch, cfg.seq_len)
+        speed = timed[dropout]
         reads = min(seconds * speed, reads_limit)
         passes = reads / max(train_chars, 1)
-        dropout = dropout_for(passes)
     if "batch_size" not in given:
         batch = batch_for(passes)
         if cfg.max_steps:  # a step of fewer streams reads fewer characters

@@ -190,26 +190,63 @@ def test_the_probe_times_few_models():
     speed_of = speed_inverse_to_weights()
     _, choice = pick(6000, train_chars=100_000, speed_of=speed_of)  # many passes: dropout, timed once more
     assert choice.values["dropout"] > 0
+    assert speed_of.calls[-1] == (choice.values["layers"], choice.values["hidden"], choice.values["dropout"])
     assert len(speed_of.calls) <= 2 + sizing.MAX_PROBES
     assert len(set(speed_of.calls)) == len(speed_of.calls)
 
 
-def test_the_run_is_planned_at_the_speed_of_the_dropout_it_will_train_with():
+def slowed_by_dropout(factor):
+    """The fake machine, `factor` times as fast for a model with dropout."""
     fast = speed_inverse_to_weights()
 
-    def dropout_halves_the_speed(m, batch, seq_len):
-        return fast(m, batch, seq_len) / (2 if m.dropout > 0 else 1)
+    def speed_of(m, batch, seq_len):
+        return fast(m, batch, seq_len) * (factor if m.dropout > 0 else 1)
 
-    seconds, chars = 600, 1_200_000  # (5.3 passes at full speed: dropout; at half, 2.6: none)
-    naive, naive_choice = pick(seconds, train_chars=chars, speed_of=fast)
-    cfg, choice = pick(seconds, train_chars=chars, speed_of=dropout_halves_the_speed)
-    assert naive.dropout > 0 and (cfg.layers, cfg.hidden) == (naive.layers, naive.hidden)  # (the same rung)
-    timed = fast.calls[-1]
-    assert timed[2] > 0 and (timed[0], timed[1]) == (cfg.layers, cfg.hidden)  # the pick, timed with dropout
-    assert choice.speed == pytest.approx(naive_choice.speed / 2)
-    assert choice.reads == pytest.approx(naive_choice.reads / 2)  # half the characters read...
+    speed_of.calls = fast.calls
+    return speed_of
+
+
+@pytest.mark.parametrize(
+    "factor, chars, what",
+    [
+        (0.9, 100_000, "the same dropout: many passes either way"),
+        (0.8, 1_100_000, "less dropout (5.8 passes at full speed, 4.6 with dropout), timed too"),
+        (0.5, 1_200_000, "none (5.3 passes at full speed, 2.6 with dropout): planned at the speed without"),
+    ],
+)
+def test_the_run_is_planned_at_the_speed_of_the_dropout_it_will_train_with(factor, chars, what):
+    naive, naive_choice = pick(600, train_chars=chars)
+    speed_of = slowed_by_dropout(factor)
+    cfg, choice = pick(600, train_chars=chars, speed_of=speed_of)
+    assert naive.dropout > 0 and (cfg.layers, cfg.hidden) == (naive.layers, naive.hidden)  # (the rung stays)
+    first = sizing.dropout_for(naive_choice.passes * factor)  # the pick timed with its dropout...
+    assert (cfg.layers, cfg.hidden, naive.dropout) in speed_of.calls
+    assert cfg.dropout == first <= naive.dropout  # ... gives the dropout for the passes it makes with it
+    if cfg.dropout > 0:
+        assert speed_of.calls[-1] == (cfg.layers, cfg.hidden, cfg.dropout)
+    expected = naive_choice.speed * (factor if cfg.dropout > 0 else 1)  # planned at the dropout it trains with
+    assert choice.speed == pytest.approx(expected)
+    assert choice.reads == pytest.approx(naive_choice.reads * expected / naive_choice.speed)
     assert choice.passes == pytest.approx(choice.reads / chars)
-    assert cfg.dropout == sizing.dropout_for(choice.passes) < naive.dropout  # ... and the dropout for those passes
+    assert len(set(speed_of.calls)) == len(speed_of.calls)  # none timed twice (without dropout: not again)
+
+
+def test_the_run_is_planned_at_the_dropout_s_speed_in_a_real_plan(monkeypatch):
+    """Through `plan.size_model` (its cache of probes, precision fp32): the model chosen is timed with
+    its dropout, and the run planned at that speed."""
+    calls = []
+
+    def measure_speed(m, batch, seq_len, seconds, device, precision="fp32"):
+        calls.append((m.layers, m.hidden, m.dropout))
+        return 6e10 / (6 * weights_of(m)) * (0.9 if m.dropout > 0 else 1)
+
+    monkeypatch.setattr(sizing, "measure_speed", measure_speed)
+    started = __import__("time").monotonic()
+    config = TrainConfig(time_budget=600, size="auto", precision="fp32", threads=1, device="cpu").validate()
+    cfg, choice, _ = plan.size_model(plan.Plan(config), set(), 100_000, VOCAB, started)
+    assert cfg.dropout > 0 and calls[-1] == (cfg.layers, cfg.hidden, cfg.dropout)
+    assert len(set(calls)) == len(calls)
+    assert choice.speed == pytest.approx(6e10 / (6 * size(cfg)) * 0.9)
 
 
 def test_a_dropout_given_is_timed_with_every_rung():
