@@ -26,6 +26,8 @@ rule, fitted on runs measured across corpora and budgets (README, "What loss to 
   same characters; a CPU runs 16 streams as fast as 32), else 32.
 - The embedding is 64 wide, wider for a vocabulary of thousands of characters (Chinese): there a
   narrow embedding is the bottleneck, and the read-out costs more than the cells anyway.
+- For thousands of characters the ladder's rungs have one layer (1x128 ... 1x768): two layers
+  learned far less in the same time there (LARGE_VOCAB's note).
 
 It is the default when none of the options it chooses is given; with `--size auto` and some of
 them given, only those left out are chosen: explicit flags (and keys of a --config file) win.
@@ -73,6 +75,12 @@ MAX_PROBES = 3  # models probed after the first (a second each, at most)
 FEW_PASSES = 2.0  # below this many passes over the text, smaller batches (more updates) pay
 CHOSEN = ("layers", "hidden", "embed", "batch_size", "dropout")
 LARGE_VOCAB = 1000  # more characters than an alphabet has (Chinese: thousands): a wider embedding, and fp32
+# and one layer: on the Tang poems (6,523 characters, fp32) two layers sat on a plateau near the
+# characters' frequencies for hundreds of steps where one layer learned at once. The same 600 s,
+# side by side on one thread each, 2026-12-07: LSTM 2x128 (what the ladder gave) 6.296 at 1.0 M
+# characters read, 5.931 at its end (2.5 M); LSTM 1x256 5.389 at 1.0 M, 5.209 at its end (1.9 M).
+# (2x128 for 673 steps, 2.8 M characters, got off the plateau near step 350 and reached 5.740;
+# 1x128 for 572 steps, 5.507.)
 
 
 @dataclass(frozen=True)
@@ -186,6 +194,8 @@ def _ladder(cfg: TrainConfig, given: set[str], train_chars: int, vocab: int):
     """The rungs (layers, hidden) --size auto may choose for this text, keeping what is `given`,
     smallest first, and `model(layers, hidden)`: the ModelConfig of a rung."""
     ladder = [(L, H) for L, H in LADDER]
+    if vocab > LARGE_VOCAB:  # thousands of characters: one-layer rungs (see LARGE_VOCAB)
+        ladder = sorted({(1, H) for _, H in LADDER}, key=lambda lh: lh[1])
     if "layers" in given or "hidden" in given:  # one of them fixed: the ladder's rungs that keep it
         ladder = [(cfg.layers if "layers" in given else L, cfg.hidden if "hidden" in given else H) for L, H in ladder]
         ladder = sorted(set(ladder), key=lambda lh: weights_per_char(cfg.cell, lh[0], lh[1], 64, vocab))

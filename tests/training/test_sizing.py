@@ -543,3 +543,18 @@ def test_the_run_is_planned_at_the_median_slice_of_the_precision_chosen(monkeypa
     # (5 M characters: 2.2 passes, no dropout, so nothing is timed again with one)
     cfg, choice, _ = plan.size_model(plan.Plan(config), {"layers", "hidden"}, 5_000_000, VOCAB, started)
     assert cfg.precision == "bf16" and cfg.dropout == 0 and choice.speed == 20_000.0
+
+
+def test_thousands_of_characters_get_one_layer():
+    """The Tang poems' lesson: two layers sat on a plateau for hundreds of steps where one learned."""
+    large = sizing.LARGE_VOCAB + 5000
+    ladder, _ = sizing._ladder(TrainConfig().validate(), set(), 10_000_000, large)
+    assert ladder and all(layers == 1 for layers, _ in ladder)
+    assert [hidden for _, hidden in ladder] == sorted({hidden for _, hidden in sizing.LADDER})
+    config = TrainConfig(time_budget=3600).validate()
+    choice = choose(config, set(), 1_000_000, large, speed_inverse_to_weights(), 3600)
+    assert choice.values["layers"] == 1 and choice.values["hidden"] > 128  # (an hour: a wider one)
+    alphabet, _ = sizing._ladder(TrainConfig().validate(), set(), 1_000_000, VOCAB)
+    assert {layers for layers, _ in alphabet} > {1}  # an alphabet keeps the deeper rungs
+    given, _ = sizing._ladder(TrainConfig(layers=2).validate(), {"layers"}, 1_000_000, large)
+    assert all(layers == 2 for layers, _ in given)  # --layers wins
