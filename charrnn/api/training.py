@@ -246,7 +246,7 @@ class _Setup:
             dist.from_main(lambda: plan.check_time_to_train(trainer, step_s or 0.0))  # (before --overwrite deletes)
             if self.overwrite and dist.main:  # only now that all checked out: replaced, not lost to a typo
                 plan.clear_for_overwrite(self.run_dir)
-            self.describe(data, planned.cfg, choice)
+            self.describe(data, planned.cfg, choice, fresh=planned.resume_ckpt is None and planned.init_ckpt is None)
             summary = self.fit(trainer, stop, hint)
         finally:
             dist.close()
@@ -302,8 +302,9 @@ class _Setup:
             forget(data)  # a refused corpus leaves no cache entry behind
             raise
 
-    def describe(self, data, cfg: TrainConfig, choice) -> None:
-        """The corpus and its split, and what --size auto chose."""
+    def describe(self, data, cfg: TrainConfig, choice, fresh: bool = True) -> None:
+        """The corpus and its split, what --size auto chose, and a warning for a new model of
+        several layers on thousands of distinct characters that no one asked for."""
         train_ids, val_ids = data.split(cfg.val_frac)
         self.emit(
             {
@@ -321,6 +322,16 @@ class _Setup:
             self.emit({"event": "sized", "message": choice.describe(cfg), "values": dict(choice.values)})
         if self.precision_line:
             self.emit({"event": "precision", "message": self.precision_line, "precision": cfg.precision})
+        from charrnn.training.sizing import LARGE_VOCAB
+
+        given = set(self.given) | set(self.file_values)
+        if fresh and "layers" not in given and cfg.layers > 1 and len(data.vocab) > LARGE_VOCAB:
+            message = (
+                f"{cfg.layers} layers (--size default) on {len(data.vocab):,} distinct characters: on such text two "
+                "layers learned far less in the same time than one (README, The recipe as it is); --layers 1, or "
+                "--size auto (which chooses one layer here)"
+            )
+            self.emit({"event": "warning", "message": message})
 
     def fit(self, trainer, stop: Stop, hint: Callable[[bool], str]) -> dict[str, Any]:
         """Train, with `stop` reaching the trainer and the callbacks that are context managers

@@ -558,3 +558,23 @@ def test_thousands_of_characters_get_one_layer():
     assert {layers for layers, _ in alphabet} > {1}  # an alphabet keeps the deeper rungs
     given, _ = sizing._ladder(TrainConfig(layers=2).validate(), {"layers"}, 1_000_000, large)
     assert all(layers == 2 for layers, _ in given)  # --layers wins
+
+
+def test_several_layers_on_thousands_of_characters_are_warned_of_unless_asked_for(tmp_path):
+    rng = __import__("random").Random(0)
+    alphabet = [chr(0x4E00 + i) for i in range(sizing.LARGE_VOCAB + 200)]  # CJK ideographs
+    corpus = tmp_path / "poems.txt"
+    corpus.write_text("".join(rng.choice(alphabet) for _ in range(30_000)), encoding="utf-8")
+
+    def train(name, *flags):
+        result = invoke(
+            "train", corpus, "--max-steps", 1, "--seq-len", 16, "--hidden", 16, "--embed", 8, "--threads", 1,
+            "--eval-chars", 2000, "--out", tmp_path / "runs", "--name", name, "--cache-dir", tmp_path / "cache", *flags,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.stderr
+        return result.stderr
+
+    warned = train("default")  # (--hidden given: --size default, two layers)
+    assert "warning: 2 layers (--size default) on 1,200 distinct characters" in warned and "--layers 1" in warned
+    assert "layers (--size default)" not in train("one", "--layers", "1")
+    assert "layers (--size default)" not in train("asked", "--layers", "2")  # asked for: not warned
