@@ -18,7 +18,8 @@ rule, fitted on runs measured across corpora and budgets (README, "What loss to 
 - Dropout, on the non-recurrent connections, grows with the passes over the corpus it will
   make: `DROPOUT_PER_DOUBLING` for each doubling of the passes, at most `MAX_DROPOUT`, but none
   for `FREE_PASSES` passes or fewer and only a share of it over the next `RAMP_PASSES` (until
-  2026-12-06 it had no ramp: at four to five passes that cost 0.05 nats/char; see FREE_PASSES).
+  2026-12-06 it had no ramp: at four to five passes that cost 0.05 nats/char; see FREE_PASSES),
+  and none where the rule gives less than `MIN_DROPOUT`.
   Dropout slows a training step: the rung is chosen at the speed without it, then timed again
   with its dropout, and the run is planned (characters, passes) at the speed of the dropout it
   trains with (see `choose`).
@@ -67,6 +68,12 @@ DROPOUT_PER_DOUBLING = 0.1
 FREE_PASSES = 4.0
 RAMP_PASSES = 2.0
 MAX_DROPOUT = 0.25  # 2x512 on tiny-shakespeare, 7.4 passes: 0.25 reached 1.447 at step 1400, 0.35 1.478
+# Less dropout than this is none: its mask costs a step as much as 0.25's does, and that is most of
+# its cost on two threads (bf16, batch 32, 2026-12-07: LSTM 2x256 at 0.05 ran at 0.71x the speed
+# without dropout and at 0.25 at 0.80x; 2x384 0.91x and 0.87x; on one thread 0.97x-1.01x and 0.94x),
+# for little: tiny-shakespeare 2x256 at 4.6 passes, step for step, 0.1 did not beat none (1.563
+# against 1.558), and beside a busy core 0.05 ended 0.003 behind --size default's none (1.507 / 1.504).
+MIN_DROPOUT = 0.1
 BUDGET_FOR_STEPS = (
     0.92  # the share of a --time-budget spent on training steps (evaluations, saves, live samples: ~5-8%)
 )
@@ -125,7 +132,8 @@ def dropout_for(passes: float) -> float:
         return 0.0
     full = min(MAX_DROPOUT, DROPOUT_PER_DOUBLING * math.log2(passes))
     share = min(1.0, (passes - FREE_PASSES) / RAMP_PASSES)
-    return round(full * share * 20) / 20  # in steps of 0.05
+    dropout = round(full * share * 20) / 20  # in steps of 0.05
+    return dropout if dropout >= MIN_DROPOUT else 0.0
 
 
 def choose(
