@@ -22,6 +22,8 @@ Progress goes to `callbacks`: callables taking the event dicts the Trainer emits
   training loss fell) or learned nothing (judged on its best loss), or else a "verdict" (how the
   loss compares with runs like it; a "message");
 - a "warning", once, while a run's validation loss has only risen for a while (over-fitting).
+- a "warning", before training, for a new model of several layers on thousands of distinct
+  characters that no one asked for (two layers learned far less than one on such text).
 
 Callbacks are called in the main process only. A callback that is a context manager (the
 command's live display) is entered just before training starts and left when it ends. Nothing
@@ -302,7 +304,7 @@ class _Setup:
             forget(data)  # a refused corpus leaves no cache entry behind
             raise
 
-    def describe(self, data, cfg: TrainConfig, choice, fresh: bool = True) -> None:
+    def describe(self, data, cfg: TrainConfig, choice, fresh: bool) -> None:
         """The corpus and its split, what --size auto chose, and a warning for a new model of
         several layers on thousands of distinct characters that no one asked for."""
         train_ids, val_ids = data.split(cfg.val_frac)
@@ -326,10 +328,10 @@ class _Setup:
 
         given = set(self.given) | set(self.file_values)
         if fresh and "layers" not in given and cfg.layers > 1 and len(data.vocab) > LARGE_VOCAB:
+            auto = ", or --size auto (which chooses one layer here)" if cfg.engine != "numpy" else ""
             message = (
-                f"{cfg.layers} layers (--size default) on {len(data.vocab):,} distinct characters: on such text two "
-                "layers learned far less in the same time than one (README, The recipe as it is); --layers 1, or "
-                "--size auto (which chooses one layer here)"
+                f"{cfg.layers} layers on {len(data.vocab):,} distinct characters: on such text two layers learned "
+                f"far less in the same time than one (README, The recipe as it is); --layers 1{auto}"
             )
             self.emit({"event": "warning", "message": message})
 

@@ -72,7 +72,9 @@ MAX_DROPOUT = 0.25  # 2x512 on tiny-shakespeare, 7.4 passes: 0.25 reached 1.447 
 # its cost on two threads (bf16, batch 32, 2026-12-07: LSTM 2x256 at 0.05 ran at 0.71x the speed
 # without dropout and at 0.25 at 0.80x; 2x384 0.91x and 0.87x; on one thread 0.97x-1.01x and 0.94x),
 # for little: tiny-shakespeare 2x256 at 4.6 passes, step for step, 0.1 did not beat none (1.563
-# against 1.558), and beside a busy core 0.05 ended 0.003 behind --size default's none (1.507 / 1.504).
+# against 1.558). The ramp's 0.05 (about 4.2 to 4.7 passes) is none since, so dropout begins at 0.1
+# near 4.7 passes; and as a model is planned at its dropout's speed, a 2x256 on two threads (~0.75x)
+# gets none until about 6.2 passes at the speed without, where the rule gives it 0.25.
 MIN_DROPOUT = 0.1
 BUDGET_FOR_STEPS = (
     0.92  # the share of a --time-budget spent on training steps (evaluations, saves, live samples: ~5-8%)

@@ -578,6 +578,7 @@ def test_several_layers_on_thousands_of_characters_are_warned_of_unless_asked_fo
         return result.stderr
 
     warned = train("default")  # (--hidden given: --size default, two layers)
-    assert "warning: 2 layers (--size default) on 1,200 distinct characters" in warned and "--layers 1" in warned
-    assert "layers (--size default)" not in train("one", "--layers", "1")
-    assert "layers (--size default)" not in train("asked", "--layers", "2")  # asked for: not warned
+    assert "warning: 2 layers on 1,200 distinct characters" in warned and "--layers 1, or --size auto" in warned
+    assert "layers on 1,200" not in train("one", "--layers", "1")
+    assert "layers on 1,200" not in train("asked", "--layers", "2")  # asked for: not warned
+    assert "layers on 1,200" not in train("default", "--resume")  # (its model is the checkpoint's)
