@@ -171,7 +171,7 @@ def choose(
         reads = reads_limit
     m = model(*pick)
     passes = reads / max(train_chars, 1)
-    dropout = cfg.dropout if "dropout" in given else dropout_for(passes)
+    dropout = dropout_for(passes)  # (a dropout given is kept: `values` below holds only what is free)
     if speed is not None and dropout > 0 and "dropout" not in given:
         # The rungs were timed without dropout, which slows a training step (bf16, batch 32, two
         # threads, 0.25: LSTM 2x256 by ~20%, 2x384 ~12%, 2x512 ~3%). The rung stays (chosen at the
