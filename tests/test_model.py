@@ -54,6 +54,85 @@ def test_dropout_between_layers():
     assert CharRNN(ModelConfig(vocab_size=20, layers=1, hidden=32, embed=32, dropout=0.5)).rnn.dropout == 0.0
 
 
+def test_locked_dropout_drops_the_same_units_at_every_step_and_element_dropout_does_not():
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=20, layers=2, hidden=32, embed=32, dropout=0.5)).train()
+    x = torch.ones(50, 8, 32)  # (T, B, D)
+    locked = model._dropped(x)
+    assert set(locked.unique().tolist()) == {0.0, 2.0}  # dropped, or kept and scaled by 1 / (1 - p)
+    assert 0.3 < zero_share(locked[0]) < 0.7
+    assert torch.equal(locked, locked[:1].expand_as(locked))  # one mask for the whole chunk
+    assert not torch.equal(locked[:, 0], locked[:, 1])  # but each stream its own
+    model.dropout_mask = "element"
+    element = model._dropped(x)
+    assert 0.3 < zero_share(element) < 0.7
+    assert not torch.equal(element, element[:1].expand_as(element))  # a new mask at every step
+    model.eval()
+    assert torch.equal(model._dropped(x), x)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_locked_dropout_runs_each_layer_on_the_masked_output_of_the_one_below(cell):
+    """With locked dropout the layers run one by one: what they compute is, by hand, one-layer
+    torch modules with the same weights, each fed the layer below's output times its mask; the
+    state carried on is the layers' own (unmasked)."""
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=20, cell=cell, layers=3, hidden=16, embed=8, dropout=0.5)).train()
+    masks = []
+
+    def mask(x):
+        masks.append(torch.rand(1, *x.shape[1:]).round() * 2)  # (kept: 2 = 1 / (1 - p))
+        return masks[-1]
+
+    model._mask = mask
+    ids = torch.randint(0, 20, (4, 30))
+    given = tuple(torch.randn(3, 4, 16) for _ in range(2 if cell == "lstm" else 1))  # (L, B, H) each
+    logits, hidden = model(ids, given if cell == "lstm" else given[0])
+    assert len(masks) == 4  # the embedding's output, between the 3 layers twice, the read-out's input
+    x = model.embed(ids.t()) * masks[0]
+    states = []
+    for layer in range(3):
+        one = type(model.rnn)(model.rnn.input_size if layer == 0 else 16, 16)
+        for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(one, f"{kind}_l0").data = getattr(model.rnn, f"{kind}_l{layer}").data
+        start = tuple(part[layer : layer + 1] for part in given)
+        x, state = one(x * masks[layer] if layer else x, start if cell == "lstm" else start[0])
+        states.append(state)
+    by_hand = model.head(x * masks[3]).transpose(0, 1)
+    assert torch.allclose(logits, by_hand, atol=1e-6)
+    parts = hidden if cell == "lstm" else (hidden,)
+    by_hand_parts = (
+        [torch.cat([s[i] for s in states]) for i in range(len(parts))] if cell == "lstm" else [torch.cat(states)]
+    )
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(parts, by_hand_parts))
+
+
+@pytest.mark.parametrize("cell,fused", [("lstm", "aten::lstm"), ("gru", "aten::gru"), ("rnn", "aten::rnn_tanh")])
+def test_locked_dropout_and_weight_drop_keep_a_fused_kernel_a_layer(cell, fused):
+    from torch.profiler import profile
+
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=20, cell=cell, layers=2, hidden=32, embed=16, dropout=0.25))
+    model.weight_drop = 0.5
+    model.train()
+    with profile() as prof:
+        logits, _ = model(torch.randint(0, 20, (4, 30)))
+        logits.sum().backward()
+    calls = {e.key: e.count for e in prof.key_averages()}
+    assert calls.get(fused) == 2, sorted(calls)  # one call a layer, each over every time step
+    assert not [k for k in calls if k.endswith("_cell")], sorted(calls)
+    for layer in range(2):  # the dropped recurrent matrices were the ones the layers ran with
+        assert 0.4 < zero_share(getattr(model.rnn, f"weight_hh_l{layer}").grad) < 0.6
+
+
+def test_the_dropout_mask_is_the_runs_and_an_unknown_one_is_refused(tmp_path):
+    assert TrainConfig().dropout_mask == "locked"
+    with pytest.raises(CharRNNError, match="--dropout-mask .columns. is not one of: locked, element"):
+        TrainConfig(dropout_mask="columns").validate()
+    trainer = train_tiny_run(tmp_path / "run", structured_text(3000), max_steps=2, dropout=0.2, dropout_mask="element")
+    assert trainer.model.dropout_mask == "element"
+
+
 def test_tied_weights_share_one_matrix_through_training_and_a_checkpoint(tmp_path):
     text = structured_text(6000)
     trainer = train_tiny_run(tmp_path / "run", text, max_steps=12, hidden=16, embed=16, tie_weights=True)

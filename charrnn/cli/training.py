@@ -54,6 +54,7 @@ def train(
     hidden: Annotated[int | None, _flag("hidden", MODEL)] = None,
     embed: Annotated[int | None, _flag("embed", MODEL)] = None,
     dropout: Annotated[float | None, _flag("dropout", MODEL)] = None,
+    dropout_mask: Annotated[str | None, _flag("dropout_mask", MODEL)] = None,
     tie_weights: Annotated[bool | None, _flag("tie_weights", MODEL)] = None,
     size: Annotated[str | None, _flag("size", MODEL)] = None,
     seq_len: Annotated[int | None, _flag("seq_len", DATA)] = None,

@@ -75,6 +75,7 @@ def build_model(
         raise dist.error(too_large)
     model = CharRNN(model_cfg).to(device)
     model.weight_drop = cfg.weight_drop
+    model.dropout_mask = cfg.dropout_mask
     if init_from is not None:
         model.load_state_dict(init_from.model)
     train_model = model

@@ -231,7 +231,9 @@ def size_model(plan: Plan, given: set[str], train_chars: int, vocab_size: int, s
             key = (repr(m), batch, seq_len, precision)  # (ModelConfig is not hashable)
             if key not in measured:
                 seconds = sizing.probe_seconds(left)
-                measured[key] = sizing.measure_speed(m, batch, seq_len, seconds, device, precision=precision)
+                measured[key] = sizing.measure_speed(
+                    m, batch, seq_len, seconds, device, precision=precision, dropout_mask=cfg.dropout_mask
+                )
             return measured[key]
 
         def decide_precision(c: TrainConfig, model, batch: int):
@@ -246,7 +248,9 @@ def size_model(plan: Plan, given: set[str], train_chars: int, vocab_size: int, s
 
             def probe(precision: str, seconds: float) -> float:
                 if precision not in probes:
-                    probes[precision] = sizing.speed_probe(model, batch, c.seq_len, device, precision=precision)
+                    probes[precision] = sizing.speed_probe(
+                        model, batch, c.seq_len, device, precision=precision, dropout_mask=c.dropout_mask
+                    )
                 return probes[precision](seconds, min_steps=2)
 
             try:

@@ -19,10 +19,11 @@ rule, fitted on runs measured across corpora and budgets (README, "What loss to 
   make: `DROPOUT_PER_DOUBLING` for each doubling of the passes, at most `MAX_DROPOUT`, but none
   for `FREE_PASSES` passes or fewer and only a share of it over the next `RAMP_PASSES` (until
   2026-12-06 it had no ramp: at four to five passes that cost 0.05 nats/char; see FREE_PASSES),
-  and none where the rule gives less than `MIN_DROPOUT`.
-  Dropout slows a training step: the rung is chosen at the speed without it, then timed again
-  with its dropout, and the run is planned (characters, passes) at the speed of the dropout it
-  trains with (see `choose`).
+  and none where the rule gives less than `MIN_DROPOUT`. Its masks are locked (one per stream
+  and chunk: `--dropout-mask`), which cost a step next to nothing; the element masks of
+  `--dropout-mask element` slow it (by ~20% on two threads): the rung is chosen at the speed
+  without dropout, then timed again with its dropout, and the run is planned (characters,
+  passes) at the speed of the dropout it trains with (see `choose`).
 - The batch is 16 streams for a run that reads its text less than twice (more updates for the
   same characters; a CPU runs 16 streams as fast as 32), else 32.
 - The embedding is 64 wide, wider for a vocabulary of thousands of characters (Chinese): there a
@@ -67,14 +68,20 @@ DROPOUT_PER_DOUBLING = 0.1
 # decides there; tried and not kept.
 FREE_PASSES = 4.0
 RAMP_PASSES = 2.0
-MAX_DROPOUT = 0.25  # 2x512 on tiny-shakespeare, 7.4 passes: 0.25 reached 1.447 at step 1400, 0.35 1.478
-# Less dropout than this is none: its mask costs a step as much as 0.25's does, and that is most of
-# its cost on two threads (bf16, batch 32, 2026-12-07: LSTM 2x256 at 0.05 ran at 0.71x the speed
-# without dropout and at 0.25 at 0.80x; 2x384 0.91x and 0.87x; on one thread 0.97x-1.01x and 0.94x),
-# for little: tiny-shakespeare 2x256 at 4.6 passes, step for step, 0.1 did not beat none (1.563
-# against 1.558). The ramp's 0.05 (about 4.2 to 4.7 passes) is none since, so dropout begins at 0.1
-# near 4.7 passes; and as a model is planned at its dropout's speed, a 2x256 on two threads (~0.75x)
-# gets none until about 6.2 passes at the speed without, where the rule gives it 0.25.
+# 0.2 since dropout's masks are locked (2026-12-07; 0.25 with element masks before: 2x512 on
+# tiny-shakespeare, 7.4 passes: 0.25 reached 1.447 at step 1400, 0.35 1.478). Step for step, LSTM
+# 2x384, bf16, side by side on one thread each: Python source (1,190 steps, 4.7 passes) element
+# 0.25 1.295, locked 0.25 1.308, locked 0.2 1.298; tiny-shakespeare (1,400 steps, 5.7 passes)
+# element 0.25 1.491, locked 0.25 1.488, locked 0.2 1.478. A locked mask regularises more at a rate.
+MAX_DROPOUT = 0.2
+# Less dropout than this is none: it paid for little (tiny-shakespeare 2x256 at 4.6 passes, step for
+# step, 0.1 did not beat none: 1.563 against 1.558, element masks), and an element mask cost a step
+# as much as 0.25's did, most of dropout's cost on two threads (bf16, batch 32, 2026-12-07: LSTM
+# 2x256 at 0.05 ran at 0.71x the speed without dropout and at 0.25 at 0.80x; 2x384 0.91x and 0.87x;
+# on one thread 0.97x-1.01x and 0.94x). Locked masks (the default since) cost next to nothing
+# (2x256 0.25: 1.01x on two threads, 2x384 1.02x, 2x512 0.98x, against element masks' 0.82x, 0.92x,
+# 0.94x in the same run), so a model is planned at about its speed without dropout. Dropout begins
+# at 0.1 near 4.7 passes.
 MIN_DROPOUT = 0.1
 BUDGET_FOR_STEPS = (
     0.92  # the share of a --time-budget spent on training steps (evaluations, saves, live samples: ~5-8%)
@@ -327,17 +334,25 @@ def measure_speed(
     device=None,
     clock=time.perf_counter,
     precision: str = "fp32",
+    dropout_mask: str = "locked",
 ) -> float:
     """Characters per second of training steps of this model (random ids; one warm-up step, then
     steps for about `seconds`), on the threads torch is set to use now, its forward pass in
     `precision` (fp32 or bf16, autocast as the Trainer runs it): a step's characters over the
     median step's time, so that a busy moment (a neighbour's burst over less than half the probe)
-    does not pass for the machine's speed and shrink the model chosen."""
-    return speed_probe(model_cfg, batch, seq_len, device, clock, precision)(seconds)
+    does not pass for the machine's speed and shrink the model chosen. Dropout's masks drawn as
+    `dropout_mask` says (train --dropout-mask: element masks cost more)."""
+    return speed_probe(model_cfg, batch, seq_len, device, clock, precision, dropout_mask)(seconds)
 
 
 def speed_probe(
-    model_cfg: ModelConfig, batch: int, seq_len: int, device=None, clock=time.perf_counter, precision: str = "fp32"
+    model_cfg: ModelConfig,
+    batch: int,
+    seq_len: int,
+    device=None,
+    clock=time.perf_counter,
+    precision: str = "fp32",
+    dropout_mask: str = "locked",
 ) -> Callable[..., float]:
     """`measure_speed`'s probe, made once (the model, its optimizer, one warm-up step) and timed
     as often as asked: `probe(seconds, min_steps=3)` is the characters per second of the median
@@ -354,6 +369,7 @@ def speed_probe(
     rng = torch.random.get_rng_state()
     try:
         model = CharRNN(model_cfg).to(device or "cpu")
+        model.dropout_mask = dropout_mask
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
         x = torch.randint(0, model_cfg.vocab_size, (batch, seq_len + 1), device=device or "cpu")
     finally:

@@ -6,7 +6,7 @@ import pytest
 from tiny_run import invoke, structured_text
 
 from charrnn.cells import weights_per_char
-from charrnn.config import TrainConfig
+from charrnn.config import ModelConfig, TrainConfig
 from charrnn.training import plan, sizing
 from charrnn.training.sizing import CHARS_PER_WEIGHT, choose
 
@@ -213,7 +213,7 @@ def slowed_by_dropout(factor):
     "factor, chars, what",
     [
         (0.9, 100_000, "the same dropout: many passes either way"),
-        (0.8, 900_000, "less dropout (7.1 passes at full speed: 0.25; 5.6 with dropout: 0.2), timed too"),
+        (0.8, 900_000, "less dropout (7.1 passes at full speed: 0.2; 5.6 with dropout: 0.15), timed too"),
         (0.5, 1_200_000, "none (5.3 passes at full speed, 2.6 with dropout): planned at the speed without"),
     ],
 )
@@ -239,7 +239,7 @@ def test_the_run_is_planned_at_the_dropout_s_speed_in_a_real_plan(monkeypatch):
     its dropout, and the run planned at that speed."""
     calls = []
 
-    def measure_speed(m, batch, seq_len, seconds, device, precision="fp32"):
+    def measure_speed(m, batch, seq_len, seconds, device, precision="fp32", dropout_mask="locked"):
         calls.append((m.layers, m.hidden, m.dropout))
         return 6e10 / (6 * weights_of(m)) * (0.9 if m.dropout > 0 else 1)
 
@@ -250,6 +250,41 @@ def test_the_run_is_planned_at_the_dropout_s_speed_in_a_real_plan(monkeypatch):
     assert cfg.dropout > 0 and calls[-1] == (cfg.layers, cfg.hidden, cfg.dropout)
     assert len(set(calls)) == len(calls)
     assert choice.speed == pytest.approx(6e10 / (6 * size(cfg)) * 0.9)
+
+
+@pytest.mark.parametrize("mask", ["locked", "element"])
+def test_the_probes_draw_dropout_s_masks_as_the_run_will(monkeypatch, mask):
+    """Element masks cost a step more than locked ones (README): every probe, of the precision
+    and of the rungs, times the run's own."""
+    seen = []
+
+    def probe(m, batch, seq_len, device=None, clock=None, precision="fp32", dropout_mask="locked"):
+        seen.append(dropout_mask)
+        return lambda seconds, min_steps=3: 6e10 / (6 * weights_of(m))
+
+    monkeypatch.setattr(sizing, "speed_probe", probe)
+    monkeypatch.setattr(sizing, "bf16_native", lambda device: True)
+    started = __import__("time").monotonic()
+    config = TrainConfig(time_budget=600, dropout_mask=mask, threads=1, device="cpu").validate()
+    plan.size_model(plan.Plan(config), set(), 1_000_000, VOCAB, started)
+    assert len(seen) > 2 and set(seen) == {mask}
+
+
+def test_the_speed_probe_builds_its_model_with_the_mask_asked_for(monkeypatch):
+    import charrnn.model
+
+    built = []
+    real = charrnn.model.CharRNN.__init__
+
+    def init(self, cfg):
+        real(self, cfg)
+        built.append(self)
+
+    monkeypatch.setattr(charrnn.model.CharRNN, "__init__", init)
+    cfg = ModelConfig(vocab_size=VOCAB, layers=2, hidden=8, embed=4, dropout=0.2)
+    sizing.speed_probe(cfg, 2, 5, dropout_mask="element")
+    sizing.speed_probe(cfg, 2, 5)
+    assert [m.dropout_mask for m in built] == ["element", "locked"]
 
 
 def test_a_dropout_given_is_timed_with_every_rung():
@@ -325,7 +360,7 @@ def fake_probe(monkeypatch, bf16_gain: float = 1.6, native: bool = True):
     returns the probes made, as ((layers, hidden), batch, precision)."""
     calls = []
 
-    def probe(m, batch, seq_len, device=None, clock=None, precision="fp32"):
+    def probe(m, batch, seq_len, device=None, clock=None, precision="fp32", dropout_mask="locked"):
         calls.append(((m.layers, m.hidden), batch, precision))
         return lambda seconds, min_steps=3: (bf16_gain if precision == "bf16" else 1.0) * 6e10 / (6 * weights_of(m))
 
@@ -445,7 +480,7 @@ def test_a_run_its_step_limit_makes_short_is_not_probed_whatever_its_budget(monk
 def test_a_probe_torch_refuses_leaves_the_run_in_fp32_and_says_why(monkeypatch):
     fake_probe(monkeypatch)
 
-    def refuse(m, batch, seq_len, device=None, clock=None, precision="fp32"):
+    def refuse(m, batch, seq_len, device=None, clock=None, precision="fp32", dropout_mask="locked"):
         if precision == "bf16":
             raise RuntimeError("no bf16 kernel for this\nsecond line")
         return lambda seconds, min_steps=3: 1000.0
@@ -537,7 +572,9 @@ def test_the_run_is_planned_at_the_median_slice_of_the_precision_chosen(monkeypa
     keeps up), and the model the probe timed is not timed again."""
     slices = {"fp32": iter([10_000.0] * 3), "bf16": iter([30_000.0, 10_000.0, 20_000.0])}
     monkeypatch.setattr(
-        sizing, "speed_probe", lambda m, b, s, device=None, precision="fp32": lambda *a, **k: next(slices[precision])
+        sizing,
+        "speed_probe",
+        lambda m, b, s, device=None, precision="fp32", **k: lambda *a, **k: next(slices[precision]),
     )
     monkeypatch.setattr(sizing, "bf16_native", lambda device: True)
     monkeypatch.setattr(sizing, "measure_speed", lambda *a, **k: pytest.fail("timed again"))
