@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from charrnn.cells import CELLS
-from charrnn.config import DROPOUT_MASKS, ModelConfig
+from charrnn.config import ModelConfig
 
 RNN_MODULES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -42,7 +42,7 @@ class CharRNN(nn.Module):
         # the same at every time step: variational dropout, AWD-LSTM's LockedDropout) or
         # "element" (a new mask at every time step). A training option (`--dropout-mask`), set by
         # the trainer, not part of the model's shape; see `_dropped`.
-        self.dropout_mask = DROPOUT_MASKS[0]
+        self.dropout_mask = "locked"
         # DropConnect on the recurrent (hidden-to-hidden) matrices while training: a training
         # option (`--weight-drop`), set by the trainer, not part of the model's shape
         self.weight_drop = 0.0
@@ -84,7 +84,10 @@ class CharRNN(nn.Module):
         matrices are handed to the same fused kernel as the weights themselves (`functional_call`
         swaps them in for this call only): no per-step loop, and the gradient reaches the
         parameters through the mask. With locked dropout (training only) between layers, the
-        layers run one fused call each, a locked mask between them (`_layers`)."""
+        layers run one fused call each, a locked mask between them (`_layers`), on the CPU; on
+        a GPU the masks between layers stay torch's own, one a step (cuDNN runs its layers from
+        one flat buffer of weights, which one call a layer would copy at every call: not tried
+        on a GPU), and only the embedding's and the read-out's are locked."""
         weights = None
         if self.training and self.weight_drop > 0:
             keep = 1.0 - self.weight_drop
@@ -92,7 +95,7 @@ class CharRNN(nn.Module):
                 name: w * torch.empty_like(w).bernoulli_(keep).div_(keep) if name.startswith("weight_hh") else w
                 for name, w in self.rnn.named_parameters()
             }
-        if self.rnn.num_layers > 1 and self._locked():
+        if self.rnn.num_layers > 1 and self._locked() and x.device.type == "cpu":
             return self._layers(x, hidden, weights or dict(self.rnn.named_parameters()), self._mask)
         if weights is None:
             return self.rnn(x, hidden)

@@ -48,6 +48,8 @@ def test_dropout_acts_on_the_non_recurrent_connections_only():
 
 
 def test_dropout_between_layers():
+    """torch's own dropout between layers: what `--dropout-mask element` trains with (and eval and
+    a GPU's layers run the module as it is)."""
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=20, layers=2, hidden=32, embed=32, dropout=0.5))
     assert model.rnn.dropout == 0.5  # torch's LSTM drops the outputs of every layer but the last
@@ -105,6 +107,33 @@ def test_locked_dropout_runs_each_layer_on_the_masked_output_of_the_one_below(ce
         [torch.cat([s[i] for s in states]) for i in range(len(parts))] if cell == "lstm" else [torch.cat(states)]
     )
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(parts, by_hand_parts))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_the_layers_one_call_each_compute_what_the_module_does_bit_for_bit(cell):
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=20, cell=cell, layers=3, hidden=16, embed=8))
+    x = torch.randn(30, 4, 8)
+    for hidden in (None, torch.randn(3, 4, 16)):
+        given = (hidden, torch.randn(3, 4, 16)) if cell == "lstm" and hidden is not None else hidden
+        out, state = model.rnn(x, given)
+        out2, state2 = model._layers(x, given, dict(model.rnn.named_parameters()), torch.ones_like)
+        assert torch.equal(out, out2)
+        for a, b in zip(*(s if isinstance(s, tuple) else (s,) for s in (state, state2))):
+            assert torch.equal(a, b)
+
+
+def test_locked_dropout_trains_in_bf16():
+    """The layers one call each under autocast, as `--precision bf16` trains them."""
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=20, layers=2, hidden=32, embed=16, dropout=0.2)).train()
+    ids = torch.randint(0, 20, (4, 31))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, (h, c) = model(ids[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten())
+    loss.backward()
+    assert torch.isfinite(loss) and h.shape == c.shape == (2, 4, 32)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 @pytest.mark.parametrize("cell,fused", [("lstm", "aten::lstm"), ("gru", "aten::gru"), ("rnn", "aten::rnn_tanh")])

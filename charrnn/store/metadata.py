@@ -232,9 +232,15 @@ def read_model(data: Any, where: str) -> ModelConfig:
     return model
 
 
+# What a run saved before an option existed trained with, where that is not the option's default:
+# dropout's masks were drawn at every step until --dropout-mask came (its default: locked).
+OLDER_RUNS = {"dropout_mask": "element"}
+
+
 def _read_config(data: Any, where: str) -> TrainConfig:
-    """A training config; options that older versions did not have take their defaults."""
-    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    """A training config; options that older versions did not have take their defaults, but for
+    those whose default changed when they came: a run goes on as it began (`OLDER_RUNS`)."""
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING} | OLDER_RUNS
     config = read_record(TrainConfig, data, where, defaults)
     try:
         return config.validate()

@@ -181,13 +181,15 @@ def test_checkpoints_from_older_versions_still_load(run, tmp_path):  # noqa: F81
 
     def older(meta, data):
         del meta["world_size"]
-        for key in ("sample_every", "sample_chars", "sample_prime", "precision", "compile", "engine"):
+        for key in ("sample_every", "sample_chars", "sample_prime", "precision", "compile", "engine", "dropout_mask"):
             del meta["config"][key]
 
     root, corpus, folder = run
     path = recrafted(folder / "last.pt", tmp_path / "old" / "c" / "last.pt", older)
     info = checkpoint.load(path).info
     assert info.world_size == 1 and info.config.engine == "torch"
+    assert checkpoint.load(folder / "last.pt").info.config.dropout_mask == "locked"  # (a run of today's)
+    assert info.config.dropout_mask == "element"  # a run from before --dropout-mask goes on with its masks
     result = invoke(
         "train", str(corpus), "--resume", "--max-steps", "12", "--out", str(tmp_path / "old"), "--name", "c"
     )
