@@ -21,7 +21,7 @@ rule, fitted on runs measured across corpora and budgets (README, "What loss to 
   2026-12-06 it had no ramp: at four to five passes that cost 0.05 nats/char; see FREE_PASSES),
   and none where the rule gives less than `MIN_DROPOUT`. Its masks are locked (one per stream
   and chunk: `--dropout-mask`), which cost a step next to nothing; the element masks of
-  `--dropout-mask element` slow it (by ~20% on two threads): the rung is chosen at the speed
+  `--dropout-mask element` slow it (by 6-29% on two threads): the rung is chosen at the speed
   without dropout, then timed again with its dropout, and the run is planned (characters,
   passes) at the speed of the dropout it trains with (see `choose`).
 - The batch is 16 streams for a run that reads its text less than twice (more updates for the
