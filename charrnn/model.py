@@ -96,14 +96,14 @@ class CharRNN(nn.Module):
                 for name, w in self.rnn.named_parameters()
             }
         if self.rnn.num_layers > 1 and self._locked() and x.device.type == "cpu":
-            return self._layers(x, hidden, weights or dict(self.rnn.named_parameters()), self._mask)
+            return self._layers(x, hidden, weights or dict(self.rnn.named_parameters()))
         if weights is None:
             return self.rnn(x, hidden)
         return torch.func.functional_call(self.rnn, weights, (x, hidden))
 
-    def _layers(self, x: torch.Tensor, hidden: Hidden | None, weights: dict[str, torch.Tensor], mask):
+    def _layers(self, x: torch.Tensor, hidden: Hidden | None, weights: dict[str, torch.Tensor]):
         """The recurrent layers one fused call each (what `self.rnn` runs, layer by layer), the
-        input of every layer above the first multiplied by `mask(x)`."""
+        input of every layer above the first multiplied by a locked mask (`_mask`)."""
         run = {"lstm": torch._VF.lstm, "gru": torch._VF.gru, "rnn": torch._VF.rnn_tanh}[self.cfg.cell]
         L, B, H = self.rnn.num_layers, x.shape[1], self.rnn.hidden_size
         if hidden is None:
@@ -113,7 +113,7 @@ class CharRNN(nn.Module):
         ends = []
         for layer in range(L):
             if layer:
-                x = x * mask(x)
+                x = x * self._mask(x)
             params = [weights[f"{kind}_l{layer}"] for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
             state = tuple(part[layer : layer + 1] for part in parts)
             x, *end = run(x, state if len(state) > 1 else state[0], params, True, 1, 0.0, self.training, False, False)
