@@ -16,7 +16,9 @@ rule, fitted on runs measured across corpora and budgets (README, "What loss to 
   best at its first evaluation and rose from there). For texts too small for the smallest rung,
   the smaller `SMALL_RUNGS` are tried.
 - Dropout, on the non-recurrent connections, grows with the passes over the corpus it will
-  make: `DROPOUT_PER_DOUBLING` for each doubling of the passes, at most `MAX_DROPOUT`, but none
+  make: `DROPOUT_PER_DOUBLING` for each doubling of the passes, at most `MAX_DROPOUT`, and at
+  most `DROPOUT_PER_WEIGHT_PER_CHAR` for each computing weight the model has per character of
+  the text (a model smaller than its text gets 0.1 at most), but none
   for `FREE_PASSES` passes or fewer and only a share of it over the next `RAMP_PASSES` (until
   2026-12-06 it had no ramp: at four to five passes that cost 0.05 nats/char; see FREE_PASSES),
   and none where the rule gives less than `MIN_DROPOUT`. Its masks are locked (one per stream
@@ -59,8 +61,9 @@ DROPOUT_PER_DOUBLING = 0.1
 # 1.558, 0.1 1.563, 0.2 (the rule without the ramp) 1.605; Tang poems, 2x128 at 3.2 passes: 0
 # 5.684, 0.15 5.685. And where it pays: Python source (held out), 2x384 at 6 passes: 0.25 1.305
 # against 0.05 1.317; tiny-shakespeare 2x512 at 7.2 passes: 0.25 1.441, 0.1 1.430 (kept at 0.25:
-# the held-out text asks for it at fewer passes). The model's size is not in the rule, though a
-# larger model over-fits sooner: gated by passes x weights per training character instead, the rule
+# the held-out text asks for it at fewer passes). The model's size is not in when dropout begins,
+# though a larger model over-fits sooner (it is in how much: DROPOUT_PER_WEIGHT_PER_CHAR): gated by
+# passes x weights per training character instead, the rule
 # would give Python source, 2x384 at 4.7 passes, its 0.2 (1.325 against 0: 1.340), and
 # tiny-shakespeare, 2x256 at 4.8 passes, its none (1.556 against 0.15: 1.579), but tiny-shakespeare,
 # 2x384 at 4.6 passes, 0.2 where none was better (1.519 against 1.489, 2026-12-06): the same
@@ -83,6 +86,14 @@ MAX_DROPOUT = 0.2
 # 0.94x in the same run), so a model is planned at about its speed without dropout. Dropout begins
 # at 0.1 near 4.7 passes.
 MIN_DROPOUT = 0.1
+# The most dropout a model gets, for each of its computing weights per character of the training
+# text (between MIN_DROPOUT and MAX_DROPOUT): a model with fewer weights than its text has characters
+# learns it by heart more slowly, and a locked mask's 0.2 held it back. Step for step, side by side
+# on one thread each, locked masks, bf16, batch 32, 2026-12-07: LSTM 2x256 (0.87 weights a
+# character) at 7.3 passes, tiny-shakespeare (1,777 steps) none 1.498, 0.1 1.482, 0.2 1.515; Python
+# source (1,855 steps) none 1.366, 0.1 1.309, 0.2 1.316. LSTM 2x384 (1.9 a character) at 8.6 passes
+# on tiny-shakespeare (2,100 steps): 0.1 1.465, 0.2 1.462, the same (the rule gives it 0.2).
+DROPOUT_PER_WEIGHT_PER_CHAR = 0.1
 BUDGET_FOR_STEPS = (
     0.92  # the share of a --time-budget spent on training steps (evaluations, saves, live samples: ~5-8%)
 )
@@ -136,10 +147,13 @@ def batch_for(passes: float) -> int:
     return 16 if passes < FEW_PASSES else 32
 
 
-def dropout_for(passes: float) -> float:
+def dropout_for(passes: float, per_char: float = math.inf) -> float:
+    """The dropout of a run that makes `passes` over its text with a model that has `per_char`
+    computing weights per character of that text (see the module's docstring)."""
     if passes <= FREE_PASSES:
         return 0.0
-    full = min(MAX_DROPOUT, DROPOUT_PER_DOUBLING * math.log2(passes))
+    ceiling = min(MAX_DROPOUT, max(MIN_DROPOUT, DROPOUT_PER_WEIGHT_PER_CHAR * per_char))
+    full = min(ceiling, DROPOUT_PER_DOUBLING * math.log2(passes))
     share = min(1.0, (passes - FREE_PASSES) / RAMP_PASSES)
     dropout = round(full * share * 20) / 20  # in steps of 0.05
     return dropout if dropout >= MIN_DROPOUT else 0.0
@@ -178,7 +192,8 @@ def choose(
         reads = reads_limit
     m = model(*pick)
     passes = reads / max(train_chars, 1)
-    dropout = dropout_for(passes)  # (a dropout given is kept: `values` below holds only what is free)
+    per_char = weights(m) / max(train_chars, 1)
+    dropout = dropout_for(passes, per_char)  # (a dropout given is kept: `values` below holds only what is free)
     if speed is not None and dropout > 0 and "dropout" not in given:
         # The rungs were timed without dropout, which can slow a training step (bf16, batch 32, two
         # threads, 0.25: element masks LSTM 2x256 by ~20%, 2x384 ~12%, 2x512 ~3%; locked masks, the
@@ -188,7 +203,7 @@ def choose(
         # too where it is another (none: already timed).
         first = dropout
         timed = {0.0: speed, first: speed_of(replace(m, dropout=first), batch, cfg.seq_len)}
-        dropout = dropout_for(min(seconds * timed[first], reads_limit) / max(train_chars, 1))
+        dropout = dropout_for(min(seconds * timed[first], reads_limit) / max(train_chars, 1), per_char)
         if dropout not in timed:
             timed[dropout] = speed_of(replace(m, dropout=dropout), batch, cfg.seq_len)
         speed = timed[dropout]

@@ -80,6 +80,16 @@ def test_dropout_grows_with_the_passes_over_the_corpus_and_is_off_for_the_first_
     assert min(dropouts - {0.0}) == sizing.MIN_DROPOUT  # none below: its mask costs as much as more's
 
 
+def test_a_model_with_fewer_weights_than_its_text_has_characters_gets_less_dropout():
+    by_size = [sizing.dropout_for(10.0, per_char) for per_char in (0.3, 0.9, 1.5, 1.9, 3.0, 30.0)]
+    assert by_size == sorted(by_size)
+    assert by_size[0] == by_size[1] == sizing.MIN_DROPOUT < by_size[2] < by_size[-1] == sizing.MAX_DROPOUT
+    # through the rule: ten passes over 1 M characters, LSTM 2x256 (0.87 weights a character) and 2x512 (3.3)
+    small, _ = pick(train_chars=1_000_000, max_epochs=10, given=("layers", "hidden"), layers=2, hidden=256)
+    large, _ = pick(train_chars=1_000_000, max_epochs=10, given=("layers", "hidden"), layers=2, hidden=512)
+    assert small.dropout == sizing.MIN_DROPOUT and large.dropout == sizing.MAX_DROPOUT
+
+
 def test_the_model_fits_in_memory():
     limit = weights_per_char("lstm", 2, 256, 64, VOCAB)
     cfg, _ = pick(360_000, fits=lambda m, b: weights_of(m) <= limit)
@@ -213,8 +223,8 @@ def slowed_by_dropout(factor):
     "factor, chars, what",
     [
         (0.9, 100_000, "the same dropout: many passes either way"),
-        (0.8, 900_000, "less dropout (7.1 passes at full speed: 0.2; 5.6 with dropout: 0.15), timed too"),
-        (0.5, 1_200_000, "none (5.3 passes at full speed, 2.6 with dropout): planned at the speed without"),
+        (0.35, 400_000, "less dropout (15.9 passes at full speed: 0.2; 5.6 with dropout: 0.15), timed too"),
+        (0.5, 700_000, "none (9.1 passes at full speed: 0.1; 4.6 with dropout): planned at the speed without"),
     ],
 )
 def test_the_run_is_planned_at_the_speed_of_the_dropout_it_will_train_with(factor, chars, what):
@@ -222,7 +232,7 @@ def test_the_run_is_planned_at_the_speed_of_the_dropout_it_will_train_with(facto
     speed_of = slowed_by_dropout(factor)
     cfg, choice = pick(600, train_chars=chars, speed_of=speed_of)
     assert naive.dropout > 0 and (cfg.layers, cfg.hidden) == (naive.layers, naive.hidden)  # (the rung stays)
-    first = sizing.dropout_for(naive_choice.passes * factor)  # the pick timed with its dropout...
+    first = sizing.dropout_for(naive_choice.passes * factor, size(cfg) / chars)  # the pick timed with its dropout...
     assert (cfg.layers, cfg.hidden, naive.dropout) in speed_of.calls
     assert cfg.dropout == first <= naive.dropout  # ... gives the dropout for the passes it makes with it
     if cfg.dropout > 0:
