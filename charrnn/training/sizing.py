@@ -19,7 +19,7 @@ rule, fitted on runs measured across corpora and budgets (README, "What loss to 
   make: `DROPOUT_PER_DOUBLING` for each doubling of the passes, at most `MAX_DROPOUT`, and at
   most `DROPOUT_PER_WEIGHT_PER_CHAR` for each computing weight the model has per character of
   the training text, but not below `MIN_DROPOUT` (in steps of 0.05: 0.1 up to 1.25 weights a
-  character, 0.15 up to 1.75, 0.2 from there), but none
+  character, 0.15 up to 1.75, 0.2 from there); none
   for `FREE_PASSES` passes or fewer and only a share of it over the next `RAMP_PASSES` (until
   2026-12-06 it had no ramp: at four to five passes that cost 0.05 nats/char; see FREE_PASSES),
   and none where the rule gives less than `MIN_DROPOUT`. Its masks are locked (one per stream
@@ -153,7 +153,7 @@ def batch_for(passes: float) -> int:
 
 def dropout_for(passes: float, per_char: float = math.inf) -> float:
     """The dropout of a run that makes `passes` over its text with a model that has `per_char`
-    computing weights per character of that text (see the module's docstring; the default, no
+    computing weights per character of that text (see the module's docstring; by default no
     ceiling by size)."""
     if passes <= FREE_PASSES:
         return 0.0
