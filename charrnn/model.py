@@ -113,7 +113,7 @@ class CharRNN(nn.Module):
         ends = []
         for layer in range(L):
             if layer:
-                x = x * self._mask(x)
+                x = self._dropped(x)
             params = [weights[f"{kind}_l{layer}"] for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
             state = tuple(part[layer : layer + 1] for part in parts)
             x, *end = run(x, state if len(state) > 1 else state[0], params, True, 1, 0.0, self.training, False, False)

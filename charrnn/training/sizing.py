@@ -202,10 +202,10 @@ def choose(
     if speed is not None and dropout > 0 and "dropout" not in given:
         # The rungs were timed without dropout, which can slow a training step (bf16, batch 32, two
         # threads, 0.25: element masks LSTM 2x256 by ~20%, 2x384 ~12%, 2x512 ~3%; locked masks, the
-        # default, by 0-2%, 10% on one thread for 2x512: MIN_DROPOUT's note). The rung stays (chosen at the
-        # speed without); the run is planned at the speed of the dropout it trains with: the one
-        # for the passes it makes at the first dropout's speed (fewer, so no more dropout), timed
-        # too where it is another (none: already timed).
+        # default, by 0-2%, 10% on one thread for 2x512: MIN_DROPOUT's note and README, Locked
+        # dropout). The rung stays (chosen at the speed without); the run is planned at the speed
+        # of the dropout it trains with: the one for the passes it makes at the first dropout's
+        # speed (fewer, so no more dropout), timed too where it is another (none: already timed).
         first = dropout
         timed = {0.0: speed, first: speed_of(replace(m, dropout=first), batch, cfg.seq_len)}
         dropout = dropout_for(min(seconds * timed[first], reads_limit) / max(train_chars, 1), per_char)
