@@ -30,6 +30,7 @@ PREVIOUS = {
     "batch_size": 32,
     "seq_len": 128,
     "lr": 0.003,
+    "weight_decay": 0.0,  # (0.1 since 2026-12-07)
     "warmup": 50,
     "precision": "fp32",  # (--precision auto, bf16 where the CPU has it natively, came on 2026-12-06)
 }

@@ -7,6 +7,8 @@ import sys
 from tiny_run import invoke, structured_text
 
 from charrnn.bench.quality import PREVIOUS, _at, quality_table
+from charrnn.config import TrainConfig
+from charrnn.store import checkpoint
 from charrnn.store.run_folder import RunFolder
 
 
@@ -39,6 +41,12 @@ def test_quality_trains_both_recipes_and_reports_their_curves(tmp_path, monkeypa
     for name, run in result["recipes"].items():
         folder = tmp_path / "kept" / f"c-{name.replace(' ', '-')}" / "run"  # kept for `charrnn plot`
         evals = RunFolder(folder).read_metrics()
+        # the previous defaults train without weight decay, as charrnn did before 2026-12-07; the
+        # default recipe with today's (the optimizer's own settings, not only the config's)
+        decay = 0.0 if name == "previous defaults" else TrainConfig().weight_decay
+        saved = checkpoint.load(RunFolder(folder).last)
+        assert saved.meta["config"]["weight_decay"] == decay
+        assert {g["weight_decay"] for g in saved.optimizer["param_groups"]} == {decay}
         assert [r["step"] for r in evals] == [3, 6] and run["steps"] == 6
         assert run["curve"] == [
             {
