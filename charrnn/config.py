@@ -111,8 +111,8 @@ class TrainConfig(ModelShape):
     # passes learned more (tiny-shakespeare LSTM 2x512, dropout 0.2, 1,750 steps: 1.434 -> 1.418;
     # 2x256, dropout 0.1, 1,777 steps: 1.482 -> 1.469; Python source, 2x256, 0.1, 1,855 steps:
     # 1.309 -> 1.296) and the short ones the same (2x256, 930 steps: 1.517 -> 1.516; 2x384, 1,110:
-    # 1.479 -> 1.479). 0.3 gave the 2x512 1.409 but cost both 2x256 runs (against 0.1). README,
-    # What loss to expect.
+    # 1.479 -> 1.479). 0.3 gave the 2x512 1.409 but cost both 2x256 runs (against 0.1): --size auto
+    # raises it with its dropout (sizing.WEIGHT_DECAY). README, What loss to expect.
     weight_decay: float = option(
         0.1, "AdamW weight decay (decoupled: each step multiplies every weight by 1 - lr × this)."
     )

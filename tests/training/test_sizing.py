@@ -117,8 +117,25 @@ def test_given_options_win_and_the_rest_is_chosen():
     cfg, choice = pick(600, given={"hidden", "dropout"}, hidden=100, dropout=0.05)
     assert cfg.hidden == 100 and cfg.dropout == 0.05
     assert "hidden" not in choice.values and "dropout" not in choice.values
-    assert set(choice.values) == {"layers", "embed", "batch_size"}
+    assert set(choice.values) == {"layers", "embed", "batch_size", "weight_decay"}
     assert pick(600, given=set(sizing.CHOSEN))[1] is None  # nothing left to choose
+
+
+def test_weight_decay_follows_the_dropout():
+    assert [sizing.weight_decay_for(d) for d in (0.0, 0.1, 0.15, 0.2)] == [0.1, 0.1, 0.2, 0.3]
+    # through the rule: ten passes over 1 M characters, LSTM 2x256 (dropout 0.1) and 2x512 (0.2); three passes (none)
+    small, _ = pick(train_chars=1_000_000, max_epochs=10, given=("layers", "hidden"), layers=2, hidden=256)
+    large, _ = pick(train_chars=1_000_000, max_epochs=10, given=("layers", "hidden"), layers=2, hidden=512)
+    short, _ = pick(train_chars=1_000_000, max_epochs=3, given=("layers", "hidden"), layers=2, hidden=512)
+    assert (small.dropout, small.weight_decay) == (0.1, 0.1)
+    assert (large.dropout, large.weight_decay) == (0.2, 0.3)
+    assert (short.dropout, short.weight_decay) == (0.0, 0.1)
+    # a dropout given sets the decay as the rule's would; a decay given is kept, and the rest still chosen
+    given_dropout, _ = pick(train_chars=1_000_000, max_epochs=3, given=("dropout",), dropout=0.2)
+    assert given_dropout.weight_decay == 0.3
+    kept, choice = pick(train_chars=1_000_000, max_epochs=10, given=("weight_decay",), weight_decay=0.05)
+    assert kept.weight_decay == 0.05 and "weight_decay" not in choice.values and "layers" in choice.values
+    assert f"batch {kept.batch_size}, weight decay 0.05:" in choice.describe(kept)
 
 
 def test_large_alphabets_get_a_wider_embedding():
@@ -137,6 +154,7 @@ def test_auto_is_the_default_only_without_model_options(tmp_path):
     cfg, choice, _ = plan.size_model(fresh, set(), 50_000, VOCAB, started)
     assert choice is not None and choice.values["layers"] == cfg.layers
     assert plan.size_model(fresh, {"hidden"}, 50_000, VOCAB, started) == (fresh.cfg, None, None)
+    assert plan.size_model(fresh, {"weight_decay"}, 50_000, VOCAB, started)[1] is not None  # (not a model option)
     explicit = plan.Plan(TrainConfig(max_steps=5, size="auto", hidden=48, precision="fp32").validate())
     cfg, choice, _ = plan.size_model(explicit, {"hidden"}, 50_000, VOCAB, started)
     assert cfg.hidden == 48 and "hidden" not in choice.values
