@@ -80,9 +80,9 @@ class TrainConfig(ModelShape):
 
     size: str | None = option(  # None: auto when no model option is given
         None,
-        "auto: choose --layers, --hidden, --embed, --batch-size and --dropout for this corpus, --time-budget "
-        "(or epochs) and this machine's measured speed (the flags you give win); default: the fixed defaults "
-        "shown here.",
+        "auto: choose --layers, --hidden, --embed, --batch-size and --dropout (and --weight-decay with the "
+        "dropout) for this corpus, --time-budget (or epochs) and this machine's measured speed (the flags you "
+        "give win); default: the fixed defaults shown here.",
         "auto when none of those five flags is given, else default",
     )
     # Data

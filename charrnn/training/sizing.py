@@ -27,10 +27,11 @@ rule, fitted on runs measured across corpora and budgets (README, "What loss to 
   `--dropout-mask element` slow it (by 6-29% on two threads): the rung is chosen at the speed
   without dropout, then timed again with its dropout, and the run is planned (characters,
   passes) at the speed of the dropout it trains with (see `choose`).
-- AdamW's weight decay follows the dropout: `WEIGHT_DECAY` (TrainConfig's default, 0.1) up to
-  a dropout of `MIN_DROPOUT`, then `DECAY_PER_DROPOUT` more for each unit of dropout above it (0.2
-  at 0.15, 0.3 at the ceiling's 0.2): a model that over-fits enough for the most dropout wants
-  more decay too, a smaller one or a shorter run less (WEIGHT_DECAY's note).
+- AdamW's weight decay follows the dropout the run trains with (chosen or given):
+  `WEIGHT_DECAY` (TrainConfig's default, 0.1) up to a dropout of `MIN_DROPOUT`, then
+  `DECAY_PER_DROPOUT` more for each unit of dropout above it, up to `MAX_DROPOUT`'s (0.2 at
+  0.15, 0.3 at 0.2 and above): a model that over-fits enough for the most dropout wants more
+  decay too, a smaller one or a shorter run less (WEIGHT_DECAY's note).
 - The batch is 16 streams for a run that reads its text less than twice (more updates for the
   same characters; a CPU runs 16 streams as fast as 32), else 32.
 - The embedding is 64 wide, wider for a vocabulary of thousands of characters (Chinese): there a
@@ -38,8 +39,10 @@ rule, fitted on runs measured across corpora and budgets (README, "What loss to 
 - For thousands of characters the ladder's rungs have one layer (1x128 ... 1x768): two layers
   learned far less in the same time there (LARGE_VOCAB's note).
 
-It is the default when none of the options it chooses is given; with `--size auto` and some of
-them given, only those left out are chosen: explicit flags (and keys of a --config file) win.
+It is the default when none of the model options it chooses (CHOSEN) is given; with `--size
+auto` and some of them given, only those left out are chosen: explicit flags (and keys of a
+--config file) win. A `--weight-decay` given is kept and leaves the rest to the rule; with all of
+CHOSEN given nothing is chosen, the decay included (TrainConfig's default).
 """
 
 from __future__ import annotations
@@ -179,7 +182,7 @@ def dropout_for(passes: float, per_char: float = math.inf) -> float:
 
 def weight_decay_for(dropout: float) -> float:
     """AdamW's weight decay for a run that trains with `dropout` (see WEIGHT_DECAY)."""
-    return round(WEIGHT_DECAY + DECAY_PER_DROPOUT * max(0.0, dropout - MIN_DROPOUT), 2)
+    return round(WEIGHT_DECAY + DECAY_PER_DROPOUT * max(0.0, min(dropout, MAX_DROPOUT) - MIN_DROPOUT), 2)
 
 
 def choose(
@@ -191,10 +194,11 @@ def choose(
     seconds_left: float | None,
     fits: Callable[[ModelConfig, int], bool] = lambda m, b: True,
 ) -> Choice | None:
-    """The options of CHOSEN that are not in `given`, for a run of `cfg` on `train_chars`
-    characters of a `vocab`-character alphabet. `speed_of(model, batch, seq_len)` measures
-    characters per second (used when the run has a time budget: `seconds_left` of it);
-    `fits(model, batch)`: whether the model fits in memory. None when nothing is left to choose."""
+    """The options of CHOSEN that are not in `given` (and the weight decay, unless given), for a
+    run of `cfg` on `train_chars` characters of a `vocab`-character alphabet. `speed_of(model,
+    batch, seq_len)` measures characters per second (used when the run has a time budget:
+    `seconds_left` of it); `fits(model, batch)`: whether the model fits in memory. None when
+    nothing is left to choose."""
     free = [name for name in CHOSEN if name not in given]
     if not free:
         return None

@@ -10,6 +10,7 @@ from charrnn.bench.quality import PREVIOUS, _at, quality_table
 from charrnn.config import TrainConfig
 from charrnn.store import checkpoint
 from charrnn.store.run_folder import RunFolder
+from charrnn.training import sizing
 
 
 def test_quality_trains_both_recipes_and_reports_their_curves(tmp_path, monkeypatch):
@@ -42,10 +43,11 @@ def test_quality_trains_both_recipes_and_reports_their_curves(tmp_path, monkeypa
         folder = tmp_path / "kept" / f"c-{name.replace(' ', '-')}" / "run"  # kept for `charrnn plot`
         evals = RunFolder(folder).read_metrics()
         # the previous defaults train without weight decay, as charrnn did before 2026-12-07; the
-        # default recipe with today's (the optimizer's own settings, not only the config's)
-        decay = 0.0 if name == "previous defaults" else TrainConfig().weight_decay
-        assert name == "previous defaults" or decay > 0
+        # default recipe with the rule's for its dropout (the optimizer's own settings, not only the config's)
         saved = checkpoint.load(RunFolder(folder).last)
+        dropout = saved.meta["config"]["dropout"]
+        decay = 0.0 if name == "previous defaults" else sizing.weight_decay_for(dropout)
+        assert name == "previous defaults" or decay >= TrainConfig().weight_decay > 0
         assert saved.meta["config"]["weight_decay"] == decay
         assert {g["weight_decay"] for g in saved.optimizer["param_groups"]} == {decay}
         assert [r["step"] for r in evals] == [3, 6] and run["steps"] == 6

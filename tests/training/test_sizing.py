@@ -122,7 +122,7 @@ def test_given_options_win_and_the_rest_is_chosen():
 
 
 def test_weight_decay_follows_the_dropout():
-    assert [sizing.weight_decay_for(d) for d in (0.0, 0.1, 0.15, 0.2)] == [0.1, 0.1, 0.2, 0.3]
+    assert [sizing.weight_decay_for(d) for d in (0.0, 0.1, 0.15, 0.2, 0.5)] == [0.1, 0.1, 0.2, 0.3, 0.3]
     # through the rule: ten passes over 1 M characters, LSTM 2x256 (dropout 0.1) and 2x512 (0.2); three passes (none)
     small, _ = pick(train_chars=1_000_000, max_epochs=10, given=("layers", "hidden"), layers=2, hidden=256)
     large, _ = pick(train_chars=1_000_000, max_epochs=10, given=("layers", "hidden"), layers=2, hidden=512)
@@ -154,7 +154,9 @@ def test_auto_is_the_default_only_without_model_options(tmp_path):
     cfg, choice, _ = plan.size_model(fresh, set(), 50_000, VOCAB, started)
     assert choice is not None and choice.values["layers"] == cfg.layers
     assert plan.size_model(fresh, {"hidden"}, 50_000, VOCAB, started) == (fresh.cfg, None, None)
-    assert plan.size_model(fresh, {"weight_decay"}, 50_000, VOCAB, started)[1] is not None  # (not a model option)
+    decayed = plan.Plan(TrainConfig(max_steps=5, precision="fp32", weight_decay=0.05).validate())
+    cfg, choice, _ = plan.size_model(decayed, {"weight_decay"}, 50_000, VOCAB, started)  # (not a model option)
+    assert choice is not None and "layers" in choice.values and cfg.weight_decay == 0.05
     explicit = plan.Plan(TrainConfig(max_steps=5, size="auto", hidden=48, precision="fp32").validate())
     cfg, choice, _ = plan.size_model(explicit, {"hidden"}, 50_000, VOCAB, started)
     assert cfg.hidden == 48 and "hidden" not in choice.values
@@ -265,6 +267,7 @@ def test_the_run_is_planned_at_the_speed_of_the_dropout_it_will_train_with(facto
     assert choice.reads == pytest.approx(naive_choice.reads * expected / naive_choice.speed)
     assert choice.passes == pytest.approx(choice.reads / chars)
     assert len(set(speed_of.calls)) == len(speed_of.calls)  # none timed twice (without dropout: not again)
+    assert cfg.weight_decay == sizing.weight_decay_for(cfg.dropout)  # (the dropout it trains with)
 
 
 def test_the_run_is_planned_at_the_dropout_s_speed_in_a_real_plan(monkeypatch):
