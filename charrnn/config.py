@@ -107,12 +107,9 @@ class TrainConfig(ModelShape):
     warmup: int = option(50, "Steps of linear learning-rate warm-up.")
     min_lr_frac: float = option(0.1, "Final learning rate of the cosine schedule, as a fraction of --lr.")
     grad_clip: float = option(1.0, "Clip the global gradient norm to this; 0 = off.")
-    # 0.1 since 2026-12-07 (0 before): step for step, side by side, bf16, the runs that make seven
-    # passes learned more (tiny-shakespeare LSTM 2x512, dropout 0.2, 1,750 steps: 1.434 -> 1.418;
-    # 2x256, dropout 0.1, 1,777 steps: 1.482 -> 1.469; Python source, 2x256, 0.1, 1,855 steps:
-    # 1.309 -> 1.296) and the short ones the same (2x256, 930 steps: 1.517 -> 1.516; 2x384, 1,110:
-    # 1.479 -> 1.479). 0.3 gave the 2x512 1.409 but cost both 2x256 runs (against 0.1): --size auto
-    # raises it with its dropout (sizing.WEIGHT_DECAY). README, What loss to expect.
+    # 0.1 since 2026-12-07 (0 before): step for step it gained 0.013-0.016 nats/char at seven passes
+    # and cost nothing at four; --size auto raises it with its dropout. The runs: sizing.WEIGHT_DECAY's
+    # note and README, What loss to expect.
     weight_decay: float = option(
         0.1, "AdamW weight decay (decoupled: each step multiplies every weight by 1 - lr × this)."
     )
