@@ -105,6 +105,8 @@ class TrainConfig(ModelShape):
     lr: float = option(6e-3, "Peak learning rate (AdamW).")
     lr_schedule: str = option("cosine", "constant or cosine (decays to lr × min-lr-frac).")
     warmup: int = option(50, "Steps of linear learning-rate warm-up.")
+    # 0.01 tried on 2026-12-07, step for step: better in two runs of six, worse in three (make demo's
+    # model by 0.020); README, Tried for the 600 s target.
     min_lr_frac: float = option(0.1, "Final learning rate of the cosine schedule, as a fraction of --lr.")
     grad_clip: float = option(1.0, "Clip the global gradient norm to this; 0 = off.")
     # 0.1 since 2026-12-07 (0 before): step for step it gained 0.013-0.016 nats/char at seven passes

@@ -61,7 +61,10 @@ SMALL_RUNGS: tuple[tuple[int, int], ...] = ((1, 32), (1, 64))  # below the ladde
 # with dropout, was the best of the ladder there (MAX_DROPOUT's note); 4 keeps it and refuses
 # what only memorises.
 MAX_WEIGHTS_PER_CHAR = 4.0
-CHARS_PER_WEIGHT = 2.0  # characters read per computing weight, at least (fitted; README)
+# Characters read per computing weight, at least (fitted; README). Checked again on 2026-12-07 at
+# 600 s on tiny-shakespeare, for the same time on two threads: LSTM 2x512 1.409, 2x576 1.414, 2x640
+# 1.419 (README, Tried for the 600 s target).
+CHARS_PER_WEIGHT = 2.0
 DROPOUT_PER_DOUBLING = 0.1
 # Passes over the text before dropout pays, and the passes over which it ramps up to the full
 # rule. Measured step for step (pairs of the same --max-steps side by side, so the machine's load
@@ -163,7 +166,10 @@ def embed_for(vocab: int, hidden: int) -> int:
 def batch_for(passes: float) -> int:
     """16 streams when the run reads its text less than twice (every update counts: on the
     full Shakespeare, 2.5 M characters in 1,200 steps of 16 reached 1.614 where 600 steps of 32
-    reached 1.665; a CPU trains 16 or 32 streams at the same chars/s), else 32."""
+    reached 1.665; a CPU trains 16 or 32 streams at the same chars/s), else 32. (At seven passes,
+    LSTM 2x512 for the same time on two threads, 24 streams ended 0.009-0.010 ahead of 32 with two
+    seeds and 16 0.005 behind; not used until shorter runs are measured: README, Tried for the
+    600 s target.)"""
     return 16 if passes < FEW_PASSES else 32
 
 
