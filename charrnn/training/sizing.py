@@ -168,8 +168,8 @@ def batch_for(passes: float) -> int:
     full Shakespeare, 2.5 M characters in 1,200 steps of 16 reached 1.614 where 600 steps of 32
     reached 1.665; a CPU trains 16 or 32 streams at the same chars/s), else 32. (At seven passes,
     LSTM 2x512 for the same time on two threads, 24 streams ended 0.009-0.010 ahead of 32 with two
-    seeds and 16 0.005 behind; not used until shorter runs are measured: README, Tried for the
-    600 s target.)"""
+    seeds and 16 0.005 behind; the shorter runs' models gained too, in one seed. Not used yet:
+    README, Tried for the 600 s target.)"""
     return 16 if passes < FEW_PASSES else 32
 
 
