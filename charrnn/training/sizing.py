@@ -33,7 +33,7 @@ rule, fitted on runs measured across corpora and budgets (README, "What loss to 
   0.15, 0.3 at 0.2 and above): a model that over-fits enough for the most dropout wants more
   decay too, a smaller one or a shorter run less (WEIGHT_DECAY's note).
 - The batch is 16 streams for a run that reads its text less than twice (more updates for the
-  same characters; a CPU runs 16 streams as fast as 32), else 32.
+  same characters; a CPU runs 16 streams as fast as 32), else 24 (32 until 2026-12-07: `batch_for`).
 - The embedding is 64 wide, wider for a vocabulary of thousands of characters (Chinese): there a
   narrow embedding is the bottleneck, and the read-out costs more than the cells anyway.
 - For thousands of characters the ladder's rungs have one layer (1x128 ... 1x768): two layers
@@ -166,11 +166,16 @@ def embed_for(vocab: int, hidden: int) -> int:
 def batch_for(passes: float) -> int:
     """16 streams when the run reads its text less than twice (every update counts: on the
     full Shakespeare, 2.5 M characters in 1,200 steps of 16 reached 1.614 where 600 steps of 32
-    reached 1.665; a CPU trains 16 or 32 streams at the same chars/s), else 32. (At seven passes,
-    LSTM 2x512 for the same time on two threads, 24 streams ended 0.009-0.010 ahead of 32 with two
-    seeds and 16 0.005 behind; the shorter runs' models gained too, in one seed. Not used yet:
-    README, Tried for the 600 s target.)"""
-    return 16 if passes < FEW_PASSES else 32
+    reached 1.665; a CPU trains 16 or 32 streams at about the same chars/s), else 24: more updates
+    than 32 for a step that costs 0.95-0.97x as much a character on two threads (bf16; LSTM 2x256
+    0.96x, 2x384 0.95x, 2x512 0.96-0.97x). For the same time on two threads, tiny-shakespeare,
+    two seeds each (1337 / 7), batch 32 against 24: LSTM 2x512, dropout 0.2, decay 0.3 (a 600 s
+    run's) 1.409 / 1.406 against 1.399 / 1.397; 2x384 without dropout (240 s) 1.479 / 1.463
+    against 1.474 / 1.456; 2x256 (120 s) 1.516 / 1.507 against 1.495 / 1.484; batch 16 lost 0.005
+    at 2x512 (README, Tried for the 600 s target). The rungs are still probed at 32 streams: the
+    run reads ~3-5% fewer characters than planned, which its clock absorbs (the schedule runs on
+    the time left)."""
+    return 16 if passes < FEW_PASSES else 24
 
 
 def dropout_for(passes: float, per_char: float = math.inf) -> float:

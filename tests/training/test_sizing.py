@@ -333,6 +333,7 @@ def test_a_run_that_reads_its_text_less_than_twice_takes_more_smaller_steps():
     few, _ = pick(600, train_chars=100_000_000)
     many, _ = pick(600, train_chars=100_000)
     assert few.batch_size < many.batch_size
+    assert sizing.batch_for(sizing.FEW_PASSES - 0.1) == 16 and sizing.batch_for(sizing.FEW_PASSES) == 24
     assert pick(600, train_chars=100_000_000, given={"batch_size"}, batch_size=48)[0].batch_size == 48
 
 
