@@ -9,7 +9,8 @@ rule, fitted on runs measured across corpora and budgets (README, "What loss to 
   threads the run will use), or its epochs (or steps) times what one of them reads.
 - The model is the largest of `LADDER` for which C is at least `CHARS_PER_WEIGHT` times the
   weights that compute (those of the recurrent layers and the read-out; the embedding is a
-  lookup), and which fits in memory.
+  lookup), `REGULARISED_CHARS_PER_WEIGHT` times where the rule gives that model dropout at the
+  passes it would make (or a dropout of at least MIN_DROPOUT is given), and which fits in memory.
 - And whatever the budget, it has at most `MAX_WEIGHTS_PER_CHAR` of those weights per character
   of the training text: a model far larger than its text memorises it, however long it reads
   (a 2 KB text with 600 s chose LSTM 2×384, 1.9 M weights for 1,800 characters; validation was
@@ -65,6 +66,16 @@ MAX_WEIGHTS_PER_CHAR = 4.0
 # 600 s on tiny-shakespeare, for the same time on two threads: LSTM 2x512 1.409, 2x576 1.414, 2x640
 # 1.419 (README, Tried for the 600 s target).
 CHARS_PER_WEIGHT = 2.0
+# ... and for a model the rule gives dropout at the passes it would make (so weight decay too):
+# regularised, a larger model reads fewer characters a weight before it beats the smaller one.
+# tiny-shakespeare, 600 s budget runs the same afternoon (batch 24): LSTM 2x512 read 5.9 M
+# characters (1.78 a weight) and reached 1.399; the next run's probe found 2x512 too slow for 2 a
+# weight and chose 2x384 (9.8 M characters, 5.2 a weight): 1.411. For the same time on two threads
+# (2x384 at 1.6x the 2x512's speed), one thread each side by side, bf16, batch 24, dropout 0.2,
+# decay 0.3: 2x512 1,885 steps (5.8 M characters, 1.75 a weight) 1.409, 2x384 3,016 steps 1.431.
+# Without dropout (short runs, a large text) 2 stays: at 60 s LSTM 2x256 reading 1.7 a weight lost
+# to 2x192 reading 5 (1.712 against 1.685, README). Lower than 1.75 not measured.
+REGULARISED_CHARS_PER_WEIGHT = 1.75
 DROPOUT_PER_DOUBLING = 0.1
 # Passes over the text before dropout pays, and the passes over which it ramps up to the full
 # rule. Measured step for step (pairs of the same --max-steps side by side, so the machine's load
@@ -166,15 +177,15 @@ def embed_for(vocab: int, hidden: int) -> int:
 def batch_for(passes: float) -> int:
     """16 streams when the run reads its text less than twice (every update counts: on the
     full Shakespeare, 2.5 M characters in 1,200 steps of 16 reached 1.614 where 600 steps of 32
-    reached 1.665; a CPU trains 16 or 32 streams at about the same chars/s), else 24: more updates
-    than 32 for a step that costs 0.95-0.97x as much a character on two threads (bf16; LSTM 2x256
-    0.96x, 2x384 0.95x, 2x512 0.96-0.97x). For the same time on two threads, tiny-shakespeare,
-    two seeds each (1337 / 7), batch 32 against 24: LSTM 2x512, dropout 0.2, decay 0.3 (a 600 s
-    run's) 1.409 / 1.406 against 1.399 / 1.397; 2x384 without dropout (240 s) 1.479 / 1.463
-    against 1.474 / 1.456; 2x256 (120 s) 1.516 / 1.507 against 1.495 / 1.484; batch 16 lost 0.005
-    at 2x512 (README, Tried for the 600 s target). The rungs are still probed at 32 streams: the
-    run reads ~3-5% fewer characters than planned, which its clock absorbs (the schedule runs on
-    the time left)."""
+    reached 1.665; a CPU trains 16 or 32 streams at about the same chars/s), else 24: a third more
+    updates than 32 at 0.95-0.97x its characters per second (two threads, bf16: LSTM 2x256 0.96x,
+    2x384 0.95x, 2x512 0.96-0.97x). For the same time on two threads, seeds 1337 / 7, batch 32
+    against 24: tiny-shakespeare, LSTM 2x512, dropout 0.2, decay 0.3 (a 600 s run's model) 1.409 /
+    1.406 against 1.399 / 1.397; 2x384 without dropout (240 s) 1.479 / 1.463 against 1.474 / 1.456;
+    2x256 (120 s) 1.516 / 1.507 against 1.495 / 1.484; held-out Python source, 2x256 at 7 passes,
+    1.296 / 1.295 against 1.288 / 1.293. Batch 16 lost 0.005 at 2x512 (README, Tried for the 600 s
+    target). The rungs are still probed at 32 streams: the run reads ~3-5% fewer characters than
+    planned, which its clock absorbs (the schedule runs on the time left)."""
     return 16 if passes < FEW_PASSES else 24
 
 
@@ -219,14 +230,22 @@ def choose(
     def weights(m: ModelConfig) -> int:
         return weights_per_char(m.cell, m.layers, m.hidden, m.embed, vocab)
 
+    def enough(m: ModelConfig, reads: float) -> bool:  # (see REGULARISED_CHARS_PER_WEIGHT)
+        w = weights(m)
+        if "dropout" in given:
+            regularised = cfg.dropout >= MIN_DROPOUT
+        else:
+            regularised = dropout_for(reads / max(train_chars, 1), w / max(train_chars, 1)) > 0
+        return reads >= (REGULARISED_CHARS_PER_WEIGHT if regularised else CHARS_PER_WEIGHT) * w
+
     reads_limit = untimed_reads(cfg, train_chars, batch * cfg.seq_len)
     speed = None
     if cfg.time_budget is not None and speed_of is not None and seconds_left is not None:
         seconds = max(seconds_left, 0.0) * BUDGET_FOR_STEPS
         speed_at = lambda rung: speed_of(model(*rung), batch, cfg.seq_len)  # noqa: E731
-        pick, reads, speed = _timed_pick(ladder, model, weights, fits, batch, speed_at, seconds, reads_limit)
+        pick, reads, speed = _timed_pick(ladder, model, weights, enough, fits, batch, speed_at, seconds, reads_limit)
     else:
-        pick = _largest(ladder, model, weights, fits, batch, lambda m: reads_limit)
+        pick = _largest(ladder, model, enough, fits, batch, lambda m: reads_limit)
         reads = reads_limit
     m = model(*pick)
     passes = reads / max(train_chars, 1)
@@ -310,7 +329,7 @@ def _reference_rung(ladder):
     return ladder[min(3, len(ladder) - 1)]
 
 
-def _timed_pick(ladder, model, weights, fits, batch: int, speed_of, seconds: float, reads_limit: float):
+def _timed_pick(ladder, model, weights, enough, fits, batch: int, speed_of, seconds: float, reads_limit: float):
     """For a run with `seconds` of training: probe a middle rung's speed (`speed_of(rung)`),
     estimate the others' from it (generously), then probe down from the pick while the estimate
     does not hold. Returns (the rung, the characters the run will read, its speed)."""
@@ -330,11 +349,11 @@ def _timed_pick(ladder, model, weights, fits, batch: int, speed_of, seconds: flo
     def reads_at(rung) -> float:
         return min(seconds * estimate(rung), reads_limit)
 
-    pick = _largest(ladder, model, weights, fits, batch, lambda m: reads_at((m.layers, m.hidden)))
+    pick = _largest(ladder, model, enough, fits, batch, lambda m: reads_at((m.layers, m.hidden)))
     for _ in range(MAX_PROBES):  # the estimate was generous: measure, and step down while it does not hold
         index = ladder.index(pick)
         speed_at(pick)  # (measured now: estimate() uses it)
-        if index == 0 or reads_at(pick) >= CHARS_PER_WEIGHT * weights(model(*pick)):
+        if index == 0 or enough(model(*pick), reads_at(pick)):
             break
         pick = ladder[index - 1]
     return pick, reads_at(pick), estimate(pick)
@@ -361,12 +380,13 @@ def untimed_reads(cfg: TrainConfig, train_chars: int, per_step: int) -> float:
     return min(limits)
 
 
-def _largest(ladder, model, weights, fits, batch, reads_of) -> tuple[int, int]:
-    """The largest rung that reads enough characters for its weights and fits; else the smallest."""
+def _largest(ladder, model, enough, fits, batch, reads_of) -> tuple[int, int]:
+    """The largest rung that reads enough characters for its weights (`enough(model, reads)`) and
+    fits; else the smallest."""
     best = ladder[0]
     for rung in ladder:
         m = model(*rung)
-        if reads_of(m) >= CHARS_PER_WEIGHT * weights(m) and fits(m, batch):
+        if enough(m, reads_of(m)) and fits(m, batch):
             best = rung
     return best
 

@@ -55,16 +55,41 @@ def test_more_epochs_or_a_larger_corpus_never_choose_a_smaller_model():
     assert by_corpus == sorted(by_corpus) and by_corpus[0] < by_corpus[-1]
 
 
+def needed(weights: int, reads: float, train_chars: int = 1_000_000) -> float:
+    """Characters a model of `weights` must read: fewer a weight where the rule gives it dropout."""
+    regularised = sizing.dropout_for(reads / train_chars, weights / train_chars) > 0
+    return (sizing.REGULARISED_CHARS_PER_WEIGHT if regularised else CHARS_PER_WEIGHT) * weights
+
+
 def test_the_chosen_model_reads_enough_characters_for_its_weights():
     for seconds in (60, 600, 6000):
         cfg, choice = pick(seconds)
-        assert choice.reads >= CHARS_PER_WEIGHT * size(cfg)
-        bigger = [rung for rung in sizing.LADDER if weights_per_char("lstm", *rung, 64, VOCAB) > size(cfg)]
+        assert choice.reads >= needed(size(cfg), choice.reads)
+        allowed = sizing.MAX_WEIGHTS_PER_CHAR * 1_000_000  # (larger ones are too large for the text)
+        bigger = [
+            w for rung in sizing.LADDER if size(cfg) < (w := weights_per_char("lstm", *rung, 64, VOCAB)) <= allowed
+        ]
         if bigger:  # and the next rung up would not have
-            L, H = bigger[0]
-            assert choice.reads * size(cfg) / weights_per_char(
-                "lstm", L, H, 64, VOCAB
-            ) < CHARS_PER_WEIGHT * weights_per_char("lstm", L, H, 64, VOCAB)
+            big = bigger[0]
+            reads_big = choice.reads * size(cfg) / big
+            assert reads_big < needed(big, reads_big)
+
+
+@pytest.mark.parametrize(
+    "train_chars, given, chosen",
+    [
+        (1_000_000, {}, (2, 512)),  # 6.3 passes: the rule's dropout, so 1.9 characters a weight are enough
+        (4_200_000, {}, (2, 384)),  # 1.5 passes: no dropout, so not
+        (1_000_000, {"dropout": 0.0}, (2, 384)),  # a dropout given decides
+        (4_200_000, {"dropout": 0.2}, (2, 512)),
+    ],
+)
+def test_a_regularised_model_needs_fewer_characters_a_weight(train_chars, given, chosen):
+    """Where the run has dropout (and the decay that goes with it) a larger model beats a smaller
+    one at fewer characters a weight (REGULARISED_CHARS_PER_WEIGHT): 2x512 reading 1.9 a weight."""
+    reads = 1.9 * weights_per_char("lstm", 2, 512, 64, VOCAB)
+    cfg, _ = pick(train_chars=train_chars, max_epochs=reads / train_chars, given=set(given), **given)
+    assert (cfg.layers, cfg.hidden) == chosen
 
 
 def test_dropout_grows_with_the_passes_over_the_corpus_and_is_off_for_the_first_few():
