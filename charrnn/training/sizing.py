@@ -9,8 +9,8 @@ rule, fitted on runs measured across corpora and budgets (README, "What loss to 
   threads the run will use), or its epochs (or steps) times what one of them reads.
 - The model is the largest of `LADDER` for which C is at least `CHARS_PER_WEIGHT` times the
   weights that compute (those of the recurrent layers and the read-out; the embedding is a
-  lookup), `REGULARISED_CHARS_PER_WEIGHT` times where the rule gives that model dropout at the
-  passes it would make (or a dropout of at least MIN_DROPOUT is given), and which fits in memory.
+  lookup), `REGULARISED_CHARS_PER_WEIGHT` times where the rule gives that model its most dropout
+  (MAX_DROPOUT) at the passes it would make (or such a dropout is given), and which fits in memory.
 - And whatever the budget, it has at most `MAX_WEIGHTS_PER_CHAR` of those weights per character
   of the training text: a model far larger than its text memorises it, however long it reads
   (a 2 KB text with 600 s chose LSTM 2×384, 1.9 M weights for 1,800 characters; validation was
@@ -64,9 +64,11 @@ SMALL_RUNGS: tuple[tuple[int, int], ...] = ((1, 32), (1, 64))  # below the ladde
 MAX_WEIGHTS_PER_CHAR = 4.0
 # Characters read per computing weight, at least (fitted; README). Checked again on 2026-12-07 at
 # 600 s on tiny-shakespeare, for the same time on two threads: LSTM 2x512 1.409, 2x576 1.414, 2x640
-# 1.419 (README, Tried for the 600 s target).
+# 1.419 (README, Tried for the 600 s target; all three with dropout 0.2, so now under the lower
+# threshold below: 2.1, 1.3 and 0.9 characters a weight).
 CHARS_PER_WEIGHT = 2.0
-# ... and for a model the rule gives dropout at the passes it would make (so weight decay too):
+# ... and for a model the rule gives its most dropout (MAX_DROPOUT, so weight decay 0.3) at the
+# passes it would make, or given a dropout of at least MAX_DROPOUT:
 # regularised, a larger model reads fewer characters a weight before it beats the smaller one.
 # tiny-shakespeare, 600 s budget runs the same afternoon (batch 24): LSTM 2x512 read 5.9 M
 # characters (1.78 a weight) and reached 1.399; the next run's probe found 2x512 too slow for 2 a
@@ -74,7 +76,10 @@ CHARS_PER_WEIGHT = 2.0
 # (2x384 at 1.6x the 2x512's speed), one thread each side by side, bf16, batch 24, dropout 0.2,
 # decay 0.3: 2x512 1,885 steps (5.8 M characters, 1.75 a weight) 1.409, 2x384 3,016 steps 1.431.
 # Without dropout (short runs, a large text) 2 stays: at 60 s LSTM 2x256 reading 1.7 a weight lost
-# to 2x192 reading 5 (1.712 against 1.685, README). Lower than 1.75 not measured.
+# to 2x192 reading 5 (1.712 against 1.685, README). Lower: 2x576 at 1.3 a weight lost to the 2x512
+# at 2.1 (above); between 1.3 and 1.75 not measured. The evidence is dropout 0.2 with decay 0.3;
+# the ramp's 0.1-0.15 (decay 0.1-0.2) keeps 2. A time-budgeted run at the boundary can so choose
+# 2x512 for a text of 1.3 M characters and 2x384 for one of 1.4 M (its passes too few for 0.2).
 REGULARISED_CHARS_PER_WEIGHT = 1.75
 DROPOUT_PER_DOUBLING = 0.1
 # Passes over the text before dropout pays, and the passes over which it ramps up to the full
@@ -232,10 +237,10 @@ def choose(
 
     def enough(m: ModelConfig, reads: float) -> bool:  # (see REGULARISED_CHARS_PER_WEIGHT)
         w = weights(m)
-        if "dropout" in given:
-            regularised = cfg.dropout >= MIN_DROPOUT
+        if "dropout" in given:  # (a dropout given counts at any passes: the user chose it)
+            regularised = cfg.dropout >= MAX_DROPOUT
         else:
-            regularised = dropout_for(reads / max(train_chars, 1), w / max(train_chars, 1)) > 0
+            regularised = dropout_for(reads / max(train_chars, 1), w / max(train_chars, 1)) >= MAX_DROPOUT
         return reads >= (REGULARISED_CHARS_PER_WEIGHT if regularised else CHARS_PER_WEIGHT) * w
 
     reads_limit = untimed_reads(cfg, train_chars, batch * cfg.seq_len)

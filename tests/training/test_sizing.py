@@ -75,21 +75,39 @@ def test_the_chosen_model_reads_enough_characters_for_its_weights():
             assert reads_big < needed(big, reads_big)
 
 
+TWO_BY_512 = weights_per_char("lstm", 2, 512, 64, VOCAB)
+
+
 @pytest.mark.parametrize(
-    "train_chars, given, chosen",
+    "train_chars, per_weight, given, chosen",
     [
-        (1_000_000, {}, (2, 512)),  # 6.3 passes: the rule's dropout, so 1.9 characters a weight are enough
-        (4_200_000, {}, (2, 384)),  # 1.5 passes: no dropout, so not
-        (1_000_000, {"dropout": 0.0}, (2, 384)),  # a dropout given decides
-        (4_200_000, {"dropout": 0.2}, (2, 512)),
+        (1_000_000, 1.9, {}, (2, 512)),  # 6.3 passes: the rule's most dropout, so 1.9 characters a weight are enough
+        (900_000, 1.8, {}, (2, 512)),
+        (900_000, 1.7, {}, (2, 384)),  # 6.3 passes too, but below REGULARISED_CHARS_PER_WEIGHT
+        (1_258_000, 1.9, {}, (2, 384)),  # 5 passes: the ramp's 0.1 only, so 2 a weight
+        (4_200_000, 1.9, {}, (2, 384)),  # 1.5 passes: no dropout
+        (1_000_000, 1.9, {"dropout": 0.0}, (2, 384)),  # a dropout given decides
+        (1_000_000, 1.9, {"dropout": 0.1}, (2, 384)),
+        (4_200_000, 1.9, {"dropout": 0.2}, (2, 512)),
     ],
 )
-def test_a_regularised_model_needs_fewer_characters_a_weight(train_chars, given, chosen):
-    """Where the run has dropout (and the decay that goes with it) a larger model beats a smaller
-    one at fewer characters a weight (REGULARISED_CHARS_PER_WEIGHT): 2x512 reading 1.9 a weight."""
-    reads = 1.9 * weights_per_char("lstm", 2, 512, 64, VOCAB)
+def test_a_regularised_model_needs_fewer_characters_a_weight(train_chars, per_weight, given, chosen):
+    """Where the run has the most dropout (and the decay that goes with it) a larger model beats a
+    smaller one at fewer characters a weight (REGULARISED_CHARS_PER_WEIGHT)."""
+    reads = per_weight * TWO_BY_512
     cfg, _ = pick(train_chars=train_chars, max_epochs=reads / train_chars, given=set(given), **given)
     assert (cfg.layers, cfg.hidden) == chosen
+
+
+@pytest.mark.parametrize("per_weight, chosen", [(1.8, (2, 512)), (1.7, (2, 384))])
+def test_a_timed_run_probes_its_pick_against_the_regularised_threshold(per_weight, chosen):
+    """The same on a time budget: the 2x512's measured speed reads `per_weight` characters a weight
+    in the seconds the run trains (the estimate from the reference rung is generous: the probe
+    decides)."""
+    seconds = 600
+    flops = per_weight * TWO_BY_512 * 6 * TWO_BY_512 / (sizing.BUDGET_FOR_STEPS * seconds)
+    cfg, choice = pick(seconds, train_chars=900_000, speed_of=speed_inverse_to_weights(flops))  # (6+ passes)
+    assert (cfg.layers, cfg.hidden) == chosen and cfg.dropout == sizing.MAX_DROPOUT
 
 
 def test_dropout_grows_with_the_passes_over_the_corpus_and_is_off_for_the_first_few():
