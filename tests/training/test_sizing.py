@@ -56,8 +56,8 @@ def test_more_epochs_or_a_larger_corpus_never_choose_a_smaller_model():
 
 
 def needed(weights: int, reads: float, train_chars: int = 1_000_000) -> float:
-    """Characters a model of `weights` must read: fewer a weight where the rule gives it dropout."""
-    regularised = sizing.dropout_for(reads / train_chars, weights / train_chars) > 0
+    """Characters a model of `weights` must read: fewer a weight where the rule gives it its most dropout."""
+    regularised = sizing.dropout_for(reads / train_chars, weights / train_chars) >= sizing.MAX_DROPOUT
     return (sizing.REGULARISED_CHARS_PER_WEIGHT if regularised else CHARS_PER_WEIGHT) * weights
 
 
