@@ -156,6 +156,12 @@ class TrainConfig(ModelShape):
     # Evaluation and checkpoints
     eval_every: int = option(200, "Evaluate on the validation split every N steps.")
     eval_chars: int = option(200_000, "Validation characters per evaluation (0 = all).")
+    eval_share: float = option(
+        0.03,
+        "With --time-budget: the most of the run's time so far that evaluations may take; one due by --eval-every "
+        "waits while it would take more (the first and the last always run; the live sample does not wait). "
+        "0 = every --eval-every.",
+    )
     save_every: int = option(200, "Write last.pt every N steps.")
     # Live samples: a short text at a fixed prime and seed, to watch the same sentence improve
     sample_every: int | None = option(  # None = at each evaluation
@@ -224,6 +230,7 @@ class TrainConfig(ModelShape):
         _check(self.grad_clip >= 0, "grad_clip", self.grad_clip, "must be 0 (off) or more")
         _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be 0 or more")
         _check(self.eval_chars >= 0, "eval_chars", self.eval_chars, "must be 0 (all) or more")
+        _check(0 <= self.eval_share < 1, "eval_share", self.eval_share, "must be 0 (off) or more, and below 1")
         _check(
             self.sample_every is None or self.sample_every >= 0,
             "sample_every",

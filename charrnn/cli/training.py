@@ -81,6 +81,7 @@ def train(
     time_budget: Annotated[float | None, _flag("time_budget", LENGTH)] = None,
     eval_every: Annotated[int | None, _flag("eval_every", OUTPUT)] = None,
     eval_chars: Annotated[int | None, _flag("eval_chars", OUTPUT)] = None,
+    eval_share: Annotated[float | None, _flag("eval_share", OUTPUT)] = None,
     save_every: Annotated[int | None, _flag("save_every", OUTPUT)] = None,
     sample_every: Annotated[int | None, _flag("sample_every", OUTPUT)] = None,
     sample_chars: Annotated[int | None, _flag("sample_chars", OUTPUT)] = None,

@@ -27,6 +27,7 @@ RESUMABLE = {
     "time_budget",
     "eval_every",
     "eval_chars",
+    "eval_share",
     "save_every",
     "device",
     "threads",

@@ -72,6 +72,7 @@ class TimeBudget:
         self.cfg, self.chunks_per_epoch, self.clock = cfg, chunks_per_epoch, clock
         self.val_chars, self.chars_per_step, self.parameters = val_chars, chars_per_step, parameters
         self.costs = Costs()
+        self.eval_seconds = 0.0  # what the evaluations (and their live samples) have taken (agreed: rank 0's)
         self.reserve = 0.0  # seconds kept for the end of a --time-budget run (agreed by all processes)
         self.time_up = False
         self._recent_steps: collections.deque[float] = collections.deque(maxlen=25)
@@ -126,6 +127,27 @@ class TimeBudget:
         ends = self.time_left(progress) - self.costs.save_s() - self.costs.sample_s(sample_chars)
         return self.clock() + max(ends, 0.0) if math.isfinite(ends) else None
 
+    def eval_s(self) -> float:
+        """What an evaluation would take now: its measured cost, scaled by how much slower steps
+        are now than then (before one ran: a forward pass costs about a third of a training step)."""
+        c = self.costs
+        step = c.step or 0.0
+        if c.eval_per_char is not None:
+            return c.eval_per_char * self.val_chars * (step / c.step_at_eval if c.step_at_eval and step else 1.0)
+        return step * self.val_chars / self.chars_per_step / 3
+
+    def eval_room(self, progress: Progress) -> bool:
+        """Whether an evaluation due by --eval-every runs: always without a --time-budget or with
+        --eval-share 0, and the first; else while the evaluations, this one included, take at most
+        --eval-share of the run's time so far. Evaluating the validation tenth of a 1 M-character
+        text every 200 steps took ~7% of a 600 s run's time on 2 cores (LSTM 2x512, bf16: ~4 s of
+        each ~59 s; `make demo`'s 200 K characters every 200 steps of 16 streams, ~15%), time its
+        training lacked; the best loss comes at the cosine's end, not from evaluations on the way."""
+        share = self.cfg.eval_share
+        if not self.cfg.time_budget or not share or self.costs.eval_per_char is None:
+            return True
+        return self.eval_seconds + self.eval_s() <= share * progress.train_seconds
+
     def end_reserve(self, sample_chars: int) -> float:
         """Seconds a --time-budget run keeps for its end: the final evaluation (its measured
         cost, scaled by how much slower steps are now than then), a live sample of `sample_chars`
@@ -134,12 +156,9 @@ class TimeBudget:
         if not self.cfg.time_budget:
             return 0.0
         c = self.costs
-        step = c.step or 0.0
-        if c.eval_per_char is not None:
-            eval_s = c.eval_per_char * self.val_chars * (step / c.step_at_eval if c.step_at_eval and step else 1.0)
-        else:  # not measured yet: a forward pass costs about a third of a training step
-            eval_s = step * self.val_chars / self.chars_per_step / 3
-        return min(0.5 * self.cfg.time_budget, eval_s + c.sample_s(sample_chars) + c.save_s() + step / 2)
+        return min(
+            0.5 * self.cfg.time_budget, self.eval_s() + c.sample_s(sample_chars) + c.save_s() + (c.step or 0) / 2
+        )
 
     # ----------------------------------------------------------------- changes
     def begin(self, progress: Progress, started_at: float) -> float:
@@ -173,6 +192,10 @@ class TimeBudget:
         c.step = float(np.median(self._recent_steps))  # one slow step under load would swing the reserve
         c.guess_save = 0.01 + 12 * self.parameters / 200e6
         c.guess_sample_per_char = max(seconds / (3 * self.cfg.seq_len), 5e-4)
+
+    def evaluated(self, seconds: float) -> None:
+        """An evaluation took `seconds` (what --eval-share counts)."""
+        self.eval_seconds += seconds
 
     def eval_timed(self, seconds: float, chars: int) -> None:
         """An evaluation of `chars` validation characters took `seconds` (at today's step time)."""

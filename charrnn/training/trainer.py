@@ -167,10 +167,13 @@ class Trainer:
             # computes the same `finished`: it depends on agreed values only.
             self._agree()
             finished = budget.fraction_done(p) >= 1.0  # (an interruption evaluates nothing extra)
-            evaluated = p.step % cfg.eval_every == 0 or (finished and self._any_train_loss())
+            due = p.step % cfg.eval_every == 0  # (an evaluation due may wait: --eval-share; its sample does not)
+            evaluated = (due and self._eval_room()) or (finished and self._any_train_loss())
             if evaluated:
+                started = self.clock()
                 self._evaluate(lr, self._chars_per_sec(now))
-            sampled = self.samples.due(p.step, evaluated) and budget.room_for_sample(p, cfg.sample_chars)
+                budget.evaluated(self.clock() - started)
+            sampled = self.samples.due(p.step, evaluated or due) and budget.room_for_sample(p, cfg.sample_chars)
             if sampled and d.main:  # (rank 0 alone shows it; with --average, the average's)
                 with self.average.swapped_in():
                     text = self.samples.generate(self.model)
@@ -209,6 +212,12 @@ class Trainer:
         self.budget.keep(reserve, p)
         if stop:
             self._stopping = self._stop_reason or "stopped by another process"
+
+    def _eval_room(self) -> bool:
+        """Whether the evaluation due now runs (--eval-share; every process as rank 0 says, since
+        each measured its own costs)."""
+        room = self.dist.main and self.budget.eval_room(self.progress)
+        return self.dist.sum([1.0 if room else 0.0])[0] > 0
 
     def _any_train_loss(self) -> bool:
         """Whether any process has accumulated a training loss since the last evaluation (after a

@@ -323,3 +323,64 @@ def test_a_resumed_run_refused_for_time_says_what_it_had_used(tmp_path):
     clock.advance(1.3)
     with pytest.raises(CharRNNError, match=r"^--time-budget 20 leaves no time to train: the run already used 19\.5 s"):
         check_time_to_train(trainer)
+
+
+def evaluations_timed(trainer, clock: FakeClock) -> list[tuple[int, float, float]]:
+    """(step, seconds of the run before it, seconds it took) of each evaluation of `trainer`."""
+    seen = []
+    evaluate = trainer._evaluate
+
+    def timed(*args):
+        before, trained = clock(), trainer.progress.train_seconds
+        evaluate(*args)
+        seen.append((trainer.progress.step, trained, clock() - before))
+
+    trainer._evaluate = timed
+    return seen
+
+
+@pytest.mark.parametrize("share, sample_every", [(0.1, 0), (0.2, 0), (0.1, None)])
+def test_evaluations_take_at_most_their_share_of_a_budget_run(tmp_path, share, sample_every):
+    """Steps of 0.1 s, an evaluation every 5 of them costing ~0.45 s: every --eval-every would
+    spend ~45% of a 30 s budget evaluating. With --eval-share the evaluations (the first and the
+    last apart) run only at multiples of --eval-every, each one while all of them so far take at
+    most the share of the time; the live samples do not wait for them; the time saved trains more
+    steps; --eval-share 0 evaluates at every multiple."""
+    runs = {}
+    for name, s in (("shared", share), ("every", 0.0)):
+        clock = FakeClock()
+        events = []
+        trainer = make_trainer(
+            words_text(30_000),
+            tmp_path / name,
+            events=events.append,
+            clock=clock,
+            time_budget=30.0,
+            eval_every=5,
+            save_every=10_000,
+            sample_every=sample_every,
+            sample_chars=20,
+            eval_share=s,
+        )
+        costing(trainer, clock, step=0.1, eval_chunk=0.02)
+        timed = evaluations_timed(trainer, clock)
+        summary = trainer.fit()
+        runs[name] = summary["step"], timed, [e["step"] for e in events if e["event"] == "sample"]
+    steps, timed, _ = runs["every"]
+    assert [t[0] for t in timed[:-1]] == list(range(5, steps, 5)) and timed[-1][0] == steps
+    assert 0.35 <= timed[0][2] <= 0.55  # (what the costs above make an evaluation take)
+    steps, timed, samples = runs["shared"]
+    middle = timed[1:-1]
+    assert timed[0][0] == 5 and timed[-1][0] == steps and len(middle) >= 2
+    assert all(step % 5 == 0 for step, _, _ in middle)
+    spent = 0.0
+    for step, trained, took in timed[:-1]:
+        spent += took
+        if step > 5:
+            assert spent <= share * trained + 1e-9, (step, spent, trained)
+    assert len(timed) < len(runs["every"][1]) / 2
+    assert steps > runs["every"][0] * 1.2  # the time not spent evaluating trained
+    if sample_every is None:  # at each evaluation due, whether it ran or waited
+        assert samples == [*range(5, steps, 5), steps] or samples == list(range(5, steps + 1, 5)), samples
+    else:
+        assert samples == []
