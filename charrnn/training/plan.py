@@ -277,6 +277,7 @@ def size_model(plan: Plan, given: set[str], train_chars: int, vocab_size: int, s
                 speed_of=lambda m, batch, seq_len: speed_of(m, batch, seq_len, cfg.precision),
                 seconds_left=left,
                 fits=lambda m, batch: memory_problem(m, batch, cfg.seq_len, device, local_world) is None,
+                device_type=device.type,
             )
             cfg = sizing.apply(cfg, choice)
         if cfg.precision == "auto":

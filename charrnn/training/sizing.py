@@ -180,7 +180,7 @@ def embed_for(vocab: int, hidden: int) -> int:
     return min(64, hidden) if vocab <= LARGE_VOCAB else max(64, min(hidden // 2, 256))
 
 
-def batch_for(passes: float) -> int:
+def batch_for(passes: float, device_type: str = "cpu") -> int:
     """16 streams when the run reads its text less than twice (every update counts: on the
     full Shakespeare, 2.5 M characters in 1,200 steps of 16 reached 1.614 where 600 steps of 32
     reached 1.665; a CPU trains 16 or 32 streams at about the same chars/s), else 24: a third more
@@ -191,8 +191,12 @@ def batch_for(passes: float) -> int:
     2x256 (120 s) 1.516 / 1.507 against 1.495 / 1.484; held-out Python source, 2x256 at 7 passes,
     1.296 / 1.295 against 1.288 / 1.293. Batch 16 lost 0.005 at 2x512 (README, Tried for the 600 s
     target). The rungs are still probed at 32 streams: the run reads ~3-5% fewer characters than
-    planned, which its clock absorbs (the schedule runs on the time left)."""
-    return 16 if passes < FEW_PASSES else 24
+    planned, which its clock absorbs (the schedule runs on the time left). 24 was measured on the
+    CPU only: on a GPU, where 32 streams cost about what 24 do, it stays 32 (as before 2026-12-07)
+    until a GPU run says otherwise."""
+    if passes < FEW_PASSES:
+        return 16
+    return 24 if device_type == "cpu" else 32
 
 
 def dropout_for(passes: float, per_char: float = math.inf) -> float:
@@ -221,12 +225,13 @@ def choose(
     speed_of: Callable[[ModelConfig, int, int], float] | None,
     seconds_left: float | None,
     fits: Callable[[ModelConfig, int], bool] = lambda m, b: True,
+    device_type: str = "cpu",
 ) -> Choice | None:
     """The options of CHOSEN that are not in `given` (and the weight decay, unless given), for a
     run of `cfg` on `train_chars` characters of a `vocab`-character alphabet. `speed_of(model,
     batch, seq_len)` measures characters per second (used when the run has a time budget:
-    `seconds_left` of it); `fits(model, batch)`: whether the model fits in memory. None when
-    nothing is left to choose."""
+    `seconds_left` of it); `fits(model, batch)`: whether the model fits in memory; `device_type`:
+    where it trains (cpu, cuda, mps: `batch_for`). None when nothing is left to choose."""
     free = [name for name in CHOSEN if name not in given]
     if not free:
         return None
@@ -273,7 +278,7 @@ def choose(
         reads = min(seconds * speed, reads_limit)
         passes = reads / max(train_chars, 1)
     if "batch_size" not in given:
-        batch = batch_for(passes)
+        batch = batch_for(passes, device_type)
         if cfg.max_steps:  # a step of fewer streams reads fewer characters
             reads = min(reads, float(cfg.max_steps * batch * cfg.seq_len))
             passes = reads / max(train_chars, 1)

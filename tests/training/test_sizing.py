@@ -327,6 +327,7 @@ def test_the_run_is_planned_at_the_dropout_s_speed_in_a_real_plan(monkeypatch):
     config = TrainConfig(time_budget=600, size="auto", precision="fp32", threads=1, device="cpu").validate()
     cfg, choice, _ = plan.size_model(plan.Plan(config), set(), 100_000, VOCAB, started)
     assert cfg.dropout > 0 and calls[-1] == (cfg.layers, cfg.hidden, cfg.dropout)
+    assert cfg.batch_size == 24  # (on the CPU: sizing.batch_for)
     assert len(set(calls)) == len(calls)
     assert choice.speed == pytest.approx(6e10 / (6 * size(cfg)) * 0.9)
 
@@ -377,6 +378,11 @@ def test_a_run_that_reads_its_text_less_than_twice_takes_more_smaller_steps():
     many, _ = pick(600, train_chars=100_000)
     assert few.batch_size < many.batch_size
     assert sizing.batch_for(sizing.FEW_PASSES - 0.1) == 16 and sizing.batch_for(sizing.FEW_PASSES) == 24
+    assert sizing.batch_for(sizing.FEW_PASSES, "cuda") == 32  # (24 was measured on the CPU only)
+    assert sizing.batch_for(sizing.FEW_PASSES - 0.1, "cuda") == 16
+    config = TrainConfig(time_budget=600).validate()
+    on_gpu = choose(config, set(), 100_000, VOCAB, speed_inverse_to_weights(), 600, device_type="cuda")
+    assert on_gpu.values["batch_size"] == 32 and on_gpu.passes >= sizing.FEW_PASSES
     assert pick(600, train_chars=100_000_000, given={"batch_size"}, batch_size=48)[0].batch_size == 48
 
 
