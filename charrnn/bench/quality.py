@@ -31,6 +31,7 @@ PREVIOUS = {
     "seq_len": 128,
     "lr": 0.003,
     "weight_decay": 0.0,  # (0.1 since 2026-12-07)
+    "grad_clip": 1.0,  # (5 since 2026-12-07)
     "warmup": 50,
     "precision": "fp32",  # (--precision auto, bf16 where the CPU has it natively, came on 2026-12-06)
 }
