@@ -72,7 +72,7 @@ class TimeBudget:
         self.cfg, self.chunks_per_epoch, self.clock = cfg, chunks_per_epoch, clock
         self.val_chars, self.chars_per_step, self.parameters = val_chars, chars_per_step, parameters
         self.costs = Costs()
-        self.eval_seconds = 0.0  # what the evaluations (and their live samples) have taken (agreed: rank 0's)
+        self.eval_seconds = 0.0  # what the evaluations have taken (rank 0's decides: Trainer._eval_room)
         self.reserve = 0.0  # seconds kept for the end of a --time-budget run (agreed by all processes)
         self.time_up = False
         self._recent_steps: collections.deque[float] = collections.deque(maxlen=25)
