@@ -110,7 +110,8 @@ class TrainConfig(ModelShape):
     min_lr_frac: float = option(0.1, "Final learning rate of the cosine schedule, as a fraction of --lr.")
     # 5 since 2026-12-07 (1 before): step for step, one thread each, LSTM 2x512 with dropout 0.2 (a
     # 600 s run's model) 1.392 / 1.390 against 1.399 / 1.397 (two seeds), 2x384 (240 s) 1.459
-    # against 1.474, never more than 0.004 worse (README, What loss to expect: Gradient clipping).
+    # against 1.474; on English at most 0.004 worse, the Tang poems 0.011 (README, What loss to expect:
+    # Evaluations and clipping).
     grad_clip: float = option(5.0, "Clip the global gradient norm to this; 0 = off.")
     # 0.1 since 2026-12-07 (0 before): step for step it gained 0.013-0.016 nats/char at seven passes
     # and cost nothing at four; --size auto raises it with its dropout. The runs: sizing.WEIGHT_DECAY's
@@ -161,16 +162,16 @@ class TrainConfig(ModelShape):
     eval_chars: int = option(200_000, "Validation characters per evaluation (0 = all).")
     eval_share: float = option(
         0.03,
-        "With --time-budget: the most of the run's time so far that evaluations may take; one due by --eval-every "
-        "waits while it would take more (the first and the last always run; the live sample does not wait). "
-        "0 = every --eval-every.",
+        "With --time-budget only: the fraction of the run's time so far (0.03 = 3%) that evaluations may take; one "
+        "due by --eval-every that would take more is skipped (the next multiple asks again; the first and the last "
+        "always run; the live sample still comes). 0 = every --eval-every.",
     )
     save_every: int = option(200, "Write last.pt every N steps.")
     # Live samples: a short text at a fixed prime and seed, to watch the same sentence improve
-    sample_every: int | None = option(  # None = at each evaluation
+    sample_every: int | None = option(  # None = at each evaluation due (--eval-every) and the last
         None,
         "Show a short sample (fixed prime and seed, temperature 0.8) every N steps; 0 = never.",
-        "at each evaluation",
+        "every --eval-every",
     )
     sample_chars: int = option(200, "Characters per live sample.")  # after the prime
     sample_prime: str = option("", "Prime text of the live samples.", "none: start as after a newline")

@@ -26,7 +26,8 @@ class LiveSamples:
         self.vocab, self.device, self.clock, self.costs = vocab, device, clock, costs
 
     def due(self, step: int, evaluated: bool) -> bool:
-        """Whether a sample comes after `step`: with each evaluation, or every --sample-every (0: never)."""
+        """Whether a sample comes after `step`: with each evaluation due (`evaluated`: the trainer
+        passes one --eval-share skipped too), or every --sample-every (0: never)."""
         return evaluated if self.every is None else self.every > 0 and step % self.every == 0
 
     def chars_at(self, step: int) -> int:

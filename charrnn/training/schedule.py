@@ -73,6 +73,7 @@ class TimeBudget:
         self.val_chars, self.chars_per_step, self.parameters = val_chars, chars_per_step, parameters
         self.costs = Costs()
         self.eval_seconds = 0.0  # what the evaluations have taken (rank 0's decides: Trainer._eval_room)
+        self.last_eval_seconds = 0.0  # the latest one (the cost of the next where no validation was timed)
         self.reserve = 0.0  # seconds kept for the end of a --time-budget run (agreed by all processes)
         self.time_up = False
         self._recent_steps: collections.deque[float] = collections.deque(maxlen=25)
@@ -138,15 +139,17 @@ class TimeBudget:
 
     def eval_room(self, progress: Progress) -> bool:
         """Whether an evaluation due by --eval-every runs: always without a --time-budget or with
-        --eval-share 0, and the first; else while the evaluations, this one included, take at most
+        --eval-share 0, and the first (also without a validation split: then the latest one's time
+        is the next one's cost); else while the evaluations, this one included, take at most
         --eval-share of the run's time so far. Evaluating the validation tenth of a 1 M-character
         text every 200 steps took ~7% of a 600 s run's time on 2 cores (LSTM 2x512, bf16: ~4 s of
         each ~59 s; `make demo`'s 200 K characters every 200 steps of 16 streams, ~15%), time its
         training lacked; the best loss comes at the cosine's end, not from evaluations on the way."""
         share = self.cfg.eval_share
-        if not self.cfg.time_budget or not share or self.costs.eval_per_char is None:
+        if not self.cfg.time_budget or not share or not self.eval_seconds:
             return True
-        return self.eval_seconds + self.eval_s() <= share * progress.train_seconds
+        cost = self.eval_s() if self.costs.eval_per_char is not None else self.last_eval_seconds
+        return self.eval_seconds + cost <= share * progress.train_seconds
 
     def end_reserve(self, sample_chars: int) -> float:
         """Seconds a --time-budget run keeps for its end: the final evaluation (its measured
@@ -194,8 +197,10 @@ class TimeBudget:
         c.guess_sample_per_char = max(seconds / (3 * self.cfg.seq_len), 5e-4)
 
     def evaluated(self, seconds: float) -> None:
-        """An evaluation took `seconds` (what --eval-share counts)."""
+        """An evaluation took `seconds` (what --eval-share counts: the validation pass, its row and
+        best.pt's save)."""
         self.eval_seconds += seconds
+        self.last_eval_seconds = seconds
 
     def eval_timed(self, seconds: float, chars: int) -> None:
         """An evaluation of `chars` validation characters took `seconds` (at today's step time)."""

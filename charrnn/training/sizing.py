@@ -34,7 +34,8 @@ rule, fitted on runs measured across corpora and budgets (README, "What loss to 
   0.15, 0.3 at 0.2 and above): a model that over-fits enough for the most dropout wants more
   decay too, a smaller one or a shorter run less (WEIGHT_DECAY's note).
 - The batch is 16 streams for a run that reads its text less than twice (more updates for the
-  same characters; a CPU runs 16 streams as fast as 32), else 24 (32 until 2026-12-07: `batch_for`).
+  same characters; a CPU runs 16 streams as fast as 32), else 24 on the CPU (32 until 2026-12-07)
+  and 32 on a GPU (`batch_for`).
 - The embedding is 64 wide, wider for a vocabulary of thousands of characters (Chinese): there a
   narrow embedding is the bottleneck, and the read-out costs more than the cells anyway.
 - For thousands of characters the ladder's rungs have one layer (1x128 ... 1x768): two layers

@@ -384,3 +384,22 @@ def test_evaluations_take_at_most_their_share_of_a_budget_run(tmp_path, share, s
         assert samples == [*range(5, steps, 5), steps] or samples == list(range(5, steps + 1, 5)), samples
     else:
         assert samples == []
+
+
+def test_without_a_validation_split_the_share_counts_the_latest_evaluation():
+    """No validation pass is ever timed (no split): the first evaluation runs, and the next ones
+    cost what the latest took (its row, best.pt), so the share still holds."""
+    from charrnn.config import TrainConfig
+    from charrnn.store.metadata import Progress
+    from charrnn.training.schedule import TimeBudget
+
+    cfg = TrainConfig(time_budget=100.0, eval_share=0.1).validate()
+    budget = TimeBudget(cfg, 10, lambda: 0.0, val_chars=0, chars_per_step=128, parameters=1000)
+    progress = Progress()
+    progress.train_seconds = 5.0
+    assert budget.eval_room(progress)  # the first
+    budget.evaluated(1.0)
+    assert not budget.eval_room(progress)  # 1 + 1 > 0.1 x 5
+    progress.train_seconds = 20.0
+    assert budget.eval_room(progress)  # 1 + 1 <= 0.1 x 20
+    assert TimeBudget(TrainConfig(eval_share=0.1).validate(), 10, lambda: 0.0, 0, 128, 1000).eval_room(progress)
