@@ -167,7 +167,7 @@ class Trainer:
             # computes the same `finished`: it depends on agreed values only.
             self._agree()
             finished = budget.fraction_done(p) >= 1.0  # (an interruption evaluates nothing extra)
-            due = p.step % cfg.eval_every == 0  # (an evaluation due may wait: --eval-share; its sample does not)
+            due = p.step % cfg.eval_every == 0  # (--eval-share may skip the evaluation due; not its sample)
             evaluated = (due and self._eval_room()) or (finished and self._any_train_loss())
             if evaluated:
                 started = self.clock()
