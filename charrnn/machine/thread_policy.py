@@ -85,6 +85,19 @@ class ThreadPolicy:
         decision, self.decision = self.decision, None
         return decision
 
+    @property
+    def settled(self) -> int:
+        """The count for work between training steps (an evaluation, a live sample): during a
+        probe, the count it started from, not the candidate it measures (one thread of two
+        evaluates at half speed, and a --time-budget run's final evaluation was cut in half so)."""
+        return self._before_probe if self._measuring else self.threads
+
+    def interrupted(self) -> None:
+        """Work ran between two steps at `settled`: the candidate being measured warms up again
+        (switching the threads back slows its next step)."""
+        if self._measuring:
+            self._measuring = (self._measuring[0], -1, 0.0)
+
     # ------------------------------------------------------------------ steady running
     def step_done(self, seconds: float) -> int | None:
         if self._measuring:

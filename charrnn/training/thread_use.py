@@ -3,6 +3,8 @@ share of the machine, with a policy fed with each step's time (machine/thread_po
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -37,6 +39,25 @@ class ThreadUse:
             siblings=local_world - 1,
             chars_per_step=chars,
         )
+
+    @property
+    def settled(self) -> int:
+        """The count the run trains with: a probe's candidate only while it is measured."""
+        return self.policy.settled if self.policy else self.threads
+
+    @contextlib.contextmanager
+    def between_steps(self) -> Iterator[None]:
+        """Work between training steps (an evaluation, a live sample) at the settled count."""
+        count = self.settled
+        if count == self.threads:
+            yield
+            return
+        torch.set_num_threads(count)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(self.threads)
+            self.policy.interrupted()
 
     def start_note(self, step: int) -> dict[str, Any] | None:
         """The note a run starts with under --threads auto (None when they are pinned)."""

@@ -175,7 +175,7 @@ class Trainer:
                 budget.evaluated(self.clock() - started)
             sampled = self.samples.due(p.step, evaluated or due) and budget.room_for_sample(p, cfg.sample_chars)
             if sampled and d.main:  # (rank 0 alone shows it; with --average, the average's)
-                with self.average.swapped_in():
+                with self.average.swapped_in(), self.thread_use.between_steps():
                     text = self.samples.generate(self.model)
                 self.events({"event": "sample", "step": p.step, "prime": cfg.sample_prime, "text": text})
             if evaluated or sampled:  # chars/s measures training only
@@ -297,7 +297,7 @@ class Trainer:
         cfg, p, d = self.cfg, self.progress, self.dist
         started = self.clock()
         deadline = self.budget.eval_deadline(p, self.samples.chars_at(p.step))
-        with self.average.swapped_in():  # (--average: the average is what is evaluated)
+        with self.average.swapped_in(), self.thread_use.between_steps():  # (--average: the average is evaluated)
             total, count, cut = validation_sum(
                 self.model, self.val_ids, self.batch_size, cfg, self.device, d, deadline, self.clock
             )
@@ -311,7 +311,7 @@ class Trainer:
         release_pages(self.val_ids)
         train_loss = loss_sum / loss_count if loss_count else math.nan
         val_loss = total / count if len(self.val_ids) and count else None
-        row = eval_row(p, self.chunks_per_epoch, train_loss, val_loss, lr, chars_per_sec, self.thread_use.threads)
+        row = eval_row(p, self.chunks_per_epoch, train_loss, val_loss, lr, chars_per_sec, self.thread_use.settled)
         p.loss_sum, p.loss_count, self.last_eval = 0.0, 0, row
         score = val_loss if val_loss is not None else train_loss
         improved = math.isfinite(score) and score < p.best_loss

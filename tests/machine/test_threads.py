@@ -191,3 +191,33 @@ def test_free_cores_for_a_long_running_loop():
         1,
     ]  # too short to say; idle; one busy; all busy (at least 1)
     assert meter.windows == [0.5] * 4
+
+
+def test_work_between_steps_runs_at_the_count_a_probe_started_from():
+    """An evaluation or a sample between two steps runs at the settled count, not at a probe's
+    candidate; the candidate warms up again afterwards, so the switch back is not measured."""
+    clock = Clock()
+    policy = ThreadPolicy(2, Meter(0.0), clock)
+    while policy.threads == 2:  # the first window ends in a probe, which tries 1 thread after 2
+        clock.now += 0.06
+        policy.step_done(0.06)
+    assert policy.settled == 2
+    for _ in range(2):  # the candidate's warm-up step, then a measured one
+        clock.now += 0.10
+        policy.step_done(0.10)
+    policy.interrupted()  # (an evaluation ran at 2 threads)
+    clock.now += 5.0
+    policy.step_done(5.0)  # the first step back at 1 thread, slow: a warm-up, not a measurement
+    decision = None
+    while decision is None:
+        clock.now += 0.10
+        policy.step_done(0.10)
+        decision = policy.take_decision()
+    assert policy.threads == policy.settled == 2
+    assert decision.rates == {1: pytest.approx(10.0), 2: pytest.approx(1 / 0.06)}  # the slow step left out
+    policy = ThreadPolicy(2, Meter(0.0), clock)
+    steps = {1: 0.10, 2: 0.30}
+    while policy.take_decision() is None:
+        clock.now += steps[policy.threads]
+        policy.step_done(steps[policy.threads])
+    assert policy.threads == policy.settled == 1  # once the probe ends, what it chose

@@ -339,3 +339,50 @@ def test_checkpoints_from_before_prepared_corpora_still_resume(tmp_path):
     old.meta["corpus"]["digest"] = "0" * 40  # another corpus
     with pytest.raises(CharRNNError, match="cannot resume: the corpus"):
         make_trainer(text, tmp_path, resume_from=edited(old, tmp_path / "other.pt"), max_steps=10)
+
+
+class ProbingPolicy:
+    """A thread policy in the middle of a probe: it measures 1 thread, the run trains with 2."""
+
+    threads, settled, interruptions, cores, others = 1, 2, 0, 2, 0.0
+
+    def step_done(self, seconds):
+        return None
+
+    def take_decision(self):
+        return None
+
+    def interrupted(self):
+        self.interruptions += 1
+
+
+def test_evaluations_and_samples_run_at_the_settled_thread_count_not_a_probes(tmp_path, monkeypatch):
+    """A probe of 1 thread of 2 in flight when a --time-budget run ended evaluated at half speed,
+    and its deadline cut the final evaluation in half (2026-12-07)."""
+    import charrnn.training.trainer as trainer_module
+
+    seen = {}
+    validation_sum = trainer_module.validation_sum
+
+    def counting_validation(*args, **kwargs):
+        seen.setdefault("eval", torch.get_num_threads())
+        return validation_sum(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "validation_sum", counting_validation)
+    trainer = make_trainer(repeat_text(4000), tmp_path, max_steps=50, eval_every=50, sample_every=50)
+    generate = trainer.samples.generate
+
+    def counting_sample(model):
+        seen.setdefault("sample", torch.get_num_threads())
+        return generate(model)
+
+    trainer.samples.generate = counting_sample
+    trainer.thread_use.policy, trainer.thread_use.threads = ProbingPolicy(), 1
+    try:
+        trainer.fit()
+        assert seen == {"eval": 2, "sample": 2}
+        assert torch.get_num_threads() == 1  # the probe goes on at its candidate
+        assert trainer.thread_use.policy.interruptions == 2
+        assert trainer.last_eval["threads"] == 2
+    finally:
+        torch.set_num_threads(1)
