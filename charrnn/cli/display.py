@@ -39,7 +39,7 @@ from charrnn.cli.tables import bench_tables  # noqa: F401  (imported from here b
 from charrnn.errors import plural
 
 # The events of a run (charrnn/api/training.py) that carry a line for people, shown as they come.
-NOTES = ("engine", "corpus", "sized", "precision", "verdict")
+NOTES = ("engine", "corpus", "sized", "precision", "verdict", "stopping")
 
 
 class _ProgressWithSample(Progress):

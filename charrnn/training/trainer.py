@@ -133,6 +133,7 @@ class Trainer:
                 state = self.scaler.state_dict()
                 state.update(scale=self.progress.loss_scale, _growth_tracker=self.progress.loss_scale_growth)
                 self.scaler.load_state_dict(state)
+        self._evaluated_at = self.progress.step  # the step of the latest evaluation (or where this run began)
 
     def stop(self, reason: str = "interrupted") -> None:
         """Ask the loop to end after the current step (safe to call from a signal handler)."""
@@ -152,6 +153,7 @@ class Trainer:
             if until_step is not None and p.step >= until_step:
                 return self._end("until_step")
             if self._stopping:
+                self._evaluate_before_stopping()
                 return self._end(self._stopping)
 
             loss, lr = self.train_step()
@@ -218,6 +220,28 @@ class Trainer:
         each measured its own costs)."""
         room = self.dist.main and self.budget.eval_room(self.progress)
         return self.dist.sum([1.0 if room else 0.0])[0] > 0
+
+    def _evaluate_before_stopping(self) -> None:
+        """A stopped run (Ctrl-C, SIGTERM, `Stop`) evaluates once more where --eval-share skipped
+        an evaluation due since the last one, so that best.pt is not left that old (else, as
+        before the share, it is at most --eval-every steps old and nothing extra runs). last.pt
+        is saved first: a second Ctrl-C during the evaluation loses no step."""
+        p, every = self.progress, self.cfg.eval_every
+        if p.step // every == self._evaluated_at // every or not self._any_train_loss():
+            return
+        self.save(LAST)
+        since = plural(p.step - self._evaluated_at, "step")
+        again = ", a second Ctrl-C ends at once" if self.dist.world == 1 else ""
+        self.events(
+            {
+                "event": "stopping",
+                "message": f"stopping: evaluating step {p.step:,} first ({since} since the last evaluation, "
+                f"some skipped by --eval-share); last.pt is saved{again}",
+            }
+        )
+        started = self.clock()
+        self._evaluate(self.optimizer.param_groups[0]["lr"], self._chars_per_sec(started))
+        self.budget.evaluated(self.clock() - started)
 
     def _any_train_loss(self) -> bool:
         """Whether any process has accumulated a training loss since the last evaluation (after a
@@ -312,7 +336,7 @@ class Trainer:
         train_loss = loss_sum / loss_count if loss_count else math.nan
         val_loss = total / count if len(self.val_ids) and count else None
         row = eval_row(p, self.chunks_per_epoch, train_loss, val_loss, lr, chars_per_sec, self.thread_use.settled)
-        p.loss_sum, p.loss_count, self.last_eval = 0.0, 0, row
+        p.loss_sum, p.loss_count, self.last_eval, self._evaluated_at = 0.0, 0, row, p.step
         score = val_loss if val_loss is not None else train_loss
         improved = math.isfinite(score) and score < p.best_loss
         if improved:

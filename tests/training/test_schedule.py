@@ -403,3 +403,42 @@ def test_without_a_validation_split_the_share_counts_the_latest_evaluation():
     progress.train_seconds = 20.0
     assert budget.eval_room(progress)  # 1 + 1 <= 0.1 x 20
     assert TimeBudget(TrainConfig(eval_share=0.1).validate(), 10, lambda: 0.0, 0, 128, 1000).eval_room(progress)
+
+
+@pytest.mark.parametrize("stop_at, share, evaluated", [(23, 0.1, [5, 23]), (7, 0.1, [5]), (23, 0.0, [5, 10, 15, 20])])
+def test_a_stopped_run_evaluates_once_more_where_the_share_skipped_evaluations(tmp_path, stop_at, share, evaluated):
+    """Stopped (Ctrl-C) after --eval-share skipped the evaluations due at steps 10-20, a run
+    evaluates its last step, so best.pt is not step 5's; stopped before a skipped one (step 7) or
+    without the share, it evaluates nothing extra, as before."""
+    from charrnn.store import checkpoint
+
+    clock, events = FakeClock(), []
+
+    def watch(event):
+        events.append(event)
+        if event["event"] == "step" and event["step"] == stop_at:
+            trainer.stop("interrupted")
+
+    trainer = make_trainer(
+        words_text(30_000),
+        tmp_path,
+        events=watch,
+        clock=clock,
+        time_budget=30.0,
+        eval_every=5,
+        save_every=10_000,
+        sample_every=0,
+        eval_share=share,
+    )
+    costing(trainer, clock, step=0.1, eval_chunk=0.02)
+    timed = evaluations_timed(trainer, clock)
+    summary = trainer.fit()
+    assert summary["reason"] == "interrupted" and summary["step"] == stop_at
+    assert [t[0] for t in timed] == evaluated
+    stopping = [e["message"] for e in events if e["event"] == "stopping"]
+    assert len(stopping) == (evaluated[-1] == stop_at)
+    best = checkpoint.load(tmp_path / "run" / "best.pt").meta["progress"]
+    assert best["step"] == evaluated[-1]
+    if stopping:
+        assert f"evaluating step {stop_at}" in stopping[0] and "18 steps since" in stopping[0]
+        assert checkpoint.load(tmp_path / "run" / "last.pt").meta["progress"]["best_loss"] == best["best_loss"]
