@@ -46,6 +46,7 @@ class Progress:
     loss_scale: float | None = None
     loss_scale_growth: int = 0
     average_count: int = 0  # --average: the steps the averaged weights hold (the checkpoint's "average" part)
+    eval_seconds: float = 0.0  # what the evaluations took (--eval-share; absent before it: 0)
 
 
 @dataclass
@@ -250,7 +251,10 @@ def _read_config(data: Any, where: str) -> TrainConfig:
 
 def _read_progress(data: Any, where: str) -> Progress:
     progress = read_record(
-        Progress, data, where, defaults={"loss_scale": None, "loss_scale_growth": 0, "average_count": 0}
+        Progress,
+        data,
+        where,
+        defaults={"loss_scale": None, "loss_scale_growth": 0, "average_count": 0, "eval_seconds": 0.0},
     )
     counts = (
         "step",
@@ -265,7 +269,7 @@ def _read_progress(data: Any, where: str) -> Progress:
     _at_least(progress, where, counts, 0)
     scale = progress.loss_scale
     _require(scale is None or (math.isfinite(scale) and scale > 0), f"{where}.loss_scale", scale, "must be positive")
-    for name in ("train_seconds", "loss_sum"):
+    for name in ("train_seconds", "loss_sum", "eval_seconds"):
         value = getattr(progress, name)
         _require(math.isfinite(value) and value >= 0, f"{where}.{name}", value, "must be a finite number, 0 or more")
     _require(progress.best_loss >= 0, f"{where}.best_loss", progress.best_loss, "must be 0 or more (or Infinity)")

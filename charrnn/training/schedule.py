@@ -72,7 +72,6 @@ class TimeBudget:
         self.cfg, self.chunks_per_epoch, self.clock = cfg, chunks_per_epoch, clock
         self.val_chars, self.chars_per_step, self.parameters = val_chars, chars_per_step, parameters
         self.costs = Costs()
-        self.eval_seconds = 0.0  # what the evaluations have taken (rank 0's decides: Trainer._eval_room)
         self.last_eval_seconds = 0.0  # the latest one (the cost of the next where no validation was timed)
         self.reserve = 0.0  # seconds kept for the end of a --time-budget run (agreed by all processes)
         self.time_up = False
@@ -146,10 +145,10 @@ class TimeBudget:
         each ~59 s; `make demo`'s 200 K characters every 200 steps of 16 streams, ~15%), time its
         training lacked; the best loss comes at the cosine's end, not from evaluations on the way."""
         share = self.cfg.eval_share
-        if not self.cfg.time_budget or not share or not self.eval_seconds:
+        if not self.cfg.time_budget or not share or not progress.eval_seconds:
             return True
         cost = self.eval_s() if self.costs.eval_per_char is not None else self.last_eval_seconds
-        return self.eval_seconds + cost <= share * progress.train_seconds
+        return progress.eval_seconds + cost <= share * progress.train_seconds
 
     def end_reserve(self, sample_chars: int) -> float:
         """Seconds a --time-budget run keeps for its end: the final evaluation (its measured
@@ -196,10 +195,11 @@ class TimeBudget:
         c.guess_save = 0.01 + 12 * self.parameters / 200e6
         c.guess_sample_per_char = max(seconds / (3 * self.cfg.seq_len), 5e-4)
 
-    def evaluated(self, seconds: float) -> None:
+    def evaluated(self, seconds: float, progress: Progress) -> None:
         """An evaluation took `seconds` (what --eval-share counts: the validation pass, its row and
-        best.pt's save)."""
-        self.eval_seconds += seconds
+        best.pt's save; kept in `progress`, so that a resumed run goes on counting, rank 0's
+        deciding: Trainer._eval_room)."""
+        progress.eval_seconds += seconds
         self.last_eval_seconds = seconds
 
     def eval_timed(self, seconds: float, chars: int) -> None:

@@ -174,7 +174,7 @@ class Trainer:
             if evaluated:
                 started = self.clock()
                 self._evaluate(lr, self._chars_per_sec(now))
-                budget.evaluated(self.clock() - started)
+                budget.evaluated(self.clock() - started, p)
             sampled = self.samples.due(p.step, evaluated or due) and budget.room_for_sample(p, cfg.sample_chars)
             if sampled and d.main:  # (rank 0 alone shows it; with --average, the average's)
                 with self.average.swapped_in(), self.thread_use.between_steps():
@@ -241,7 +241,7 @@ class Trainer:
         )
         started = self.clock()
         self._evaluate(self.optimizer.param_groups[0]["lr"], self._chars_per_sec(started))
-        self.budget.evaluated(self.clock() - started)
+        self.budget.evaluated(self.clock() - started, p)
 
     def _any_train_loss(self) -> bool:
         """Whether any process has accumulated a training loss since the last evaluation (after a

@@ -398,7 +398,7 @@ def test_without_a_validation_split_the_share_counts_the_latest_evaluation():
     progress = Progress()
     progress.train_seconds = 5.0
     assert budget.eval_room(progress)  # the first
-    budget.evaluated(1.0)
+    budget.evaluated(1.0, progress)
     assert not budget.eval_room(progress)  # 1 + 1 > 0.1 x 5
     progress.train_seconds = 20.0
     assert budget.eval_room(progress)  # 1 + 1 <= 0.1 x 20
@@ -442,3 +442,41 @@ def test_a_stopped_run_evaluates_once_more_where_the_share_skipped_evaluations(t
     if stopping:
         assert f"evaluating step {stop_at}" in stopping[0] and "18 steps since" in stopping[0]
         assert checkpoint.load(tmp_path / "run" / "last.pt").meta["progress"]["best_loss"] == best["best_loss"]
+
+
+def test_a_resumed_budget_run_goes_on_counting_its_evaluations_time(tmp_path):
+    """The evaluations' seconds are in last.pt: resumed, a run does not take its first due
+    evaluation for the "first" and spend the share again (without them it evaluated at step 45)."""
+    from charrnn.store import checkpoint
+
+    def trainer_for(clock, stop_at, resume_from=None):
+        def watch(event):
+            if event["event"] == "step" and event["step"] == stop_at:
+                trainer.stop("interrupted")
+
+        trainer = make_trainer(
+            words_text(30_000),
+            tmp_path,
+            events=watch,
+            clock=clock,
+            resume_from=resume_from,
+            time_budget=30.0,
+            eval_every=5,
+            save_every=10_000,
+            sample_every=0,
+            eval_share=0.1,
+        )
+        costing(trainer, clock, step=0.1, eval_chunk=0.02)
+        return trainer
+
+    clock = FakeClock()
+    first = trainer_for(clock, 40)
+    timed = evaluations_timed(first, clock)
+    first.fit()
+    assert [t[0] for t in timed] == [5, 40]  # (the stop evaluates: those due at 10-35 were skipped)
+    saved = checkpoint.load(tmp_path / "run" / "last.pt")
+    assert saved.info.progress.eval_seconds == pytest.approx(sum(t[2] for t in timed))
+    resumed = trainer_for(clock, 60, resume_from=saved)
+    timed = evaluations_timed(resumed, clock)
+    resumed.fit()
+    assert [t[0] for t in timed] == [60]
