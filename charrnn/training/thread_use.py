@@ -42,7 +42,8 @@ class ThreadUse:
 
     @property
     def settled(self) -> int:
-        """The count the run trains with: a probe's candidate only while it is measured."""
+        """The count the run trains with (during a probe, the count it started from, not the
+        candidate it measures)."""
         return self.policy.settled if self.policy else self.threads
 
     @contextlib.contextmanager
