@@ -45,7 +45,7 @@ class PlainProgress:
             )
         elif kind == "warning":
             self._print(f"warning: {event['message']}")
-        elif kind in ("engine", "corpus", "sized", "precision", "verdict"):
+        elif kind in ("engine", "corpus", "sized", "precision", "verdict", "stopping"):
             self._print(event["message"])
         elif kind == "done":
             self._print(

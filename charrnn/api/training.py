@@ -11,7 +11,8 @@ corpus (prepared once into the cache), `--size auto` (training/sizing.py), the T
 Under torchrun each process calls `train()`; rank 0 decides and reports.
 
 Progress goes to `callbacks`: callables taking the event dicts the Trainer emits ("start", "step",
-"eval", "sample", "save", "threads", "warning", "end") and those the run adds around them:
+"eval", "sample", "save", "threads", "warning", "stopping" (a stopped run evaluating its last
+step first; a "message"), "end") and those the run adds around them:
 
 - "preparing" (phase, done, total: bytes of a corpus being prepared), then "prepared";
 - "planned" (run_dir, resumed, init_from), "engine" (numpy's gradients), "corpus" (its size and

@@ -80,23 +80,26 @@ class ThreadPolicy:
         self._rates: dict[int, float] = {}
         self._measuring: tuple[int, int, float] | None = None  # (count, steps, seconds) of the candidate running
         self._before_probe = self.threads
+        self._rewarm, self._rewarms = False, 0  # (interrupted)
 
     def take_decision(self) -> Decision | None:
         decision, self.decision = self.decision, None
         return decision
 
+    REWARMS = 2  # steps of a candidate left unmeasured after work between steps, at most
+
     @property
     def settled(self) -> int:
-        """The count for work between training steps (an evaluation, a live sample): during a
-        probe, the count it started from, not the candidate it measures (one thread of two
-        evaluates at half speed, and a --time-budget run's final evaluation was cut in half so)."""
+        """The count for work between training steps (an evaluation, a live sample): `threads`
+        outside a probe; during one, the count it started from, not the candidate it measures."""
         return self._before_probe if self._measuring else self.threads
 
     def interrupted(self) -> None:
-        """Work ran between two steps at `settled`: the candidate being measured warms up again
-        (switching the threads back slows its next step)."""
-        if self._measuring:
-            self._measuring = (self._measuring[0], -1, 0.0)
+        """Work ran between two steps at `settled`: the candidate's next step is not measured
+        (switching the threads back slows it), REWARMS times a candidate at most, so that a probe
+        ends whatever runs between its steps."""
+        if self._measuring and self._rewarms < self.REWARMS:
+            self._rewarm = True
 
     # ------------------------------------------------------------------ steady running
     def step_done(self, seconds: float) -> int | None:
@@ -147,6 +150,7 @@ class ThreadPolicy:
 
     def _next_candidate(self) -> int | None:
         count = self._probe.pop(0)
+        self._rewarm, self._rewarms = False, 0
         self._measuring = (count, -1, 0.0)  # -1: the first step after a change warms up, uncounted
         if count == self.threads:
             self._measuring = (count, 0, 0.0)
@@ -156,6 +160,9 @@ class ThreadPolicy:
 
     def _probe_step(self, seconds: float) -> int | None:
         count, steps, total = self._measuring
+        if self._rewarm:  # the first step after work between steps: not measured
+            self._rewarm, self._rewarms = False, self._rewarms + 1
+            return None
         steps, total = (steps + 1, total + seconds) if steps >= 0 else (0, 0.0)
         self._measuring = (count, steps, total)
         if steps < self.PROBE_STEPS or total < self.PROBE_S:

@@ -46,7 +46,7 @@ class Progress:
     loss_scale: float | None = None
     loss_scale_growth: int = 0
     average_count: int = 0  # --average: the steps the averaged weights hold (the checkpoint's "average" part)
-    eval_seconds: float = 0.0  # what the evaluations took (--eval-share; absent before it: 0)
+    eval_seconds: float = 0.0  # what the evaluations took (--eval-share counts it; absent before 2026-12-07: 0)
 
 
 @dataclass

@@ -138,16 +138,17 @@ class TimeBudget:
 
     def eval_room(self, progress: Progress) -> bool:
         """Whether an evaluation due by --eval-every runs: always without a --time-budget or with
-        --eval-share 0, and the first (also without a validation split: then the latest one's time
-        is the next one's cost); else while the evaluations, this one included, take at most
-        --eval-share of the run's time so far. Evaluating the validation tenth of a 1 M-character
-        text every 200 steps took ~7% of a 600 s run's time on 2 cores (LSTM 2x512, bf16: ~4 s of
-        each ~59 s; `make demo`'s 200 K characters every 200 steps of 16 streams, ~15%), time its
-        training lacked; the best loss comes at the cosine's end, not from evaluations on the way."""
+        --eval-share 0, and the run's first (also without a validation split: then the latest
+        one's time is the next one's cost; after a resume, until one is timed, a guess); else
+        while the evaluations, this one included, take at most --eval-share of the run's time so
+        far. Evaluating the validation tenth of a 1 M-character text every 200 steps took ~7% of a
+        600 s run's time on 2 cores (LSTM 2x512, bf16: ~4 s of each ~59 s; `make demo`'s 200 K
+        characters every 200 steps of 16 streams, ~15%), time its training lacked; the best loss
+        comes at the cosine's end, not from evaluations on the way."""
         share = self.cfg.eval_share
         if not self.cfg.time_budget or not share or not progress.eval_seconds:
             return True
-        cost = self.eval_s() if self.costs.eval_per_char is not None else self.last_eval_seconds
+        cost = self.eval_s() if self.val_chars else self.last_eval_seconds  # (a guess until one is timed)
         return progress.eval_seconds + cost <= share * progress.train_seconds
 
     def end_reserve(self, sample_chars: int) -> float:

@@ -223,25 +223,25 @@ class Trainer:
 
     def _evaluate_before_stopping(self) -> None:
         """A stopped run (Ctrl-C, SIGTERM, `Stop`) evaluates once more where --eval-share skipped
-        an evaluation due since the last one, so that best.pt is not left that old (else, as
-        before the share, it is at most --eval-every steps old and nothing extra runs). last.pt
-        is saved first: a second Ctrl-C during the evaluation loses no step."""
+        an evaluation due since the last one (or since the run resumed), so that best.pt is not
+        left that old; else, as before the share, nothing extra runs. last.pt is saved first: a
+        second Ctrl-C during the evaluation loses no step."""
         p, every = self.progress, self.cfg.eval_every
         if p.step // every == self._evaluated_at // every or not self._any_train_loss():
             return
         self.save(LAST)
-        since = plural(p.step - self._evaluated_at, "step")
-        again = ", a second Ctrl-C ends at once" if self.dist.world == 1 else ""
+        skipped = p.step // every * every
         self.events(
             {
                 "event": "stopping",
-                "message": f"stopping: evaluating step {p.step:,} first ({since} since the last evaluation, "
-                f"some skipped by --eval-share); last.pt is saved{again}",
+                "message": f"stopping: evaluating step {p.step:,} first (--eval-share skipped the evaluation due at "
+                f"step {skipped:,}); last.pt is saved",
             }
         )
         started = self.clock()
         self._evaluate(self.optimizer.param_groups[0]["lr"], self._chars_per_sec(started))
         self.budget.evaluated(self.clock() - started, p)
+        self.budget.count_until(self.clock(), p)  # (the evaluation and the save count, as in the loop)
 
     def _any_train_loss(self) -> bool:
         """Whether any process has accumulated a training loss since the last evaluation (after a

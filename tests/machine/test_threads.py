@@ -221,3 +221,18 @@ def test_work_between_steps_runs_at_the_count_a_probe_started_from():
         clock.now += steps[policy.threads]
         policy.step_done(steps[policy.threads])
     assert policy.threads == policy.settled == 1  # once the probe ends, what it chose
+
+
+def test_a_probe_ends_however_often_work_runs_between_its_steps():
+    """A live sample after every step (--sample-every 1) interrupts every step of a probe: each
+    candidate leaves at most REWARMS of them unmeasured, then measures on, so the probe ends."""
+    clock = Clock()
+    policy = ThreadPolicy(2, Meter(0.0), clock)
+    steps, decision = 0, None
+    while decision is None and steps < 100:
+        seconds = {1: 0.10, 2: 0.06}[policy.threads]
+        clock.now += seconds
+        policy.step_done(seconds)
+        policy.interrupted()
+        decision, steps = policy.take_decision(), steps + 1
+    assert decision is not None and decision.threads == policy.settled == 2, steps

@@ -51,6 +51,10 @@ CASES = {  # what is wrong: (the edit, what the message says)
     ),
     "a record that is not one": (lambda m, d: _set(m, "corpus", [1]), r"meta\.corpus is \[1\], expected an object"),
     "out of range": (lambda m, d: _set(m["model"], "layers", 0), r"meta\.model\.layers 0 must be at least 1"),
+    "negative evaluation time": (
+        lambda m, d: _set(m["progress"], "eval_seconds", -1.0),
+        r"meta\.progress\.eval_seconds -1\.0 must be a finite number, 0 or more",
+    ),
     "unknown cell": (
         lambda m, d: _set(m["model"], "cell", "transformer"),
         r"meta\.model\.cell 'transformer' is not one of",
@@ -181,13 +185,14 @@ def test_checkpoints_from_older_versions_still_load(run, tmp_path):  # noqa: F81
 
     def older(meta, data):
         del meta["world_size"]
+        del meta["progress"]["eval_seconds"]
         for key in ("sample_every", "sample_chars", "sample_prime", "precision", "compile", "engine", "dropout_mask"):
             del meta["config"][key]
 
     root, corpus, folder = run
     path = recrafted(folder / "last.pt", tmp_path / "old" / "c" / "last.pt", older)
     info = checkpoint.load(path).info
-    assert info.world_size == 1 and info.config.engine == "torch"
+    assert info.world_size == 1 and info.config.engine == "torch" and info.progress.eval_seconds == 0.0
     assert checkpoint.load(folder / "last.pt").info.config.dropout_mask == "locked"  # (a run of today's)
     assert info.config.dropout_mask == "element"  # a run from before --dropout-mask goes on with its masks
     result = invoke(

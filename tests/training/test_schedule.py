@@ -440,7 +440,7 @@ def test_a_stopped_run_evaluates_once_more_where_the_share_skipped_evaluations(t
     best = checkpoint.load(tmp_path / "run" / "best.pt").meta["progress"]
     assert best["step"] == evaluated[-1]
     if stopping:
-        assert f"evaluating step {stop_at}" in stopping[0] and "18 steps since" in stopping[0]
+        assert f"evaluating step {stop_at} first (--eval-share skipped the evaluation due at step 20)" in stopping[0]
         assert checkpoint.load(tmp_path / "run" / "last.pt").meta["progress"]["best_loss"] == best["best_loss"]
 
 
@@ -476,7 +476,25 @@ def test_a_resumed_budget_run_goes_on_counting_its_evaluations_time(tmp_path):
     assert [t[0] for t in timed] == [5, 40]  # (the stop evaluates: those due at 10-35 were skipped)
     saved = checkpoint.load(tmp_path / "run" / "last.pt")
     assert saved.info.progress.eval_seconds == pytest.approx(sum(t[2] for t in timed))
+    assert saved.info.progress.train_seconds >= saved.info.progress.eval_seconds + 40 * 0.1 - 1e-6  # (both counted)
     resumed = trainer_for(clock, 60, resume_from=saved)
     timed = evaluations_timed(resumed, clock)
     resumed.fit()
-    assert [t[0] for t in timed] == [60]
+    assert [t[0] for t in timed] == [60]  # (the stop's: those due at 45-55 waited)
+
+
+def test_after_a_resume_an_untimed_evaluation_costs_its_guess_not_nothing():
+    """Resumed, the share's first due evaluation has no timing of this process yet: it costs the
+    forward-pass guess (a third of a step per chunk), not 0."""
+    from charrnn.config import TrainConfig
+    from charrnn.store.metadata import Progress
+    from charrnn.training.schedule import TimeBudget
+
+    cfg = TrainConfig(time_budget=100.0, eval_share=0.1).validate()
+    budget = TimeBudget(cfg, 10, lambda: 0.0, val_chars=12_800, chars_per_step=128, parameters=1000)
+    budget.step_timed(0.3)  # a guess of 0.3 x 100 chunks / 3 = 10 s an evaluation
+    progress = Progress(train_seconds=50.0, eval_seconds=1.0)  # (as last.pt had them)
+    assert budget.eval_s() == pytest.approx(10.0)
+    assert not budget.eval_room(progress)  # 1 + 10 > 0.1 x 50
+    progress.train_seconds = 110.0
+    assert budget.eval_room(progress)  # 1 + 10 <= 0.1 x 110
