@@ -157,6 +157,59 @@ def test_two_processes_resume_exactly(tmp_path):
     assert losses("straight") == losses("split") and [r[0] for r in losses("split")] == [7, 14, 21, 28, 30]
 
 
+STOPPED = """
+import sys, torch
+from charrnn.config import TrainConfig
+from charrnn.training.distributed import Dist
+from charrnn.training.trainer import Trainer
+from charrnn.data.vocab import Vocab
+
+text = open(sys.argv[1], encoding="utf-8").read()
+vocab = Vocab.from_text(text)
+ids = vocab.encode(text)
+cfg = TrainConfig(layers=1, hidden=32, embed=16, seq_len=16, batch_size=4, threads=1, eval_every=5,
+                  save_every=1000, sample_every=0, warmup=0, time_budget=1000.0, eval_share=1e-6,
+                  device="cpu").validate()
+dist = Dist.from_env()
+dist.start(torch.device("cpu"))
+
+def stop_at_23(event):  # (rank 0 alone sees events: the processes must agree to stop)
+    if event["event"] == "step" and event["step"] == 23:
+        trainer.stop("interrupted")
+
+trainer = Trainer(cfg, vocab, ids[:-2000], ids[-2000:], sys.argv[2], events=stop_at_23, dist=dist)
+trainer.fit()
+dist.close()
+import os
+sys.stdout.flush()
+os._exit(0)
+"""
+
+
+@gloo
+def test_two_processes_stopped_after_skipped_evaluations_evaluate_together(tmp_path):
+    """Rank 0 alone is asked to stop, at step 23, with every evaluation after the first skipped by
+    --eval-share: both processes stop at that step and evaluate it together (the evaluation and
+    the saves gather from both), as one process would."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(words_text(12_000), encoding="utf-8")
+    script = tmp_path / "stopped.py"
+    script.write_text(STOPPED, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)]
+        + [str(corpus), str(tmp_path / "run")],
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr.decode()[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "val_loss" in r] == [5, 23]
+    last, best = (checkpoint.load(tmp_path / "run" / name) for name in ("last.pt", "best.pt"))
+    assert last.meta["progress"]["step"] == best.meta["progress"]["step"] == 23 and last.meta["world_size"] == 2
+    assert last.meta["progress"]["eval_seconds"] > 0
+
+
 def test_what_cannot_run_in_several_processes_is_refused_before_torchrun_starts(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text(words_text(3000), encoding="utf-8")
