@@ -405,17 +405,12 @@ def test_without_a_validation_split_the_share_counts_the_latest_evaluation():
     assert TimeBudget(TrainConfig(eval_share=0.1).validate(), 10, lambda: 0.0, 0, 128, 1000).eval_room(progress)
 
 
-@pytest.mark.parametrize("stop_at, share, evaluated", [(23, 0.1, [5, 23]), (7, 0.1, [5]), (23, 0.0, [5, 10, 15, 20])])
-def test_a_stopped_run_evaluates_once_more_where_the_share_skipped_evaluations(tmp_path, stop_at, share, evaluated):
-    """Stopped (Ctrl-C) after --eval-share skipped the evaluations due at steps 10-20, a run
-    evaluates its last step, so best.pt is not step 5's; stopped before a skipped one (step 7) or
-    without the share, it evaluates nothing extra, as before."""
-    from charrnn.store import checkpoint
-
-    clock, events = FakeClock(), []
+def stopped_at(tmp_path, clock: FakeClock, stop_at: int, share: float, events=None, resume_from=None):
+    """A budget run (steps of 0.1 s, an evaluation every 5 costing ~0.45 s) that `stop()` ends
+    after step `stop_at`, as Ctrl-C would; `events` gets its events."""
 
     def watch(event):
-        events.append(event)
+        (events if events is not None else []).append(event)
         if event["event"] == "step" and event["step"] == stop_at:
             trainer.stop("interrupted")
 
@@ -424,6 +419,7 @@ def test_a_stopped_run_evaluates_once_more_where_the_share_skipped_evaluations(t
         tmp_path,
         events=watch,
         clock=clock,
+        resume_from=resume_from,
         time_budget=30.0,
         eval_every=5,
         save_every=10_000,
@@ -431,6 +427,18 @@ def test_a_stopped_run_evaluates_once_more_where_the_share_skipped_evaluations(t
         eval_share=share,
     )
     costing(trainer, clock, step=0.1, eval_chunk=0.02)
+    return trainer
+
+
+@pytest.mark.parametrize("stop_at, share, evaluated", [(23, 0.1, [5, 23]), (7, 0.1, [5]), (23, 0.0, [5, 10, 15, 20])])
+def test_a_stopped_run_evaluates_once_more_where_the_share_skipped_evaluations(tmp_path, stop_at, share, evaluated):
+    """Stopped (Ctrl-C) after --eval-share skipped the evaluations due at steps 10-20, a run
+    evaluates its last step, so best.pt is not step 5's; stopped before a skipped one (step 7) or
+    without the share, it evaluates nothing extra, as before."""
+    from charrnn.store import checkpoint
+
+    clock, events = FakeClock(), []
+    trainer = stopped_at(tmp_path, clock, stop_at, share, events)
     timed = evaluations_timed(trainer, clock)
     summary = trainer.fit()
     assert summary["reason"] == "interrupted" and summary["step"] == stop_at
@@ -449,35 +457,15 @@ def test_a_resumed_budget_run_goes_on_counting_its_evaluations_time(tmp_path):
     evaluation for the "first" and spend the share again (without them it evaluated at step 45)."""
     from charrnn.store import checkpoint
 
-    def trainer_for(clock, stop_at, resume_from=None):
-        def watch(event):
-            if event["event"] == "step" and event["step"] == stop_at:
-                trainer.stop("interrupted")
-
-        trainer = make_trainer(
-            words_text(30_000),
-            tmp_path,
-            events=watch,
-            clock=clock,
-            resume_from=resume_from,
-            time_budget=30.0,
-            eval_every=5,
-            save_every=10_000,
-            sample_every=0,
-            eval_share=0.1,
-        )
-        costing(trainer, clock, step=0.1, eval_chunk=0.02)
-        return trainer
-
     clock = FakeClock()
-    first = trainer_for(clock, 40)
+    first = stopped_at(tmp_path, clock, 40, 0.1)
     timed = evaluations_timed(first, clock)
     first.fit()
     assert [t[0] for t in timed] == [5, 40]  # (the stop evaluates: those due at 10-35 were skipped)
     saved = checkpoint.load(tmp_path / "run" / "last.pt")
     assert saved.info.progress.eval_seconds == pytest.approx(sum(t[2] for t in timed))
     assert saved.info.progress.train_seconds >= saved.info.progress.eval_seconds + 40 * 0.1 - 1e-6  # (both counted)
-    resumed = trainer_for(clock, 60, resume_from=saved)
+    resumed = stopped_at(tmp_path, clock, 60, 0.1, resume_from=saved)
     timed = evaluations_timed(resumed, clock)
     resumed.fit()
     assert [t[0] for t in timed] == [60]  # (the stop's: those due at 45-55 waited)
