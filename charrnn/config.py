@@ -154,8 +154,8 @@ class TrainConfig(ModelShape):
     time_budget: float | None = option(
         None,
         "Stop after this many seconds of wall clock: the whole command, start-up, evaluations and the final save "
-        "included (the LR schedule follows the clock). With --resume, the run's total: the time it trained before "
-        "counts.",
+        "included, aiming at 1% past it (600 ends near 10:06; the LR schedule follows the clock). With --resume, the "
+        "run's total: the time it trained before counts.",
     )
     # Evaluation and checkpoints
     eval_every: int = option(200, "Evaluate on the validation split every N steps.")
