@@ -154,7 +154,7 @@ class TrainConfig(ModelShape):
     time_budget: float | None = option(
         None,
         "Stop after this many seconds of wall clock: the whole command, start-up, evaluations and the final save "
-        "included, aiming at 1% past it (600 ends near 10:06; the LR schedule follows the clock). With --resume, the "
+        "included, aiming at 1% past it (600: by about 10:06; the LR schedule follows the clock). With --resume, the "
         "run's total: the time it trained before counts.",
     )
     # Evaluation and checkpoints

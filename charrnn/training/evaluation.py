@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from charrnn.config import TrainConfig
-from charrnn.data.batches import batchify, fit_batch_size, release_pages, shard_rows
+from charrnn.data.batches import batchify, fit_batch_size, num_chunks, release_pages, shard_rows
 from charrnn.model import CharRNN, stream_loss
 
 
@@ -60,12 +60,17 @@ def evaluate_sum(
     share of `ids`: the ids are laid out as `batch_size` x `world` streams, and process `rank`
     evaluates its block of them with carried state (unless told not to). At `deadline` (a
     reading of `clock`) it stops after the chunk in hand: the loss of the first chunks."""
-    seq_len = min(seq_len, len(ids) - 1)
-    n_streams = max(1, fit_batch_size(len(ids), seq_len, batch_size * world))
-    streams = batchify(ids, n_streams)[shard_rows(n_streams, rank, world)]
+    streams, seq_len = _streams(ids, batch_size, seq_len, rank, world)
     if not len(streams):
         return 0.0, 0
     return stream_loss(model, streams, seq_len, device, carry_state, deadline=deadline, clock=clock)
+
+
+def _streams(ids: np.ndarray, batch_size: int, seq_len: int, rank: int, world: int) -> tuple[np.ndarray, int]:
+    """This process' streams of `ids` for an evaluation, and the chunk length it reads them in."""
+    seq_len = min(seq_len, len(ids) - 1)
+    n_streams = max(1, fit_batch_size(len(ids), seq_len, batch_size * world))
+    return batchify(ids, n_streams)[shard_rows(n_streams, rank, world)], seq_len
 
 
 def validation_sum(
@@ -79,7 +84,8 @@ def validation_sum(
     total, count = evaluate_sum(
         model, val_ids, batch_size, cfg.seq_len, device, cfg.carry_state, dist.rank, dist.world, deadline, clock
     )
-    return total, count, deadline is not None and clock() >= deadline
+    streams, seq_len = _streams(val_ids, batch_size, cfg.seq_len, dist.rank, dist.world)
+    return total, count, count < len(streams) * num_chunks(streams, seq_len) * seq_len  # (whole, if late: not cut)
 
 
 def evaluate(model: CharRNN, ids: np.ndarray, batch_size: int, seq_len: int, device, carry_state: bool = True) -> float:

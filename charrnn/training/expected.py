@@ -4,8 +4,8 @@ run with it (README, "What loss to expect", holds the same measurements as a tab
 
 Characters read, not seconds, are the measure of a run's length here, so that the expectation
 holds on a faster or slower machine; the kind of text matters more than anything else (Python
-source reaches about 1.25 nats/char where Shakespeare reaches 1.45-1.5, and Chinese poems, with
-thousands of characters, about 5.3).
+source reaches about 1.25 nats/char where Shakespeare reaches 1.4-1.5, and Chinese poems, with
+thousands of characters, about 5.2).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import unicodedata
 # CPU (README, What loss to expect), refitted on 2026-12-07, night, on the recipe as it is (--lr
 # 6e-3, bf16 where the CPU has it, batch 24, clipping at 5, weight decay with dropout): English
 # text: the ends of tiny-shakespeare runs of 60 s (2.1 M characters, 1.558), 120 s (3.7 M, 1.497),
-# 240 s (4.1 M 1.439, 4.3 M 1.459), 600 s (6.0 M 1.399 and 10.0 M 1.398, one each of the two models
+# 240 s (4.1 M 1.439 and 4.3 M 1.459, two budget runs), 600 s (6.0 M 1.399 and 10.0 M 1.398, one each of the two models
 # the rule chooses there; beside a busy core 6.1 M 1.443) and 1,200 s (12.8 M, 1.374), and of
 # `make demo` (the full Shakespeare, its validation 200 K characters: 5.3 M 1.483, 6.2 M 1.479),
 # smoothed to fall with the characters read, each run within 0.05 of the curve (1 M kept from

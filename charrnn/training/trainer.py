@@ -148,7 +148,7 @@ class Trainer:
             self._agree()  # every process ends here, or none
             if budget.fraction_done(p) >= 1.0:
                 if p.step and self._any_train_loss():  # the time ran out after the last step's checks
-                    self._evaluate(lr_at(cfg, p.step, 1.0), self._chars_per_sec(self.clock()))
+                    self._evaluate(lr_at(cfg, p.step, 1.0), self._chars_per_sec(self.clock()), sample_follows=False)
                 return self._end("done")
             if until_step is not None and p.step >= until_step:
                 return self._end("until_step")
@@ -239,7 +239,7 @@ class Trainer:
             }
         )
         started = self.clock()
-        self._evaluate(self.optimizer.param_groups[0]["lr"], self._chars_per_sec(started))
+        self._evaluate(self.optimizer.param_groups[0]["lr"], self._chars_per_sec(started), sample_follows=False)
         self.budget.evaluated(self.clock() - started, p)
         self.budget.count_until(self.clock(), p)  # (the evaluation and the save count, as in the loop)
 
@@ -315,12 +315,13 @@ class Trainer:
         return loss.item(), grad_norm.item(), hidden
 
     # ----------------------------------------------------------------- evaluation and checkpoints
-    def _evaluate(self, lr: float, chars_per_sec: float) -> None:
+    def _evaluate(self, lr: float, chars_per_sec: float, sample_follows: bool = True) -> None:
         """Evaluate now (every process, at the same step; within the time a --time-budget
-        leaves): write the row, best.pt if the loss improved, and report it."""
+        leaves, less a live sample's where one may follow): write the row, best.pt if the loss
+        improved, and report it."""
         cfg, p, d = self.cfg, self.progress, self.dist
         started = self.clock()
-        deadline = self.budget.eval_deadline(p, self.samples.chars_at(p.step))
+        deadline = self.budget.eval_deadline(p, self.samples.chars_at(p.step) if sample_follows else 0)
         with self.average.swapped_in(), self.thread_use.between_steps():  # (--average: the average is evaluated)
             total, count, cut = validation_sum(
                 self.model, self.val_ids, self.batch_size, cfg, self.device, d, deadline, self.clock
