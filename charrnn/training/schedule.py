@@ -149,15 +149,28 @@ class TimeBudget:
         --eval-share 0, and the run's first (also without a validation split: then the latest
         one's time is the next one's cost; after a resume, until one is timed, a guess); else
         while the evaluations, this one included, take at most --eval-share of the run's time so
-        far. Evaluating the validation tenth of a 1 M-character text every 200 steps took ~7% of a
-        600 s run's time on 2 cores (LSTM 2x512, bf16: ~4 s of each ~59 s; `make demo`'s 200 K
-        characters every 200 steps of 16 streams, ~15%), time its training lacked; the best loss
-        comes at the cosine's end, not from evaluations on the way."""
+        far, and not when the final one comes first (`final_comes_first`). Evaluating the
+        validation tenth of a 1 M-character text every 200 steps took ~7% of a 600 s run's time
+        on 2 cores (LSTM 2x512, bf16: ~4 s of each ~59 s; `make demo`'s 200 K characters every
+        200 steps of 16 streams, ~15%), time its training lacked; the best loss comes at the
+        cosine's end, not from evaluations on the way."""
         share = self.cfg.eval_share
         if not self.cfg.time_budget or not share or not progress.eval_seconds:
             return True
+        if self.final_comes_first(progress):
+            return False
         cost = self.eval_s() if self.val_chars else self.last_eval_seconds  # (a guess until one is timed)
         return progress.eval_seconds + cost <= share * progress.train_seconds
+
+    def final_comes_first(self, progress: Progress) -> bool:
+        """Whether the run's time is up, by the reserve in force, sooner than --eval-every more steps
+        at today's step time: an evaluation due now would be followed by the final one within
+        fewer steps than apart, and only take time from the last steps (`make demo`, 2026-12-07:
+        evaluations at steps 2,000 and 2,018, ~6 s of 300)."""
+        if not self.cfg.time_budget or not self.costs.step:
+            return False
+        left = self.budget_end() - self.reserve - progress.train_seconds
+        return left < self.cfg.eval_every * self.costs.step
 
     def end_reserve(self, sample_chars: int) -> float:
         """Seconds a --time-budget run keeps for its end, so that the whole command ends on time

@@ -313,6 +313,33 @@ def test_a_final_evaluation_keeps_time_for_a_live_sample_only_where_one_follows(
     assert clock() - started <= 3.0 * 1.01 and summary["reason"] == "done"
 
 
+@pytest.mark.parametrize("step", [0.031, 0.043, 0.05, 0.067])
+def test_no_evaluation_falls_due_just_before_the_final_one(tmp_path, step):
+    """An evaluation due when the run's time will be up sooner than --eval-every more steps would
+    only take time from the last steps (`make demo`: evaluations at steps 2,000 and 2,018): it is
+    skipped, and the final one comes. Those due earlier all run (a share that holds them all)."""
+    clock = FakeClock()
+    events = []
+    trainer = make_trainer(
+        repeat_text(30_000, "the quick brown fox.\n"),
+        tmp_path,
+        events=events.append,
+        clock=clock,
+        time_budget=3.0,
+        eval_every=10,
+        eval_share=0.5,
+        sample_every=0,
+        max_epochs=None,
+        val_frac=0.2,
+    )
+    costing(trainer, clock, step=step, eval_chunk=0.002)
+    summary = trainer.fit()
+    final = summary["step"]
+    evaluated = [e["step"] for e in events if e["event"] == "eval"]
+    assert evaluated[-1] == final
+    assert evaluated[:-1] == [m for m in range(10, final, 10) if final - m > 10], (final, evaluated)
+
+
 def test_an_evaluation_whole_but_late_is_not_called_cut(tmp_path):
     """Cut means chunks left unread: an evaluation whose last chunk ends past its deadline read
     them all (it used to be called cut, and warned of, for the clock alone)."""
@@ -575,7 +602,7 @@ def test_after_a_resume_an_untimed_evaluation_costs_its_guess_not_nothing():
     from charrnn.store.metadata import Progress
     from charrnn.training.schedule import TimeBudget
 
-    cfg = TrainConfig(time_budget=100.0, eval_share=0.1).validate()
+    cfg = TrainConfig(time_budget=1000.0, eval_share=0.1).validate()
     budget = TimeBudget(cfg, 10, lambda: 0.0, val_chars=12_800, chars_per_step=128, parameters=1000)
     budget.step_timed(0.3)  # a guess of 0.3 x 100 chunks / 3 = 10 s an evaluation
     progress = Progress(train_seconds=50.0, eval_seconds=1.0)  # (as last.pt had them)
