@@ -241,6 +241,24 @@ def test_the_time_a_budget_run_keeps_for_its_end(tmp_path):
     assert unbudgeted.end_reserve(50) == 0.0
 
 
+def three_second_run(tmp_path, clock: FakeClock, events: list, **settings):
+    """A Trainer with --time-budget 3 on `clock`, its events into `events`, on 30,000 characters of
+    a repeated sentence (the last fifth held out)."""
+    text = repeat_text(30_000, "the quick brown fox.\n")
+    return make_trainer(
+        text, tmp_path, events=events.append, clock=clock, time_budget=3.0, max_epochs=None, val_frac=0.2, **settings
+    )
+
+
+def assert_ended_whole_and_on_time(summary, events: list, clock: FakeClock, started: float) -> None:
+    """The run ended by its limit, its last evaluation at its last step, uncut (no warning), by
+    1% past its 3 s budget."""
+    assert summary["reason"] == "done"
+    assert not [e["message"] for e in events if e["event"] == "warning"]
+    assert [e["step"] for e in events if e["event"] == "eval"][-1] == summary["step"]
+    assert clock() - started <= 3.0 * 1.01, clock() - started
+
+
 @pytest.mark.parametrize("step", [0.041, 0.043, 0.047, 0.053, 0.061, 0.067, 0.071])
 @pytest.mark.parametrize("slower", [1.0, 1.05])
 def test_the_final_evaluation_is_whole_wherever_the_last_step_ends(tmp_path, step, slower):
@@ -248,20 +266,8 @@ def test_the_final_evaluation_is_whole_wherever_the_last_step_ends(tmp_path, ste
     an evaluation that costs what the one before it did, or 5% more, still runs whole (a
     1,200 s run's was cut by about a step when half a step was kept for it and nothing more),
     and the command still ends by 1% past the budget."""
-    clock = FakeClock()
-    events = []
-    trainer = make_trainer(
-        repeat_text(30_000, "the quick brown fox.\n"),
-        tmp_path,
-        events=events.append,
-        clock=clock,
-        time_budget=3.0,
-        eval_every=20,
-        eval_share=0,
-        sample_every=0,
-        max_epochs=None,
-        val_frac=0.2,
-    )
+    clock, events = FakeClock(), []
+    trainer = three_second_run(tmp_path, clock, events, eval_every=20, eval_share=0, sample_every=0)
     per_char = 0.004 / trainer.cfg.seq_len  # an evaluation's chunk: 4 ms (the last evaluation's: `slower` times that)
 
     def costs(module, args, out):
@@ -271,12 +277,8 @@ def test_the_final_evaluation_is_whole_wherever_the_last_step_ends(tmp_path, ste
     trainer.model.register_forward_hook(costs)
     started = clock()
     summary = trainer.fit()
-    assert summary["reason"] == "done" and summary["step"] > 20
-    warnings = [e["message"] for e in events if e["event"] == "warning"]
-    assert not warnings, warnings
-    evaluations = [e for e in events if e["event"] == "eval"]
-    assert evaluations[-1]["step"] == summary["step"] and len(evaluations) >= 2
-    assert clock() - started <= 3.0 * 1.01, clock() - started
+    assert_ended_whole_and_on_time(summary, events, clock, started)
+    assert summary["step"] > 20 and len([e for e in events if e["event"] == "eval"]) >= 2
 
 
 @pytest.mark.parametrize("step", [0.03, 0.04, 0.05, 0.06])
@@ -285,21 +287,8 @@ def test_a_final_evaluation_keeps_time_for_a_live_sample_only_where_one_follows(
     (the final evaluation, then its sample) or after a sample, at the top of the loop (the
     final evaluation, and no sample after it). Its deadline keeps time for a sample exactly
     where one follows, so the second kind is not cut for a sample that never comes."""
-    clock = FakeClock()
-    events = []
-    trainer = make_trainer(
-        repeat_text(30_000, "the quick brown fox.\n"),
-        tmp_path,
-        events=events.append,
-        clock=clock,
-        time_budget=3.0,
-        eval_every=10,
-        eval_share=0,
-        sample_every=1,
-        sample_chars=800,
-        max_epochs=None,
-        val_frac=0.2,
-    )
+    clock, events = FakeClock(), []
+    trainer = three_second_run(tmp_path, clock, events, eval_every=10, eval_share=0, sample_every=1, sample_chars=800)
     costing(trainer, clock, step=step, eval_chunk=0.004)  # (a sample's character: 0.25 ms, 0.2 s a sample)
     kept = []  # the sample characters each evaluation's deadline kept time for
     deadline = trainer.budget.eval_deadline
@@ -309,8 +298,7 @@ def test_a_final_evaluation_keeps_time_for_a_live_sample_only_where_one_follows(
     kinds = [e["event"] for e in events if e["event"] in ("eval", "sample")]
     assert kinds[-2:] == ["eval", "sample"] or kinds[-2:] == ["sample", "eval"]
     assert kept[-1] == (800 if kinds[-1] == "sample" else 0), (kinds[-2:], kept[-1])
-    assert not [e for e in events if e["event"] == "warning"]
-    assert clock() - started <= 3.0 * 1.01 and summary["reason"] == "done"
+    assert_ended_whole_and_on_time(summary, events, clock, started)
 
 
 @pytest.mark.parametrize("step", [0.031, 0.043, 0.05, 0.067])
@@ -318,20 +306,8 @@ def test_no_evaluation_falls_due_just_before_the_final_one(tmp_path, step):
     """An evaluation due when the run's time will be up sooner than --eval-every more steps would
     only take time from the last steps (`make demo`: evaluations at steps 2,000 and 2,018): it is
     skipped, and the final one comes. Those due earlier all run (a share that holds them all)."""
-    clock = FakeClock()
-    events = []
-    trainer = make_trainer(
-        repeat_text(30_000, "the quick brown fox.\n"),
-        tmp_path,
-        events=events.append,
-        clock=clock,
-        time_budget=3.0,
-        eval_every=10,
-        eval_share=0.5,
-        sample_every=0,
-        max_epochs=None,
-        val_frac=0.2,
-    )
+    clock, events = FakeClock(), []
+    trainer = three_second_run(tmp_path, clock, events, eval_every=10, eval_share=0.5, sample_every=0)
     costing(trainer, clock, step=step, eval_chunk=0.002)
     summary = trainer.fit()
     final = summary["step"]
