@@ -163,9 +163,9 @@ class TrainConfig(ModelShape):
     eval_share: float = option(
         0.03,
         "With --time-budget only: the fraction of the run's time so far (0.03 = 3%) that evaluations may take; one "
-        "due by --eval-every that would take more, or with the last one due sooner than --eval-every more steps, is "
-        "skipped (the next multiple asks again; the first and the last always run; the live sample still comes). 0 = "
-        "every --eval-every.",
+        "due by --eval-every that would take more is skipped (the next multiple asks again), and so is one due when "
+        "the run will end, and evaluate, within --eval-every more steps; the first and the last always run, the live "
+        "sample still comes. 0 = every --eval-every.",
     )
     save_every: int = option(200, "Write last.pt every N steps.")
     # Live samples: a short text at a fixed prime and seed, to watch the same sentence improve

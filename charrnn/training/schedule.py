@@ -157,19 +157,20 @@ class TimeBudget:
         share = self.cfg.eval_share
         if not self.cfg.time_budget or not share or not progress.eval_seconds:
             return True
-        if self.final_comes_first(progress):
-            return False
         cost = self.eval_s() if self.val_chars else self.last_eval_seconds  # (a guess until one is timed)
+        if self.final_comes_first(progress, cost):
+            return False
         return progress.eval_seconds + cost <= share * progress.train_seconds
 
-    def final_comes_first(self, progress: Progress) -> bool:
-        """Whether the run's time is up, by the reserve in force, sooner than --eval-every more steps
-        at today's step time: an evaluation due now would be followed by the final one within
-        fewer steps than apart, and only take time from the last steps (`make demo`, 2026-12-07:
-        evaluations at steps 2,000 and 2,018, ~6 s of 300)."""
+    def final_comes_first(self, progress: Progress, cost: float) -> bool:
+        """Whether, after an evaluation of `cost` seconds now, --time-budget would be up (by the
+        reserve in force) sooner than --eval-every more steps at today's step time: the final
+        evaluation would follow within fewer steps than apart, and this one only take time from
+        the last steps (`make demo`, 2026-12-07: evaluations at steps 2,000 and 2,018, ~6 s of
+        300). Skipped, its time goes to training."""
         if not self.cfg.time_budget or not self.costs.step:
             return False
-        left = self.budget_end() - self.reserve - progress.train_seconds
+        left = self.budget_end() - self.reserve - progress.train_seconds - cost
         return left < self.cfg.eval_every * self.costs.step
 
     def end_reserve(self, sample_chars: int) -> float:

@@ -222,9 +222,9 @@ class Trainer:
         return self.dist.sum([1.0 if room else 0.0])[0] > 0
 
     def _evaluate_before_stopping(self) -> None:
-        """A stopped run (Ctrl-C, SIGTERM, `Stop`) evaluates once more where --eval-share skipped
-        an evaluation due since the last one (or since the run resumed), so that best.pt is not
-        left that old; else, as before the share, nothing extra runs. last.pt is saved first: a
+        """A stopped run (Ctrl-C, SIGTERM, `Stop`) evaluates once more where an evaluation due since
+        the last one (or since the run resumed) was skipped (--eval-share, or the final one near),
+        so that best.pt is not left that old; else, as before the share, nothing extra runs. last.pt is saved first: a
         second Ctrl-C during the evaluation loses no step."""
         p, every = self.progress, self.cfg.eval_every
         if p.step // every == self._evaluated_at // every or not self._any_train_loss():
@@ -234,8 +234,8 @@ class Trainer:
         self.events(
             {
                 "event": "stopping",
-                "message": f"stopping: evaluating step {p.step:,} first (--eval-share skipped the evaluation due at "
-                f"step {skipped:,}); last.pt is saved",
+                "message": f"stopping: evaluating step {p.step:,} first (the evaluation due at step {skipped:,} was "
+                "skipped to save time); last.pt is saved",
             }
         )
         started = self.clock()
