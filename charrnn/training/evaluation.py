@@ -81,10 +81,10 @@ def validation_sum(
     a validation split."""
     if not len(val_ids):
         return 0.0, 0, False
-    total, count = evaluate_sum(
-        model, val_ids, batch_size, cfg.seq_len, device, cfg.carry_state, dist.rank, dist.world, deadline, clock
-    )
     streams, seq_len = _streams(val_ids, batch_size, cfg.seq_len, dist.rank, dist.world)
+    if not len(streams):
+        return 0.0, 0, False
+    total, count = stream_loss(model, streams, seq_len, device, cfg.carry_state, deadline=deadline, clock=clock)
     return total, count, count < len(streams) * num_chunks(streams, seq_len) * seq_len  # (whole, if late: not cut)
 
 

@@ -17,9 +17,10 @@ import unicodedata
 # CPU (README, What loss to expect), refitted on 2026-12-07, night, on the recipe as it is (--lr
 # 6e-3, bf16 where the CPU has it, batch 24, clipping at 5, weight decay with dropout): English
 # text: the ends of tiny-shakespeare runs of 60 s (2.1 M characters, 1.558), 120 s (3.7 M, 1.497),
-# 240 s (4.1 M 1.439 and 4.3 M 1.459, two budget runs), 600 s (6.0 M 1.399 and 10.0 M 1.398, one each of the two models
-# the rule chooses there; beside a busy core 6.1 M 1.443) and 1,200 s (12.8 M, 1.374), and of
-# `make demo` (the full Shakespeare, its validation 200 K characters: 5.3 M 1.483, 6.2 M 1.479),
+# 240 s (4.1 M 1.439 and 4.3 M 1.459, two budget runs), 600 s (6.0 M 1.399 and 10.0 M 1.398, one
+# each of the two models the rule chooses there; beside a busy core 6.1 M 1.443) and 1,200 s
+# (12.8 M, 1.374), and of `make demo` (the full Shakespeare, its validation 200 K characters:
+# 5.3 M 1.483, 6.2 M 1.479),
 # smoothed to fall with the characters read, each run within 0.05 of the curve (1 M kept from
 # the 2026-12-01 fit); Chinese text: the Tang poems, the 1x128 of 300 s (its end, 2.5 M 5.167, and
 # 1.3 M 5.336 on the way), within 0.08 of the two one-layer runs of the morning before (2.0 M

@@ -224,8 +224,8 @@ class Trainer:
     def _evaluate_before_stopping(self) -> None:
         """A stopped run (Ctrl-C, SIGTERM, `Stop`) evaluates once more where an evaluation due since
         the last one (or since the run resumed) was skipped (--eval-share, or the final one near),
-        so that best.pt is not left that old; else, as before the share, nothing extra runs. last.pt is saved first: a
-        second Ctrl-C during the evaluation loses no step."""
+        so that best.pt is not left that old; else, as before the share, nothing extra runs.
+        last.pt is saved first: a second Ctrl-C during the evaluation loses no step."""
         p, every = self.progress, self.cfg.eval_every
         if p.step // every == self._evaluated_at // every or not self._any_train_loss():
             return
